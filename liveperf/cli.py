@@ -1,0 +1,169 @@
+"""Command line: ``liveperf play | ports | models``. Parses arguments (argparse), wires a ``Show``, prints results.
+
+Exit codes: 0 success, 1 the show ran but something failed (errors in a song), 2 bad input before the show
+(setlist, model, MIDI file, no MIDI system), 130 stopped by a signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from liveperf.io.midi_file import MidiFileError
+from liveperf.models.metadata import ModelMetadataError
+from liveperf.models.onnx_model import ModelLoadError, load_model, shipped_model_names, shipped_models_dir
+from liveperf.setlist import SetlistError, load_setlist
+
+BACKENDS = ("auto", "jack", "alsa", "coremidi", "file")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liveperf", description="A real-time MIDI partner that plays with you.")
+    sub = p.add_subparsers(dest="command", required=True)
+    play = sub.add_parser("play", help="play a setlist", description=(
+        "Play the songs of a setlist. With a MIDI system (JACK, ALSA, CoreMIDI) liveperf opens virtual ports "
+        "'liveperf:in' and 'liveperf:out'; with none, it plays in file mode: each song's performer take (or "
+        "--input) is played in real time and everything heard is recorded."))
+    play.add_argument("setlist", type=Path)
+    play.add_argument("--input", type=Path, help="performer part from this MIDI file (for every song played)")
+    play.add_argument("--record", type=Path, help="record performer and partner to this MIDI file")
+    play.add_argument("--song", action="append", default=[],
+                      help="song number (1-based) or title substring; repeat for several (default: all)")
+    play.add_argument("--duration", type=float, help="stop each song after this many seconds")
+    play.add_argument("--backend", choices=BACKENDS, default="auto",
+                      help="MIDI system (default auto: JACK, then ALSA, then CoreMIDI, else file mode)")
+    play.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu",
+                      help="onnxruntime execution provider (default cpu: fastest for per-step models)")
+    play.add_argument("--seed", type=int, help="override every song's sampling seed")
+    play.add_argument("--client-name", default="liveperf", help="MIDI client name (default liveperf)")
+    ports = sub.add_parser("ports", help="list MIDI ports")
+    ports.add_argument("--backend", choices=BACKENDS[:-1], default="auto")
+    models = sub.add_parser("models", help="list the shipped models with their metadata and figures")
+    models.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "play":
+            return _play(args)
+        if args.command == "ports":
+            return _ports(args)
+        return _models(args)
+    except (SetlistError, ModelLoadError, ModelMetadataError, MidiFileError) as exc:
+        print(f"liveperf: {exc}", file=sys.stderr)
+        return 2
+
+
+def _play(args) -> int:
+    from liveperf.io import midi_ports
+    from liveperf.show import NullPort, Show, ShowOptions
+
+    setlist = load_setlist(args.setlist)
+    indices = sorted({i for sel in args.song for i in setlist.find(sel)}) if args.song else list(range(len(setlist.songs)))
+    backend = args.backend
+    if backend != "file":
+        try:
+            backend = midi_ports.detect_backend(backend)
+        except midi_ports.MidiUnavailable as exc:
+            if args.backend != "auto":
+                print(f"liveperf: {exc}", file=sys.stderr)
+                return 2
+            print(f"liveperf: {exc}\nliveperf: playing in file mode (no MIDI system).")
+            backend = "file"
+    record = args.record
+    if backend == "file" and record is None:
+        record = Path("recordings") / f"{setlist.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.mid"
+    options = ShowOptions(input_path=args.input, record_path=record, backend=backend, duration_s=args.duration,
+                          provider=args.provider, client_name=args.client_name, seed=args.seed)
+    show = Show(setlist, options)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: show.stop_event.set())
+    out_port, in_port = NullPort(), None
+    if backend != "file":
+        out_port = midi_ports.MidiOutPort.open_virtual(args.client_name, "out", backend)
+        if args.input is None:
+            in_port = midi_ports.MidiInPort.open_virtual(args.client_name, "in", backend)
+        print(f"liveperf: {backend} ports open: {out_port.name}" + (f", {in_port.name}" if in_port else "")
+              + " — connect your controller and synth to them")
+    try:
+        report = show.run(indices, backend, out_port, in_port)
+    except ValueError as exc:
+        print(f"liveperf: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        close = getattr(out_port, "close", None)
+        if close:
+            close()
+    _print_report(report)
+    if report.stopped == "signal":
+        return 130
+    return 1 if any(s.error for s in report.songs) else 0
+
+
+def _print_report(report) -> None:
+    print(f"\n{'song':<28} {'BPM':>6} {'steps':>6} {'notes in':>9} {'answers':>8} {'partner tok':>12} {'errors':>7}")
+    for s in report.songs:
+        print(f"{s.title[:28]:<28} {s.tempo_bpm:>6g} {s.steps:>6} {s.performer_notes:>9} {s.responses:>8} "
+              f"{s.partner_tokens:>12} {s.model_errors + (1 if s.error else 0):>7}")
+    t = report.timing_us
+    timing = (f"timing error (send - due) p50 {t['p50']:.0f} µs, p99 {t['p99']:.0f} µs, max {t['max']:.0f} µs over "
+              f"{t['n']} messages" if t else "no messages sent")
+    print(f"\n{report.sent} messages sent, {report.late_dropped} dropped as late, {report.send_errors} send errors; "
+          f"{timing}")
+    if report.record_path:
+        print(f"recorded to {report.record_path}")
+
+
+def _ports(args) -> int:
+    from liveperf.io import midi_ports
+
+    try:
+        backend = midi_ports.detect_backend(args.backend)
+    except midi_ports.MidiUnavailable as exc:
+        print(f"liveperf: {exc}", file=sys.stderr)
+        return 2
+    ports = midi_ports.list_ports(backend)
+    print(f"MIDI system: {backend}")
+    for kind in ("inputs", "outputs"):
+        print(f"{kind}:")
+        for name in ports.get(kind, []):
+            print(f"  {name}")
+        if not ports.get(kind):
+            print("  (none)")
+    return 0
+
+
+def _models(args) -> int:
+    names = shipped_model_names()
+    if not names:
+        print(f"no models in {shipped_models_dir()}")
+        return 1
+    rows = []
+    for name in names:
+        m = load_model(shipped_models_dir() / f"{name}.onnx")
+        rows.append(m)
+        if args.json:
+            continue
+        metrics = m.info.metrics or {}
+        test = metrics.get("test", {}).get("model", metrics.get("test", {})) if isinstance(metrics, dict) else {}
+        size_kb = m.path.stat().st_size / 1024
+        figures = ", ".join(f"{k} {v:.3f}" for k, v in test.items() if isinstance(v, (int, float)))
+        print(f"{name:<16} {m.info.family:<10} {m.info.steps_per_beat} steps/beat  {size_kb:7.0f} KB  "
+              f"test: {figures or 'n/a'}")
+    if args.json:
+        print(json.dumps({m.info.name: {"family": m.info.family, "steps_per_beat": m.info.steps_per_beat,
+                                        "inputs": m.info.inputs, "outputs": m.info.outputs,
+                                        "state_shape": m.info.state_shape, "training_data": m.info.training_data,
+                                        "split": m.info.split, "metrics": m.info.metrics,
+                                        "training": m.info.training} for m in rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

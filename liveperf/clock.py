@@ -1,0 +1,74 @@
+"""Clocks: the map between wall time (integer ns, monotonic) and musical time (integer steps).
+
+``InternalClock`` runs at a tempo from the setlist, anchored at ``start_ns`` = step 0. Tempo is kept as an exact
+fraction so ``ns_at_step`` never drifts, however long the show. Owned and called by the engine thread only;
+the scheduler and input adapters see plain ns values, never the clock.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+NS_PER_MINUTE = 60_000_000_000
+
+
+class InternalClock:
+    """Steps at a fixed tempo from an anchor; ``set_tempo`` re-anchors at a step so earlier steps keep their times.
+
+    ``tempo_bpm`` is quarter-note beats per minute; ``steps_per_beat`` steps per beat (4 = 16ths).
+    """
+
+    def __init__(self, tempo_bpm: float, steps_per_beat: int, start_ns: int) -> None:
+        if steps_per_beat < 1:
+            raise ValueError("steps_per_beat must be >= 1")
+        self.steps_per_beat = steps_per_beat
+        self._anchor_step = 0
+        self._anchor_ns = int(start_ns)
+        self._set_step_ns(tempo_bpm)
+
+    def _set_step_ns(self, tempo_bpm: float) -> None:
+        bpm = Fraction(str(tempo_bpm)) if not isinstance(tempo_bpm, Fraction) else tempo_bpm
+        if bpm <= 0:
+            raise ValueError(f"tempo must be > 0 BPM, got {tempo_bpm}")
+        self.tempo_bpm = float(bpm)
+        self._step_ns = Fraction(NS_PER_MINUTE) / (bpm * self.steps_per_beat)
+
+    @property
+    def start_ns(self) -> int:
+        """Wall time of step 0 (only meaningful before any tempo change)."""
+        return self.ns_at_step(0)
+
+    @property
+    def step_ns(self) -> float:
+        """Length of one step in ns (for display and tolerances; use ``ns_at_step`` for times)."""
+        return float(self._step_ns)
+
+    def ns_at_step(self, step: int) -> int:
+        """Wall time (ns) at which ``step`` starts; floor to whole ns."""
+        return self._anchor_ns + int((step - self._anchor_step) * self._step_ns)
+
+    def step_at(self, ns: int) -> int:
+        """The step whose interval [ns_at_step(s), ns_at_step(s+1)) contains ``ns``."""
+        s = self._anchor_step + int((Fraction(ns - self._anchor_ns) / self._step_ns).__floor__())
+        # Guard the int() floor of ns_at_step: make the contract hold exactly.
+        while self.ns_at_step(s + 1) <= ns:
+            s += 1
+        while self.ns_at_step(s) > ns:
+            s -= 1
+        return s
+
+    def nearest_step(self, ns: int) -> int:
+        """The step whose start is nearest to ``ns`` (ties go to the later step)."""
+        s = self.step_at(ns)
+        return s + 1 if (ns - self.ns_at_step(s)) * 2 >= self.ns_at_step(s + 1) - self.ns_at_step(s) else s
+
+    def ns_at_tick(self, tick: int, ticks_per_beat: int) -> int:
+        """Wall time of a position given in file ticks (``ticks_per_beat`` per beat), e.g. a take's events."""
+        steps = Fraction(tick * self.steps_per_beat, ticks_per_beat)
+        return self._anchor_ns + int((steps - self._anchor_step) * self._step_ns)
+
+    def set_tempo(self, tempo_bpm: float, at_step: int) -> None:
+        """Change tempo from ``at_step`` on (steps before it keep their times)."""
+        self._anchor_ns = self.ns_at_step(at_step)
+        self._anchor_step = at_step
+        self._set_step_ns(tempo_bpm)

@@ -1,0 +1,109 @@
+"""The engine loop: interleave performer input and grid steps, each step computed ``lookahead_ns`` before it is due.
+
+One loop, two sources of time:
+- ``QueueInput`` (real time): waits on the queue the input adapters fill, against ``time.monotonic_ns``;
+- ``ScriptedInput`` (virtual time): replays a list of timestamped events and jumps the virtual clock.
+Both implement ``wait_until(deadline_ns) -> (ts_ns, data) | None`` and ``now_ns()``; the loop cannot tell them apart,
+so the virtual-time tests exercise the same code the show runs. The loop runs on the engine thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Callable, Iterable, Protocol
+
+from liveperf.clock import InternalClock
+from liveperf.engine import Engine
+
+END_OF_INPUT = b""  # an input adapter puts (ts, END_OF_INPUT) when its source is finished
+
+
+class InputSource(Protocol):
+    exhausted: bool
+
+    def now_ns(self) -> int: ...
+
+    def wait_until(self, deadline_ns: int) -> tuple[int, bytes] | None: ...
+
+
+class ScriptedInput:
+    """Virtual time: events (ts_ns, data) in any order; time jumps to each event or deadline."""
+
+    def __init__(self, events: Iterable[tuple[int, bytes]], start_ns: int = 0) -> None:
+        self._events = sorted(events, key=lambda e: e[0])
+        self._i = 0
+        self._now = start_ns
+        self.exhausted = not self._events
+
+    def now_ns(self) -> int:
+        return self._now
+
+    def wait_until(self, deadline_ns: int) -> tuple[int, bytes] | None:
+        if self._i < len(self._events) and self._events[self._i][0] <= deadline_ns:
+            ev = self._events[self._i]
+            self._i += 1
+            self._now = max(self._now, ev[0])
+            self.exhausted = self._i >= len(self._events)
+            return ev
+        self._now = max(self._now, deadline_ns)
+        return None
+
+
+class QueueInput:
+    """Real time: adapters (MIDI port poll thread, file player) put (ts_ns, data) on ``inbox``."""
+
+    def __init__(self, inbox: "queue.SimpleQueue[tuple[int, bytes]]", sources: int = 1) -> None:
+        self.inbox = inbox
+        self._open_sources = sources
+        self.exhausted = sources == 0
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def wait_until(self, deadline_ns: int) -> tuple[int, bytes] | None:
+        while True:
+            left_s = (deadline_ns - time.monotonic_ns()) / 1e9
+            try:
+                ev = self.inbox.get(timeout=left_s) if left_s > 0 else self.inbox.get_nowait()
+            except queue.Empty:
+                return None
+            if ev[1] == END_OF_INPUT:
+                self._open_sources -= 1
+                self.exhausted = self._open_sources <= 0
+                continue
+            return ev
+
+
+def run_loop(
+    engine: Engine,
+    clock: InternalClock,
+    source: InputSource,
+    *,
+    lookahead_ns: int,
+    first_step: int = 0,
+    stop_at_step: int | None = None,
+    stop_when_done: bool = True,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_input: Callable[[int, bytes], None] | None = None,
+) -> int:
+    """Run until ``should_stop()``, ``stop_at_step`` is reached, or (with ``stop_when_done``) the input is
+    exhausted and the engine is idle. Returns the first step not computed. ``on_input`` sees each performer event
+    (e.g. the recorder)."""
+    step = first_step
+    while not should_stop():
+        if stop_at_step is not None and step >= stop_at_step:
+            break
+        if stop_when_done and source.exhausted and engine.idle:
+            break
+        ev = source.wait_until(clock.ns_at_step(step) - lookahead_ns)
+        if ev is not None:
+            if on_input is not None:
+                on_input(ev[0], ev[1])
+            engine.on_input(ev[0], ev[1])
+            continue
+        if source.exhausted and engine.idle and stop_when_done:
+            break
+        engine.on_step(step)
+        step += 1
+    return step

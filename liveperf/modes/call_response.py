@@ -1,0 +1,211 @@
+"""Call and response: the performer plays a phrase; when it ends, the partner continues it for a few bars.
+
+Policy, per song (``ModeSettings``):
+- A phrase starts with the performer's first note after the partner was quiet; the model state is reset there, so
+  the partner is primed with exactly this phrase (as the model was trained: tunes start at their first note).
+- Every step, the model is fed the token of the step before (the performer's grid token, or the partner's own
+  token while it answers) and returns logits for this step. One model step per grid step, whatever happens.
+- The phrase ends when no performer note has sounded for ``silence_steps`` steps, or at an explicit trigger.
+  The answer starts at that step and lasts ``response_bars`` bars, sampled in the song's key and range.
+- A performer note-on during the answer stops it at once: pending partner notes are cancelled and the sounding
+  one gets its note-off at the time of the performer's note.
+
+Owned by the engine thread; it sees time only as steps and the clock's ``ns_at_step``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from liveperf import melody
+from liveperf.clock import InternalClock
+from liveperf.models.step_model import StepError, StepModel
+from liveperf.notes import note_off, note_on
+from liveperf.performer_grid import PerformerGrid
+from liveperf.sampler import sample
+from liveperf.scales import token_mask
+from liveperf.scheduler import OutputSink
+from liveperf.setlist import Song
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """What the call-and-response policy needs from a song (see setlist.Song for units and ranges)."""
+
+    channel: int  # 0..15
+    allowed: np.ndarray  # bool (130,): key/scale and range mask (HOLD/OFF included)
+    temperature: float
+    top_k: int
+    top_p: float
+    silence_steps: int
+    response_steps: int
+    velocity: int | None  # None: follow the performer's phrase
+    max_note_steps: int
+
+
+def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
+    """The mode's view of a setlist song on a model's grid."""
+    low, high = song.pitch_range
+    return ModeSettings(
+        channel=song.channel - 1,
+        allowed=token_mask(song.key, low, high),
+        temperature=song.temperature,
+        top_k=song.top_k,
+        top_p=song.top_p,
+        silence_steps=song.silence_steps,
+        response_steps=song.response_bars * song.steps_per_bar(steps_per_beat),
+        velocity=song.velocity,
+        max_note_steps=song.max_note_beats * steps_per_beat,
+    )
+
+
+@dataclass
+class ModeStats:
+    responses: int = 0
+    interrupted: int = 0
+    tokens: int = 0
+    model_errors: int = 0
+    last_error: str = ""
+
+
+class CallAndResponse:
+    def __init__(self, settings: ModeSettings, stepper: StepModel, clock: InternalClock, sink: OutputSink,
+                 rng_state: np.ndarray) -> None:
+        self.s = settings
+        self.stepper = stepper
+        self.clock = clock
+        self.sink = sink
+        self.rng = rng_state
+        self.stats = ModeStats()
+        self.grid = PerformerGrid()
+        self.spb = clock.steps_per_beat
+        self._phrase_start: int | None = None  # first step of the phrase being heard/answered
+        self._fed_through = -1  # last step fed to the model
+        self._logits: np.ndarray | None = None  # the model's prediction for step _fed_through + 1
+        self._answer_start: int | None = None
+        self._answer_end = -1
+        self._answer_tokens: dict[int, int] = {}
+        self._held: tuple[int, int] | None = None  # (pitch, start step) of the sounding partner note
+        self._velocity = 100
+        self._trigger = False
+        self._finalized = -1
+
+    # ---- state -----------------------------------------------------------------------------------------------
+    @property
+    def answering(self) -> bool:
+        return self._answer_start is not None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing heard that still needs an answer, and no answer playing."""
+        return self._phrase_start is None and not self.answering
+
+    # ---- performer input (engine thread, in arrival order) -----------------------------------------------------
+    def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
+        if self.answering:
+            self.stats.interrupted += 1
+            self._stop_answer(ts_ns, cancel=True)
+        step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        if self._phrase_start is None:
+            self._phrase_start = step
+            self._fed_through = step - 1
+            self._logits = None
+            self.grid.velocities = [velocity]
+            self.stepper.reset()
+
+    def note_off(self, ts_ns: int, pitch: int) -> None:
+        self.grid.note_off(self.clock.nearest_step(ts_ns), pitch)
+
+    def trigger(self) -> None:
+        """End the phrase now (explicit trigger): the answer starts at the next step computed."""
+        if self._phrase_start is not None and not self.answering:
+            self._trigger = True
+
+    # ---- the grid (engine thread, once per step, a little before the step is due) ------------------------------
+    def on_step(self, step: int) -> None:
+        self._feed_until(step - 1)
+        if self.answering and step >= self._answer_end:
+            self._stop_answer(self.clock.ns_at_step(step), cancel=False)
+        if not self.answering and self._phrase_start is not None and step > self._phrase_start:
+            silent_for = step - self.grid.last_note_end_step
+            if self._trigger or (not self.grid.sounding and self.grid.last_note_end_step >= 0
+                                 and silent_for >= self.s.silence_steps):
+                self._start_answer(step)
+        if self.answering:
+            self._play(step)
+
+    def _feed_until(self, last: int) -> None:
+        """Finalise the performer's grid through ``last`` and feed the model every step of an open phrase."""
+        for s in range(self._finalized + 1, last + 1):
+            performer_token = self.grid.finalize(s)
+            self._finalized = s
+            if self._phrase_start is None or s < self._phrase_start or s <= self._fed_through:
+                continue
+            token = self._answer_tokens.get(s, performer_token)
+            try:
+                self._logits = self.stepper.feed(token, s % self.spb)
+            except StepError as exc:
+                self._model_failed(exc, self.clock.ns_at_step(s + 1))
+                return
+            self._fed_through = s
+
+    def _start_answer(self, step: int) -> None:
+        self._trigger = False
+        self._answer_start = step
+        self._answer_end = step + self.s.response_steps
+        self._answer_tokens = {}
+        vel = self.s.velocity
+        if vel is None:
+            heard = self.grid.velocities or [100]
+            vel = int(round(sum(heard) / len(heard)))
+        self._velocity = min(127, max(1, vel))
+        self.stats.responses += 1
+
+    def _play(self, step: int) -> None:
+        if self._logits is None or self._fed_through != step - 1:
+            return  # the model could not be fed up to here (error counted): stay silent this step
+        token = int(sample(self._logits, self.s.allowed, self.s.temperature, self.s.top_k, self.s.top_p,
+                           self.rng, melody.HOLD))
+        if not self.s.allowed[token]:
+            token = melody.HOLD
+        self.stats.tokens += 1
+        due = self.clock.ns_at_step(step)
+        if self._held is not None and token == melody.HOLD and step - self._held[1] >= self.s.max_note_steps:
+            token = melody.OFF  # cap note length: a droning partner is worse than a rest
+        if token != melody.HOLD and self._held is not None:
+            self.sink.schedule(due, note_off(self.s.channel, self._held[0]))
+            self._held = None
+        if melody.is_on(token):
+            pitch = melody.pitch_of(token)
+            self.sink.schedule(due, note_on(self.s.channel, pitch, self._velocity))
+            self._held = (pitch, step)
+        self._answer_tokens[step] = token
+
+    def _stop_answer(self, at_ns: int, cancel: bool) -> None:
+        """End the answer at ``at_ns``; ``cancel`` also drops what was computed ahead and is not yet due."""
+        if cancel:
+            self.sink.cancel_pending(self.s.channel, at_ns)
+        # A held note whose onset is still in the future was just cancelled (never sounded): no note-off needed.
+        if self._held is not None and (not cancel or self.clock.ns_at_step(self._held[1]) <= at_ns):
+            self.sink.schedule(at_ns, note_off(self.s.channel, self._held[0]))
+        self._held = None
+        self._answer_start = None
+        self._answer_tokens = {}
+        self._phrase_start = None
+        self._logits = None
+
+    def _model_failed(self, exc: Exception, at_ns: int) -> None:
+        self.stats.model_errors += 1
+        self.stats.last_error = str(exc)
+        if self.answering:
+            self._stop_answer(at_ns, cancel=True)
+        self._phrase_start = None
+        self._logits = None
+
+    def stop(self, now_ns: int) -> None:
+        """Silence the partner now (song end, panic, shutdown)."""
+        if self.answering:
+            self._stop_answer(now_ns, cancel=True)
+        self._phrase_start = None

@@ -1,0 +1,227 @@
+"""The composition root: wires a setlist's songs to real adapters (ports or files, scheduler, recorder) and plays.
+
+Threads: the caller's thread (signals, waiting), one engine thread per song (owns the engine and the clock),
+the scheduler thread (owns the output port), and input threads (MIDI poll or take player) that only enqueue.
+Every model is loaded and checked before the first note, so a broken file stops the show before it starts.
+Whatever happens (end of input, duration, Ctrl-C/SIGTERM, an error in a song), the scheduler's ``close`` sends
+note-offs for every note still sounding and the recording is written.
+"""
+
+from __future__ import annotations
+
+import gc
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from liveperf.clock import InternalClock
+from liveperf.engine import Engine
+from liveperf.io.file_input import TakePlayer, take_events
+from liveperf.io.midi_file import Take, read_take
+from liveperf.io.recorder import Recorder
+from liveperf.loop import QueueInput, run_loop
+from liveperf.models.onnx_model import LoadedModel, load_model, resolve_model_path
+from liveperf.models.step_model import OnnxStepper
+from liveperf.modes.call_response import CallAndResponse, settings_for
+from liveperf.sampler import new_rng_state
+from liveperf.scheduler import Scheduler
+from liveperf.setlist import Setlist, Song
+
+
+@dataclass
+class ShowOptions:
+    input_path: Path | None = None  # performer take for every song (file mode input)
+    record_path: Path | None = None
+    backend: str = "auto"  # auto | jack | alsa | coremidi | file
+    duration_s: float | None = None  # per song
+    provider: str = "cpu"
+    client_name: str = "liveperf"
+    lead_in_ms: float = 250.0
+    seed: int | None = None  # overrides every song's seed
+
+
+@dataclass
+class SongReport:
+    title: str
+    tempo_bpm: float
+    steps: int = 0
+    performer_notes: int = 0
+    responses: int = 0
+    interrupted: int = 0
+    partner_tokens: int = 0
+    model_errors: int = 0
+    error: str = ""
+
+
+@dataclass
+class ShowReport:
+    backend: str
+    songs: list[SongReport] = field(default_factory=list)
+    sent: int = 0
+    late_dropped: int = 0
+    send_errors: int = 0
+    timing_us: dict = field(default_factory=dict)  # p50/p99/max of send time minus due time
+    record_path: Path | None = None
+    stopped: str = "end"
+
+
+class NullPort:
+    """Output for file mode with no MIDI system: sends nowhere (the recorder hears everything)."""
+
+    def send(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def load_song_models(setlist: Setlist, indices: list[int], provider: str) -> dict[Path, LoadedModel]:
+    """Load (and validate) every model the selected songs use; raises ModelLoadError naming file and song."""
+    models: dict[Path, LoadedModel] = {}
+    for i in indices:
+        song = setlist.songs[i]
+        path = resolve_model_path(song.model, setlist.path.parent)
+        if path not in models:
+            models[path] = load_model(path, provider)
+    return models
+
+
+def shipped_takes_dir() -> Path:
+    return Path(str(resources.files("liveperf") / "data" / "takes"))
+
+
+def song_take(setlist: Setlist, song: Song, options: ShowOptions) -> Take | None:
+    """The performer take for ``song``: --input, else the song's take (a shipped take name or a .mid path)."""
+    if options.input_path is not None:
+        return read_take(options.input_path)
+    if not song.take:
+        return None
+    if song.take.endswith(".mid"):
+        return read_take(setlist.path.parent / song.take)
+    return read_take(shipped_takes_dir() / f"{song.take}.mid")
+
+
+class Show:
+    def __init__(self, setlist: Setlist, options: ShowOptions, log: Callable[[str], None] = print) -> None:
+        self.setlist = setlist
+        self.options = options
+        self.log = log
+        self.stop_event = threading.Event()
+
+    def run(self, indices: list[int], backend: str, out_port, in_port=None) -> ShowReport:
+        """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode)."""
+        setlist, opts = self.setlist, self.options
+        models = load_song_models(setlist, indices, opts.provider)
+        takes = {i: song_take(setlist, setlist.songs[i], opts) for i in indices}
+        for i in indices:
+            if in_port is None and takes[i] is None:
+                raise ValueError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}) has no take and no "
+                                 f"--input was given; in file mode every song needs a performer take")
+        recorder = Recorder()
+        scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6),
+                              on_sent=lambda ts, data: recorder.add("partner", ts, data))
+        report = ShowReport(backend=backend)
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        if in_port is not None:
+            in_port.start(lambda ts, data: inbox.put((ts, bytes(data))))
+        # Start-up garbage is frozen so a full collection mid-show has almost nothing to walk.
+        gc.collect()
+        gc.freeze()
+        scheduler.start()
+        try:
+            for i in indices:
+                if self.stop_event.is_set():
+                    break
+                song = setlist.songs[i]
+                model = models[resolve_model_path(song.model, setlist.path.parent)]
+                report.songs.append(self._play_song(song, model, takes[i], inbox, scheduler, recorder, in_port, out_port))
+        finally:
+            scheduler.close()
+            if in_port is not None:
+                in_port.close()
+        if self.stop_event.is_set():
+            report.stopped = "signal"
+        report.sent = scheduler.stats.sent
+        report.late_dropped = scheduler.stats.late_dropped
+        report.send_errors = scheduler.stats.send_errors
+        errs = np.array(scheduler.stats.errors_ns, dtype=np.int64)
+        if errs.size:
+            report.timing_us = {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),
+                                "max": float(errs.max() / 1e3), "n": int(errs.size)}
+        if opts.record_path is not None:
+            report.record_path = recorder.save(opts.record_path)
+        return report
+
+    def _play_song(self, song: Song, model: LoadedModel, take: Take | None, inbox, scheduler: Scheduler,
+                   recorder: Recorder, in_port, out_port) -> SongReport:
+        opts = self.options
+        spb = model.info.steps_per_beat
+        start_ns = time.monotonic_ns() + int(opts.lead_in_ms * 1e6)
+        clock = InternalClock(song.tempo_bpm, spb, start_ns)
+        stepper = OnnxStepper(model)
+        seed = song.seed if opts.seed is None else opts.seed
+        mode = CallAndResponse(settings_for(song, spb), stepper, clock, scheduler, new_rng_state(seed))
+        engine = Engine(mode, trigger_cc=song.trigger_cc)
+        rep = SongReport(song.title, song.tempo_bpm)
+        recorder.begin_song(song.title, song.tempo_bpm, start_ns, song.meter[0] * 4 / song.meter[1])
+        self.log(f"[{song.title}] {song.tempo_bpm:g} BPM, {song.key}, {song.mode}, model {model.path.name} "
+                 f"({model.provider_note})")
+        player = None
+        if take is not None and in_port is None:
+            player = TakePlayer(take_events(take, clock), inbox)
+            source = QueueInput(inbox, sources=1)
+        else:
+            source = QueueInput(inbox, sources=1)
+            source.exhausted = False  # live input never ends by itself
+        echo = take is not None and not isinstance(out_port, NullPort)
+        deadline_ns = None if opts.duration_s is None else start_ns + int(opts.duration_s * 1e9)
+
+        def on_input(ts: int, data: bytes) -> None:
+            recorder.add("performer", ts, data)
+            if echo:  # file mode on a real port: the synth plays the performer's part too
+                scheduler.schedule(ts, data)
+
+        def should_stop() -> bool:
+            return self.stop_event.is_set() or (deadline_ns is not None and time.monotonic_ns() >= deadline_ns)
+
+        def engine_thread() -> None:
+            try:
+                rep.steps = run_loop(engine, clock, source, lookahead_ns=int(self.setlist.lookahead_ms * 1e6),
+                                     should_stop=should_stop, on_input=on_input, stop_when_done=take is not None)
+            except Exception as exc:  # one song's failure must not take the show down: silence it, report it
+                rep.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                engine.stop(time.monotonic_ns())
+
+        if player is not None:
+            player.start()
+        t = threading.Thread(target=engine_thread, name="liveperf-engine", daemon=True)
+        t.start()
+        while t.is_alive():
+            t.join(0.1)  # short joins keep the main thread responsive to signals
+        if player is not None:
+            player.stop()
+        _drain_inbox(inbox)
+        scheduler.wait_idle(2.0)
+        rep.performer_notes = engine.input_stats.note_ons
+        rep.responses = mode.stats.responses
+        rep.interrupted = mode.stats.interrupted
+        rep.partner_tokens = mode.stats.tokens
+        rep.model_errors = mode.stats.model_errors
+        if rep.error:
+            self.log(f"[{song.title}] stopped by an error: {rep.error}")
+        return rep
+
+
+def _drain_inbox(inbox: queue.SimpleQueue) -> None:
+    while True:
+        try:
+            inbox.get_nowait()
+        except queue.Empty:
+            return

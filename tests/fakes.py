@@ -1,0 +1,78 @@
+"""Recording fakes and small builders shared by the virtual-time tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from liveperf import melody
+from liveperf.clock import InternalClock
+from liveperf.engine import Engine
+from liveperf.loop import ScriptedInput, run_loop
+from liveperf.modes.call_response import CallAndResponse, ModeSettings
+from liveperf.notes import describe, note_off, note_on
+from liveperf.sampler import new_rng_state
+from liveperf.scales import parse_key, token_mask
+from liveperf.scheduler import VirtualScheduler
+
+STEP_NS_120 = 125_000_000  # one 16th at 120 BPM
+
+
+class ScriptedStepper:
+    """A fake step model: after the n-th feed since reset, it strongly prefers ``script.get(n, HOLD)``.
+
+    Feed n carries the token of phrase step n-1, so its logits predict phrase step n. Records every feed.
+    """
+
+    steps_per_beat = 4
+
+    def __init__(self, script: dict[int, int], fail_at: int | None = None) -> None:
+        self.script = script
+        self.fail_at = fail_at
+        self.fed: list[tuple[int, int]] = []
+        self.resets = 0
+        self._n = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+        self._n = 0
+
+    def feed(self, token: int, pos: int) -> np.ndarray:
+        from liveperf.models.step_model import StepError
+
+        self.fed.append((token, pos))
+        self._n += 1
+        if self.fail_at is not None and len(self.fed) == self.fail_at:
+            raise StepError("scripted failure")
+        logits = np.zeros(melody.NUM_CLASSES, dtype=np.float32)
+        logits[self.script.get(self._n, melody.HOLD)] = 20.0
+        return logits
+
+
+def settings(**over) -> ModeSettings:
+    base = dict(channel=0, allowed=token_mask(parse_key("C major"), 48, 84), temperature=0.0, top_k=0, top_p=1.0,
+                silence_steps=4, response_steps=16, velocity=None, max_note_steps=16)
+    base.update(over)
+    return ModeSettings(**base)
+
+
+def performer(notes: list[tuple[float, float, int, int]], step_ns: int = STEP_NS_120) -> list[tuple[int, bytes]]:
+    """(start_step, end_step, pitch, velocity) with fractional steps -> timed raw messages."""
+    events = []
+    for start, end, pitch, vel in notes:
+        events.append((int(start * step_ns), note_on(0, pitch, vel)))
+        events.append((int(end * step_ns), note_off(0, pitch)))
+    return events
+
+
+def run_virtual(events, stepper, tempo_bpm: float = 120.0, steps: int = 64, lookahead_ns: int = 8_000_000,
+                trigger_cc: int | None = None, seed: int = 0, **over):
+    """Play ``events`` through a call-and-response engine in virtual time; return (wire, mode, scheduler)."""
+    clock = InternalClock(tempo_bpm, 4, 0)
+    source = ScriptedInput(events)
+    sched = VirtualScheduler(now_fn=source.now_ns)
+    mode = CallAndResponse(settings(**over), stepper, clock, sched, new_rng_state(seed))
+    engine = Engine(mode, trigger_cc=trigger_cc)
+    last = run_loop(engine, clock, source, lookahead_ns=lookahead_ns, stop_at_step=steps, stop_when_done=False)
+    engine.stop(clock.ns_at_step(last))
+    sched.close(clock.ns_at_step(last))
+    return [(t, describe(d)) for t, d in sched.sent], mode, sched

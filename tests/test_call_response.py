@@ -1,0 +1,123 @@
+"""Call-and-response in virtual time: exact event lists with a scripted model and greedy sampling."""
+
+from liveperf import melody
+from liveperf.melody import HOLD, OFF, on
+from tests.fakes import STEP_NS_120 as S
+from tests.fakes import ScriptedStepper, performer, run_virtual
+
+# Performer: C D E F, two steps each from step 0, played a little off the grid (±10 ms); last note ends at step 8.
+PHRASE = [(0.08, 2.0, 60, 80), (1.95, 4.0, 62, 90), (4.0, 5.9, 64, 100), (6.04, 8.0, 65, 110)]
+# The answer starts at step 12 (4 silent steps) and lasts 16 steps. Feed n predicts phrase step n.
+ANSWER = {12: on(62), 14: on(64), 16: OFF, 18: on(61), 20: on(67)}
+
+
+def test_answer_exact_events():
+    wire, mode, _ = run_virtual(performer(PHRASE), ScriptedStepper(ANSWER))
+    vel = 95  # follows the performer: mean of 80, 90, 100, 110
+    assert wire == [
+        (12 * S, ("on", 0, 62, vel)),
+        (14 * S, ("off", 0, 62)),
+        (14 * S, ("on", 0, 64, vel)),
+        (16 * S, ("off", 0, 64)),
+        # step 18 wanted C#4 (61): not in C major, masked; greedy falls to HOLD.
+        (20 * S, ("on", 0, 67, vel)),
+        (28 * S, ("off", 0, 67)),  # the answer's end (12 + 16)
+    ]
+    assert mode.stats.responses == 1 and mode.stats.tokens == 16 and mode.stats.interrupted == 0
+
+
+def test_model_is_primed_with_the_phrase_then_fed_its_own_answer():
+    stepper = ScriptedStepper(ANSWER)
+    run_virtual(performer(PHRASE), stepper)
+    performer_tokens = [on(60), HOLD, on(62), HOLD, on(64), HOLD, on(65), HOLD, OFF, HOLD, HOLD, HOLD]
+    own = [on(62), HOLD, on(64), HOLD, OFF, HOLD, HOLD, HOLD, on(67)] + [HOLD] * 7
+    assert [t for t, _ in stepper.fed] == performer_tokens + own
+    assert [p for _, p in stepper.fed] == [s % 4 for s in range(28)]
+    assert stepper.resets == 1
+
+
+def test_performer_interrupts_answer_at_once():
+    script = dict(ANSWER)
+    script[21] = on(69)
+    # Performer comes back 3 ms before step 21 is due: step 21 was already computed (8 ms lookahead).
+    back_ns = 21 * S - 3_000_000
+    events = performer(PHRASE) + [(back_ns, bytes((0x90, 72, 100))), (back_ns + 2 * S, bytes((0x80, 72, 0)))]
+    wire, mode, sched = run_virtual(events, ScriptedStepper(script), steps=40)
+    assert wire[:5] == [
+        (12 * S, ("on", 0, 62, 95)),
+        (14 * S, ("off", 0, 62)),
+        (14 * S, ("on", 0, 64, 95)),
+        (16 * S, ("off", 0, 64)),
+        (20 * S, ("on", 0, 67, 95)),
+    ]
+    # The pending ON(69) at step 21 is cancelled; 67 stops when the performer plays. The new phrase (72, steps
+    # 21..23) is answered from step 27: after the reset, feed 12 predicts phrase step 12 = step 33.
+    assert wire[5:] == [
+        (back_ns, ("off", 0, 67)),
+        (33 * S, ("on", 0, 62, 100)),
+        (35 * S, ("off", 0, 62)),
+        (35 * S, ("on", 0, 64, 100)),
+        (37 * S, ("off", 0, 64)),
+    ]
+    assert sched.stats.cancelled == 1 and mode.stats.interrupted == 1
+    assert ("on", 0, 69, 95) not in [e for _, e in wire]
+
+
+def test_new_phrase_after_interruption_gets_its_own_answer():
+    back = 21 * S - 3_000_000
+    events = performer(PHRASE) + [(back, bytes((0x90, 72, 64))), (back + 2 * S, bytes((0x80, 72, 0)))]
+    # Second phrase: one note at step 21..23, silence 4 -> answer at 27.
+    stepper = ScriptedStepper({**ANSWER, 6: on(71)})  # feed 6 after the reset predicts phrase step 6 = step 27
+    wire, mode, _ = run_virtual(events, stepper, steps=60)
+    assert mode.stats.responses == 2
+    assert (27 * S, ("on", 0, 71, 64)) in wire
+    assert stepper.resets == 2
+
+
+def test_explicit_trigger_starts_answer_before_silence():
+    events = performer([(0, 2, 60, 100)]) + [(int(2.5 * S), bytes((0xB0, 64, 127)))]
+    wire, mode, _ = run_virtual(events, ScriptedStepper({3: on(67)}), trigger_cc=64, steps=30, silence_steps=8)
+    # Trigger at step 2.5 -> the answer starts at the next computed step (3), not after 8 silent steps.
+    assert wire[0] == (3 * S, ("on", 0, 67, 100))
+    assert mode.stats.responses == 1
+
+
+def test_no_answer_while_performer_keeps_playing():
+    notes = [(i * 3, i * 3 + 2, 60 + (i % 5), 90) for i in range(10)]  # gaps of 1 step < silence 4
+    wire, mode, _ = run_virtual(performer(notes), ScriptedStepper({n: on(72) for n in range(1, 200)}), steps=30)
+    assert wire == [] and mode.stats.responses == 0
+
+
+def test_note_length_is_capped_and_every_note_on_has_its_off():
+    wire, _, _ = run_virtual(performer(PHRASE), ScriptedStepper({12: on(62)}), max_note_steps=5)
+    assert wire == [(12 * S, ("on", 0, 62, 95)), (17 * S, ("off", 0, 62))]
+
+
+def test_model_failure_silences_partner_and_show_goes_on():
+    # Fails on the 15th feed (predicting step 15, mid-answer): the sounding note stops, nothing more plays.
+    wire, mode, _ = run_virtual(performer(PHRASE), ScriptedStepper(ANSWER, fail_at=15))
+    assert wire == [
+        (12 * S, ("on", 0, 62, 95)),
+        (14 * S, ("off", 0, 62)),
+        (14 * S, ("on", 0, 64, 95)),
+        (15 * S, ("off", 0, 64)),
+    ]
+    assert mode.stats.model_errors == 1
+
+
+def test_fixed_velocity_and_channel():
+    wire, _, _ = run_virtual(performer(PHRASE), ScriptedStepper({12: on(62)}), velocity=70, channel=9)
+    assert wire[0] == (12 * S, ("on", 9, 62, 70))
+    assert wire[-1][1] == ("off", 9, 62)
+
+
+def test_answer_respects_tempo_grid():
+    # 97 BPM: a step is 60e9 / (97 * 4) ns; answer events sit exactly on ns_at_step of their steps.
+    from liveperf.clock import InternalClock
+
+    clock = InternalClock(97, 4, 0)
+    step_ns = 60e9 / (97 * 4)
+    phrase = performer(PHRASE, step_ns=int(step_ns))
+    wire, _, _ = run_virtual(phrase, ScriptedStepper(ANSWER), tempo_bpm=97)
+    assert [t for t, _ in wire] == [clock.ns_at_step(s) for s in (12, 14, 14, 16, 20, 28)]
+    assert melody.NUM_CLASSES == 130
