@@ -86,11 +86,13 @@ def _play(args) -> int:
         signal.signal(sig, lambda *_: show.stop_event.set())
     out_port, in_port = NullPort(), None
     if backend != "file":
-        out_port = midi_ports.MidiOutPort.open_virtual(args.client_name, "out", backend)
+        # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
+        out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
         if args.input is None:
-            in_port = midi_ports.MidiInPort.open_virtual(args.client_name, "in", backend)
-        print(f"liveperf: {backend} ports open: {out_port.name}" + (f", {in_port.name}" if in_port else "")
-              + " — connect your controller and synth to them")
+            in_port = midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend)
+        print(f"liveperf: {backend} ports open: {out_port.full_name}"
+              + (f", {in_port.full_name}" if in_port else "") + " — connect your controller and synth to them",
+              flush=True)
     try:
         report = show.run(indices, backend, out_port, in_port)
     except ValueError as exc:

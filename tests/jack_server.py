@@ -1,0 +1,105 @@
+"""A private JACK server (dummy driver, no sound card) for integration tests, and small jack_* CLI helpers.
+
+Each server gets a unique name (``jackd -n NAME``); clients find it through ``JACK_DEFAULT_SERVER=NAME``, which
+libjack reads at every client open, so setting ``os.environ`` in the test process reaches python-rtmidi too.
+A unique name keeps parallel test sessions (and a musician's own default server) out of each other's way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+JACK_TOOLS = ("jackd", "jack_wait", "jack_connect", "jack_lsp")
+
+
+def missing_tools() -> list[str]:
+    """The JACK command-line tools the tests need that are not on PATH (Debian: package jackd2)."""
+    return [tool for tool in JACK_TOOLS if shutil.which(tool) is None]
+
+
+def unique_server_name() -> str:
+    """Short (it ends up in socket paths under /dev/shm) and unique per process and call."""
+    return f"lpt{os.getpid()}x{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class JackServer:
+    """A running ``jackd`` started by ``start_jack_server``; ``stop()`` ends it."""
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 5.0) -> int:
+        """Terminate the server; kill it if it has not exited after ``timeout_s``. Returns its exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout_s)
+        self.log_path.unlink(missing_ok=True)
+        return self.process.returncode
+
+
+def start_jack_server(name: str | None = None, rate: int = 48000, period: int = 256,
+                      timeout_s: float = 5.0) -> JackServer:
+    """Start ``jackd --no-realtime -d dummy`` under a unique name and wait until clients can connect.
+
+    Raises RuntimeError with jackd's output if it does not come up within ``timeout_s``.
+    """
+    name = name or unique_server_name()
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
+    log_fd, log_name = tempfile.mkstemp(prefix=f"jackd-{name}-", suffix=".log")
+    cmd = ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)]
+    with os.fdopen(log_fd, "w") as log_file:
+        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    server = JackServer(name, process, Path(log_name), env)
+    try:
+        wait = subprocess.run(["jack_wait", "-w", "-t", str(int(timeout_s))], env=env, capture_output=True,
+                              text=True, timeout=timeout_s + 5)
+        ok = wait.returncode == 0 and process.poll() is None
+        detail = wait.stdout + wait.stderr
+    except subprocess.TimeoutExpired:
+        ok, detail = False, "jack_wait did not return"
+    if not ok:
+        log = server.log_tail()
+        server.stop()
+        raise RuntimeError(f"JACK server {name!r} did not start ({' '.join(cmd)}):\n{detail}\n{log}")
+    return server
+
+
+def _run(args: list[str], server_name: str | None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if server_name:
+        env["JACK_DEFAULT_SERVER"] = server_name
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=10)
+
+
+def jack_connect(src: str, dst: str, server_name: str | None = None) -> None:
+    """Connect port ``src`` (an output, ``client:port``) to ``dst`` (an input). Raises RuntimeError on failure."""
+    done = _run(["jack_connect", src, dst], server_name)
+    if done.returncode != 0:
+        raise RuntimeError(f"jack_connect {src} {dst} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+
+def jack_ports(server_name: str | None = None) -> list[str]:
+    """All port names on the server (``jack_lsp``), e.g. ``['system:capture_1', ..., 'liveperf-in:in']``."""
+    done = _run(["jack_lsp"], server_name)
+    if done.returncode != 0:
+        raise RuntimeError(f"jack_lsp failed: {done.stderr.strip()}")
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
