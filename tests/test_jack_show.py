@@ -66,7 +66,7 @@ class Listener:
         self._stop.set()
         self._thread.join(2)
         self.midi.close_port()
-        del self.midi
+        self.midi.delete()  # close the JACK client now, before the fixture stops the server
 
 
 def wait_for(cond, timeout_s: float, what: str) -> None:
@@ -116,6 +116,7 @@ def test_partner_answers_through_jack(jack_server, tmp_path):
             listener.close()
         if performer:
             performer.close_port()
+            performer.delete()
     assert proc.returncode == 130, out
     events = [(ts, m) for ts, m in listener.events if m[0] & 0xF0 in (0x80, 0x90)]
     assert all(m[0] & 0x0F == 2 for _, m in events), "partner plays on the song's channel 3"

@@ -1,0 +1,107 @@
+"""libjack through ctypes: a silent, time-bounded probe for a running JACK server that never starts one.
+
+Used by ``liveperf.io.midi_ports`` only. python-rtmidi's wheel bundles its own libjack; we reach the same copy to
+(1) ask whether a server answers within a time limit (a hung server blocks ``jack_client_open`` forever, and
+rtmidi's constructor would block holding the GIL) and (2) silence libjack's stderr noise around client opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+from typing import Iterator
+
+import rtmidi
+
+log = logging.getLogger("liveperf.io.midi_ports")
+
+
+
+
+class _LibJack:
+    """The libjack that rtmidi loaded (the wheel bundles its own copy), for probing and for quieting its stderr.
+
+    libjack prints every client-open failure ("Cannot connect to server socket ...") to stderr through a global
+    error callback; we swap in a collector while we open clients and forward what it caught to ``log.debug``.
+    """
+
+    _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        lib.jack_client_open.restype = ctypes.c_void_p
+        lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.jack_client_close.argtypes = [ctypes.c_void_p]
+        # The handlers are plain global function pointers: jack2 exports them (missing -> ValueError, no quieting).
+        self._slots = [ctypes.c_void_p.in_dll(lib, n) for n in ("jack_error_callback", "jack_info_callback")]
+        self.messages: list[str] = []
+        # Module lifetime: a probe stuck in a hung server may call it long after we restored the default.
+        self._collector = self._CALLBACK(lambda msg: self.messages.append(msg.decode(errors="replace")))
+        self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Collect libjack's error/info output instead of printing it; restore the previous handlers after."""
+        with self._lock:
+            saved = [slot.value for slot in self._slots]
+            self.lib.jack_set_error_function(self._collector)
+            self.lib.jack_set_info_function(self._collector)
+            try:
+                yield
+            finally:
+                for slot, value in zip(self._slots, saved):
+                    slot.value = value
+                for msg in self.messages:
+                    log.debug("libjack: %s", msg)
+                self.messages.clear()
+
+    def server_running(self, timeout_s: float) -> str | None:
+        """None if a client opens on the server named by JACK_DEFAULT_SERVER (or 'default'), else why not.
+
+        Opens and closes a client with JackNoStartServer in a daemon thread (ctypes releases the GIL): a stopped or
+        hung server blocks jack_client_open forever, and rtmidi's own constructor would block holding the GIL.
+        """
+        result: list[bool] = []
+
+        def probe() -> None:
+            status = ctypes.c_int(0)
+            client = self.lib.jack_client_open(b"liveperf-probe", 0x01, ctypes.byref(status))  # JackNoStartServer
+            if client:
+                self.lib.jack_client_close(client)
+            result.append(bool(client))
+
+        with self.quiet():
+            thread = threading.Thread(target=probe, name="jack-probe", daemon=True)
+            thread.start()
+            thread.join(timeout_s)
+        if not result:
+            return f"{_jack_server_label()} is not responding (no answer in {timeout_s:.1f} s; restart it)"
+        return None if result[0] else f"{_jack_server_label()} not running"
+
+
+def _find_libjack() -> _LibJack | None:
+    paths = []
+    with contextlib.suppress(OSError):  # Linux: the copy rtmidi actually loaded
+        with open("/proc/self/maps") as maps:
+            paths = [line.split()[-1] for line in maps if "libjack" in line and line.split()[-1].startswith("/")]
+    paths.append(ctypes.util.find_library("jack") or "")
+    for path in filter(None, paths):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            return _LibJack(ctypes.CDLL(path))
+    return None
+
+
+_libjack: _LibJack | None = _find_libjack() if rtmidi.API_UNIX_JACK in rtmidi.get_compiled_api() else None
+
+
+def _quiet() -> contextlib.AbstractContextManager[None]:
+    return _libjack.quiet() if _libjack is not None else contextlib.nullcontext()
+
+
+def _jack_server_label() -> str:
+    name = os.environ.get("JACK_DEFAULT_SERVER")
+    return f"JACK server {name!r}" if name else "JACK server"
