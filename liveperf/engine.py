@@ -53,6 +53,10 @@ class Engine:
         else:
             self.input_stats.ignored += 1
 
+    def input_ended(self, now_ns: int) -> None:
+        """The performer's source is finished: release whatever it still holds, as if the keys came up now."""
+        self.mode.release_performer(now_ns)
+
     def on_step(self, step: int) -> None:
         self.mode.on_step(step)
 

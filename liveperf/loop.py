@@ -91,7 +91,12 @@ def run_loop(
     exhausted and the engine is idle. Returns the first step not computed. ``on_input`` sees each performer event
     (e.g. the recorder)."""
     step = first_step
+    ended = False
     while not should_stop():
+        if source.exhausted and not ended:
+            # The source is gone (take finished, controller unplugged): nothing it still holds will be released.
+            engine.input_ended(source.now_ns())
+            ended = True
         if stop_at_step is not None and step >= stop_at_step:
             break
         if stop_when_done and source.exhausted and engine.idle:

@@ -121,3 +121,25 @@ def test_answer_respects_tempo_grid():
     wire, _, _ = run_virtual(phrase, ScriptedStepper(ANSWER), tempo_bpm=97)
     assert [t for t, _ in wire] == [clock.ns_at_step(s) for s in (12, 14, 14, 16, 20, 28)]
     assert melody.NUM_CLASSES == 130
+
+
+def test_take_ending_with_a_held_note_still_gets_its_answer_and_ends():
+    from liveperf.clock import InternalClock
+    from liveperf.engine import Engine
+    from liveperf.loop import ScriptedInput, run_loop
+    from liveperf.modes.call_response import CallAndResponse
+    from liveperf.sampler import new_rng_state
+    from liveperf.scheduler import VirtualScheduler
+    from tests.fakes import settings
+
+    # The note-on at step 0 never gets its note-off; the input ends at step 2 (its last event).
+    events = [(0, bytes((0x90, 60, 100))), (2 * S, bytes((0xB0, 1, 0)))]
+    clock = InternalClock(120, 4, 0)
+    source = ScriptedInput(events)
+    sched = VirtualScheduler(now_fn=source.now_ns)
+    mode = CallAndResponse(settings(response_steps=4), ScriptedStepper({6: on(64)}), clock, sched, new_rng_state(0))
+    last = run_loop(Engine(mode), clock, source, lookahead_ns=8_000_000, stop_at_step=500)
+    sched.flush()
+    # Released at step 2, silent 4 steps -> answer at 6..9, ends at 10: the loop stops by itself.
+    assert [(t, d.hex()) for t, d in sched.sent] == [(6 * S, "904064"), (10 * S, "804000")]
+    assert last == 11  # step 10 was computed (it ended the answer); 11 is the first step not computed

@@ -118,6 +118,10 @@ class CallAndResponse:
     def note_off(self, ts_ns: int, pitch: int) -> None:
         self.grid.note_off(self.clock.nearest_step(ts_ns), pitch)
 
+    def release_performer(self, ts_ns: int) -> None:
+        """Release every performer note still held (their note-offs will never come)."""
+        self.grid.release_all(self.clock.nearest_step(ts_ns))
+
     def trigger(self) -> None:
         """End the phrase now (explicit trigger): the answer starts at the next step computed."""
         if self._phrase_start is not None and not self.answering:
