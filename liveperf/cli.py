@@ -141,6 +141,14 @@ def _ports(args) -> int:
     return 0
 
 
+def _test_figures(info) -> dict:
+    """The model's own held-out test figures from its metadata (``metrics.test.<name>``), or {}."""
+    metrics = info.metrics if isinstance(info.metrics, dict) else {}
+    test = metrics.get("test", {})
+    own = test.get(info.name, {}) if isinstance(test, dict) else {}
+    return own if isinstance(own, dict) else {}
+
+
 def _models(args) -> int:
     names = shipped_model_names()
     if not names:
@@ -152,10 +160,8 @@ def _models(args) -> int:
         rows.append(m)
         if args.json:
             continue
-        metrics = m.info.metrics or {}
-        test = metrics.get("test", {}).get("model", metrics.get("test", {})) if isinstance(metrics, dict) else {}
         size_kb = m.path.stat().st_size / 1024
-        figures = ", ".join(f"{k} {v:.3f}" for k, v in test.items() if isinstance(v, (int, float)))
+        figures = ", ".join(f"{k} {v:.3f}" for k, v in _test_figures(m.info).items() if k in ("nll", "acc", "onset_acc"))
         print(f"{name:<16} {m.info.family:<10} {m.info.steps_per_beat} steps/beat  {size_kb:7.0f} KB  "
               f"test: {figures or 'n/a'}")
     if args.json:
