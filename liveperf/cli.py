@@ -1,4 +1,4 @@
-"""Command line: ``liveperf play | ports | models``. Parses arguments (argparse), wires a ``Show``, prints results.
+"""Command line: ``liveperf play | check | ports | models``. Parses arguments (argparse), wires a ``Show``, prints results.
 
 Exit codes: 0 success, 1 the show ran but something failed (errors in a song), 2 bad input before the show
 (setlist, model, MIDI file, no MIDI system), 130 stopped by a signal.
@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--client-name", default="liveperf", help="MIDI client name (default liveperf)")
     ports = sub.add_parser("ports", help="list MIDI ports")
     ports.add_argument("--backend", choices=BACKENDS[:-1], default="auto")
+    check = sub.add_parser("check", help="pre-gig check: GO / NO-GO for a setlist on this machine",
+                           description="Validate the setlist, load every model and take, measure each song's step "
+                                       "latency against its budgets, check the MIDI ports. Exit 0 = GO, 1 = NO-GO.")
+    check.add_argument("setlist", type=Path)
+    check.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    check.add_argument("--steps", type=int, default=2000, help="timed steps per song (default 2000, after warm-up)")
+    check.add_argument("--require-midi", action="store_true", help="NO-GO when no MIDI system is running")
+    check.add_argument("--no-midi", action="store_true", help="skip the MIDI port check")
+    check.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
     models = sub.add_parser("models", help="list the shipped models with their metadata and figures")
     models.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     return p
@@ -54,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             return _play(args)
         if args.command == "ports":
             return _ports(args)
+        if args.command == "check":
+            return _check(args)
         return _models(args)
     except (SetlistError, ModelLoadError, ModelMetadataError, MidiFileError) as exc:
         print(f"liveperf: {exc}", file=sys.stderr)
@@ -120,6 +131,18 @@ def _print_report(report) -> None:
           f"{timing}")
     if report.record_path:
         print(f"recorded to {report.record_path}")
+
+
+def _check(args) -> int:
+    from liveperf.check import format_table, run_check
+
+    report = run_check(args.setlist, steps=max(100, args.steps), require_midi=args.require_midi,
+                       midi=not args.no_midi, provider=args.provider)
+    print(format_table(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_json(), indent=2))
+    return 0 if report.go else 1
 
 
 def _ports(args) -> int:

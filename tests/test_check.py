@@ -1,0 +1,95 @@
+"""`liveperf check`: GO / NO-GO, the JSON, exit codes; every broken part is found before the show and named."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from liveperf.cli import main
+from liveperf.models.onnx_model import shipped_models_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not (shipped_models_dir() / "melody_dnn.onnx").exists(), reason="no shipped model")
+
+SONG = '[[song]]\ntitle = "{title}"\ntempo_bpm = 120\nkey = "C major"\nmodel = "{model}"\n'
+
+
+def setlist(tmp_path, *songs, show="[show]\nlookahead_ms = 100\n"):
+    p = tmp_path / "set.toml"
+    p.write_text(show + "".join(SONG.format(title=t, model=m) for t, m in songs))
+    return p
+
+
+def test_go_writes_json_with_per_song_latency(tmp_path):
+    # lookahead 100 ms: a budget no healthy machine misses, so this asserts behaviour, not speed.
+    p = setlist(tmp_path, ("One", "melody_dnn"), ("Two", "melody_dnn"))
+    out = tmp_path / "check.json"
+    assert main(["check", str(p), "--json", str(out), "--steps", "200", "--no-midi"]) == 0
+    data = json.loads(out.read_text())
+    assert data["verdict"] == "GO"
+    assert [s["title"] for s in data["songs"]] == ["One", "Two"]
+    for s in data["songs"]:
+        assert s["verdict"] == "GO" and s["step_us"]["n"] == 200
+        assert 0 < s["step_us"]["p50"] <= s["step_us"]["p99"] <= s["step_us"]["max"]
+        assert s["stage_budget_us"] == 100_000 and s["song_budget_us"] == 62_500
+
+
+def test_bad_model_in_a_later_song_is_found_now(tmp_path, capsys):
+    (tmp_path / "broken.onnx").write_bytes((shipped_models_dir() / "melody_dnn.onnx").read_bytes()[:5000])
+    p = setlist(tmp_path, ("One", "melody_dnn"), ("Two", "melody_dnn"), ("Five", "broken.onnx"))
+    out = tmp_path / "c.json"
+    assert main(["check", str(p), "--json", str(out), "--steps", "100", "--no-midi"]) == 1
+    text = capsys.readouterr().out
+    assert "NO-GO" in text and "broken.onnx: not a loadable ONNX model" in text
+    data = json.loads(out.read_text())
+    assert [s["verdict"] for s in data["songs"]] == ["GO", "GO", "NO-GO"] and data["verdict"] == "NO-GO"
+
+
+def test_model_with_wrong_metadata_is_refused(tmp_path, capsys):
+    import onnx
+
+    proto = onnx.load(str(shipped_models_dir() / "melody_dnn.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key == "liveperf.vocabulary":
+            prop.value = json.dumps(["HOLD", "OFF"] + [f"N{i}" for i in range(100)])
+    onnx.save(proto, str(tmp_path / "vocab.onnx"))
+    p = setlist(tmp_path, ("V", "vocab.onnx"))
+    assert main(["check", str(p), "--steps", "100", "--no-midi"]) == 1
+    assert "vocab.onnx: vocabulary differs" in capsys.readouterr().out
+
+
+def test_broken_setlist_is_no_go(tmp_path, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text('[[song]]\ntitle = "x"\n')
+    assert main(["check", str(p), "--no-midi"]) == 1
+    assert "field 'tempo_bpm' is missing" in capsys.readouterr().out
+
+
+def test_missing_take_is_no_go(tmp_path, capsys):
+    p = tmp_path / "set.toml"
+    p.write_text('[[song]]\ntitle = "T"\ntempo_bpm = 90\nkey = "A minor"\ntake = "gone.mid"\n')
+    assert main(["check", str(p), "--steps", "100", "--no-midi"]) == 1
+    assert "gone.mid: no such file" in capsys.readouterr().out
+
+
+def test_require_midi_without_a_midi_system(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "liveperf-test-none")
+    p = setlist(tmp_path, ("One", "melody_dnn"))
+    assert main(["check", str(p), "--steps", "100"]) == 0  # a warning only
+    assert "warning: no MIDI system" in capsys.readouterr().out
+    assert main(["check", str(p), "--steps", "100", "--require-midi"]) == 1
+
+
+@pytest.mark.jack
+def test_midi_ports_open_on_jack(jack_server, tmp_path, capsys):
+    p = setlist(tmp_path, ("One", "melody_dnn"))
+    assert main(["check", str(p), "--steps", "100", "--require-midi"]) == 0
+    assert "MIDI: jack: opened liveperf-check-out:out, liveperf-check-in:in" in capsys.readouterr().out
+
+
+def test_demo_setlist_checks(tmp_path):
+    shutil.copy(ROOT / "setlists" / "demo.toml", tmp_path / "demo.toml")
+    text = (tmp_path / "demo.toml").read_text().replace("lookahead_ms = 8.0", "lookahead_ms = 100")
+    (tmp_path / "demo.toml").write_text(text)
+    assert main(["check", str(tmp_path / "demo.toml"), "--steps", "200", "--no-midi"]) == 0
