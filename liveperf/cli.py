@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="onnxruntime execution provider (default cpu: fastest for per-step models)")
     play.add_argument("--seed", type=int, help="override every song's sampling seed")
     play.add_argument("--client-name", default="liveperf", help="MIDI client name (default liveperf)")
+    play.add_argument("--no-realtime", action="store_true",
+                      help="do not ask for SCHED_FIFO priority for the sending thread")
     ports = sub.add_parser("ports", help="list MIDI ports")
     ports.add_argument("--backend", choices=BACKENDS[:-1], default="auto")
     check = sub.add_parser("check", help="pre-gig check: GO / NO-GO for a setlist on this machine",
@@ -91,7 +93,8 @@ def _play(args) -> int:
     if backend == "file" and record is None:
         record = Path("recordings") / f"{setlist.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.mid"
     options = ShowOptions(input_path=args.input, record_path=record, backend=backend, duration_s=args.duration,
-                          provider=args.provider, client_name=args.client_name, seed=args.seed)
+                          provider=args.provider, client_name=args.client_name, seed=args.seed,
+                          realtime=not args.no_realtime)
     show = Show(setlist, options)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: show.stop_event.set())

@@ -44,6 +44,7 @@ class ShowOptions:
     client_name: str = "liveperf"
     lead_in_ms: float = 250.0
     seed: int | None = None  # overrides every song's seed
+    realtime: bool = True  # ask for SCHED_FIFO for the scheduler thread (falls back, and says so)
 
 
 @dataclass
@@ -125,7 +126,8 @@ class Show:
                                  f"--input was given; in file mode every song needs a performer take")
         recorder = Recorder()
         scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6),
-                              on_sent=lambda ts, data: recorder.add("partner", ts, data))
+                              on_sent=lambda ts, data: recorder.add("partner", ts, data),
+                              realtime_priority=70 if opts.realtime else None)
         report = ShowReport(backend=backend)
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         if in_port is not None:
@@ -134,6 +136,8 @@ class Show:
         gc.collect()
         gc.freeze()
         scheduler.start()
+        scheduler.wait_idle(1.0)  # the thread has started and chosen its scheduling
+        self.log(f"scheduler: {scheduler.scheduling}")
         try:
             for i in indices:
                 if self.stop_event.is_set():
