@@ -70,6 +70,8 @@ def run(model_name: str, steps: int, warmup: int) -> dict:
         "step_plus_sampling_us": stats_us(both_ns),
     }
     result["sampler_speedup_p50"] = result["sampler_reference_us"]["p50"] / result["sampler_numba_us"]["p50"]
+    result["samples"] = {"sampler numba": np.asarray(sample_ns), "sampler numpy reference": np.asarray(ref_ns),
+                         "DNN step + sampling": np.asarray(both_ns)}
     return result
 
 
@@ -81,6 +83,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     r = run(args.model, args.steps, args.warmup)
+    r.pop("samples")
     print(f"{r['model']} on {r['provider']}, {args.steps} steps after {args.warmup} warm-up")
     for key in ("step_only_us", "sampler_numba_us", "sampler_reference_us", "step_plus_sampling_us"):
         s = r[key]

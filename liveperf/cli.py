@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the show ran but something failed (errors in a song), 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="onnxruntime execution provider (default cpu: fastest for per-step models)")
     play.add_argument("--seed", type=int, help="override every song's sampling seed")
     play.add_argument("--client-name", default="liveperf", help="MIDI client name (default liveperf)")
+    play.add_argument("--report-json", type=Path,
+                      help="write the run's report (per song, and every message's send time minus due time) as JSON")
     play.add_argument("--no-realtime", action="store_true",
                       help="do not ask for SCHED_FIFO priority for the sending thread")
     ports = sub.add_parser("ports", help="list MIDI ports")
@@ -117,6 +120,9 @@ def _play(args) -> int:
         if close:
             close()
     _print_report(report)
+    if args.report_json:
+        args.report_json.parent.mkdir(parents=True, exist_ok=True)
+        args.report_json.write_text(json.dumps(dataclasses.asdict(report), default=str))
     if report.stopped == "signal":
         return 130
     return 1 if any(s.error for s in report.songs) else 0

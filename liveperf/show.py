@@ -58,6 +58,8 @@ class SongReport:
     partner_tokens: int = 0
     model_errors: int = 0
     error: str = ""
+    start_ns: int = 0  # monotonic ns of the song's step 0
+    step_ns: float = 0.0  # one grid step in ns
 
 
 @dataclass
@@ -70,6 +72,8 @@ class ShowReport:
     timing_us: dict = field(default_factory=dict)  # p50/p99/max of send time minus due time
     record_path: Path | None = None
     stopped: str = "end"
+    scheduling: str = ""
+    errors_ns: list[int] = field(default_factory=list)  # send time minus due time of every message sent
 
 
 class NullPort:
@@ -154,7 +158,9 @@ class Show:
         report.sent = scheduler.stats.sent
         report.late_dropped = scheduler.stats.late_dropped
         report.send_errors = scheduler.stats.send_errors
-        errs = np.array(scheduler.stats.errors_ns, dtype=np.int64)
+        report.scheduling = scheduler.scheduling
+        report.errors_ns = list(scheduler.stats.errors_ns)
+        errs = np.array(report.errors_ns, dtype=np.int64)
         if errs.size:
             report.timing_us = {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),
                                 "max": float(errs.max() / 1e3), "n": int(errs.size)}
@@ -172,7 +178,7 @@ class Show:
         seed = song.seed if opts.seed is None else opts.seed
         mode = CallAndResponse(settings_for(song, spb), stepper, clock, scheduler, new_rng_state(seed))
         engine = Engine(mode, trigger_cc=song.trigger_cc)
-        rep = SongReport(song.title, song.tempo_bpm)
+        rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns)
         recorder.begin_song(song.title, song.tempo_bpm, start_ns, song.meter[0] * 4 / song.meter[1])
         self.log(f"[{song.title}] {song.tempo_bpm:g} BPM, {song.key}, {song.mode}, model {model.path.name} "
                  f"({model.provider_note})")

@@ -1,0 +1,77 @@
+"""The benchmark suite: one command, JSON + PNG plots + a printed table.
+
+    python -m bench.run [--minutes 5] [--busy] [--out bench/results/DATE]   # needs the export and bench extras
+
+Sections (all measured in the same run, so ratios are fair on a noisy machine):
+1. model latency: every shipped ONNX model on onnxruntime CPU (1 thread; CUDA too where a GPU is offered), and the
+   melody DNN in torch eager (baseline);
+2. step latency of the engine's unit of work (DNN step + sampling) and the sampler alone, numba vs numpy reference;
+3. grid timing error through a real JACK server at 180 BPM with dense input (send − due, arrival − due), with
+   resident memory over the run;
+4. start-up: import + numba compile with cold and warm cache; `liveperf check setlists/demo.toml` (warm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import model_latency, plots, startup, step_latency, timing_jack
+
+
+def _row(name: str, s: dict) -> str:
+    return f"  {name:<48} p50 {s['p50']:9.1f} µs  p99 {s['p99']:9.1f} µs  max {s['max']:9.1f} µs"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=5.0, help="length of the JACK timing run (default 5)")
+    ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process during the JACK run")
+    ap.add_argument("--calls", type=int, default=3000, help="timed calls per model (default 3000)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results") / time.strftime("%Y-%m-%d-%H%M%S"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    res: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {platform.machine()}",
+                 "cpus": __import__("os").cpu_count(), "python": platform.python_version()}
+
+    print("1. model latency (one call: a step, or a whole 2-bar phrase)")
+    onnx = model_latency.onnx_latency(args.calls, 300)
+    torch_r = model_latency.torch_melody_latency(args.calls, 300)
+    res["models"] = {**onnx["summary"], **(torch_r["summary"] if torch_r else {})}
+    for k, s in res["models"].items():
+        print(_row(k, s))
+    samples = {**onnx["samples"], **(torch_r["samples"] if torch_r else {})}
+
+    print("2. engine step (DNN step + sampling) and the sampler alone")
+    st = step_latency.run("melody_dnn", 5000, 500)
+    res["step"] = {k: v for k, v in st.items() if k != "samples"}
+    for k in ("step_plus_sampling_us", "sampler_numba_us", "sampler_reference_us"):
+        print(_row(k, st[k]))
+    plots.latency_cdfs(samples, st["samples"], args.out / "latency_cdf.png")
+
+    print(f"3. grid timing through JACK, {args.minutes:g} min at 180 BPM" + (" with one core busy" if args.busy else ""))
+    tj = timing_jack.run(args.minutes, busy=args.busy)
+    plots.timing(tj, args.out / "timing.png")
+    res["timing"] = {k: v for k, v in tj.items() if k != "samples"}
+    for k in ("send_minus_due", "arrival_minus_due"):
+        s = tj[k]
+        print(f"  {k:<22} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs  (n={s['n']})")
+    print(f"  scheduling: {tj['scheduling']}; dropped as late: {tj['late_dropped']} of {tj['sent'] + tj['late_dropped']}")
+    print(f"  resident memory: {tj['rss_mib']}")
+
+    print("4. start-up")
+    res["startup"] = startup.run()
+    for k, v in res["startup"].items():
+        print(f"  {k:<28} {v:6.2f} s")
+
+    (args.out / "results.json").write_text(json.dumps(res, indent=2, default=lambda o: np.asarray(o).tolist()))
+    print(f"\nwrote {args.out}/results.json, latency_cdf.png, timing.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Grid timing through a real JACK server: `liveperf play` in its own process at 180 BPM with dense input.
+
+A JACK dummy server (period 64 frames at 48 kHz = 1.3 ms) is started for the run. The bench plays the performer
+from its own JACK client into liveperf's input (a bar of 16ths, then two bars of rest with a mod-wheel CC every 16th,
+repeated), and listens on liveperf's output from a third client. From liveperf's own report it takes, for every
+message sent, *send time minus due time*; from the listener, *arrival minus due time* (due = the nearest step of the
+song's grid, both on CLOCK_MONOTONIC). Resident memory of the liveperf process is sampled every second.
+Optionally a second process keeps one core busy (``busy=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rtmidi
+
+from tests.jack_server import jack_connect, jack_ports, start_jack_server
+
+TEMPO = 180
+SETLIST = f"""
+[show]
+lookahead_ms = 8
+late_tolerance_ms = 2
+[[song]]
+title = "Timing bench"
+tempo_bpm = {TEMPO}
+key = "E minor"
+pitch_range = [52, 84]
+silence_steps = 2
+response_bars = 1
+temperature = 0.9
+seed = 1
+"""
+
+
+def performer_events(seconds: float, step_ns: int) -> list[tuple[int, list[int]]]:
+    """(offset ns, message): 3-bar cycles of 16 sixteenths then 32 steps of CC1 sweeps."""
+    out, step, scale = [], 0, [64, 66, 67, 69, 71, 72, 74, 76]
+    while step * step_ns < seconds * 1e9:
+        for k in range(16):
+            p = scale[(k * 3) % len(scale)]
+            out.append(((step + k) * step_ns, [0x90, p, 70 + k]))
+            out.append(((step + k) * step_ns + int(step_ns * 0.8), [0x80, p, 0]))
+        for k in range(16, 48):
+            out.append(((step + k) * step_ns, [0xB0, 1, (k * 5) % 128]))
+        step += 48
+    return out
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _busy() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def run(minutes: float, busy: bool = False) -> dict:
+    server = start_jack_server(period=64)
+    os.environ["JACK_DEFAULT_SERVER"] = server.name
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    hog = _busy() if busy else None
+    tmp = Path(tempfile.mkdtemp(prefix="liveperf-bench-"))
+    (tmp / "set.toml").write_text(SETLIST)
+    seconds = minutes * 60
+    proc = subprocess.Popen([sys.executable, "-m", "liveperf.cli", "play", str(tmp / "set.toml"), "--backend", "jack",
+                             "--client-name", "lpb", "--duration", str(seconds + 2), "--report-json",
+                             str(tmp / "report.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    arrivals: list[tuple[int, tuple]] = []
+    rss: list[tuple[float, int]] = []
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + 30
+        while not {"lpb-in:in", "lpb-out:out"} <= set(jack_ports()):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("liveperf did not open its JACK ports:\n" + (proc.stdout.read() if proc.poll() is not None else ""))
+            time.sleep(0.05)
+        listener = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="bench-listener")
+        listener.open_virtual_port("in")
+        performer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="bench-performer")
+        performer.open_virtual_port("out")
+        time.sleep(0.3)
+        jack_connect("lpb-out:out", "bench-listener:in")
+        jack_connect("bench-performer:out", "lpb-in:in")
+
+        def listen():
+            while not stop.is_set():
+                msg = listener.get_message()
+                if msg is None:
+                    time.sleep(0.0002)
+                    continue
+                arrivals.append((time.monotonic_ns(), tuple(msg[0])))
+
+        def sample_rss():
+            t0 = time.monotonic()
+            while not stop.is_set() and proc.poll() is None:
+                kib = _rss_kib(proc.pid)
+                if kib:
+                    rss.append((time.monotonic() - t0, kib))
+                stop.wait(1.0)
+
+        threads = [threading.Thread(target=listen, daemon=True), threading.Thread(target=sample_rss, daemon=True)]
+        for t in threads:
+            t.start()
+        step_ns = int(60e9 / (TEMPO * 4))
+        t0 = time.monotonic_ns() + 200_000_000
+        for off, msg in performer_events(seconds, step_ns):
+            while True:
+                left = t0 + off - time.monotonic_ns()
+                if left <= 0:
+                    break
+                time.sleep(min(left / 1e9, 0.002))
+            performer.send_message(msg)
+        out, _ = proc.communicate(timeout=60)
+        stop.set()
+        for t in threads:
+            t.join(2)
+        listener.close_port()
+        listener.delete()
+        performer.close_port()
+        performer.delete()
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+        if hog:
+            hog.kill()
+        server.stop()
+    report = json.loads((tmp / "report.json").read_text())
+    song = report["songs"][0]
+    start_ns, song_step_ns = song["start_ns"], song["step_ns"]
+    arr = []
+    for t, msg in arrivals:
+        if msg[0] & 0xF0 in (0x80, 0x90):
+            k = round((t - start_ns) / song_step_ns)
+            arr.append((t - start_ns, t - (start_ns + int(k * song_step_ns))))
+    send = np.asarray(report["errors_ns"], dtype=np.int64)
+    arrive = np.asarray([e for _, e in arr], dtype=np.int64)
+    pct = lambda a: {"n": int(a.size), "p50_us": float(np.median(a) / 1e3) if a.size else None,  # noqa: E731
+                     "p99_us": float(np.percentile(a, 99) / 1e3) if a.size else None,
+                     "max_us": float(a.max() / 1e3) if a.size else None}
+    rss_kib = [k for _, k in rss]
+    settle = [k for t, k in rss if t >= 10] or rss_kib
+    return {
+        "minutes": minutes, "tempo_bpm": TEMPO, "busy_core": busy, "scheduling": report.get("scheduling"),
+        "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": 64,
+        "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
+        "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_kib[-1] / 1024 if rss_kib else None,
+                    "growth_pct": (100 * (settle[-1] - settle[0]) / settle[0]) if len(settle) > 1 else None},
+        "samples": {"send_ns": send.tolist(), "arrival": arr, "rss": rss},
+        "liveperf_output_tail": out[-1500:],
+    }
