@@ -19,6 +19,7 @@ import numpy as np
 from export.corpus import load_corpus
 from export.melody_data import split_by_tune
 from liveperf import melody
+from liveperf.io.midi_file import track_from_events
 from liveperf.scales import parse_key
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "liveperf" / "data" / "takes"
@@ -93,14 +94,8 @@ def write_take(path: Path, spec: TakeSpec, tokens: np.ndarray, rng: np.random.Ge
             vel = int(np.clip(rng.normal(82, 6) + accent, 40, 120))
             events.append((start, 1, mido.Message("note_on", note=n.pitch, velocity=vel)))
             events.append((end, 0, mido.Message("note_off", note=n.pitch, velocity=0)))
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack([mido.MetaMessage("track_name", name=f"performer ({spec.name})"),
-                            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(spec.tempo_bpm))])
-    last = 0
-    for tick, _, msg in events:
-        track.append(msg.copy(time=tick - last))
-        last = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
+    track = track_from_events(events, [mido.MetaMessage("track_name", name=f"performer ({spec.name})"),
+                                       mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(spec.tempo_bpm))])
     mid = mido.MidiFile(type=0, ticks_per_beat=tpb)
     mid.tracks.append(track)
     mid.save(path)

@@ -114,16 +114,22 @@ def write_notes(
         end = step_to_ticks(max(n.end_step, n.start_step + 1), ticks_per_beat, steps_per_beat)
         events.append((start, 1, mido.Message("note_on", channel=channel, note=n.pitch, velocity=max(1, n.velocity))))
         events.append((end, 0, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0)))
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0)])
-    last = 0
-    for tick, _, msg in events:
-        track.append(msg.copy(time=tick - last))
-        last = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
+    track = track_from_events(events, [mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0)])
     mid = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
     mid.tracks.append(track)
     try:
         mid.save(path)
     except OSError as exc:
         raise MidiFileError(f"{path}: cannot write ({exc})") from None
+
+
+def track_from_events(events: Iterable[tuple[int, int, mido.Message]], head: list | None = None) -> mido.MidiTrack:
+    """A track from ``(absolute tick, order, message)`` events: sorted by tick then order (e.g. note-offs before
+    note-ons at the same tick), delta times filled in, ``head`` meta messages first, end-of-track last."""
+    track = mido.MidiTrack(head or [])
+    last = 0
+    for tick, _order, msg in sorted(events, key=lambda e: (e[0], e[1])):
+        track.append(msg.copy(time=tick - last))
+        last = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    return track

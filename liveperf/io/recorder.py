@@ -14,6 +14,8 @@ from pathlib import Path
 
 import mido
 
+from liveperf.io.midi_file import track_from_events
+
 TRACKS = ("performer", "partner")
 
 
@@ -87,10 +89,4 @@ class Recorder:
 
 
 def _track(name: str, events: list) -> mido.MidiTrack:
-    track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
-    last = 0
-    for tick, _seq, msg in sorted(events, key=lambda e: (e[0], e[1])):
-        track.append(msg.copy(time=tick - last))
-        last = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
-    return track
+    return track_from_events(events, [mido.MetaMessage("track_name", name=name, time=0)])
