@@ -123,7 +123,8 @@ class Show:
         """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode)."""
         setlist, opts = self.setlist, self.options
         models = load_song_models(setlist, indices, opts.provider)
-        takes = {i: song_take(setlist, setlist.songs[i], opts) for i in indices}
+        # Takes are the performer only in file mode; with a live input port the musician is the performer.
+        takes = {i: song_take(setlist, setlist.songs[i], opts) if in_port is None else None for i in indices}
         for i in indices:
             if in_port is None and takes[i] is None:
                 raise ValueError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}) has no take and no "
@@ -182,13 +183,9 @@ class Show:
         recorder.begin_song(song.title, song.tempo_bpm, start_ns, song.meter[0] * 4 / song.meter[1])
         self.log(f"[{song.title}] {song.tempo_bpm:g} BPM, {song.key}, {song.mode}, model {model.path.name} "
                  f"({model.provider_note})")
-        player = None
-        if take is not None and in_port is None:
-            player = TakePlayer(take_events(take, clock), inbox)
-            source = QueueInput(inbox, sources=1)
-        else:
-            source = QueueInput(inbox, sources=1)
-            source.exhausted = False  # live input never ends by itself
+        # One input source either way: the take player ends with END_OF_INPUT; a live port never ends by itself.
+        player = TakePlayer(take_events(take, clock), inbox) if take is not None else None
+        source = QueueInput(inbox, sources=1)
         echo = take is not None and not isinstance(out_port, NullPort)
         deadline_ns = None if opts.duration_s is None else start_ns + int(opts.duration_s * 1e9)
 

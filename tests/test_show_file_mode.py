@@ -87,3 +87,38 @@ def test_file_mode_records_answers_on_grid_in_key(tmp_path):
     assert first and second
     assert 20 <= min(first) and max(first) < 36
     assert 84 <= min(second) and max(second) < 100
+
+
+class FakeInPort:
+    """A live input port that never plays (records that it was started and closed)."""
+
+    def __init__(self):
+        self.started = self.closed = False
+
+    def start(self, on_message):
+        self.started = True
+
+    def close(self):
+        self.closed = True
+
+
+class RecordingOutPort:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, data):
+        self.sent.append(bytes(data))
+
+
+def test_live_mode_ignores_song_takes_and_stops_at_duration(tmp_path):
+    from liveperf.setlist import load_setlist
+    from liveperf.show import Show, ShowOptions
+
+    write_notes(tmp_path / "take.mid", phrase(0), tempo_bpm=TEMPO)
+    (tmp_path / "set.toml").write_text(SETLIST.format(tempo=TEMPO))
+    inp, out = FakeInPort(), RecordingOutPort()
+    show = Show(load_setlist(tmp_path / "set.toml"), ShowOptions(duration_s=0.5), log=lambda *_: None)
+    report = show.run([0], "fake", out, inp)
+    # The song has a take, but with a live port nothing is played from it and nothing is echoed.
+    assert out.sent == [] and report.songs[0].performer_notes == 0
+    assert inp.started and inp.closed
