@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from liveperf import melody
 
 PREFIX = "liveperf."
-KNOWN_FAMILIES = ("dnn_step",)
+KNOWN_FAMILIES = ("dnn_step", "vae_encoder", "vae_decoder", "gan_generator", "gan_critic", "duet_step")
 
 
 class ModelMetadataError(ValueError):
