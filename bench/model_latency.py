@@ -83,3 +83,23 @@ def torch_melody_latency(n: int, warmup: int) -> dict | None:
     ns = time_calls(call, n, warmup)
     return {"summary": {"melody_dnn [torch eager, 1 thread]": summary_us(ns)},
             "samples": {"melody_dnn [torch eager, 1 thread]": ns}}
+
+
+def phrase_latency(n: int, warmup: int) -> dict:
+    """Whole-phrase units of work as a mode would run them: VAE decode + sampling of one 2-bar phrase, and GAN
+    best-of-8 (generate 8, score with the critic, keep the best)."""
+    from liveperf.models.phrase_models import GanModel, VaeModel
+    from liveperf.sampler import new_rng_state
+    from liveperf.scales import parse_key, token_mask
+
+    allowed = token_mask(parse_key("D dorian"), 55, 84)
+    vae, gan = VaeModel.load(), GanModel.load()
+    rng = new_rng_state(3)
+    z = np.random.default_rng(0).standard_normal((1, vae.latent_dim)).astype(np.float32)
+    results, samples = {}, {}
+    for key, fn in (("VAE decode + sampling, one 2-bar phrase", lambda: vae.decode(z, allowed, 0.9, 0, 0.95, rng)),
+                    ("GAN best of 8 (generate + critic)", lambda: gan.best_of(8, rng, 0.0, allowed))):
+        ns = time_calls(fn, n, warmup)
+        results[key] = summary_us(ns)
+        samples[key] = ns
+    return {"summary": results, "samples": samples}

@@ -42,10 +42,11 @@ def main() -> None:
     print("1. model latency (one call: a step, or a whole 2-bar phrase)")
     onnx = model_latency.onnx_latency(args.calls, 300)
     torch_r = model_latency.torch_melody_latency(args.calls, 300)
-    res["models"] = {**onnx["summary"], **(torch_r["summary"] if torch_r else {})}
+    phrase = model_latency.phrase_latency(max(300, args.calls // 3), 30)
+    res["models"] = {**onnx["summary"], **(torch_r["summary"] if torch_r else {}), **phrase["summary"]}
     for k, s in res["models"].items():
         print(_row(k, s))
-    samples = {**onnx["samples"], **(torch_r["samples"] if torch_r else {})}
+    samples = {**onnx["samples"], **(torch_r["samples"] if torch_r else {}), **phrase["samples"]}
 
     print("2. engine step (DNN step + sampling) and the sampler alone")
     st = step_latency.run("melody_dnn", 5000, 500)

@@ -173,12 +173,19 @@ def _ports(args) -> int:
     return 0
 
 
-def _test_figures(info) -> dict:
-    """The model's own held-out test figures from its metadata (``metrics.test.<name>``), or {}."""
-    metrics = info.metrics if isinstance(info.metrics, dict) else {}
-    test = metrics.get("test", {})
-    own = test.get(info.name, {}) if isinstance(test, dict) else {}
-    return own if isinstance(own, dict) else {}
+def _headline(info) -> str:
+    """One line of the model's own held-out figures from its metadata (each family reports different ones)."""
+    m = info.metrics if isinstance(info.metrics, dict) else {}
+    test = m.get("test") if isinstance(m.get("test"), dict) else {}
+    own = test.get(info.name) if isinstance(test.get(info.name), dict) else None
+    if own:  # step models: NLL and accuracy against their baselines
+        return f"test NLL {own['nll']:.3f}, acc {own['acc']:.3f}"
+    if "recon_acc_argmax_from_mu" in test:
+        return f"test recon acc {test['recon_acc_argmax_from_mu']:.3f}, active units {test['active_units']}"
+    samples = m.get("samples", {}).get("gan_argmax") if isinstance(m.get("samples"), dict) else None
+    if samples:
+        return f"in-scale {samples['in_scale_rate']:.3f}, distinct {samples['distinct_rate']:.3f} of 1000 samples"
+    return "test: n/a"
 
 
 def _models(args) -> int:
@@ -193,9 +200,7 @@ def _models(args) -> int:
         if args.json:
             continue
         size_kb = m.path.stat().st_size / 1024
-        figures = ", ".join(f"{k} {v:.3f}" for k, v in _test_figures(m.info).items() if k in ("nll", "acc", "onset_acc"))
-        print(f"{name:<16} {m.info.family:<10} {m.info.steps_per_beat} steps/beat  {size_kb:7.0f} KB  "
-              f"test: {figures or 'n/a'}")
+        print(f"{name:<22} {m.info.family:<14} {size_kb:6.0f} KB  {_headline(m.info)}")
     if args.json:
         print(json.dumps({m.info.name: {"family": m.info.family, "steps_per_beat": m.info.steps_per_beat,
                                         "inputs": m.info.inputs, "outputs": m.info.outputs,
