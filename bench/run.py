@@ -6,8 +6,8 @@ Sections (all measured in the same run, so ratios are fair on a noisy machine):
 1. model latency: every shipped ONNX model on onnxruntime CPU (1 thread; CUDA too where a GPU is offered), and the
    melody DNN in torch eager (baseline);
 2. step latency of the engine's unit of work (DNN step + sampling) and the sampler alone, numba vs numpy reference;
-3. grid timing error through a real JACK server at 180 BPM with dense input (send − due, arrival − due), with
-   resident memory over the run;
+3. the machine's own timing floor (a bare timer thread, same scheduling request: the baseline), then grid timing
+   error through a real JACK server at 180 BPM with dense input (send − due, arrival − due), with resident memory;
 4. start-up: import + numba compile with cold and warm cache; `liveperf check setlists/demo.toml` (warm).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import model_latency, plots, startup, step_latency, timing_jack
+from bench import machine_floor, model_latency, plots, startup, step_latency, timing_jack
 
 
 def _row(name: str, s: dict) -> str:
@@ -51,11 +51,16 @@ def main() -> None:
     print("2. engine step (DNN step + sampling) and the sampler alone")
     st = step_latency.run("melody_dnn", 5000, 500)
     res["step"] = {k: v for k, v in st.items() if k != "samples"}
-    for k in ("step_plus_sampling_us", "sampler_numba_us", "sampler_reference_us"):
+    for k in ("step_plus_sampling_us", "sampler_numba_us", "sampler_numba_in_engine_loop_us", "sampler_reference_us"):
         print(_row(k, st[k]))
     plots.latency_cdfs(samples, st["samples"], args.out / "latency_cdf.png")
 
-    print(f"3. grid timing through JACK, {args.minutes:g} min at 180 BPM" + (" with one core busy" if args.busy else ""))
+    print("3a. the machine's floor: a bare timer thread, 10 ms deadlines, 60 s (baseline for 3b)")
+    res["machine_floor"] = machine_floor.run(60)
+    f = res["machine_floor"]
+    print(f"  bare timer ({f['scheduling']}): p50 {f['p50_us']:.0f} µs  p99 {f['p99_us']:.0f} µs  max {f['max_us']:.0f} µs"
+          f"  late > 2 ms: {f['late_over_2ms']} of {f['n']}; hypervisor steal {f['steal_pct_of_one_cpu']}% of a CPU")
+    print(f"3b. grid timing through JACK, {args.minutes:g} min at 180 BPM" + (" with one core busy" if args.busy else ""))
     tj = timing_jack.run(args.minutes, busy=args.busy)
     plots.timing(tj, args.out / "timing.png")
     res["timing"] = {k: v for k, v in tj.items() if k != "samples"}
