@@ -13,7 +13,6 @@ partner line the model generates against the held-out soprano, next to Bach's ow
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -29,6 +28,7 @@ from export.duet_model import INPUT_NAMES, OUTPUT_NAMES, DuetGRU, export_onnx
 from export.train_melody import seed_everything
 from export.train_vae import command_line
 from export.vae_model import OPSET
+from export.results_io import write_results
 from liveperf import melody
 from liveperf.models.metadata import build_metadata
 
@@ -318,11 +318,8 @@ def main(argv=None) -> int:
                           inputs=INPUT_NAMES, outputs=OUTPUT_NAMES, state_shape=[model.layers, model.hidden],
                           training_data=training_data, split=split_info, metrics=metrics, training=training)
     path = export_onnx(model, args.out, meta)
-    training["minutes_total"] = round((time.perf_counter() - t_start) / 60, 2)
-    results = {"model_file": path.name, "onnx_bytes": path.stat().st_size, "training_data": training_data,
-               "split": split_info, "metrics": metrics, "training": training}
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.results, {"model_file": path.name, "onnx_bytes": path.stat().st_size},
+                  training_data=training_data, split=split_info, metrics=metrics, training=training, t_start=t_start)
     log(f"wrote {path} and {args.results}")
     return 0
 

@@ -15,7 +15,6 @@ Writes the generator and critic ONNX files with metadata and ``export/results/me
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from export.gan_model import (CRITIC_INPUTS, CRITIC_OUTPUTS, GENERATOR_INPUTS, G
 from export.train_melody import seed_everything
 from export.train_vae import command_line, folk_split
 from export.vae_model import OPSET, num_params
+from export.results_io import write_results
 from liveperf import melody
 from liveperf.models.metadata import build_metadata
 
@@ -210,11 +210,8 @@ def main(argv=None) -> int:
         **common))
     c_path = export_critic(critic, args.out_dir / "melody_gan_critic.onnx", build_metadata(
         name="melody_gan_critic", family="gan_critic", inputs=CRITIC_INPUTS, outputs=CRITIC_OUTPUTS, **common))
-    training["minutes_total"] = round((time.perf_counter() - t_start) / 60, 2)
-    results = {"files": {p.name: p.stat().st_size for p in (g_path, c_path)}, "training_data": training_data,
-               "split": split_info, "metrics": metrics, "training": training}
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.results, {"files": {p.name: p.stat().st_size for p in (g_path, c_path)}},
+                  training_data=training_data, split=split_info, metrics=metrics, training=training, t_start=t_start)
     log(f"wrote {g_path}, {c_path} and {args.results}")
     return 0
 

@@ -10,7 +10,6 @@ cuts training short, the run is marked non-reproducible). ``--quick`` is a tiny 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import random
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from export import baselines, corpus as corpus_mod, melody_data
 from export.melody_model import INPUT_NAMES, OPSET, OUTPUT_NAMES, MelodyGRU, export_onnx
+from export.results_io import write_results
 from liveperf import melody
 from liveperf.models.metadata import build_metadata
 
@@ -206,13 +206,10 @@ def main(argv=None) -> int:
     meta = build_metadata(name="melody_dnn", family="dnn_step", steps_per_beat=melody.DEFAULT_STEPS_PER_BEAT,
                           inputs=INPUT_NAMES, outputs=OUTPUT_NAMES, state_shape=[model.layers, model.hidden],
                           training_data=training_data, split=split_info, metrics=metrics, training=training)
-    training["minutes_total"] = round((time.perf_counter() - t_start) / 60, 2)  # results file only
     path = export_onnx(model, args.out, meta)
-    results = {"model_file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-               "onnx_bytes": path.stat().st_size, "training_data": training_data, "split": split_info,
-               "metrics": metrics, "training": training}
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.results, {"model_file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+                                 "onnx_bytes": path.stat().st_size},
+                  training_data=training_data, split=split_info, metrics=metrics, training=training, t_start=t_start)
     log(f"wrote {path} ({path.stat().st_size} bytes) and {args.results}")
     print(figures_table(metrics))
     if base and not beats:

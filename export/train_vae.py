@@ -13,7 +13,6 @@ with metadata and ``export/results/melody_vae.json``. ``--quick`` is a smoke run
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -29,6 +28,7 @@ from export import corpus as corpus_mod, melody_data, phrase_data
 from export.train_melody import seed_everything
 from export.vae_model import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, OPSET, PhraseVAE,
                               export_decoder, export_encoder, num_params)
+from export.results_io import write_results
 from liveperf import melody
 from liveperf.models.metadata import build_metadata
 
@@ -243,11 +243,8 @@ def main(argv=None) -> int:
         name="melody_vae_encoder", family="vae_encoder", inputs=ENCODER_INPUTS, outputs=ENCODER_OUTPUTS, **common))
     dec_path = export_decoder(model.decoder, args.out_dir / "melody_vae_decoder.onnx", build_metadata(
         name="melody_vae_decoder", family="vae_decoder", inputs=DECODER_INPUTS, outputs=DECODER_OUTPUTS, **common))
-    training["minutes_total"] = round((time.perf_counter() - t_start) / 60, 2)
-    results = {"files": {p.name: p.stat().st_size for p in (enc_path, dec_path)}, "training_data": training_data,
-               "split": split_info, "metrics": metrics, "training": training}
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.results, {"files": {p.name: p.stat().st_size for p in (enc_path, dec_path)}},
+                  training_data=training_data, split=split_info, metrics=metrics, training=training, t_start=t_start)
     log(f"wrote {enc_path}, {dec_path} and {args.results}")
     return 0
 
