@@ -1,7 +1,9 @@
 """File mode end to end in real time: a take plays the performer, the shipped model answers, the recording holds both.
 
 Asserts behaviour (answers after each phrase, on the song's grid, in key and range, every note-on paired) with a
-wall-time tolerance no tighter than the scheduler's own late-drop rule (a message later than 2 ms is never sent).
+wall-time tolerance no tighter than the scheduler's own rules: a note-on later than 2 ms is never sent, so recorded
+note-ons sit within 3 ms of the grid; a note-off is always sent, late if the machine stalled, so note-offs only get a
+loose bound (never early, at most 50 ms late) that a noisy CI machine cannot break.
 """
 
 from __future__ import annotations
@@ -69,11 +71,15 @@ def test_file_mode_records_answers_on_grid_in_key(tmp_path):
     partner = tracks["partner"]
     assert tracks["performer"] and partner
     tol_ticks = 3e-3 * TEMPO * tpb / 60  # 3 ms in ticks
+    late_off_ticks = 50e-3 * TEMPO * tpb / 60  # 50 ms in ticks
     key = parse_key("G major")
     held = {}
     for tick, kind, pitch in partner:
-        off_grid = min(tick % step_ticks, step_ticks - tick % step_ticks)
-        assert off_grid <= tol_ticks, (tick, kind, pitch)
+        after, before = tick % step_ticks, step_ticks - tick % step_ticks
+        if kind == "note_on":
+            assert min(after, before) <= tol_ticks, (tick, kind, pitch)
+        else:
+            assert before <= tol_ticks or after <= late_off_ticks, (tick, kind, pitch)
         if kind == "note_on":
             assert key.contains(pitch) and 55 <= pitch <= 79
             assert pitch not in held
