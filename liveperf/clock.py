@@ -67,6 +67,19 @@ class InternalClock:
         steps = Fraction(tick * self.steps_per_beat, ticks_per_beat)
         return self._anchor_ns + int((steps - self._anchor_step) * self._step_ns)
 
+    # The transport interface shared with ``midi_clock.MidiClockFollower``: an internal clock always runs and
+    # has no transport events; MIDI clock bytes that reach it are not ours to follow.
+    running = True
+
+    def on_message(self, ts_ns: int, data: bytes) -> list:
+        return []
+
+    def poll(self, now_ns: int) -> list:
+        return []
+
+    def dropout_deadline_ns(self) -> int | None:
+        return None
+
     def set_tempo(self, tempo_bpm: float, at_step: int) -> None:
         """Change tempo from ``at_step`` on (steps before it keep their times)."""
         self._anchor_ns = self.ns_at_step(at_step)

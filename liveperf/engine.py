@@ -3,13 +3,44 @@
 ``on_input(ts_ns, data)`` takes the performer's raw MIDI (already timestamped by the input adapter);
 ``on_step(step)`` computes one grid step a little before it is due and schedules what it plays on the sink
 (``(due_ns, bytes)``). No I/O, no wall clock: the loop (``liveperf.loop``) calls it, in real or virtual time.
+
+The engine holds one object per mode (``call_response``, ``duet``, ``harmonize``, ``phrase``) and routes input to
+the active one. Changes that must not land mid-bar wait for the next bar line: a mode switch
+(``request_mode``; the old mode's sounding note ends at the bar line, the new mode begins there). A tempo change
+(``request_tempo``, tap tempo) applies at the next step computed, on the internal clock only. When we are the
+clock master (``send_clock``), every step schedules its 24-ppqn MIDI clock ticks (Start before the first).
+Transport changes from an external clock (``relocate``, ``halt``) silence the mode at once and begin it again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from liveperf.modes.call_response import CallAndResponse
+from liveperf.midi_clock import TapTempo
+
+TICKS_PER_BEAT = 24  # MIDI clock
+
+
+class Mode(Protocol):
+    name: str
+
+    @property
+    def idle(self) -> bool: ...
+
+    def begin(self, step: int) -> None: ...
+
+    def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None: ...
+
+    def note_off(self, ts_ns: int, pitch: int) -> None: ...
+
+    def release_performer(self, ts_ns: int) -> None: ...
+
+    def trigger(self) -> None: ...
+
+    def on_step(self, step: int) -> None: ...
+
+    def stop(self, now_ns: int) -> None: ...
 
 
 @dataclass
@@ -17,29 +48,64 @@ class InputStats:
     note_ons: int = 0
     note_offs: int = 0
     triggers: int = 0
+    taps: int = 0
+    mode_changes: int = 0
+    echoes: int = 0
     ignored: int = 0
 
 
 class Engine:
-    """Routes performer input to the song's mode; owns the mode. Engine thread only."""
+    """Routes performer input to the active mode; owns the modes. Engine thread only."""
 
-    def __init__(self, mode: CallAndResponse, *, trigger_cc: int | None = None, input_channel: int | None = None):
-        self.mode = mode
+    def __init__(self, modes, *, clock=None, sink=None, initial: str | None = None, trigger_cc: int | None = None,
+                 tap_cc: int | None = None, mode_cc: int | None = None, input_channel: int | None = None,
+                 echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16) -> None:
+        self.modes: dict[str, Mode] = modes if isinstance(modes, dict) else {modes.name: modes}
+        self.mode_name = initial if initial is not None else next(iter(self.modes))
+        self.mode = self.modes[self.mode_name]
+        self.clock = clock if clock is not None else self.mode.clock
+        self.sink = sink
         self.trigger_cc = trigger_cc
+        self.tap_cc = tap_cc
+        self.mode_cc = mode_cc
         self.input_channel = input_channel  # None: omni
+        self.echo_guard = echo_guard
+        self.send_clock = send_clock and sink is not None
+        self.steps_per_bar = steps_per_bar
         self.input_stats = InputStats()
+        self.tap = TapTempo()
+        self._pending_mode: str | None = None
+        self._pending_tempo: float | None = None
+        self._clock_started = False
+        self.halted = False  # the external transport stopped us; ``relocate`` starts again
+        self.switches: list[tuple[int, str]] = []  # (step, mode) of every switch, for reports and tests
 
     @property
     def idle(self) -> bool:
-        return self.mode.idle
+        return self.mode.idle and self._pending_mode is None
 
+    # ---- control (engine thread) -----------------------------------------------------------------------------
+    def request_mode(self, name: str) -> None:
+        """Switch to mode ``name`` at the next bar line (KeyError for a mode this song has no models for)."""
+        if name not in self.modes:
+            raise KeyError(f"mode {name!r} is not available in this song; available: {', '.join(self.modes)}")
+        self._pending_mode = None if name == self.mode_name else name
+
+    def request_tempo(self, tempo_bpm: float) -> None:
+        """Internal clock: new tempo from the next step computed."""
+        self._pending_tempo = float(tempo_bpm)
+
+    # ---- input -----------------------------------------------------------------------------------------------
     def on_input(self, ts_ns: int, data: bytes) -> None:
-        if len(data) != 3 or data[0] < 0x80 or data[0] >= 0xF0:
+        if len(data) != 3 or data[0] < 0x80 or data[0] >= 0xF0 or data[1] > 0x7F or data[2] > 0x7F:
             self.input_stats.ignored += 1
             return
         kind, ch = data[0] & 0xF0, data[0] & 0x0F
         if self.input_channel is not None and ch != self.input_channel:
             self.input_stats.ignored += 1
+            return
+        if kind in (0x80, 0x90) and self.echo_guard is not None and self.echo_guard.is_echo(ts_ns, data):
+            self.input_stats.echoes += 1
             return
         if kind == 0x90 and data[2] > 0:
             self.input_stats.note_ons += 1
@@ -47,9 +113,18 @@ class Engine:
         elif kind == 0x80 or kind == 0x90:
             self.input_stats.note_offs += 1
             self.mode.note_off(ts_ns, data[1])
-        elif kind == 0xB0 and self.trigger_cc is not None and data[1] == self.trigger_cc and data[2] >= 64:
+        elif kind == 0xB0 and data[1] == self.trigger_cc and data[2] >= 64:
             self.input_stats.triggers += 1
             self.mode.trigger()
+        elif kind == 0xB0 and data[1] == self.tap_cc and data[2] >= 64:
+            self.input_stats.taps += 1
+            bpm = self.tap.tap(ts_ns)
+            if bpm is not None:
+                self.request_tempo(bpm)
+        elif kind == 0xB0 and data[1] == self.mode_cc:
+            names = list(self.modes)
+            self.input_stats.mode_changes += 1
+            self.request_mode(names[min(len(names) - 1, data[2] * len(names) // 128)])
         else:
             self.input_stats.ignored += 1
 
@@ -57,8 +132,49 @@ class Engine:
         """The performer's source is finished: release whatever it still holds, as if the keys came up now."""
         self.mode.release_performer(now_ns)
 
+    # ---- the grid ------------------------------------------------------------------------------------------------
+    def begin(self, step: int) -> None:
+        """The song (or the transport) starts at ``step``."""
+        self.mode.begin(step)
+
     def on_step(self, step: int) -> None:
+        if self._pending_tempo is not None:
+            if hasattr(self.clock, "set_tempo"):
+                self.clock.set_tempo(self._pending_tempo, step)
+            self._pending_tempo = None
+        if self._pending_mode is not None and step % self.steps_per_bar == 0:
+            self.mode.stop(self.clock.ns_at_step(step))
+            self.mode_name, self._pending_mode = self._pending_mode, None
+            self.mode = self.modes[self.mode_name]
+            self.mode.begin(step)
+            self.switches.append((step, self.mode_name))
+        if self.send_clock:
+            self._send_clock(step)
         self.mode.on_step(step)
 
+    def _send_clock(self, step: int) -> None:
+        tps = TICKS_PER_BEAT // self.clock.steps_per_beat
+        if not self._clock_started:
+            self.sink.schedule(self.clock.ns_at_step(step), b"\xfa")
+            self._clock_started = True
+        for t in range(step * tps, (step + 1) * tps):
+            self.sink.schedule(self.clock.ns_at_tick(t, TICKS_PER_BEAT), b"\xf8")
+
+    # ---- transport (external clock) and ending -------------------------------------------------------------------
+    def relocate(self, step: int, at_ns: int) -> None:
+        """The transport jumped (Start, Continue, Song Position, a clock that came back): silence, begin at ``step``."""
+        self.mode.stop(at_ns)
+        self.mode.begin(step)
+        self.halted = False
+
+    def halt(self, at_ns: int) -> None:
+        """The transport stopped (Stop, clock dropout): silence now; ``relocate`` begins again."""
+        self.mode.stop(at_ns)
+        self.halted = True
+
     def stop(self, now_ns: int) -> None:
+        """Silence the partner now (song end, panic, shutdown); a clock master also sends Stop."""
         self.mode.stop(now_ns)
+        if self.send_clock and self._clock_started:
+            self.sink.schedule(now_ns, b"\xfc")
+            self._clock_started = False

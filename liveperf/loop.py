@@ -75,6 +75,10 @@ class QueueInput:
             return ev
 
 
+CLOCK_STATUS = frozenset((0xF8, 0xFA, 0xFB, 0xFC, 0xF2))  # MIDI clock and transport: for the clock, not the engine
+IDLE_WAIT_NS = 50_000_000  # while the transport is stopped, look at should_stop this often
+
+
 def run_loop(
     engine: Engine,
     clock: InternalClock,
@@ -86,12 +90,20 @@ def run_loop(
     stop_when_done: bool = True,
     should_stop: Callable[[], bool] = lambda: False,
     on_input: Callable[[int, bytes], None] | None = None,
+    stop_at_bar: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Run until ``should_stop()``, ``stop_at_step`` is reached, or (with ``stop_when_done``) the input is
-    exhausted and the engine is idle. Returns the first step not computed. ``on_input`` sees each performer event
-    (e.g. the recorder)."""
+    """Run until ``should_stop()``, ``stop_at_step`` is reached, the next bar line once ``stop_at_bar()`` (a song
+    change), or (with ``stop_when_done``) the input is exhausted and the engine is idle. Returns the first step not
+    computed. ``on_input`` sees each performer event (e.g. the recorder).
+
+    ``clock`` is an ``InternalClock`` (always running) or a ``MidiClockFollower``: MIDI clock and transport bytes
+    from the input go to it, and its events move the engine: start/continue/locate/resume -> ``relocate`` at the
+    event's step, stop/dropout (when it stops the transport) -> ``halt``. While the transport is stopped no step
+    is computed."""
     step = first_step
+    engine.begin(step)
     ended = False
+    bar = engine.steps_per_bar
     while not should_stop():
         if source.exhausted and not ended:
             # The source is gone (take finished, controller unplugged): nothing it still holds will be released.
@@ -99,16 +111,46 @@ def run_loop(
             ended = True
         if stop_at_step is not None and step >= stop_at_step:
             break
-        if stop_when_done and source.exhausted and engine.idle:
+        if step % bar == 0 and stop_at_bar():
             break
-        ev = source.wait_until(clock.ns_at_step(step) - lookahead_ns)
+        if stop_when_done and source.exhausted and (engine.idle or not clock.running):
+            break
+        if clock.running:
+            deadline = clock.ns_at_step(step) - lookahead_ns
+        else:
+            deadline = source.now_ns() + IDLE_WAIT_NS
+        dropout = clock.dropout_deadline_ns()
+        if dropout is not None:
+            deadline = min(deadline, dropout + 1)
+        ev = source.wait_until(deadline)
         if ev is not None:
+            if ev[1] and ev[1][0] in CLOCK_STATUS:
+                step = _transport(engine, clock, clock.on_message(ev[0], ev[1]), step)
+                continue
             if on_input is not None:
                 on_input(ev[0], ev[1])
             engine.on_input(ev[0], ev[1])
             continue
+        step = _transport(engine, clock, clock.poll(source.now_ns()), step)
+        if not clock.running or source.now_ns() < clock.ns_at_step(step) - lookahead_ns:
+            continue  # woken for a dropout check or while stopped, not for this step
         if source.exhausted and engine.idle and stop_when_done:
             break
         engine.on_step(step)
         step += 1
+    return step
+
+
+def _transport(engine: Engine, clock, events, step: int) -> int:
+    """Apply the clock's transport events to the engine; returns the next step to compute."""
+    for ev in events:
+        if ev.kind == "resume" and not engine.halted and abs(ev.step - step) <= 1:
+            continue  # a freewheel bridged the gap: the music never stopped, the map just re-locked
+        if ev.kind in ("start", "continue", "resume") or (ev.kind == "locate" and clock.running):
+            engine.relocate(ev.step, ev.ts_ns)
+            step = ev.step
+        elif ev.kind == "locate":
+            step = ev.step
+        elif ev.kind in ("stop", "dropout") and not clock.running:
+            engine.halt(ev.ts_ns)
     return step

@@ -14,12 +14,13 @@ from liveperf.melody import HOLD, OFF, PITCH_OFFSET
 
 
 class PerformerGrid:
-    def __init__(self) -> None:
+    def __init__(self, first_step: int = 0) -> None:
+        """A grid whose first open step is ``first_step`` (a mode that begins mid-song starts its grid there)."""
         self._open: dict[int, tuple[int, int]] = {}  # pitch -> (start_step, velocity), still held
         self._closed: list[tuple[int, int, int]] = []  # (start_step, end_step, pitch), may still sound
-        self._last_finalized = -1
+        self._last_finalized = first_step - 1
         self._prev: tuple[int, int] = (-1, -1)  # (start, pitch) of the note on top at the last finalised step
-        self.last_note_end_step = -1  # step at which the latest released note stopped sounding
+        self.last_note_end_step = first_step - 1  # step at which the latest released note stopped sounding
         self.velocities: list[int] = []  # note-on velocities since the last ``clear_velocities``
 
     @property
@@ -44,6 +45,10 @@ class PerformerGrid:
         end = max(step, start + 1, self._last_finalized + 1)
         self._closed.append((start, end, pitch))
         self.last_note_end_step = max(self.last_note_end_step, end)
+
+    @property
+    def last_finalized(self) -> int:
+        return self._last_finalized
 
     def finalize(self, step: int) -> int:
         """Token for ``step`` (must be the next unfinalised step or later; skipped steps are finalised too)."""

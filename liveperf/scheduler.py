@@ -97,12 +97,12 @@ class VirtualScheduler:
         self._advance(now_ns)
         keep = []
         for item in self._heap:
-            if item.data[0] & 0x0F == channel and not is_note_off(item.data):
-                self.stats.cancelled += 1
-            elif item.data[0] & 0x0F == channel:
-                keep.append(_Item(now_ns, item.seq, item.data))
-            else:
+            if not _on_channel(item.data, channel):
                 keep.append(item)
+            elif not is_note_off(item.data):
+                self.stats.cancelled += 1
+            else:
+                keep.append(_Item(now_ns, item.seq, item.data))
         self._heap = keep
         heapq.heapify(self._heap)
         self._advance(now_ns)
@@ -113,13 +113,19 @@ class VirtualScheduler:
 
     def close(self, now_ns: int) -> None:
         """Pending note-ons are dropped, pending note-offs and note-offs for all held notes go out at ``now_ns``."""
+        self._advance(now_ns)
         self.cancel_all(now_ns)
         for data in self.held.release_all():
             self.sent.append((now_ns, data))
 
     def cancel_all(self, now_ns: int) -> None:
-        for ch in sorted({item.data[0] & 0x0F for item in self._heap}):
+        for ch in sorted({item.data[0] & 0x0F for item in self._heap if item.data[0] < 0xF0}):
             self.cancel_pending(ch, now_ns)
+
+
+def _on_channel(data: bytes, channel: int) -> bool:
+    """A channel message on ``channel`` (system messages such as MIDI clock belong to no channel)."""
+    return data[0] < 0xF0 and data[0] & 0x0F == channel
 
 
 _CANCEL = object()
@@ -233,7 +239,7 @@ class Scheduler:
         now = time.monotonic_ns()
         keep = []
         for item in self._heap:
-            if channel is not None and item.data[0] & 0x0F != channel:
+            if channel is not None and not _on_channel(item.data, channel):
                 keep.append(item)
             elif is_note_off(item.data):
                 keep.append(_Item(now, item.seq, item.data))

@@ -14,7 +14,12 @@ from typing import Any
 
 from liveperf.scales import Key, parse_key
 
-MODES = ("call_response",)
+MODES = ("call_response", "duet", "harmonize", "phrase")
+VOICES = ("bass", "tenor", "alto")  # duet / harmonize partner voices (the duet model's voice input: 0, 1, 2)
+PHRASE_MODELS = ("gan", "vae")
+LATENTS = ("random", "walk", "interpolate", "variation")
+CLOCKS = ("internal", "midi")
+DROPOUT_POLICIES = ("stop", "freewheel")
 
 
 class SetlistError(ValueError):
@@ -41,6 +46,23 @@ class Song:
     max_note_beats: int
     seed: int
     take: str | None  # performer take for file mode: shipped take name, or .mid path relative to the setlist
+    voice: str = "bass"  # duet / harmonize: which partner voice the duet model plays
+    duet_model: str = "duet_dnn"
+    phrase_model: str = "gan"  # phrase mode: "gan" (critic-ranked candidates) or "vae" (latent sources)
+    gan_models: tuple[str, str] = ("melody_gan_generator", "melody_gan_critic")
+    vae_models: tuple[str, str] = ("melody_vae_encoder", "melody_vae_decoder")
+    latent: str = "random"  # phrase mode with the VAE: random | walk | interpolate | variation
+    phrase_every_bars: int = 4
+    candidates: int = 8
+    sigma: float = 0.5
+    walk_step: float = 0.25
+    anchors: tuple[int, int] = (1, 2)
+    tap_cc: int | None = None
+    mode_cc: int | None = None
+
+    @property
+    def voice_index(self) -> int:
+        return VOICES.index(self.voice)
 
     def steps_per_bar(self, steps_per_beat: int) -> int:
         """Steps in one bar; a beat is a quarter note (6/8 = 3 quarter-note beats = 12 sixteenth steps)."""
@@ -55,6 +77,10 @@ class Setlist:
     songs: tuple[Song, ...]
     lookahead_ms: float
     late_tolerance_ms: float
+    clock: str = "internal"
+    clock_dropout: str = "stop"
+    send_clock: bool = False
+    echo_guard_ms: float = 30.0
 
     def find(self, selector: str) -> list[int]:
         """Song indices for a 1-based number or a (case-insensitive) title substring."""
@@ -91,11 +117,28 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "max_note_beats": (4, "an integer from 1 to 64"),
     "seed": (0, "an integer from 0 to 2**63-1"),
     "take": ("", "a shipped take name, a path to a .mid file (relative to the setlist), or '' for none"),
+    "voice": ("bass", f"one of {', '.join(VOICES)} (duet / harmonize partner voice)"),
+    "duet_model": ("duet_dnn", "a shipped duet model name or a path to an .onnx file"),
+    "phrase_model": ("gan", f"one of {', '.join(PHRASE_MODELS)}"),
+    "gan_models": (["melody_gan_generator", "melody_gan_critic"], "[generator, critic]: shipped names or paths"),
+    "vae_models": (["melody_vae_encoder", "melody_vae_decoder"], "[encoder, decoder]: shipped names or paths"),
+    "latent": ("random", f"one of {', '.join(LATENTS)} (phrase mode with the VAE)"),
+    "phrase_every_bars": (4, "an integer from 2 to 16 (a 2-bar phrase starts every this many bars)"),
+    "candidates": (8, "an integer from 1 to 64 (GAN phrases ranked by the critic)"),
+    "sigma": (0.5, "a number from 0 to 3 (variation: spread around the performer's encoded phrase)"),
+    "walk_step": (0.25, "a number from 0 to 1 (latent walk step / interpolation advance per phrase)"),
+    "anchors": ([1, 2], "[seed_a, seed_b]: two integers 0..2**31-1 naming the interpolation anchors"),
+    "tap_cc": (-1, "a CC number 0..127 whose presses tap the tempo, or -1 for none"),
+    "mode_cc": (-1, "a CC number 0..127 whose value picks the mode (4 equal ranges), or -1 for none"),
 }
 SHOW_FIELDS: dict[str, tuple[Any, str]] = {
     "name": ("", "a string"),
     "lookahead_ms": (8.0, "a number from 1 to 100 (how early each step is computed)"),
     "late_tolerance_ms": (2.0, "a number from 0 to 50 (later than this, a note is dropped, never played late)"),
+    "clock": ("internal", f"one of {', '.join(CLOCKS)} (follow the setlist tempo, or incoming MIDI clock)"),
+    "clock_dropout": ("stop", f"one of {', '.join(DROPOUT_POLICIES)} (250 ms without MIDI clock ticks)"),
+    "send_clock": (False, "true or false (send MIDI clock on the output when the clock is internal)"),
+    "echo_guard_ms": (30.0, "a number from 0 to 500 (our own output echoed into our input within this is ignored)"),
 }
 
 
@@ -132,7 +175,32 @@ def parse_setlist(raw: dict, path: Path) -> Setlist:
         songs=songs,
         lookahead_ms=_number(show, "lookahead_ms", 1, 100, SHOW_FIELDS, f"{path}: [show]"),
         late_tolerance_ms=_number(show, "late_tolerance_ms", 0, 50, SHOW_FIELDS, f"{path}: [show]"),
+        clock=_choice(show, "clock", CLOCKS, SHOW_FIELDS, f"{path}: [show]"),
+        clock_dropout=_choice(show, "clock_dropout", DROPOUT_POLICIES, SHOW_FIELDS, f"{path}: [show]"),
+        send_clock=_flag(show, "send_clock", SHOW_FIELDS, f"{path}: [show]"),
+        echo_guard_ms=float(_number(show, "echo_guard_ms", 0, 500, SHOW_FIELDS, f"{path}: [show]")),
     )
+
+
+def _choice(table, name, choices, fields, where):
+    v = _get(table, name, fields, where)
+    if v not in choices:
+        raise _bad(where, name, v, fields)
+    return v
+
+
+def _flag(table, name, fields, where) -> bool:
+    v = _get(table, name, fields, where)
+    if not isinstance(v, bool):
+        raise _bad(where, name, v, fields)
+    return v
+
+
+def _names(table, name, fields, where) -> tuple[str, str]:
+    v = _get(table, name, fields, where)
+    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, str) and x for x in v):
+        raise _bad(where, name, v, fields)
+    return v[0], v[1]
 
 
 def _check_unknown(table: dict, fields: dict, where: str) -> None:
@@ -200,6 +268,15 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
     take = _get(raw, "take", f, where)
     if not isinstance(take, str):
         raise _bad(where, "take", take, f)
+    duet_model = _get(raw, "duet_model", f, where)
+    if not isinstance(duet_model, str) or not duet_model:
+        raise _bad(where, "duet_model", duet_model, f)
+    anchors = _get(raw, "anchors", f, where)
+    if (not isinstance(anchors, list) or len(anchors) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31 for x in anchors)):
+        raise _bad(where, "anchors", anchors, f)
+    tap = _number(raw, "tap_cc", -1, 127, f, where, integer=True)
+    mode_cc = _number(raw, "mode_cc", -1, 127, f, where, integer=True)
     return Song(
         title=title.strip(),
         tempo_bpm=float(tempo),
@@ -219,6 +296,19 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         max_note_beats=_number(raw, "max_note_beats", 1, 64, f, where, integer=True),
         seed=_number(raw, "seed", 0, 2**63 - 1, f, where, integer=True),
         take=take or None,
+        voice=_choice(raw, "voice", VOICES, f, where),
+        duet_model=duet_model,
+        phrase_model=_choice(raw, "phrase_model", PHRASE_MODELS, f, where),
+        gan_models=_names(raw, "gan_models", f, where),
+        vae_models=_names(raw, "vae_models", f, where),
+        latent=_choice(raw, "latent", LATENTS, f, where),
+        phrase_every_bars=_number(raw, "phrase_every_bars", 2, 16, f, where, integer=True),
+        candidates=_number(raw, "candidates", 1, 64, f, where, integer=True),
+        sigma=float(_number(raw, "sigma", 0, 3, f, where)),
+        walk_step=float(_number(raw, "walk_step", 0, 1, f, where)),
+        anchors=(anchors[0], anchors[1]),
+        tap_cc=None if tap < 0 else tap,
+        mode_cc=None if mode_cc < 0 else mode_cc,
     )
 
 

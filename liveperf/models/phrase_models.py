@@ -264,6 +264,14 @@ class DuetStepper:
     def state(self) -> np.ndarray:
         return self._state
 
+    def peek(self, performer_token, partner_prev, voice, pos) -> np.ndarray:
+        """Like ``feed`` but keeps the state as it was: "what would the partner play if this came now?"."""
+        state = self._state
+        try:
+            return self.feed(performer_token, partner_prev, voice, pos)
+        finally:
+            self._state = state
+
     def feed(self, performer_token, partner_prev, voice, pos) -> np.ndarray:
         scalar = all(np.ndim(x) == 0 for x in (performer_token, partner_prev, voice, pos))
         feeds = {name: np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=np.int64), (self.batch,)))

@@ -15,62 +15,21 @@ Owned by the engine thread; it sees time only as steps and the clock's ``ns_at_s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from liveperf import melody
 from liveperf.clock import InternalClock
 from liveperf.models.step_model import StepError, StepModel
-from liveperf.notes import note_off, note_on
+from liveperf.modes.partner_voice import PartnerVoice
+from liveperf.modes.settings import ModeSettings, ModeStats, settings_for  # noqa: F401  (re-exported)
 from liveperf.performer_grid import PerformerGrid
 from liveperf.sampler import sample
-from liveperf.scales import token_mask
 from liveperf.scheduler import OutputSink
-from liveperf.setlist import Song
-
-
-@dataclass(frozen=True)
-class ModeSettings:
-    """What the call-and-response policy needs from a song (see setlist.Song for units and ranges)."""
-
-    channel: int  # 0..15
-    allowed: np.ndarray  # bool (130,): key/scale and range mask (HOLD/OFF included)
-    temperature: float
-    top_k: int
-    top_p: float
-    silence_steps: int
-    response_steps: int
-    velocity: int | None  # None: follow the performer's phrase
-    max_note_steps: int
-
-
-def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
-    """The mode's view of a setlist song on a model's grid."""
-    low, high = song.pitch_range
-    return ModeSettings(
-        channel=song.channel - 1,
-        allowed=token_mask(song.key, low, high),
-        temperature=song.temperature,
-        top_k=song.top_k,
-        top_p=song.top_p,
-        silence_steps=song.silence_steps,
-        response_steps=song.response_bars * song.steps_per_bar(steps_per_beat),
-        velocity=song.velocity,
-        max_note_steps=song.max_note_beats * steps_per_beat,
-    )
-
-
-@dataclass
-class ModeStats:
-    responses: int = 0
-    interrupted: int = 0
-    tokens: int = 0
-    model_errors: int = 0
-    last_error: str = ""
 
 
 class CallAndResponse:
+    name = "call_response"
+
     def __init__(self, settings: ModeSettings, stepper: StepModel, clock: InternalClock, sink: OutputSink,
                  rng_state: np.ndarray) -> None:
         self.s = settings
@@ -79,18 +38,23 @@ class CallAndResponse:
         self.sink = sink
         self.rng = rng_state
         self.stats = ModeStats()
-        self.grid = PerformerGrid()
         self.spb = clock.steps_per_beat
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps)
+        self.begin(0)
+
+    def begin(self, step: int) -> None:
+        """Start listening afresh at ``step`` (song start, a switch to this mode, a transport relocation)."""
+        self.grid = PerformerGrid(step)
+        self._begin_step = step
         self._phrase_start: int | None = None  # first step of the phrase being heard/answered
         self._fed_through = -1  # last step fed to the model
         self._logits: np.ndarray | None = None  # the model's prediction for step _fed_through + 1
         self._answer_start: int | None = None
         self._answer_end = -1
         self._answer_tokens: dict[int, int] = {}
-        self._held: tuple[int, int] | None = None  # (pitch, start step) of the sounding partner note
         self._velocity = 100
         self._trigger = False
-        self._finalized = -1
+        self._finalized = step - 1
 
     # ---- state -----------------------------------------------------------------------------------------------
     @property
@@ -134,7 +98,7 @@ class CallAndResponse:
             self._stop_answer(self.clock.ns_at_step(step), cancel=False)
         if not self.answering and self._phrase_start is not None and step > self._phrase_start:
             silent_for = step - self.grid.last_note_end_step
-            if self._trigger or (not self.grid.sounding and self.grid.last_note_end_step >= 0
+            if self._trigger or (not self.grid.sounding and self.grid.last_note_end_step >= self._begin_step
                                  and silent_for >= self.s.silence_steps):
                 self._start_answer(step)
         if self.answering:
@@ -175,26 +139,11 @@ class CallAndResponse:
         if not self.s.allowed[token]:
             token = melody.HOLD
         self.stats.tokens += 1
-        due = self.clock.ns_at_step(step)
-        if self._held is not None and token == melody.HOLD and step - self._held[1] >= self.s.max_note_steps:
-            token = melody.OFF  # cap note length: a droning partner is worse than a rest
-        if token != melody.HOLD and self._held is not None:
-            self.sink.schedule(due, note_off(self.s.channel, self._held[0]))
-            self._held = None
-        if melody.is_on(token):
-            pitch = melody.pitch_of(token)
-            self.sink.schedule(due, note_on(self.s.channel, pitch, self._velocity))
-            self._held = (pitch, step)
-        self._answer_tokens[step] = token
+        self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token, self._velocity)
 
     def _stop_answer(self, at_ns: int, cancel: bool) -> None:
         """End the answer at ``at_ns``; ``cancel`` also drops what was computed ahead and is not yet due."""
-        if cancel:
-            self.sink.cancel_pending(self.s.channel, at_ns)
-        # A held note whose onset is still in the future was just cancelled (never sounded): no note-off needed.
-        if self._held is not None and (not cancel or self.clock.ns_at_step(self._held[1]) <= at_ns):
-            self.sink.schedule(at_ns, note_off(self.s.channel, self._held[0]))
-        self._held = None
+        self.voice.silence(at_ns, cancel)
         self._answer_start = None
         self._answer_tokens = {}
         self._phrase_start = None
@@ -209,7 +158,7 @@ class CallAndResponse:
         self._logits = None
 
     def stop(self, now_ns: int) -> None:
-        """Silence the partner now (song end, panic, shutdown)."""
+        """Silence the partner now (song end, mode switch, transport stop, panic, shutdown)."""
         if self.answering:
             self._stop_answer(now_ns, cancel=True)
         self._phrase_start = None

@@ -1,0 +1,139 @@
+"""Harmonize: each performer note-on is answered at once with a partner note below it.
+
+On a note-on, the duet model is asked (``DuetStepper.peek``: one model step that does not advance its state) what
+the partner would play against ``ON(pitch)`` now; the answer is sampled among the song's key/range mask AND the
+consonant intervals below the performer's pitch (``CONSONANT_BELOW``: minor/major 3rd, perfect 5th, minor/major
+6th, octave, and the same an octave lower; no 4th, which is dissonant above a bass voice), and scheduled
+for the moment it was computed (``now_fn``), so it goes out as soon as the scheduler can send it. The partner holds
+it until the performer releases the note that caused it (or plays a new one, or the note-length cap). The partner
+is one voice: a new performer note replaces the harmony.
+
+Every grid step the model state is advanced with both voices' tokens of the step before, so the peeks hear the
+context. Engine thread only; measured in-process cost of a note-on (peek + sampling) is in the README's benchmark.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from liveperf import melody
+from liveperf.clock import InternalClock
+from liveperf.models.step_model import StepError
+from liveperf.modes.partner_voice import PartnerVoice
+from liveperf.modes.settings import ModeSettings, ModeStats
+from liveperf.performer_grid import PerformerGrid
+from liveperf.sampler import NO_CANDIDATE, sample
+from liveperf.scheduler import OutputSink
+
+# Semitones below the performer's note that sound consonant under it.
+CONSONANT_BELOW = (3, 4, 7, 8, 9, 12, 15, 16, 19, 20, 21, 24)
+
+
+def harmony_mask(allowed: np.ndarray, pitch: int) -> np.ndarray:
+    """``allowed`` restricted to note-ons a consonant interval below ``pitch`` (no HOLD / OFF: a note must sound)."""
+    mask = np.zeros_like(allowed)
+    for d in CONSONANT_BELOW:
+        p = pitch - d
+        if 0 <= p <= 127:
+            mask[melody.on(p)] = allowed[melody.on(p)]
+    return mask
+
+
+class Harmonize:
+    name = "harmonize"
+
+    def __init__(self, settings: ModeSettings, stepper, clock: InternalClock, sink: OutputSink,
+                 rng_state: np.ndarray, now_fn: Callable[[], int] | None = None) -> None:
+        self.s = settings
+        self.stepper = stepper
+        self.clock = clock
+        self.sink = sink
+        self.rng = rng_state
+        self.now_fn = now_fn
+        self.stats = ModeStats()
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps)
+        self._mask = np.zeros(melody.NUM_CLASSES, dtype=np.bool_)
+        self.begin(0)
+
+    @property
+    def idle(self) -> bool:
+        return self.voice.held is None and not self.grid.sounding
+
+    def begin(self, step: int) -> None:
+        self.grid = PerformerGrid(step)
+        self._first = step
+        self._cause: int | None = None  # the performer pitch the sounding harmony answers
+        self._partner_steps: dict[int, int] = {}  # step -> partner token there (ON at onsets, OFF at ends)
+        self._partner_prev = melody.HOLD
+        self._velocities: deque[int] = deque(maxlen=8)
+        self.stepper.reset()
+
+    def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
+        step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        self._velocities.append(velocity)
+        at_ns = ts_ns if self.now_fn is None else max(ts_ns, self.now_fn())
+        try:
+            logits = self.stepper.peek(melody.on(pitch), self._partner_prev, self.s.voice, step)
+        except StepError as exc:
+            self.stats.model_errors += 1
+            self.stats.last_error = str(exc)
+            self._end(at_ns, step)
+            return
+        mask = harmony_mask(self.s.allowed, pitch)
+        token = int(sample(logits, mask, self.s.temperature, self.s.top_k, self.s.top_p, self.rng, NO_CANDIDATE))
+        if token == NO_CANDIDATE:  # nothing consonant in key and range under this note: stay out of the way
+            self.stats.no_candidate += 1
+            self._end(at_ns, step)
+            return
+        vel = self.s.velocity if self.s.velocity is not None else max(1, round(velocity * 0.85))
+        self.voice.start(melody.pitch_of(token), vel, step, at_ns)
+        self._cause = pitch
+        self._partner_steps[step] = token
+        self.stats.harmonies += 1
+        self.stats.tokens += 1
+
+    def note_off(self, ts_ns: int, pitch: int) -> None:
+        step = self.clock.nearest_step(ts_ns)
+        self.grid.note_off(step, pitch)
+        if pitch == self._cause:
+            at_ns = ts_ns if self.now_fn is None else max(ts_ns, self.now_fn())
+            self._end(at_ns, step)
+
+    def _end(self, at_ns: int, step: int) -> None:
+        if self.voice.held is not None:
+            self.voice.end(at_ns)
+            self._partner_steps.setdefault(step, melody.OFF)
+        self._cause = None
+
+    def release_performer(self, ts_ns: int) -> None:
+        self.grid.release_all(self.clock.nearest_step(ts_ns))
+        self._end(ts_ns, self.clock.nearest_step(ts_ns))
+
+    def trigger(self) -> None:
+        pass
+
+    def on_step(self, step: int) -> None:
+        due = self.clock.ns_at_step(step)
+        if self.voice.held is not None and step - self.voice.held[1] >= self.s.max_note_steps:
+            self._end(due, step)
+        if step <= self._first:
+            return
+        prev = step - 1
+        performer = self.grid.finalize(prev)
+        partner = self._partner_steps.pop(prev, melody.HOLD)
+        try:
+            self.stepper.feed(performer, self._partner_prev, self.s.voice, prev)
+        except StepError as exc:
+            self.stats.model_errors += 1
+            self.stats.last_error = str(exc)
+            self.stepper.reset()
+        self._partner_prev = partner
+        for s in [s for s in self._partner_steps if s < prev]:  # late-arriving events of finalised steps
+            del self._partner_steps[s]
+
+    def stop(self, now_ns: int) -> None:
+        self.voice.silence(now_ns, cancel=True)
+        self._cause = None

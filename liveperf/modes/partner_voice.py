@@ -1,0 +1,62 @@
+"""The partner's one sounding note on one channel: note-on, note-off, note-length cap, silence.
+
+Every mode plays through a ``PartnerVoice``, so the rules that keep notes from sticking live in one place:
+- a new token other than ``HOLD`` ends the sounding note at the same due time;
+- a note held for ``max_note_steps`` is ended (a droning partner is worse than a rest);
+- ``silence(at_ns, cancel)`` ends the note at ``at_ns``; with ``cancel`` it also drops what was scheduled ahead on
+  the channel (``OutputSink.cancel_pending``), and a note whose onset was still in the future needs no note-off.
+Engine thread only; times in ns from the clock, steps on the song's grid.
+"""
+
+from __future__ import annotations
+
+from liveperf import melody
+from liveperf.notes import note_off, note_on
+from liveperf.scheduler import OutputSink
+
+
+class PartnerVoice:
+    def __init__(self, channel: int, sink: OutputSink, max_note_steps: int) -> None:
+        self.channel = channel
+        self.sink = sink
+        self.max_note_steps = max_note_steps
+        self.held: tuple[int, int, int] | None = None  # (pitch, onset step, onset ns) of the sounding note
+
+    def play(self, step: int, due_ns: int, token: int, velocity: int) -> int:
+        """Play ``token`` at grid ``step`` (due at ``due_ns``); returns the token actually played."""
+        if self.held is not None and token == melody.HOLD and step - self.held[1] >= self.max_note_steps:
+            token = melody.OFF
+        if token != melody.HOLD and self.held is not None:
+            self.sink.schedule(due_ns, note_off(self.channel, self.held[0]))
+            self.held = None
+        if melody.is_on(token):
+            self.start(melody.pitch_of(token), velocity, step, due_ns)
+        return token
+
+    def start(self, pitch: int, velocity: int, step: int, due_ns: int) -> None:
+        """A note-on at ``due_ns`` (ending the sounding note there first)."""
+        if self.held is not None:
+            self.sink.schedule(due_ns, note_off(self.channel, self.held[0]))
+        self.sink.schedule(due_ns, note_on(self.channel, pitch, max(1, min(127, velocity))))
+        self.held = (pitch, step, due_ns)
+
+    def end(self, at_ns: int) -> None:
+        """Note-off for the sounding note at ``at_ns`` (nothing if silent)."""
+        if self.held is not None:
+            self.sink.schedule(max(at_ns, self.held[2]), note_off(self.channel, self.held[0]))
+            self.held = None
+
+    def cap(self, step: int, due_ns: int) -> None:
+        """End a note that has sounded for ``max_note_steps`` by ``step``."""
+        if self.held is not None and step - self.held[1] >= self.max_note_steps:
+            self.end(due_ns)
+
+    def silence(self, at_ns: int, cancel: bool) -> None:
+        if self.held is None:
+            return  # nothing sounds or waits to sound; a pending note-off keeps its own due time
+        if cancel:
+            self.sink.cancel_pending(self.channel, at_ns)
+        # A held note whose onset is still in the future was just cancelled (never sounded): no note-off needed.
+        if not cancel or self.held[2] <= at_ns:
+            self.sink.schedule(at_ns, note_off(self.channel, self.held[0]))
+        self.held = None

@@ -1,0 +1,189 @@
+"""Phrase: every N bars the partner plays a 2-bar phrase from the GAN (candidates ranked by its critic) or the VAE.
+
+Policy:
+- Phrases start on bar lines: the first at the first bar line at or after the mode begins, then every
+  ``phrase_every_steps`` steps (whole bars). A phrase is ``phrase_steps`` tokens long (32 = 2 bars of 4/4 16ths);
+  it ends with the note-off of its last note at the phrase's end (or earlier by the note-length cap).
+- The phrase is generated one step before its first step is due (so its first note is never late), from a
+  ``PhraseSource``: ``GanPhrases`` (K candidates, the critic's best) or ``VaePhrases`` with a latent source:
+  ``random`` (z ~ N(0, I)), ``walk`` (z <- sqrt(1 - a^2) z + a n, an AR(1) walk that stays N(0, I), a =
+  ``walk_step``), ``interpolate`` (between the two anchor latents named by seeds in the setlist; t moves by
+  ``walk_step`` per phrase and turns at the ends), ``variation`` (encode the performer's last 2 bars, decode near
+  them with spread ``sigma``; falls back to ``walk`` when the performer played nothing, counted).
+- The performer's notes are reduced to grid tokens all along (for ``variation``); they do not interrupt a phrase.
+- A generation error (model raised, non-finite output) counts, skips this phrase, and the clock goes on.
+Engine thread only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+import numpy as np
+
+from liveperf import melody
+from liveperf.clock import InternalClock
+from liveperf.models.phrase_models import GanModel, VaeModel, noise_generator
+from liveperf.models.step_model import StepError
+from liveperf.modes.partner_voice import PartnerVoice
+from liveperf.modes.settings import ModeSettings, ModeStats
+from liveperf.performer_grid import PerformerGrid
+from liveperf.scheduler import OutputSink
+
+
+class PhraseSource(Protocol):
+    phrase_steps: int
+
+    def next_phrase(self, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray) -> np.ndarray:
+        """Tokens int64 [phrase_steps]; ``history`` = the performer's last ``phrase_steps`` grid tokens."""
+
+
+class GanPhrases:
+    """The GAN's best of ``settings.candidates`` phrases by the critic (argmax per step at temperature 0)."""
+
+    def __init__(self, gan: GanModel) -> None:
+        self.gan = gan
+        self.phrase_steps = gan.phrase_steps
+        self.fallbacks = 0
+
+    def next_phrase(self, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray) -> np.ndarray:
+        phrase, _score = self.gan.best_of(settings.candidates, rng_state, settings.temperature if
+                                          settings.temperature < 0.5 else 0.0, settings.allowed)
+        return phrase
+
+
+class VaePhrases:
+    """The VAE decoder from a latent source (module docstring); keeps the walk / interpolation position."""
+
+    def __init__(self, vae: VaeModel) -> None:
+        self.vae = vae
+        self.phrase_steps = vae.phrase_steps
+        self.fallbacks = 0
+        self._z: np.ndarray | None = None
+        self._t = 0.0
+        self._dir = 1.0
+
+    def _walk(self, settings: ModeSettings, rng_state: np.ndarray) -> np.ndarray:
+        n = noise_generator(rng_state).standard_normal(self.vae.latent_dim).astype(np.float32)
+        if self._z is None:
+            self._z = n
+        else:
+            a = np.float32(settings.walk_step)
+            self._z = np.sqrt(np.float32(1.0) - a * a) * self._z + a * n
+        return self._z
+
+    def latent(self, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray) -> np.ndarray:
+        kind = settings.latent
+        if kind == "variation":
+            if not any(melody.is_on(int(t)) for t in history):
+                self.fallbacks += 1
+                return self._walk(settings, rng_state)
+            mu, _ = self.vae.encode(melody.canonical(history))
+            n = noise_generator(rng_state).standard_normal(mu.shape[1]).astype(np.float32)
+            return mu[0] + np.float32(settings.sigma) * n
+        if kind == "interpolate":
+            za, zb = (np.random.default_rng(seed).standard_normal(self.vae.latent_dim).astype(np.float32)
+                      for seed in settings.anchors)
+            z = self.vae.interpolate(za, zb, self._t)
+            self._t += self._dir * settings.walk_step
+            if not 0.0 <= self._t <= 1.0:  # turn at the anchors
+                self._dir = -self._dir
+                self._t = min(1.0, max(0.0, self._t))
+            return z
+        if kind == "walk":
+            return self._walk(settings, rng_state)
+        return noise_generator(rng_state).standard_normal(self.vae.latent_dim).astype(np.float32)
+
+    def next_phrase(self, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray) -> np.ndarray:
+        z = self.latent(settings, history, rng_state)
+        return self.vae.decode(z, settings.allowed, settings.temperature, settings.top_k, settings.top_p,
+                               rng_state)[0]
+
+
+class PhraseMode:
+    name = "phrase"
+
+    def __init__(self, settings: ModeSettings, source: PhraseSource, clock: InternalClock, sink: OutputSink,
+                 rng_state: np.ndarray) -> None:
+        self.s = settings
+        self.source = source
+        self.clock = clock
+        self.sink = sink
+        self.rng = rng_state
+        self.stats = ModeStats()
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps)
+        self.begin(0)
+
+    @property
+    def idle(self) -> bool:
+        return self.voice.held is None and self._tokens is None and self._pending is None
+
+    def begin(self, step: int) -> None:
+        self.grid = PerformerGrid(step)
+        self._first = step
+        n = self.source.phrase_steps
+        self._history: deque[int] = deque([melody.HOLD] * n, maxlen=n)
+        bar = self.s.steps_per_bar
+        self._next_start = -(-step // bar) * bar  # the first bar line at or after ``step``
+        self._tokens: np.ndarray | None = None  # the phrase playing, from step ``_start``
+        self._start = 0
+        self._pending: tuple[int, np.ndarray] | None = None  # the next phrase (start step, tokens), made ahead
+        self._velocities: deque[int] = deque(maxlen=8)
+
+    def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
+        self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        self._velocities.append(velocity)
+
+    def note_off(self, ts_ns: int, pitch: int) -> None:
+        self.grid.note_off(self.clock.nearest_step(ts_ns), pitch)
+
+    def release_performer(self, ts_ns: int) -> None:
+        self.grid.release_all(self.clock.nearest_step(ts_ns))
+
+    def trigger(self) -> None:
+        pass
+
+    def on_step(self, step: int) -> None:
+        if step > self._first:
+            self._history.append(self.grid.finalize(step - 1))
+        if self._pending is None and step >= self._next_start - 1:
+            self._generate(self._next_start)
+            self._next_start += self.s.phrase_every_steps
+        if self._pending is not None and step >= self._pending[0]:
+            self._start, self._tokens = self._pending
+            self._pending = None
+        if self._tokens is None or step < self._start:
+            return
+        due = self.clock.ns_at_step(step)
+        i = step - self._start
+        if i >= len(self._tokens):  # the phrase is over: end its last note
+            self.voice.play(step, due, melody.OFF, 0)
+            self._tokens = None
+            return
+        token = int(self._tokens[i])
+        if i == 0 and token == melody.HOLD:
+            token = melody.OFF  # a new phrase does not continue the last phrase's note
+        self.voice.play(step, due, token, self._velocity())
+
+    def _generate(self, start: int) -> None:
+        try:
+            tokens = self.source.next_phrase(self.s, np.asarray(self._history, dtype=np.int64), self.rng)
+        except (StepError, ValueError) as exc:
+            self.stats.model_errors += 1
+            self.stats.last_error = str(exc)
+            return
+        self._pending = (start, np.asarray(tokens, dtype=np.int64))
+        self.stats.phrases += 1
+        self.stats.tokens += len(tokens)
+        self.stats.fallbacks = getattr(self.source, "fallbacks", 0)
+
+    def _velocity(self) -> int:
+        if self.s.velocity is not None:
+            return self.s.velocity
+        return int(round(sum(self._velocities) / len(self._velocities))) if self._velocities else 90
+
+    def stop(self, now_ns: int) -> None:
+        self.voice.silence(now_ns, cancel=True)
+        self._tokens = None
+        self._pending = None

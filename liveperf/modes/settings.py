@@ -1,0 +1,82 @@
+"""What every mode needs to know about a song, on a model's grid (``settings_for``), and the counters modes keep.
+
+``ModeSettings`` is immutable; a live parameter change (OSC, MIDI CC) replaces a mode's settings object between
+steps on the engine thread (``dataclasses.replace``), so a step never sees half a change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from liveperf.scales import token_mask
+from liveperf.setlist import Song
+
+PHRASE_SOURCES = ("gan", "vae")
+LATENT_SOURCES = ("random", "walk", "interpolate", "variation")
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """A song's settings as the modes use them (steps at the model's grid; see setlist.Song for meaning)."""
+
+    channel: int  # 0..15
+    allowed: np.ndarray  # bool (130,): key/scale and range mask (HOLD/OFF included)
+    temperature: float
+    top_k: int
+    top_p: float
+    silence_steps: int
+    response_steps: int
+    velocity: int | None  # None: follow the performer
+    max_note_steps: int
+    steps_per_bar: int = 16
+    voice: int = 0  # duet / harmonize partner voice (0 bass, 1 tenor, 2 alto)
+    phrase_source: str = "gan"  # phrase mode: "gan" | "vae"
+    latent: str = "random"  # phrase mode, VAE latent source: random | walk | interpolate | variation
+    phrase_every_steps: int = 64  # phrase mode: a phrase starts every this many steps (whole bars)
+    candidates: int = 8  # phrase mode, GAN: candidates ranked by the critic
+    sigma: float = 0.5  # variation: spread around the encoded performer phrase
+    walk_step: float = 0.25  # walk: AR(1) step; interpolate: advance of t per phrase
+    anchors: tuple[int, int] = (1, 2)  # interpolate: seeds of the two anchor latents
+
+
+def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
+    """The modes' view of a setlist song on a model's grid."""
+    low, high = song.pitch_range
+    bar = song.steps_per_bar(steps_per_beat)
+    return ModeSettings(
+        channel=song.channel - 1,
+        allowed=token_mask(song.key, low, high),
+        temperature=song.temperature,
+        top_k=song.top_k,
+        top_p=song.top_p,
+        silence_steps=song.silence_steps,
+        response_steps=song.response_bars * bar,
+        velocity=song.velocity,
+        max_note_steps=song.max_note_beats * steps_per_beat,
+        steps_per_bar=bar,
+        voice=song.voice_index,
+        phrase_source=song.phrase_model,
+        latent=song.latent,
+        phrase_every_steps=song.phrase_every_bars * bar,
+        candidates=song.candidates,
+        sigma=song.sigma,
+        walk_step=song.walk_step,
+        anchors=song.anchors,
+    )
+
+
+@dataclass
+class ModeStats:
+    """Counters of one mode over a song; owned by the engine thread, read after the song."""
+
+    responses: int = 0  # call-and-response answers started
+    interrupted: int = 0  # answers cut short by the performer
+    tokens: int = 0  # partner tokens sampled
+    phrases: int = 0  # phrase mode: phrases generated
+    harmonies: int = 0  # harmonize: partner notes started
+    no_candidate: int = 0  # a sample found no allowed token (masks too tight): nothing played
+    fallbacks: int = 0  # phrase mode: a latent source fell back (e.g. variation with a silent performer)
+    model_errors: int = 0
+    last_error: str = ""
