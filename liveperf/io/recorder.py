@@ -1,22 +1,55 @@
-"""Record everything heard in a show, performer and partner, to a type-1 MIDI file.
+"""Record everything heard in a show, performer and partner: per-song MIDI files that survive a crash, and/or one
+whole-show type-1 file.
 
-``add(track, ts_ns, data)`` may be called from any thread (the engine thread records the performer, the scheduler
-thread the partner at the moment each message really went out): it only enqueues. ``begin_song`` marks where a
-song starts, with its tempo, so each song's notes land on its own bar grid in a DAW. ``save`` converts and writes
-(mido) after the show. Conductor track: tempo changes and a marker per song; track 1 "performer"; track 2 "partner".
+Threads. ``add(track, ts_ns, data)`` may be called from any thread (the engine thread records the performer, the
+scheduler thread the partner at the moment each message really went out); ``begin_song``, ``end_song``, ``bar`` and
+``tempo_change`` too. They only enqueue: no file I/O, no lock, never a write error. Everything else happens on the
+recorder's own writer thread (folder mode) or in ``save`` (memory-only mode).
+
+Folder mode, ``Recorder(folder=...)``: song N gets ``NN-<slug-title>.mid`` (``NN`` continues after the highest number
+already in the folder, so nothing is overwritten). While it plays, the writer appends each event to
+``NN-<slug>.journal`` (format: ``liveperf.io.journal``) and flushes + fsyncs it ``sync_delay_ns`` after every bar
+line (bar lines come from the song's start, tempo and beats per bar, tempo changes, and explicit ``bar(ns)`` calls),
+so after ``kill -9`` or a power cut every event before the last synced bar line is on disk
+(``liveperf.io.journal.recover`` turns it into the ``.mid``). At the song's end (``end_song``, the next
+``begin_song``, or ``close``) the ``.mid`` is written atomically from memory and the journal removed.
+
+Write errors (disk full, I/O error, folder gone) never reach the caller: they are counted in ``stats``, the events
+stay in memory, and the writer tries again (journal: rewritten whole at the next bar line; ``.mid``: at the next song
+boundary, ``sync`` and ``close``). ``healthy`` says whether the recording is currently safe on disk; ``on_error``
+hears each change from healthy to failing.
+
+Whole-show file: ``save(path)`` writes every song recorded so far, in memory or folder mode, in the layout of
+``liveperf.io.journal.show_midi``.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import queue
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-import mido
+from liveperf.io import journal as jr
 
-from liveperf.io.midi_file import track_from_events
+TRACKS = jr.TRACKS
 
-TRACKS = ("performer", "partner")
+
+@dataclass
+class RecorderStats:
+    """Counters of the writer (written by it, read from any thread)."""
+
+    events: int = 0  # events recorded into a song (events before the first song are dropped)
+    songs: int = 0
+    syncs: int = 0  # journal flush + fsync that succeeded
+    durable_ns: int = 0  # last bar line (monotonic ns) whose sync succeeded; events before it are on disk
+    write_errors: int = 0  # OSErrors from open/write/flush/fsync/rename, all files
+    last_error: str = ""
+    paths: list[Path] = field(default_factory=list)  # per-song .mid files written, in song order
 
 
 @dataclass
@@ -27,17 +60,126 @@ class _SongMark:
     beats_per_bar: float
 
 
-class Recorder:
-    def __init__(self, ticks_per_beat: int = 960) -> None:
-        self.ticks_per_beat = ticks_per_beat
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+@dataclass
+class _Control:
+    kind: str  # "end_song" | "bar" | "tempo" | "sync" | "close"
+    ns: int = 0
+    bpm: float = 0.0
+    done: threading.Event | None = None
 
+
+@dataclass
+class _Song:
+    """A song's record and its files; owned by the writer thread (or ``save`` in memory-only mode)."""
+
+    record: jr.SongRecord
+    stem: str = ""
+    journal: object = None  # open journal file (folder mode), None when closed or broken
+    open: bool = True  # still receiving events as the current song
+    mid_ok: bool = False  # the .mid on disk holds every event in ``record``
+
+
+class Recorder:
+    def __init__(self, ticks_per_beat: int = 960, *, folder: str | Path | None = None,
+                 sync_delay_ns: int = 50_000_000, opener: Callable = open,
+                 clock_ns: Callable[[], int] = time.monotonic_ns,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        """``folder``: per-song files and journals go there (created if missing); None keeps everything in memory
+        for ``save``. ``sync_delay_ns``: how long after a bar line the journal is synced, so messages stamped just
+        before the line (enqueued a little later) are in it. ``opener(path, mode)``: opens the journal and ``.mid``
+        files (tests inject failing files). ``clock_ns``: monotonic ns, same clock as the ``ts_ns`` given to ``add``.
+        ``on_error(message)`` is called on the writer thread when the recording stops being safe on disk; it must
+        not block."""
+        self.ticks_per_beat = ticks_per_beat
+        self.folder = None if folder is None else Path(folder)
+        self.sync_delay_ns = sync_delay_ns
+        self.stats = RecorderStats()
+        self._opener = opener
+        self._clock_ns = clock_ns
+        self._on_error = on_error
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _songs between the writer and save
+        self._songs: list[_Song] = []
+        self._problems: set[str] = set()  # what is not safe on disk now, e.g. {"journal 03-intro", "mid 02-blues"}
+        self._next_number = 0  # 0: not scanned yet
+        self._next_bar_ns: int | None = None
+        self._bar_marks: list[int] = []
+        self._thread: threading.Thread | None = None
+        if self.folder is not None:
+            self._thread = threading.Thread(target=self._run, name="liveperf-recorder", daemon=True)
+            self._thread.start()
+
+    # ---- any thread: enqueue only ----
     def begin_song(self, title: str, tempo_bpm: float, start_ns: int, beats_per_bar: float) -> None:
+        """A new song starts at monotonic ``start_ns`` (tick 0 of its file); ends the previous one."""
+        if not (jr.check_tempo(tempo_bpm) and beats_per_bar > 0):
+            raise ValueError(f"begin_song({title!r}): want tempo_bpm >= {jr.MIN_TEMPO_BPM:.2f} and beats_per_bar > 0, "
+                             f"got {tempo_bpm}, {beats_per_bar}")
         self._q.put(_SongMark(title, tempo_bpm, start_ns, beats_per_bar))
 
     def add(self, track: str, ts_ns: int, data: bytes) -> None:
+        """Record raw MIDI ``data`` on ``track`` ("performer" or "partner") at monotonic ``ts_ns``."""
+        if track not in TRACKS:
+            raise ValueError(f"recorder track {track!r}: want one of {TRACKS}")
         self._q.put((track, ts_ns, bytes(data)))
 
+    def end_song(self) -> None:
+        """The current song is over: write its ``.mid``. Events added later still reach it (the file is rewritten at
+        the next song boundary, ``sync`` or ``close``)."""
+        self._q.put(_Control("end_song"))
+
+    def bar(self, ns: int) -> None:
+        """A bar line at monotonic ``ns`` (from an external clock): sync the journal once it has passed."""
+        self._q.put(_Control("bar", ns=ns))
+
+    def tempo_change(self, ns: int, tempo_bpm: float) -> None:
+        """The current song's tempo becomes ``tempo_bpm`` at monotonic ``ns`` (ticks and bar lines follow)."""
+        if not jr.check_tempo(tempo_bpm):
+            raise ValueError(f"tempo_change: want tempo_bpm >= {jr.MIN_TEMPO_BPM:.2f}, got {tempo_bpm}")
+        self._q.put(_Control("tempo", ns=ns, bpm=tempo_bpm))
+
+    # ---- caller's thread, blocking ----
+    def sync(self, timeout_s: float = 5.0) -> bool:
+        """Folder mode: wait until everything added so far is in the journal and fsynced, and failed ``.mid`` files
+        were retried. Returns ``healthy`` (False on timeout too)."""
+        if self._thread is None or not self._thread.is_alive():
+            return self.healthy
+        done = threading.Event()
+        self._q.put(_Control("sync", done=done))
+        return done.wait(timeout_s) and self.healthy
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """End the current song, write every ``.mid`` not yet written, stop the writer. Returns ``healthy``.
+        Safe to call twice; ``save`` still works afterwards (events added after ``close`` reach only ``save``)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._q.put(_Control("close"))
+            self._thread.join(timeout_s)
+        return self.healthy and not (self._thread is not None and self._thread.is_alive())
+
+    @property
+    def healthy(self) -> bool:
+        """True while nothing recorded is waiting for a failed write (read from any thread)."""
+        return not self._problems
+
+    def save(self, path: str | Path) -> Path:
+        """Write every song recorded so far to one type-1 file (creating its folder); return its path.
+        Events before the first song are dropped. Raises OSError (also counted in ``stats``)."""
+        path = Path(path)
+        if self._thread is not None and self._thread.is_alive():
+            self.sync()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._apply_all(self._drain())
+            mid = jr.show_midi([s.record for s in self._songs], self.ticks_per_beat)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mid.save(path)
+        except OSError as exc:
+            self._count_error(f"{path}: {exc}")
+            raise
+        return path
+
+    # ---- writer thread (or save, in memory-only mode) ----
     def _drain(self) -> list:
         items = []
         while True:
@@ -46,47 +188,229 @@ class Recorder:
             except queue.Empty:
                 return items
 
-    def save(self, path: str | Path) -> Path:
-        """Write the file (creating its folder); return its path. Events before the first song are dropped."""
-        path = Path(path)
-        tpb = self.ticks_per_beat
-        conductor: list[tuple[int, mido.MetaMessage]] = []
-        tracks: dict[str, list[tuple[int, int, mido.Message]]] = {t: [] for t in TRACKS}
-        song: _SongMark | None = None
-        song_tick0 = 0
-        song_end_tick = 0
-        seq = 0
-        for item in self._drain():
-            if isinstance(item, _SongMark):
-                if song is not None:
-                    # Next song starts on the bar after the last event of this one, plus one empty bar.
-                    bar = int(round(song.beats_per_bar * tpb))
-                    song_tick0 = ((song_end_tick - song_tick0) // bar + 2) * bar + song_tick0
-                song = item
-                song_end_tick = song_tick0
-                conductor.append((song_tick0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(item.tempo_bpm))))
-                conductor.append((song_tick0, mido.MetaMessage("marker", text=item.title)))
-                continue
-            if song is None:
-                continue
-            track, ts_ns, data = item
-            rel = max(0, ts_ns - song.start_ns)
-            tick = song_tick0 + int(round(rel * song.tempo_bpm * tpb / 60e9))
-            try:
-                msg = mido.Message.from_bytes(list(data))
-            except ValueError:
-                continue
-            song_end_tick = max(song_end_tick, tick)
-            seq += 1
-            tracks[track].append((tick, seq, msg))
-        mid = mido.MidiFile(type=1, ticks_per_beat=tpb)
-        mid.tracks.append(_track("conductor", [(t, i, m) for i, (t, m) in enumerate(conductor)]))
-        for name in TRACKS:
-            mid.tracks.append(_track(name, tracks[name]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mid.save(path)
-        return path
+    def _run(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                item = self._wait_item()
+                with self._lock:
+                    items = ([] if item is None else [item]) + self._drain()
+                    stop = self._apply_all(items)
+        except BaseException as exc:  # a bug: say so where the show looks, then let the thread die loudly
+            self._fail("writer", f"recorder writer stopped: {type(exc).__name__}: {exc}")
+            raise
+
+    def _wait_item(self):
+        due = self._due_ns()
+        if due is None:
+            return self._q.get()
+        wait_s = (due - self._clock_ns()) / 1e9
+        try:
+            return self._q.get(timeout=wait_s) if wait_s > 0 else self._q.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _due_ns(self) -> int | None:
+        points = [p for p in (self._next_bar_ns, min(self._bar_marks, default=None)) if p is not None]
+        return min(points) + self.sync_delay_ns if points else None
+
+    def _apply_all(self, items: list) -> bool:
+        """Apply queued items in order, then sync where due; True when ``close`` was among them."""
+        stop, boundary, waiters = False, False, []
+        for item in items:
+            if isinstance(item, tuple):
+                self._add_event(*item)
+            elif isinstance(item, _SongMark):
+                self._finish_song()
+                self._start_song(item)
+                boundary = True
+            elif item.kind == "end_song":
+                self._finish_song()
+                boundary = True
+            elif item.kind == "tempo":
+                self._change_tempo(item.ns, item.bpm)
+            elif item.kind == "bar":
+                if self.folder is not None:
+                    self._bar_marks.append(item.ns)
+            elif item.kind == "sync":
+                waiters.append(item.done)
+            elif item.kind == "close":
+                stop = True
+        if self.folder is not None:
+            if stop:
+                self._finish_song()
+            self._sync_if_due(force=bool(waiters))
+            if waiters or stop or boundary:
+                self._write_pending_mids()
+        for done in waiters:
+            done.set()
+        return stop
+
+    def _current(self) -> _Song | None:
+        return self._songs[-1] if self._songs and self._songs[-1].open else None
+
+    def _start_song(self, mark: _SongMark) -> None:
+        song = _Song(jr.SongRecord(mark.title, mark.tempo_bpm, mark.start_ns, mark.beats_per_bar,
+                                   self.ticks_per_beat))
+        self._songs.append(song)
+        self.stats.songs += 1
+        if self.folder is None:
+            return
+        if not self._next_number:
+            self._next_number = jr.next_song_number(self.folder)
+        song.stem = jr.song_stem(self._next_number, mark.title)
+        self._next_number += 1
+        self._open_journal(song)
+        self._bar_marks.clear()
+        self._plan_next_bar(song, mark.start_ns)
+
+    def _add_event(self, track: str, ts_ns: int, data: bytes) -> None:
+        if not self._songs:
+            return
+        song = self._songs[-1]
+        song.record.events.append((track, ts_ns, data))
+        self.stats.events += 1
+        if not song.open:
+            song.mid_ok = False  # a late event after end_song: the .mid is rewritten at the next boundary
+        elif song.journal is not None:
+            self._journal_write(song, jr.event_line(track, ts_ns, data))
+
+    def _change_tempo(self, ns: int, tempo_bpm: float) -> None:
+        song = self._current()
+        if song is None:
+            return
+        song.record.tempos.append((ns, tempo_bpm))
+        if song.journal is not None:
+            self._journal_write(song, jr.tempo_line(ns, tempo_bpm))
+        if self.folder is not None:
+            after_ns = self._clock_ns() - self.sync_delay_ns
+            if self._next_bar_ns is not None:
+                after_ns = min(after_ns, self._next_bar_ns - 1)  # a bar line already due still gets its sync
+            self._plan_next_bar(song, after_ns)
+
+    def _plan_next_bar(self, song: _Song, after_ns: int) -> None:
+        """The first bar line after monotonic ``after_ns`` (the song's own start counts as bar line 0)."""
+        tmap = song.record.tempo_map()
+        bar_ticks = song.record.beats_per_bar * song.record.ticks_per_beat
+        k = math.floor(tmap.ticks_exact(after_ns) / bar_ticks) + 1
+        self._next_bar_ns = tmap.ns_at(k * bar_ticks)
+
+    def _sync_if_due(self, force: bool) -> None:
+        song = self._current()
+        if song is None:
+            self._next_bar_ns = None
+            self._bar_marks.clear()
+            return
+        passed = self._clock_ns() - self.sync_delay_ns
+        lines = [ns for ns in self._bar_marks if ns <= passed]
+        if self._next_bar_ns is not None and self._next_bar_ns <= passed:
+            lines.append(self._next_bar_ns)
+            self._plan_next_bar(song, passed)
+        self._bar_marks = [ns for ns in self._bar_marks if ns > passed]
+        if lines or force:
+            if self._journal_sync(song) and lines:
+                self.stats.durable_ns = max(self.stats.durable_ns, max(lines))
+
+    def _finish_song(self) -> None:
+        song = self._current()
+        if song is None:
+            return
+        song.open = False
+        self._next_bar_ns = None
+        if song.journal is not None and self._journal_sync(song):
+            _close_file(song.journal)
+            song.journal = None
+        # its .mid is written by _write_pending_mids, at the end of this batch
+
+    def _write_pending_mids(self) -> None:
+        for song in self._songs:
+            if not song.open and not song.mid_ok:
+                self._write_mid(song)
+
+    # ---- files (writer thread) ----
+    def _open_journal(self, song: _Song) -> None:
+        """(Re)write the song's whole journal from memory, atomically, and keep it open for appending."""
+        path = self.folder / (song.stem + jr.JOURNAL_SUFFIX)
+        tmp = path.with_name(path.name + jr.TMP_SUFFIX)
+        f = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            f = self._opener(tmp, "wb")
+            f.write(jr.journal_bytes(song.record))
+            f.flush()
+            _fsync(f)
+            os.replace(tmp, path)
+            jr.fsync_dir(self.folder)
+        except OSError as exc:
+            if f is not None:
+                _close_file(f)
+            jr.unlink_quietly(tmp)
+            self._fail(f"journal {song.stem}", f"{path}: {exc}")
+            return
+        song.journal = f
+        self._problems.discard(f"journal {song.stem}")
+
+    def _journal_write(self, song: _Song, line: bytes) -> None:
+        try:
+            song.journal.write(line)
+        except OSError as exc:
+            self._journal_broken(song, exc)
+
+    def _journal_sync(self, song: _Song) -> bool:
+        """Flush + fsync the song's journal, or rewrite it whole if a write failed earlier. True when durable."""
+        if song.journal is None:
+            self._open_journal(song)
+            return song.journal is not None
+        try:
+            song.journal.flush()
+            _fsync(song.journal)
+        except OSError as exc:
+            self._journal_broken(song, exc)
+            return False
+        self.stats.syncs += 1
+        return True
+
+    def _journal_broken(self, song: _Song, exc: OSError) -> None:
+        _close_file(song.journal)
+        song.journal = None  # rewritten whole from memory at the next bar line
+        self._fail(f"journal {song.stem}", f"{self.folder / (song.stem + jr.JOURNAL_SUFFIX)}: {exc}")
+
+    def _write_mid(self, song: _Song) -> None:
+        path = self.folder / (song.stem + ".mid")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            jr.save_midi_atomic(jr.song_midi(song.record), path, self._opener)
+        except OSError as exc:
+            self._fail(f"mid {song.stem}", f"{path}: {exc}")
+            return
+        song.mid_ok = True
+        self._problems.discard(f"mid {song.stem}")
+        self._problems.discard(f"journal {song.stem}")
+        if path not in self.stats.paths:
+            self.stats.paths.append(path)
+        try:
+            (self.folder / (song.stem + jr.JOURNAL_SUFFIX)).unlink(missing_ok=True)
+        except OSError as exc:  # harmless: recover() retires a journal whose .mid exists
+            self._count_error(f"{song.stem}{jr.JOURNAL_SUFFIX}: cannot remove ({exc})")
+
+    def _fail(self, problem: str, message: str) -> None:
+        was_healthy = not self._problems
+        self._problems.add(problem)
+        self._count_error(message)
+        if was_healthy and self._on_error is not None:
+            self._on_error(f"recording not safe on disk: {message}")
+
+    def _count_error(self, message: str) -> None:
+        self.stats.write_errors += 1
+        self.stats.last_error = message
 
 
-def _track(name: str, events: list) -> mido.MidiTrack:
-    return track_from_events(events, [mido.MetaMessage("track_name", name=name, time=0)])
+def _fsync(f) -> None:
+    os.fsync(f.fileno())
+
+
+def _close_file(f) -> None:
+    try:
+        f.close()
+    except OSError:  # closing after a write error flushes again and fails again; the error is already counted
+        pass
