@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
         "--input) is played in real time and everything heard is recorded."))
     play.add_argument("setlist", type=Path)
     play.add_argument("--input", type=Path, help="performer part from this MIDI file (for every song played)")
-    play.add_argument("--record", type=Path, help="record performer and partner to this MIDI file")
+    play.add_argument("--record", type=Path, help="also write the whole show (performer and partner) to this MIDI file")
+    play.add_argument("--record-dir", type=Path,
+                      help="folder for the per-song recordings (default recordings/<setlist>-<date-time>/); "
+                           "crash-safe: after a kill, `liveperf recover FOLDER` (or the next show) restores them")
     play.add_argument("--song", action="append", default=[],
                       help="song number (1-based) or title substring; repeat for several (default: all)")
     play.add_argument("--duration", type=float, help="stop each song after this many seconds")
@@ -56,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--require-midi", action="store_true", help="NO-GO when no MIDI system is running")
     check.add_argument("--no-midi", action="store_true", help="skip the MIDI port check")
     check.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
+    rec = sub.add_parser("recover", help="turn the journals of an interrupted recording into MIDI files")
+    rec.add_argument("folder", type=Path)
     models = sub.add_parser("models", help="list the shipped models with their metadata and figures")
     models.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     return p
@@ -70,10 +75,29 @@ def main(argv: list[str] | None = None) -> int:
             return _ports(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "recover":
+            return _recover(args)
         return _models(args)
     except (SetlistError, ModelLoadError, ModelMetadataError, MidiFileError) as exc:
         print(f"liveperf: {exc}", file=sys.stderr)
         return 2
+
+
+def _recover(args) -> int:
+    from liveperf.io.journal import recover
+
+    failed: list = []
+
+    def on_error(path, why) -> None:
+        print(f"liveperf: {path}: {why}", file=sys.stderr)
+        failed.append(path)
+
+    written = recover(args.folder, on_error=on_error)
+    for p in written:
+        print(f"recovered {p}")
+    if not written and not failed:
+        print(f"nothing to recover in {args.folder}")
+    return 1 if failed else 0
 
 
 def _play(args) -> int:
@@ -92,10 +116,9 @@ def _play(args) -> int:
                 return 2
             print(f"liveperf: {exc}\nliveperf: playing in file mode (no MIDI system).")
             backend = "file"
-    record = args.record
-    if backend == "file" and record is None:
-        record = Path("recordings") / f"{setlist.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.mid"
-    options = ShowOptions(input_path=args.input, record_path=record, backend=backend, duration_s=args.duration,
+    record_dir = args.record_dir or Path("recordings") / f"{setlist.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = ShowOptions(input_path=args.input, record_path=args.record, record_dir=record_dir, backend=backend,
+                          duration_s=args.duration,
                           provider=args.provider, client_name=args.client_name, seed=args.seed,
                           realtime=not args.no_realtime)
     show = Show(setlist, options)
@@ -106,7 +129,8 @@ def _play(args) -> int:
         # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
         out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
         if args.input is None:
-            in_port = midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend)
+            in_port = midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend,
+                                                         timing=setlist.clock == "midi")
         print(f"liveperf: {backend} ports open: {out_port.full_name}"
               + (f", {in_port.full_name}" if in_port else "") + " — connect your controller and synth to them",
               flush=True)
@@ -129,15 +153,20 @@ def _play(args) -> int:
 
 
 def _print_report(report) -> None:
-    print(f"\n{'song':<28} {'BPM':>6} {'steps':>6} {'notes in':>9} {'answers':>8} {'partner tok':>12} {'errors':>7}")
+    print(f"\n{'song':<28} {'BPM':>6} {'steps':>6} {'notes in':>9} {'answers':>8} {'phrases':>8} {'harmonies':>9} "
+          f"{'partner tok':>12} {'errors':>7}")
     for s in report.songs:
         print(f"{s.title[:28]:<28} {s.tempo_bpm:>6g} {s.steps:>6} {s.performer_notes:>9} {s.responses:>8} "
-              f"{s.partner_tokens:>12} {s.model_errors + (1 if s.error else 0):>7}")
+              f"{s.phrases:>8} {s.harmonies:>9} {s.partner_tokens:>12} {s.model_errors + (1 if s.error else 0):>7}"
+              + (f"  mode switches {s.switches}" if s.switches else ""))
     t = report.timing_us
     timing = (f"timing error (send - due) p50 {t['p50']:.0f} µs, p99 {t['p99']:.0f} µs, max {t['max']:.0f} µs over "
               f"{t['n']} messages" if t else "no messages sent")
     print(f"\n{report.sent} messages sent, {report.late_dropped} dropped as late, {report.send_errors} send errors; "
           f"{timing}")
+    if report.record_files:
+        print(f"recorded {len(report.record_files)} song(s) to {report.record_files[0].parent}/"
+              + (f" ({report.record_errors} write errors)" if report.record_errors else ""))
     if report.record_path:
         print(f"recorded to {report.record_path}")
 

@@ -21,15 +21,16 @@ from typing import Callable
 import numpy as np
 
 from liveperf.clock import InternalClock
+from liveperf.echo_guard import EchoGuardSink
 from liveperf.engine import Engine
 from liveperf.io.file_input import TakePlayer, take_events
+from liveperf.io.journal import recover
 from liveperf.io.midi_file import Take, read_take
 from liveperf.io.recorder import Recorder
 from liveperf.loop import QueueInput, run_loop
-from liveperf.models.onnx_model import LoadedModel, load_model, resolve_model_path
-from liveperf.models.step_model import OnnxStepper
-from liveperf.modes.call_response import CallAndResponse, settings_for
-from liveperf.sampler import new_rng_state
+from liveperf.midi_clock import MidiClockFollower
+from liveperf.models.onnx_model import LoadedModel
+from liveperf.modes.build import SongModels, build_modes
 from liveperf.scheduler import Scheduler
 from liveperf.setlist import Setlist, Song
 
@@ -37,7 +38,8 @@ from liveperf.setlist import Setlist, Song
 @dataclass
 class ShowOptions:
     input_path: Path | None = None  # performer take for every song (file mode input)
-    record_path: Path | None = None
+    record_path: Path | None = None  # the whole show in one MIDI file, written at the end
+    record_dir: Path | None = None  # one MIDI file per song, crash-safe (journal flushed at every bar line)
     backend: str = "auto"  # auto | jack | alsa | coremidi | file
     duration_s: float | None = None  # per song
     provider: str = "cpu"
@@ -56,7 +58,12 @@ class SongReport:
     responses: int = 0
     interrupted: int = 0
     partner_tokens: int = 0
+    phrases: int = 0
+    harmonies: int = 0
     model_errors: int = 0
+    echoes: int = 0
+    switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
+    clock: str = "internal"
     error: str = ""
     start_ns: int = 0  # monotonic ns of the song's step 0
     step_ns: float = 0.0  # one grid step in ns
@@ -71,6 +78,9 @@ class ShowReport:
     send_errors: int = 0
     timing_us: dict = field(default_factory=dict)  # p50/p99/max of send time minus due time
     record_path: Path | None = None
+    record_files: list[Path] = field(default_factory=list)
+    record_errors: int = 0
+    recovered: list[Path] = field(default_factory=list)
     stopped: str = "end"
     scheduling: str = ""
     errors_ns: list[int] = field(default_factory=list)  # send time minus due time of every message sent
@@ -86,15 +96,11 @@ class NullPort:
         pass
 
 
-def load_song_models(setlist: Setlist, indices: list[int], provider: str) -> dict[Path, LoadedModel]:
-    """Load (and validate) every model the selected songs use; raises ModelLoadError naming file and song."""
-    models: dict[Path, LoadedModel] = {}
-    for i in indices:
-        song = setlist.songs[i]
-        path = resolve_model_path(song.model, setlist.path.parent)
-        if path not in models:
-            models[path] = load_model(path, provider)
-    return models
+def load_song_models(setlist: Setlist, indices: list[int], provider: str) -> dict[int, SongModels]:
+    """Load (and validate) every model the selected songs can play; raises ModelLoadError naming the file.
+    A file used by several songs is loaded once."""
+    cache: dict[Path, LoadedModel] = {}
+    return {i: SongModels.load(setlist.songs[i], setlist.path.parent, provider, cache) for i in indices}
 
 
 def shipped_takes_dir() -> Path:
@@ -129,11 +135,16 @@ class Show:
             if in_port is None and takes[i] is None:
                 raise ValueError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}) has no take and no "
                                  f"--input was given; in file mode every song needs a performer take")
-        recorder = Recorder()
-        scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6),
-                              on_sent=lambda ts, data: recorder.add("partner", ts, data),
-                              realtime_priority=70 if opts.realtime else None)
         report = ShowReport(backend=backend)
+        if opts.record_dir is not None:
+            # A show killed last time left journals: make them MIDI files before this show writes its own.
+            report.recovered = recover(opts.record_dir, on_error=lambda p, why: self.log(f"recover {p}: {why}"))
+            for p in report.recovered:
+                self.log(f"recovered an interrupted recording: {p}")
+        recorder = Recorder(folder=opts.record_dir, on_error=lambda m: self.log(f"recorder: {m}"))
+        scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6),
+                              on_sent=lambda ts, data: data[0] < 0xF0 and recorder.add("partner", ts, data),
+                              realtime_priority=70 if opts.realtime else None)
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         if in_port is not None:
             in_port.start(lambda ts, data: inbox.put((ts, bytes(data))))
@@ -148,12 +159,13 @@ class Show:
                 if self.stop_event.is_set():
                     break
                 song = setlist.songs[i]
-                model = models[resolve_model_path(song.model, setlist.path.parent)]
-                report.songs.append(self._play_song(song, model, takes[i], inbox, scheduler, recorder, in_port, out_port))
+                report.songs.append(self._play_song(song, models[i], takes[i], inbox, scheduler, recorder, in_port,
+                                                    out_port))
         finally:
             scheduler.close()
             if in_port is not None:
                 in_port.close()
+            recorder.close()  # after the scheduler: its last note-offs belong in the last song
         if self.stop_event.is_set():
             report.stopped = "signal"
         report.sent = scheduler.stats.sent
@@ -165,27 +177,44 @@ class Show:
         if errs.size:
             report.timing_us = {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),
                                 "max": float(errs.max() / 1e3), "n": int(errs.size)}
+        report.record_files = list(recorder.stats.paths)
+        report.record_errors = recorder.stats.write_errors
+        if not recorder.healthy:
+            self.log(f"recorder: some of the recording could not be written ({recorder.stats.last_error})")
         if opts.record_path is not None:
-            report.record_path = recorder.save(opts.record_path)
+            try:
+                report.record_path = recorder.save(opts.record_path)
+            except OSError as exc:  # a full disk must not turn a played show into a failed one
+                self.log(f"recorder: could not write {opts.record_path}: {exc}")
         return report
 
-    def _play_song(self, song: Song, model: LoadedModel, take: Take | None, inbox, scheduler: Scheduler,
+    def _play_song(self, song: Song, models: SongModels, take: Take | None, inbox, scheduler: Scheduler,
                    recorder: Recorder, in_port, out_port) -> SongReport:
-        opts = self.options
-        spb = model.info.steps_per_beat
+        opts, setlist = self.options, self.setlist
+        spb = models.steps_per_beat
         start_ns = time.monotonic_ns() + int(opts.lead_in_ms * 1e6)
-        clock = InternalClock(song.tempo_bpm, spb, start_ns)
-        stepper = OnnxStepper(model)
+        follow = setlist.clock == "midi" and in_port is not None
+        if follow:
+            clock = MidiClockFollower(spb, song.tempo_bpm, on_dropout=setlist.clock_dropout)
+        else:
+            clock = InternalClock(song.tempo_bpm, spb, start_ns)
+        sink = EchoGuardSink(scheduler, int(setlist.echo_guard_ms * 1e6))
         seed = song.seed if opts.seed is None else opts.seed
-        mode = CallAndResponse(settings_for(song, spb), stepper, clock, scheduler, new_rng_state(seed))
-        engine = Engine(mode, trigger_cc=song.trigger_cc)
-        rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns)
+        source = QueueInput(inbox, sources=1)
+        modes = build_modes(song, models, clock, sink, seed, now_fn=source.now_ns)
+        engine = Engine(modes, clock=clock, sink=sink, initial=song.mode, trigger_cc=song.trigger_cc,
+                        tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
+                        send_clock=setlist.send_clock and not follow, steps_per_bar=song.steps_per_bar(spb))
+        rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns,
+                         clock="MIDI clock" if follow else "internal")
         recorder.begin_song(song.title, song.tempo_bpm, start_ns, song.meter[0] * 4 / song.meter[1])
-        self.log(f"[{song.title}] {song.tempo_bpm:g} BPM, {song.key}, {song.mode}, model {model.path.name} "
-                 f"({model.provider_note})")
+        clock_note = ("following MIDI clock on the input" if follow else
+                      "internal clock (no live input to follow MIDI clock from)" if setlist.clock == "midi" else
+                      "internal clock" + (", sending MIDI clock" if setlist.send_clock else ""))
+        self.log(f"[{song.title}] {song.tempo_bpm:g} BPM, {song.key}, mode {song.mode}, {clock_note}; models "
+                 f"{', '.join(p.name for p in models.paths)} ({models.melody.provider_note})")
         # One input source either way: the take player ends with END_OF_INPUT; a live port never ends by itself.
         player = TakePlayer(take_events(take, clock), inbox) if take is not None else None
-        source = QueueInput(inbox, sources=1)
         echo = take is not None and not isinstance(out_port, NullPort)
         deadline_ns = None if opts.duration_s is None else start_ns + int(opts.duration_s * 1e9)
 
@@ -217,10 +246,15 @@ class Show:
         _drain_inbox(inbox)
         scheduler.wait_idle(2.0)
         rep.performer_notes = engine.input_stats.note_ons
-        rep.responses = mode.stats.responses
-        rep.interrupted = mode.stats.interrupted
-        rep.partner_tokens = mode.stats.tokens
-        rep.model_errors = mode.stats.model_errors
+        rep.echoes = engine.input_stats.echoes
+        rep.switches = list(engine.switches)
+        for mode in modes.values():
+            rep.responses += mode.stats.responses
+            rep.interrupted += mode.stats.interrupted
+            rep.partner_tokens += mode.stats.tokens
+            rep.phrases += mode.stats.phrases
+            rep.harmonies += mode.stats.harmonies
+            rep.model_errors += mode.stats.model_errors
         if rep.error:
             self.log(f"[{song.title}] stopped by an error: {rep.error}")
         return rep

@@ -1,0 +1,75 @@
+"""Build a song's four modes from its loaded models (the one place that knows which model each mode plays).
+
+``SongModels.load`` loads (and validates) every model a song can switch to live: the melody DNN (call and
+response), the duet DNN (duet, harmonize) and the phrase model named by the song (GAN or VAE). Models are cached
+by path across songs (``cache``), so a setlist that reuses them loads each file once. Loading happens before the
+show; ``build_modes`` only makes the per-song objects (steppers with their own state, seeded RNG per mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from liveperf.models.onnx_model import LoadedModel, load_model, resolve_model_path
+from liveperf.models.phrase_models import DuetStepper, GanModel, VaeModel
+from liveperf.models.step_model import OnnxStepper
+from liveperf.modes.call_response import CallAndResponse
+from liveperf.modes.duet import Duet
+from liveperf.modes.harmonize import Harmonize
+from liveperf.modes.phrase import GanPhrases, PhraseMode, VaePhrases
+from liveperf.modes.settings import settings_for
+from liveperf.sampler import new_rng_state
+from liveperf.setlist import Song
+
+
+@dataclass
+class SongModels:
+    melody: LoadedModel
+    duet: LoadedModel
+    phrase: GanModel | VaeModel
+
+    @property
+    def steps_per_beat(self) -> int:
+        return self.melody.info.steps_per_beat
+
+    @property
+    def paths(self) -> list[Path]:
+        p = self.phrase
+        pair = (p.generator, p.critic) if isinstance(p, GanModel) else (p.encoder, p.decoder)
+        return [self.melody.path, self.duet.path] + [m.path for m in pair]
+
+    @classmethod
+    def load(cls, song: Song, base_dir: Path | None, provider: str = "cpu",
+             cache: dict[Path, LoadedModel] | None = None) -> "SongModels":
+        """Raises ModelLoadError naming the file (and what is wrong with it)."""
+        cache = {} if cache is None else cache
+
+        def get(name: str) -> LoadedModel:
+            path = resolve_model_path(name, base_dir)
+            if path not in cache:
+                cache[path] = load_model(path, provider)
+            return cache[path]
+
+        melody, duet = get(song.model), get(song.duet_model)
+        if song.phrase_model == "gan":
+            phrase: GanModel | VaeModel = GanModel(get(song.gan_models[0]), get(song.gan_models[1]))
+        else:
+            phrase = VaeModel(get(song.vae_models[0]), get(song.vae_models[1]))
+        DuetStepper(duet)  # validates the duet contract now, not at the first switch to duet
+        OnnxStepper(melody)
+        return cls(melody, duet, phrase)
+
+
+def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
+                now_fn: Callable[[], int] | None = None) -> dict:
+    """The song's modes, keyed by name; each mode owns its RNG stream (seed + a fixed offset per mode)."""
+    s = settings_for(song, models.steps_per_beat)
+    source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
+    return {
+        "call_response": CallAndResponse(s, OnnxStepper(models.melody), clock, sink, new_rng_state(seed)),
+        "duet": Duet(s, DuetStepper(models.duet), clock, sink, new_rng_state(seed + 1)),
+        "harmonize": Harmonize(s, DuetStepper(models.duet), clock, sink, new_rng_state(seed + 2), now_fn),
+        "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3)),
+    }
