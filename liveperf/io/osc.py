@@ -1,0 +1,779 @@
+"""OSC show control in (UDP and TCP), OSC feedback out (UDP or TCP) for lighting desks and controllers.
+
+Control in: ``OscServer`` listens on UDP and/or TCP (OSC 1.0 stream framing: a 4-byte big-endian length before each
+packet, which is what liblo's ``osc.tcp://`` and python-osc's ``MODE_1_0`` speak; SLIP framing is not accepted).
+One thread ("osc-in") reads every socket; it checks the source, the rate, the packet and the arguments, then calls
+``on_command(ts_ns, Command)`` -- ``ts_ns`` is ``time.monotonic_ns()`` when the packet was read. ``on_command`` runs
+on that thread: it must only enqueue (the engine thread applies commands; a song change waits for the bar line).
+The sockets are read with the standard library, not python-osc's servers, whose TCP handler trusts the 4-byte length
+(a garbage length parks the thread waiting for up to 4 GiB), whose Dispatcher drops unparsable packets silently
+(nothing to count or answer), treats incoming addresses as patterns and sleeps until a bundle's timetag unless
+``strict_timing=False``. python-osc builds the outgoing messages.
+
+Every command is an exact address (OSC wildcard patterns such as ``/liveperf/*`` are refused: one typo must not fire
+stop, panic and next at once). Bundles are unpacked and their messages applied on arrival; timetags are ignored, so
+a far-future bundle never holds anything up. ``f`` arguments are read as the shortest decimal that the 32-bit float
+stands for (``0.9`` arrives as 0.9, not 0.8999999761581421). Ints are accepted where a float is asked for; nothing
+else is converted. Button-style addresses ("trigger" below) take no argument, or one number / ``T`` / ``F``:
+non-zero presses, zero is the button's release and is ignored (TouchOSC and most desks send 1 then 0).
+
+====================================  ==========  ==========================================  ==================
+Address                               Arguments   Command (kind, value)                       Notes
+====================================  ==========  ==========================================  ==================
+/liveperf/song/next                   trigger     ("song_next", None)                         at the next bar
+/liveperf/song/prev                   trigger     ("song_prev", None)                         at the next bar
+/liveperf/song/select                 i           ("song_select", number)                     1-based, >= 1
+/liveperf/song/select                 s           ("song_select", "title")                    non-empty
+/liveperf/tempo                       f|i         ("param", ("tempo_bpm", bpm))               20..300
+/liveperf/tap                         trigger     ("tap", None)                               ts_ns is the tap
+/liveperf/mode                        s           ("param", ("mode", name))                   see params.MODES
+/liveperf/param/<name>                f|i|s       ("param", (name, value))                    params.PARAMS
+/liveperf/learn                       s           ("learn", name)                             arm MIDI learn
+/liveperf/panic                       trigger     ("panic", None)                             all notes off
+/liveperf/stop                        trigger     ("stop", None)
+/liveperf/ping                        (none)      replies /liveperf/pong                      not passed on
+/liveperf/feedback/add                s i         ("feedback_add", ("ip", port))              allowed hosts only
+====================================  ==========  ==========================================  ==================
+
+``/liveperf/param/<name>`` takes ``f`` or ``i`` for float parameters, ``i`` for int parameters and ``s`` for enums,
+range-checked with ``params.coerce``. ``/liveperf/feedback/add`` takes an IP address (or ``localhost``) that is
+loopback or on the allow-list, and a port 1..65535.
+
+Wrong input never raises out of the server thread. It is counted in ``OscServer.stats.errors_by_kind`` and answered
+with ``/liveperf/error ss`` (the address or "", and "kind: reason") -- over UDP to the sender's address and port, over
+TCP on the connection. Kinds: ``not_osc`` (neither ``/...`` nor ``#bundle``: an address without '/' lands here),
+``malformed``, ``too_large`` (over ``MAX_PACKET_BYTES``; a TCP connection is closed, its framing is lost),
+``too_many_messages`` (a bundle with more than ``MAX_MESSAGES_PER_PACKET``), ``pattern``, ``unknown_address``,
+``unknown_param``, ``bad_type``, ``bad_arg_count``, ``out_of_range``, ``not_allowed``, ``too_many_clients``
+(TCP, no reply), ``handler`` (``on_command`` raised: a bug, logged with its traceback). Sources not on the
+allow-list are dropped unanswered (``rejected_sources``); so is a source over its rate (``rate_limited``).
+
+Feedback out: ``OscFeedback`` sends plain messages (never bundles; grandMA3 and most desks want plain OSC messages):
+
+==========================  =====  ==================================================
+/liveperf/beat              ii     bar, beat (both 1-based), every beat
+/liveperf/bar               i      bar, on beat 1
+/liveperf/downbeat          i      1, on beat 1 (a trigger for desks)
+/liveperf/note/on           ii     pitch, velocity
+/liveperf/note/off          i      pitch
+/liveperf/song              is     song number (1-based), title
+/liveperf/mode              s      mode name
+/liveperf/state             s      playing | stopped | waiting
+/liveperf/stats             iii    late, dropped, errors
+/liveperf/tempo             f      BPM
+==========================  =====  ==================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.udp_client import SimpleUDPClient
+
+from liveperf.params import OSC_PARAM_PREFIX, PARAMS, Param, ParamError, coerce
+
+log = logging.getLogger(__name__)
+
+MAX_PACKET_BYTES = 8192
+MAX_MESSAGES_PER_PACKET = 32
+MAX_BUNDLE_DEPTH = 4
+MAX_TCP_CLIENTS = 8
+_READS_PER_WAKE = 64  # UDP datagrams read per wake-up before the selector looks at the other sockets
+_PATTERN_CHARS = frozenset("*?[]{}")
+_KNOWN_TAGS = frozenset("ifdhsTF")
+
+TRIGGERS = {"/liveperf/song/next": "song_next", "/liveperf/song/prev": "song_prev", "/liveperf/tap": "tap",
+            "/liveperf/panic": "panic", "/liveperf/stop": "stop"}
+COMMAND_KINDS = ("song_next", "song_prev", "song_select", "param", "tap", "learn", "panic", "stop", "feedback_add")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One show-control command; ``kind`` is one of ``COMMAND_KINDS`` (the value per kind: module docstring)."""
+
+    kind: str
+    value: Any = None
+
+
+@dataclass
+class OscStats:
+    """Counters of the OSC input. A snapshot: ``OscServer.stats`` returns a fresh copy each time.
+
+    ``received``: packets read (UDP datagrams, TCP frames), from any source. ``accepted``: messages that were valid
+    (passed on, answered, or a button release). ``rejected_sources``: packets and TCP connections from sources not on
+    the allow-list. ``rate_limited``: packets dropped over a source's rate. ``errors_by_kind``: see the module doc.
+    ``replies_failed``: error replies or pongs that could not be sent (a TCP client that does not read is dropped).
+    """
+
+    received: int = 0
+    accepted: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    rejected_sources: int = 0
+    rate_limited: int = 0
+    replies_failed: int = 0
+
+
+class OscInputError(ValueError):
+    """A packet or message that was refused: ``kind`` (see the module doc), the OSC ``address`` ("" if unknown)
+    and the ``reason`` in words. Raised by the pure functions below; the server counts and answers it."""
+
+    def __init__(self, kind: str, address: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind, self.address, self.reason = kind, address, reason
+
+
+_PONG = object()  # _command_for's answer to /liveperf/ping
+
+
+# -- Packets -----------------------------------------------------------------------------------------------------
+
+def split_packet(data: bytes, depth: int = 0) -> list[bytes]:
+    """The messages of one OSC packet (bundles unpacked, timetags ignored). Raises ``OscInputError``."""
+    if data.startswith(b"/"):
+        return [data]
+    if not data.startswith(b"#bundle\0"):
+        head = data[:64].split(b"\0", 1)[0]
+        shown = head.decode("ascii") if head.isascii() and head.decode("ascii").isprintable() else ""
+        raise OscInputError("not_osc", shown, "an OSC packet starts with '/' (a message) or '#bundle' (a bundle)")
+    if depth >= MAX_BUNDLE_DEPTH:
+        raise OscInputError("malformed", "", f"bundles nested deeper than {MAX_BUNDLE_DEPTH}")
+    if len(data) < 16:
+        raise OscInputError("malformed", "", "bundle shorter than its header")
+    messages: list[bytes] = []
+    i = 16  # "#bundle\0" + 8-byte timetag
+    while i < len(data):
+        if i + 4 > len(data):
+            raise OscInputError("malformed", "", "bundle element size cut off")
+        n = int.from_bytes(data[i:i + 4], "big")
+        if n == 0 or n % 4 or i + 4 + n > len(data):
+            raise OscInputError("malformed", "", "bundle element size does not fit the bundle")
+        element = data[i + 4:i + 4 + n]
+        if not element.startswith((b"/", b"#bundle\0")):
+            raise OscInputError("malformed", "", "bundle element is neither a message nor a bundle")
+        messages += split_packet(element, depth + 1)
+        if len(messages) > MAX_MESSAGES_PER_PACKET:
+            raise OscInputError("too_many_messages", "", f"more than {MAX_MESSAGES_PER_PACKET} messages in one packet")
+        i += 4 + n
+    return messages
+
+
+def _osc_string(data: bytes, i: int, address: str) -> tuple[str, int]:
+    end = data.find(b"\0", i)
+    if end < 0:
+        raise OscInputError("malformed", address, "string without its terminating zero byte")
+    try:
+        text = data[i:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise OscInputError("malformed", address, "string is not UTF-8") from None
+    return text, (end + 4) & ~3
+
+
+def _shortest_float32(value: float) -> float:
+    """The shortest decimal that reads back as the same 32-bit float (what the sender most likely typed)."""
+    if not math.isfinite(value):
+        return value
+    for digits in range(1, 10):
+        short = float(f"{value:.{digits}g}")
+        if struct.unpack(">f", struct.pack(">f", short))[0] == value:
+            return short
+    return value
+
+
+def decode_message(data: bytes) -> tuple[str, str, tuple]:
+    """``(address, type tags, arguments)`` of one OSC message. Only the tags ``ifdhsTF`` are accepted."""
+    address, i = _osc_string(data, 0, "")
+    if not address.isprintable() or " " in address:
+        raise OscInputError("malformed", "", "address has spaces or control characters")
+    if i >= len(data):
+        return address, "", ()  # no type tag string: an old-style message without arguments
+    tags, i = _osc_string(data, i, address)
+    if not tags.startswith(","):
+        raise OscInputError("malformed", address, "type tags must start with ','")
+    tags = tags[1:]
+    if not set(tags) <= _KNOWN_TAGS:
+        raise OscInputError("bad_type", address, f"type tags {tags!r}: only i, h, f, d, s, T, F are understood")
+    args: list[Any] = []
+    try:
+        for tag in tags:
+            if tag == "s":
+                text, i = _osc_string(data, i, address)
+                args.append(text)
+            elif tag in "TF":
+                args.append(tag == "T")
+            else:
+                fmt = {"i": ">i", "h": ">q", "f": ">f", "d": ">d"}[tag]
+                (value,) = struct.unpack_from(fmt, data, i)
+                i += struct.calcsize(fmt)
+                args.append(_shortest_float32(value) if tag == "f" else value)
+    except struct.error:
+        raise OscInputError("malformed", address, "arguments cut off") from None
+    if i != len(data):
+        raise OscInputError("malformed", address, "bytes left over after the arguments")
+    return address, tags, tuple(args)
+
+
+# -- Commands ----------------------------------------------------------------------------------------------------
+
+def _one_arg(address: str, tags: str, args: tuple, allowed_tags: str, what: str) -> Any:
+    if len(args) != 1:
+        raise OscInputError("bad_arg_count", address, f"expected one argument ({what}), got {len(args)}")
+    if tags not in allowed_tags:
+        raise OscInputError("bad_type", address, f"expected {what}, got type {tags!r}")
+    return args[0]
+
+
+def _param_value(address: str, name: str, tags: str, args: tuple, params: Mapping[str, Param]) -> Any:
+    p = params[name]
+    allowed, what = {"float": ("fdih", "a number (f or i)"), "int": ("ih", "an integer (i)"),
+                     "enum": ("s", "a string (s)")}[p.kind]
+    value = _one_arg(address, tags, args, allowed, what)
+    try:
+        return coerce(name, value, params)
+    except ParamError as e:
+        raise OscInputError("out_of_range", address, str(e)) from None
+
+
+def _trigger(address: str, tags: str, args: tuple) -> bool:
+    """True for a press (no argument, non-zero, T), False for a release (0, F)."""
+    if not args:
+        return True
+    value = _one_arg(address, tags, args, "ifdhTF", "nothing, a number or T/F")
+    return bool(value)
+
+
+class _SourcePolicy:
+    """Source allow-list and per-source token buckets (integer nanoseconds of credit)."""
+
+    def __init__(self, allow: Iterable[str], loopback_ok: bool, rate_limit_per_s: float | None) -> None:
+        try:
+            self._nets = [ipaddress.ip_network(a, strict=False) for a in allow]
+        except ValueError as e:
+            raise ValueError(f"OSC allow-list: {e} (give IP addresses or networks such as 192.168.1.0/24)") from None
+        self._loopback_ok = loopback_ok
+        self._cache: dict[str, bool] = {}
+        self._cost_ns = int(1e9 / rate_limit_per_s) if rate_limit_per_s else 0
+        self._cap_ns = int(1e9)  # a burst of one second's worth
+        self._buckets: dict[str, list[int]] = {}  # ip -> [credit_ns, last_ns]
+
+    def allows(self, ip: str) -> bool:
+        ok = self._cache.get(ip)
+        if ok is None:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                return False
+            ok = (self._loopback_ok and addr.is_loopback) or any(addr in net for net in self._nets)
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            self._cache[ip] = ok
+        return ok
+
+    def take(self, ip: str, now_ns: int) -> bool:
+        if not self._cost_ns:
+            return True
+        bucket = self._buckets.get(ip)
+        if bucket is None:
+            if len(self._buckets) > 256:
+                self._buckets = {k: b for k, b in self._buckets.items() if now_ns - b[1] < 10**10}
+            bucket = self._buckets[ip] = [self._cap_ns, now_ns]
+        bucket[0] = min(self._cap_ns, bucket[0] + now_ns - bucket[1])
+        bucket[1] = now_ns
+        if bucket[0] < self._cost_ns:
+            return False
+        bucket[0] -= self._cost_ns
+        return True
+
+
+def command_for(address: str, tags: str, args: tuple, *, params: Mapping[str, Param] = PARAMS,
+                host_allowed: Callable[[str], bool] = lambda ip: ipaddress.ip_address(ip).is_loopback) -> Any:
+    """The ``Command`` for one decoded message; None for a button release; ``_PONG`` for a ping.
+
+    Raises ``OscInputError`` naming the kind of error. Pure: no sockets, no clock (tests call it directly too).
+    """
+    if _PATTERN_CHARS & set(address):
+        raise OscInputError("pattern", address, "address patterns (wildcards) are not accepted; send the exact address")
+    if address in TRIGGERS:
+        return Command(TRIGGERS[address]) if _trigger(address, tags, args) else None
+    if address.startswith(OSC_PARAM_PREFIX):
+        name = address[len(OSC_PARAM_PREFIX):]
+        if name not in params:
+            raise OscInputError("unknown_param", address, f"unknown parameter {name!r}; known: {', '.join(params)}")
+        return Command("param", (name, _param_value(address, name, tags, args, params)))
+    if address == "/liveperf/tempo":
+        return Command("param", ("tempo_bpm", _param_value(address, "tempo_bpm", tags, args, params)))
+    if address == "/liveperf/mode":
+        return Command("param", ("mode", _param_value(address, "mode", tags, args, params)))
+    if address == "/liveperf/song/select":
+        value = _one_arg(address, tags, args, "ihs", "a song number (i) or title (s)")
+        if value == "" or (isinstance(value, int) and value < 1):
+            raise OscInputError("out_of_range", address, f"{value!r}: songs are numbered from 1; titles are not empty")
+        return Command("song_select", value)
+    if address == "/liveperf/learn":
+        name = _one_arg(address, tags, args, "s", "a parameter name (s)")
+        if name not in params:
+            raise OscInputError("unknown_param", address, f"unknown parameter {name!r}; known: {', '.join(params)}")
+        return Command("learn", name)
+    if address == "/liveperf/ping":
+        if args:
+            raise OscInputError("bad_arg_count", address, f"expected no arguments, got {len(args)}")
+        return _PONG
+    if address == "/liveperf/feedback/add":
+        return Command("feedback_add", _feedback_target(address, tags, args, host_allowed))
+    raise OscInputError("unknown_address", address, "not a liveperf address (see the OSC table in the README)")
+
+
+def _feedback_target(address: str, tags: str, args: tuple, host_allowed: Callable[[str], bool]) -> tuple[str, int]:
+    if len(args) != 2:
+        raise OscInputError("bad_arg_count", address, f"expected host (s) and port (i), got {len(args)} arguments")
+    if tags not in ("si", "sh"):
+        raise OscInputError("bad_type", address, f"expected host (s) and port (i), got types {tags!r}")
+    host, port = args
+    ip = "127.0.0.1" if host == "localhost" else host
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise OscInputError("out_of_range", address, f"{host!r} is not an IP address (no name lookups here)") from None
+    if not host_allowed(ip):
+        raise OscInputError("not_allowed", address, f"{host} is neither loopback nor on the allow-list")
+    if not 1 <= port <= 65535:
+        raise OscInputError("out_of_range", address, f"port {port}: allowed 1 to 65535")
+    return ip, port
+
+
+# -- Server ------------------------------------------------------------------------------------------------------
+
+class _Peer:
+    """Where a packet came from and how to answer it (UDP: the sender's address; TCP: the connection)."""
+
+    def __init__(self, ip: str, sock: socket.socket, udp_address: tuple | None = None) -> None:
+        self.ip, self.sock, self.udp_address = ip, sock, udp_address
+        self.buf = bytearray()  # TCP: bytes of a frame not yet complete
+
+    def send(self, dgram: bytes) -> bool:
+        """Send without blocking; False if it could not go out (for TCP the connection is then unusable)."""
+        try:
+            if self.udp_address is not None:
+                self.sock.sendto(dgram, self.udp_address)
+                return True
+            frame = len(dgram).to_bytes(4, "big") + dgram
+            return self.sock.send(frame) == len(frame)
+        except OSError:
+            return False
+
+
+def _build(address: str, *args: Any) -> OscMessage:
+    builder = OscMessageBuilder(address)
+    for a in args:
+        builder.add_arg(a)
+    return builder.build()
+
+
+def _reply_dgram(address: str, *args: Any) -> bytes:
+    return _build(address, *args).dgram
+
+
+class OscServer:
+    """OSC control input. ``on_command(ts_ns, Command)`` is called on the server's own thread and must only enqueue.
+
+    ``udp_port``/``tcp_port``: None to not listen, 0 for an ephemeral port; after ``start()`` the attributes hold the
+    bound ports. ``host``: the interface to bind (127.0.0.1 by default: OSC has no authentication). ``allow``: source
+    IPs or networks accepted; any loopback source is accepted too when ``host`` is loopback. ``rate_limit_per_s``:
+    packets per second per source IP (bursts up to one second's worth), None for no limit.
+    """
+
+    def __init__(self, on_command: Callable[[int, Command], None], *, host: str = "127.0.0.1",
+                 udp_port: int | None = None, tcp_port: int | None = None, allow: Iterable[str] = ("127.0.0.1",),
+                 rate_limit_per_s: float | None = 200, params: Mapping[str, Param] = PARAMS,
+                 max_tcp_clients: int = MAX_TCP_CLIENTS) -> None:
+        if udp_port is None and tcp_port is None:
+            raise ValueError("OscServer: give a udp_port and/or a tcp_port (0 = any free port)")
+        if rate_limit_per_s is not None and not rate_limit_per_s > 0:
+            raise ValueError(f"OscServer: rate_limit_per_s {rate_limit_per_s!r}: a positive number, or None")
+        self.host, self.udp_port, self.tcp_port = host, udp_port, tcp_port
+        self._on_command = on_command
+        self._params = params
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            loopback = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback
+        except ValueError:
+            raise ValueError(f"OscServer: host {host!r} is not an IP address") from None
+        self._policy = _SourcePolicy(allow, loopback, rate_limit_per_s)
+        self._max_tcp_clients = max_tcp_clients
+        self._stats = OscStats()
+        self._lock = threading.Lock()
+        self._selector: selectors.BaseSelector | None = None
+        self._sockets: list[socket.socket] = []
+        self._clients: dict[socket.socket, _Peer] = {}
+        self._thread: threading.Thread | None = None
+
+    # Lifecycle ---------------------------------------------------------------------------------------------------
+    def start(self) -> OscServer:
+        """Bind the sockets (raises OSError if a port is taken) and start the reader thread."""
+        if self._selector is not None:
+            raise RuntimeError("OscServer.start(): already started")
+        sel = self._selector = selectors.DefaultSelector()
+        try:
+            wake_r, self._wake_w = socket.socketpair()
+            self._sockets += [wake_r, self._wake_w]
+            sel.register(wake_r, selectors.EVENT_READ, None)
+            if self.udp_port is not None:
+                udp = self._bind(socket.SOCK_DGRAM, self.udp_port)
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # ride out bursts (capped by the OS)
+                self.udp_port = udp.getsockname()[1]
+                sel.register(udp, selectors.EVENT_READ, self._on_udp)
+            if self.tcp_port is not None:
+                tcp = self._bind(socket.SOCK_STREAM, self.tcp_port)
+                tcp.listen(16)
+                self.tcp_port = tcp.getsockname()[1]
+                sel.register(tcp, selectors.EVENT_READ, self._on_accept)
+        except OSError:
+            self.close()
+            raise
+        self._thread = threading.Thread(target=self._serve, name="osc-in", daemon=True)
+        self._thread.start()
+        return self
+
+    def _bind(self, kind: int, port: int) -> socket.socket:
+        sock = socket.socket(self._family, kind)
+        self._sockets.append(sock)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, port))
+        sock.setblocking(False)
+        return sock
+
+    def close(self) -> None:
+        """Stop the thread and close every socket. Safe to call twice, or without ``start()``."""
+        if self._thread is not None:
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass  # already closed: the thread is gone
+            self._thread.join(timeout=5)
+            self._thread = None
+        for sock in list(self._clients) + self._sockets:
+            sock.close()
+        self._clients.clear()
+        self._sockets.clear()
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+
+    def __enter__(self) -> OscServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> OscStats:
+        """A snapshot of the counters (safe from any thread)."""
+        with self._lock:
+            s = self._stats
+            return OscStats(s.received, s.accepted, dict(s.errors_by_kind), s.rejected_sources, s.rate_limited,
+                            s.replies_failed)
+
+    def _count(self, counter: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self._stats, counter, getattr(self._stats, counter) + n)
+
+    def _count_error(self, kind: str) -> None:
+        with self._lock:
+            self._stats.errors_by_kind[kind] = self._stats.errors_by_kind.get(kind, 0) + 1
+
+    # The osc-in thread -------------------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        assert self._selector is not None
+        while True:
+            for key, _ in self._selector.select():
+                if key.data is None:  # the wake-up socket: close() was called
+                    return
+                try:
+                    key.data(key.fileobj)
+                except Exception:  # a bug in this module: count it, keep listening
+                    log.exception("OSC input: unexpected error; the packet was dropped")
+                    self._count_error("internal")
+
+    def _on_udp(self, sock: socket.socket) -> None:
+        for _ in range(_READS_PER_WAKE):
+            try:
+                data, source = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. an ICMP error reported on the socket; the socket still works
+                log.debug("OSC UDP receive: %s", e)
+                return
+            self._packet(data, _Peer(source[0], sock, source))
+
+    def _on_accept(self, listener: socket.socket) -> None:
+        try:
+            conn, source = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if not self._policy.allows(source[0]):
+            self._count("rejected_sources")
+            conn.close()
+            return
+        if len(self._clients) >= self._max_tcp_clients:
+            self._count_error("too_many_clients")
+            conn.close()
+            return
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._clients[conn] = _Peer(source[0], conn)
+        assert self._selector is not None
+        self._selector.register(conn, selectors.EVENT_READ, self._on_tcp)
+
+    def _drop_client(self, conn: socket.socket) -> None:
+        assert self._selector is not None
+        self._selector.unregister(conn)
+        self._clients.pop(conn, None)
+        conn.close()
+
+    def _on_tcp(self, conn: socket.socket) -> None:
+        peer = self._clients[conn]
+        try:
+            chunk = conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop_client(conn)
+            return
+        peer.buf += chunk
+        while len(peer.buf) >= 4:
+            n = int.from_bytes(peer.buf[:4], "big")
+            if n > MAX_PACKET_BYTES:
+                self._count("received")
+                self._reject(OscInputError("too_large", "", f"{n} bytes; at most {MAX_PACKET_BYTES} (closing)"), peer)
+                self._drop_client(conn)
+                return
+            if len(peer.buf) < 4 + n:
+                return
+            data = bytes(peer.buf[4:4 + n])
+            del peer.buf[:4 + n]
+            if not self._packet(data, peer):
+                self._drop_client(conn)  # the client does not read its replies
+                return
+
+    def _packet(self, data: bytes, peer: _Peer) -> bool:
+        """Check and dispatch one packet; False if a reply could not be sent."""
+        ts_ns = time.monotonic_ns()
+        self._count("received")
+        if not self._policy.allows(peer.ip):
+            self._count("rejected_sources")
+            return True
+        if not self._policy.take(peer.ip, ts_ns):
+            self._count("rate_limited")
+            return True
+        if len(data) > MAX_PACKET_BYTES:
+            return self._reject(OscInputError("too_large", "", f"{len(data)} bytes; at most {MAX_PACKET_BYTES}"), peer)
+        try:
+            messages = split_packet(data)
+        except OscInputError as r:
+            return self._reject(r, peer)
+        ok = True
+        for dgram in messages:
+            try:
+                address, tags, args = decode_message(dgram)
+                command = command_for(address, tags, args, params=self._params, host_allowed=self._policy.allows)
+            except OscInputError as r:
+                ok = self._reject(r, peer) and ok
+                continue
+            if command is _PONG:
+                self._count("accepted")
+                ok = self._send(peer, _reply_dgram("/liveperf/pong")) and ok
+            elif command is None:
+                self._count("accepted")  # a button release
+            else:
+                try:
+                    self._on_command(ts_ns, command)
+                except Exception:
+                    log.exception("OSC input: on_command raised for %s", command)
+                    self._count_error("handler")
+                else:
+                    self._count("accepted")
+        return ok
+
+    def _reject(self, r: OscInputError, peer: _Peer) -> bool:
+        log.debug("OSC input from %s: %s %s", peer.ip, r.address, r)
+        self._count_error(r.kind)
+        return self._send(peer, _reply_dgram("/liveperf/error", r.address, f"{r.kind}: {r.reason}"))
+
+    def _send(self, peer: _Peer, dgram: bytes) -> bool:
+        if peer.send(dgram):
+            return True
+        self._count("replies_failed")
+        return False
+
+
+# -- Feedback ----------------------------------------------------------------------------------------------------
+
+def _resolve(host: str, port: int, kind: int) -> tuple[int, str]:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"OSC feedback target {host}:{port}: the port must be 1..65535")
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=kind)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"OSC feedback target {host}:{port}: cannot resolve the host ({e})") from None
+    return family, sockaddr[0]
+
+
+class _TcpTarget:
+    """A non-blocking TCP feedback connection with OSC 1.0 framing; reconnects at most once a second."""
+
+    RETRY_NS = 1_000_000_000
+
+    def __init__(self, family: int, ip: str, port: int) -> None:
+        self.family, self.address = family, (ip, port)
+        self.sock: socket.socket | None = None
+        self.connected = False
+        self.next_try_ns = 0
+
+    def send(self, message: OscMessage) -> str:
+        """'sent', 'dropped' (not connected yet, or the send buffer is full) or 'error' (connection closed)."""
+        if self.sock is None:
+            now = time.monotonic_ns()
+            if now < self.next_try_ns:
+                return "dropped"
+            self.next_try_ns = now + self.RETRY_NS
+            self.sock = socket.socket(self.family, socket.SOCK_STREAM)
+            self.sock.setblocking(False)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.connect_ex(self.address)  # EINPROGRESS: finishes in the background
+        if not self.connected:
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.close()
+                return "error"
+            try:
+                self.sock.getpeername()
+            except OSError:
+                return "dropped"  # still connecting
+            self.connected = True
+        frame = len(message.dgram).to_bytes(4, "big") + message.dgram
+        try:
+            n = self.sock.send(frame)
+        except BlockingIOError:
+            return "dropped"
+        except OSError:
+            self.close()
+            return "error"
+        if n != len(frame):  # half a frame went out: the stream is out of step, start a new one
+            self.close()
+            return "error"
+        return "sent"
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.connected = None, False
+
+
+class _UdpTarget:
+    def __init__(self, family: int, ip: str, port: int) -> None:
+        self.address = (ip, port)
+        self.client = SimpleUDPClient(ip, port, family=family)  # non-blocking socket, built once, no lookups later
+
+    def send(self, message: OscMessage) -> str:
+        try:
+            self.client.send(message)
+        except BlockingIOError:
+            return "dropped"
+        except OSError:
+            return "error"
+        return "sent"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class OscFeedback:
+    """OSC feedback to lighting desks and controllers: plain messages (no bundles), UDP or TCP (OSC 1.0 framing).
+
+    Called from the engine thread; never blocks and never raises a socket error into the caller: ``sent``,
+    ``dropped`` (TCP not connected yet or its buffer full, UDP buffer full) and ``errors`` count what happened per
+    target. Hosts are resolved once, when a target is added (``ValueError`` if that fails).
+    """
+
+    def __init__(self, targets: Iterable[tuple[str, int]] = (), protocol: str = "udp") -> None:
+        if protocol not in ("udp", "tcp"):
+            raise ValueError(f"OSC feedback protocol {protocol!r}: allowed 'udp' or 'tcp'")
+        self.protocol = protocol
+        self._targets: list[_UdpTarget | _TcpTarget] = []
+        self.sent = self.dropped = self.errors = 0
+        for host, port in targets:
+            self.add_target(host, port)
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        """The resolved ``(ip, port)`` targets."""
+        return [t.address for t in self._targets]
+
+    def add_target(self, host: str, port: int) -> None:
+        """Add a target (a repeat of one already there is ignored). Engine thread."""
+        family, ip = _resolve(host, port, socket.SOCK_DGRAM if self.protocol == "udp" else socket.SOCK_STREAM)
+        if (ip, port) in self.targets:
+            return
+        cls = _UdpTarget if self.protocol == "udp" else _TcpTarget
+        self._targets = self._targets + [cls(family, ip, port)]
+
+    def close(self) -> None:
+        for t in self._targets:
+            t.close()
+        self._targets = []
+
+    def send(self, address: str, *args: Any) -> None:
+        """One plain message to every target. ``args`` are int, float or str."""
+        message = _build(address, *args)
+        for t in self._targets:
+            outcome = t.send(message)
+            if outcome == "sent":
+                self.sent += 1
+            elif outcome == "dropped":
+                self.dropped += 1
+            else:
+                self.errors += 1
+
+    def beat(self, bar: int, beat: int) -> None:
+        """Every beat (1-based bar and beat); on beat 1 also ``/liveperf/bar`` and ``/liveperf/downbeat``."""
+        self.send("/liveperf/beat", int(bar), int(beat))
+        if beat == 1:
+            self.send("/liveperf/bar", int(bar))
+            self.send("/liveperf/downbeat", 1)
+
+    def note_on(self, pitch: int, velocity: int) -> None:
+        self.send("/liveperf/note/on", int(pitch), int(velocity))
+
+    def note_off(self, pitch: int) -> None:
+        self.send("/liveperf/note/off", int(pitch))
+
+    def song(self, index: int, title: str) -> None:
+        """``index``: the song's number in the setlist, 1-based."""
+        self.send("/liveperf/song", int(index), str(title))
+
+    def mode(self, name: str) -> None:
+        self.send("/liveperf/mode", str(name))
+
+    def state(self, name: str) -> None:
+        """``name``: playing, stopped or waiting."""
+        self.send("/liveperf/state", str(name))
+
+    def counts(self, late: int, dropped: int, errors: int) -> None:
+        self.send("/liveperf/stats", int(late), int(dropped), int(errors))
+
+    def tempo(self, bpm: float) -> None:
+        self.send("/liveperf/tempo", float(bpm))
