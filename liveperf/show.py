@@ -9,6 +9,7 @@ note-offs for every note still sounding and the recording is written.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import queue
 import threading
@@ -24,6 +25,7 @@ from liveperf.clock import InternalClock
 from liveperf.echo_guard import EchoGuardSink
 from liveperf.engine import Engine
 from liveperf.io.file_input import TakePlayer, take_events
+from liveperf.io.jack_probe import jack_server_priority
 from liveperf.io.journal import recover
 from liveperf.io.midi_file import Take, read_take
 from liveperf.io.recorder import Recorder
@@ -64,6 +66,7 @@ class SongReport:
     echoes: int = 0
     switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
     clock: str = "internal"
+    clock_stats: dict = field(default_factory=dict)  # MIDI clock follower counters, when following
     error: str = ""
     start_ns: int = 0  # monotonic ns of the song's step 0
     step_ns: float = 0.0  # one grid step in ns
@@ -101,6 +104,19 @@ def load_song_models(setlist: Setlist, indices: list[int], provider: str) -> dic
     A file used by several songs is loaded once."""
     cache: dict[Path, LoadedModel] = {}
     return {i: SongModels.load(setlist.songs[i], setlist.path.parent, provider, cache) for i in indices}
+
+
+def sending_priority(backend: str) -> int | None:
+    """SCHED_FIFO priority for the sending thread. Under JACK it must stay below the server: JACK runs every
+    client in one cycle, so a sending thread that preempts the server only makes the cycle (and every clock tick
+    and note in it) late. Measured here: with a non-real-time JACK server, a FIFO sending thread made the
+    jack_midi_clock stream arrive in bursts (partner notes a tick off the grid); without it, on the grid."""
+    if backend != "jack":
+        return 70
+    prio = jack_server_priority()
+    if prio is None:
+        return 70
+    return None if prio == 0 else max(1, min(70, prio - 10))
 
 
 def shipped_takes_dir() -> Path:
@@ -144,7 +160,7 @@ class Show:
         recorder = Recorder(folder=opts.record_dir, on_error=lambda m: self.log(f"recorder: {m}"))
         scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6),
                               on_sent=lambda ts, data: data[0] < 0xF0 and recorder.add("partner", ts, data),
-                              realtime_priority=70 if opts.realtime else None)
+                              realtime_priority=sending_priority(backend) if opts.realtime else None)
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         if in_port is not None:
             in_port.start(lambda ts, data: inbox.put((ts, bytes(data))))
@@ -153,7 +169,10 @@ class Show:
         gc.freeze()
         scheduler.start()
         scheduler.wait_idle(1.0)  # the thread has started and chosen its scheduling
-        self.log(f"scheduler: {scheduler.scheduling}")
+        note = ""
+        if opts.realtime and backend == "jack" and sending_priority("jack") is None:
+            note = " (the JACK server runs without real-time priority: a FIFO sending thread would preempt it)"
+        self.log(f"scheduler: {scheduler.scheduling}{note}")
         try:
             for i in indices:
                 if self.stop_event.is_set():
@@ -248,6 +267,9 @@ class Show:
         rep.performer_notes = engine.input_stats.note_ons
         rep.echoes = engine.input_stats.echoes
         rep.switches = list(engine.switches)
+        if follow:
+            rep.clock_stats = dataclasses.asdict(clock.stats) | {"tempo_bpm": round(clock.tempo_bpm, 2)}
+            self.log(f"[{song.title}] MIDI clock: {rep.clock_stats}")
         for mode in modes.values():
             rep.responses += mode.stats.responses
             rep.interrupted += mode.stats.interrupted

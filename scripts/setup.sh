@@ -12,6 +12,7 @@ if [ "$want" = "test" ]; then
   command -v jackd >/dev/null || need+=(jackd2)
   command -v jack_lsp >/dev/null || need+=(jackd2)
   command -v oscsend >/dev/null || need+=(liblo-tools)
+  command -v jack_midi_clock >/dev/null || need+=(jack-midi-clock)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
       apt-get update -qq

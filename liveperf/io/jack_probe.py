@@ -105,3 +105,35 @@ def _quiet() -> contextlib.AbstractContextManager[None]:
 def _jack_server_label() -> str:
     name = os.environ.get("JACK_DEFAULT_SERVER")
     return f"JACK server {name!r}" if name else "JACK server"
+
+
+def jack_server_priority(server_name: str | None = None) -> int | None:
+    """The real-time priority of the running JACK server process (0: it runs without real-time scheduling),
+    or None when no server process is found. ``server_name`` (default ``$JACK_DEFAULT_SERVER``) picks among
+    several servers by their ``-n`` name. Reads /proc; Linux only (None elsewhere)."""
+    name = server_name if server_name is not None else os.environ.get("JACK_DEFAULT_SERVER")
+    found: list[int] = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() not in ("jackd", "jackdbus"):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        given = args[args.index(b"-n") + 1].decode() if b"-n" in args[:-1] else "default"
+        if name is None or given == name:
+            found.append(pid)
+    for pid in found:
+        try:
+            if os.sched_getscheduler(pid) in (os.SCHED_FIFO, os.SCHED_RR):
+                return os.sched_getparam(pid).sched_priority
+            return 0
+        except (OSError, AttributeError):
+            continue
+    return None
