@@ -13,21 +13,20 @@ Engine thread only.
 
 from __future__ import annotations
 
-from collections import deque
 
 import numpy as np
 
 from liveperf import melody
 from liveperf.clock import InternalClock
 from liveperf.models.step_model import StepError
+from liveperf.modes.listening import ListensToPerformer
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
-from liveperf.performer_grid import PerformerGrid
 from liveperf.sampler import NO_CANDIDATE, sample
 from liveperf.scheduler import OutputSink
 
 
-class Duet:
+class Duet(ListensToPerformer):
     name = "duet"
 
     def __init__(self, settings: ModeSettings, stepper, clock: InternalClock, sink: OutputSink,
@@ -46,24 +45,14 @@ class Duet:
         return self.voice.held is None and not self.grid.sounding
 
     def begin(self, step: int) -> None:
-        self.grid = PerformerGrid(step)
+        self._listen_from(step)
         self._first = step
         self._partner_prev = melody.HOLD
-        self._velocities: deque[int] = deque(maxlen=8)
         self.stepper.reset()
 
-    def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
-        self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
-        self._velocities.append(velocity)
 
-    def note_off(self, ts_ns: int, pitch: int) -> None:
-        self.grid.note_off(self.clock.nearest_step(ts_ns), pitch)
 
-    def release_performer(self, ts_ns: int) -> None:
-        self.grid.release_all(self.clock.nearest_step(ts_ns))
 
-    def trigger(self) -> None:
-        pass  # the duet has no phrase to end
 
     def on_step(self, step: int) -> None:
         performer = self.grid.finalize(step - 1) if step > self._first else melody.HOLD
@@ -85,10 +74,6 @@ class Duet:
         self.stats.tokens += 1
         self._partner_prev = self.voice.play(step, due, token, self._velocity())
 
-    def _velocity(self) -> int:
-        if self.s.velocity is not None:
-            return self.s.velocity
-        return int(round(sum(self._velocities) / len(self._velocities))) if self._velocities else 90
 
     def stop(self, now_ns: int) -> None:
         self.voice.silence(now_ns, cancel=True)

@@ -26,9 +26,9 @@ from liveperf import melody
 from liveperf.clock import InternalClock
 from liveperf.models.phrase_models import GanModel, VaeModel, noise_generator
 from liveperf.models.step_model import StepError
+from liveperf.modes.listening import ListensToPerformer
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
-from liveperf.performer_grid import PerformerGrid
 from liveperf.scheduler import OutputSink
 
 
@@ -101,7 +101,7 @@ class VaePhrases:
                                rng_state)[0]
 
 
-class PhraseMode:
+class PhraseMode(ListensToPerformer):
     name = "phrase"
 
     def __init__(self, settings: ModeSettings, source: PhraseSource, clock: InternalClock, sink: OutputSink,
@@ -120,7 +120,7 @@ class PhraseMode:
         return self.voice.held is None and self._tokens is None and self._pending is None
 
     def begin(self, step: int) -> None:
-        self.grid = PerformerGrid(step)
+        self._listen_from(step)
         self._first = step
         n = self.source.phrase_steps
         self._history: deque[int] = deque([melody.HOLD] * n, maxlen=n)
@@ -129,20 +129,10 @@ class PhraseMode:
         self._tokens: np.ndarray | None = None  # the phrase playing, from step ``_start``
         self._start = 0
         self._pending: tuple[int, np.ndarray] | None = None  # the next phrase (start step, tokens), made ahead
-        self._velocities: deque[int] = deque(maxlen=8)
 
-    def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
-        self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
-        self._velocities.append(velocity)
 
-    def note_off(self, ts_ns: int, pitch: int) -> None:
-        self.grid.note_off(self.clock.nearest_step(ts_ns), pitch)
 
-    def release_performer(self, ts_ns: int) -> None:
-        self.grid.release_all(self.clock.nearest_step(ts_ns))
 
-    def trigger(self) -> None:
-        pass
 
     def on_step(self, step: int) -> None:
         if step > self._first:
@@ -178,10 +168,6 @@ class PhraseMode:
         self.stats.tokens += len(tokens)
         self.stats.fallbacks = getattr(self.source, "fallbacks", 0)
 
-    def _velocity(self) -> int:
-        if self.s.velocity is not None:
-            return self.s.velocity
-        return int(round(sum(self._velocities) / len(self._velocities))) if self._velocities else 90
 
     def stop(self, now_ns: int) -> None:
         self.voice.silence(now_ns, cancel=True)
