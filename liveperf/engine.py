@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from liveperf.midi_clock import TapTempo
+from liveperf.modes.settings import with_param
 
 TICKS_PER_BEAT = 24  # MIDI clock
 
@@ -91,9 +92,46 @@ class Engine:
             raise KeyError(f"mode {name!r} is not available in this song; available: {', '.join(self.modes)}")
         self._pending_mode = None if name == self.mode_name else name
 
-    def request_tempo(self, tempo_bpm: float) -> None:
-        """Internal clock: new tempo from the next step computed."""
+    def request_tempo(self, tempo_bpm: float) -> bool:
+        """Internal clock: new tempo from the next step computed. False (nothing changes) when following a clock."""
+        if not hasattr(self.clock, "set_tempo"):
+            return False
         self._pending_tempo = float(tempo_bpm)
+        return True
+
+    def tap_tempo(self, ts_ns: int) -> None:
+        """A tap (CC, OSC, stage key) at ``ts_ns``; from the third tap on, the tempo follows the taps."""
+        self.input_stats.taps += 1
+        bpm = self.tap.tap(ts_ns)
+        if bpm is not None:
+            self.request_tempo(bpm)
+
+    def set_param(self, name: str, value, now_ns: int) -> bool:
+        """Apply live parameter ``name`` = ``value`` (checked by ``params.coerce``) to every mode of the song.
+        Mode settings change between steps; ``mode`` waits for the next bar line; ``tempo_bpm`` applies at the next
+        step (internal clock only); a new ``partner_channel`` silences the old channel first. Returns False when the
+        parameter does not apply here (tempo while following MIDI clock, anchor_t without a VAE interpolation)."""
+        if name == "mode":
+            self.request_mode(value)
+            return True
+        if name == "tempo_bpm":
+            return self.request_tempo(value)
+        if name == "anchor_t":
+            source = getattr(self.modes.get("phrase"), "source", None)
+            if not hasattr(source, "set_position"):
+                return False
+            source.set_position(float(value))
+            return True
+        applied = False
+        for mode in self.modes.values():
+            new = with_param(mode.s, name, value)
+            if new is None:
+                continue
+            mode.voice.set_channel(new.channel, now_ns)
+            mode.voice.density = new.density
+            mode.s = new
+            applied = True
+        return applied
 
     # ---- input -----------------------------------------------------------------------------------------------
     def on_input(self, ts_ns: int, data: bytes) -> None:
@@ -117,10 +155,7 @@ class Engine:
             self.input_stats.triggers += 1
             self.mode.trigger()
         elif kind == 0xB0 and data[1] == self.tap_cc and data[2] >= 64:
-            self.input_stats.taps += 1
-            bpm = self.tap.tap(ts_ns)
-            if bpm is not None:
-                self.request_tempo(bpm)
+            self.tap_tempo(ts_ns)
         elif kind == 0xB0 and data[1] == self.mode_cc:
             names = list(self.modes)
             self.input_stats.mode_changes += 1

@@ -68,17 +68,17 @@ def _int(name, lo, hi, default, doc, *, unit="") -> Param:
 
 
 _TABLE = (
-    _float("temperature", 0.05, 2.0, 0.9, "sampling temperature: lower is safer, higher is wilder"),
+    _float("temperature", 0.0, 2.0, 0.9, "sampling temperature: lower is safer, higher is wilder (0 = greedy)"),
     _float("top_p", 0.1, 1.0, 0.95, "nucleus sampling: keep the most likely tokens up to this probability mass"),
     _int("top_k", 0, 129, 0, "keep only the k most likely tokens (0 = off)", unit="tokens"),
     _int("velocity", 1, 127, 100, "MIDI velocity of generated notes", unit="velocity"),
-    _float("tempo_bpm", 20, 300, 120, "tempo of the internal clock", unit="BPM", smoothing_ms=0),
-    _float("sigma", 0, 2, 0.5, "VAE variation spread: standard deviation of the latent noise"),
+    _float("tempo_bpm", 20, 400, 120, "tempo of the internal clock", unit="BPM", smoothing_ms=0),
+    _float("sigma", 0, 3, 0.5, "VAE variation spread: standard deviation of the latent noise"),
     _float("walk_step", 0, 1, 0.25, "latent random-walk step per phrase"),
     _float("density", 0, 1, 1.0, "chance that a generated note-on is kept"),
     _int("silence_steps", 1, 64, 4, "steps of performer silence before we answer", unit="steps"),
     _int("response_bars", 1, 16, 2, "length of an answer", unit="bars"),
-    _int("phrase_every_bars", 1, 16, 4, "a new generated phrase every this many bars", unit="bars"),
+    _int("phrase_every_bars", 2, 16, 4, "a new generated phrase every this many bars", unit="bars"),
     Param("mode", None, None, "call_response", "", "enum", 0, "how we play with the performer", MODES),
     _int("partner_channel", 1, 16, 2, "MIDI channel of the partner voice (1..16 as musicians count)",
          unit="channel"),

@@ -7,12 +7,16 @@ Loading happens before the show; the result is immutable and shared read-only.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from liveperf.params import MidiLearn, ParamError
 from liveperf.scales import Key, parse_key
+from liveperf.setlist_fields import (REQUIRED, SetlistError, bad, check_unknown, choice, flag, get, host_port_list,
+                                     ip_list, names, number, param, param_allowed, text)
 
 MODES = ("call_response", "duet", "harmonize", "phrase")
 VOICES = ("bass", "tenor", "alto")  # duet / harmonize partner voices (the duet model's voice input: 0, 1, 2)
@@ -20,10 +24,8 @@ PHRASE_MODELS = ("gan", "vae")
 LATENTS = ("random", "walk", "interpolate", "variation")
 CLOCKS = ("internal", "midi")
 DROPOUT_POLICIES = ("stop", "freewheel")
-
-
-class SetlistError(ValueError):
-    """A setlist that cannot be played; the message says where and what is allowed."""
+PROGRAM_CHANGE = ("select", "ignore")
+FEEDBACK_PROTOCOLS = ("udp", "tcp")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class Song:
     anchors: tuple[int, int] = (1, 2)
     tap_cc: int | None = None
     mode_cc: int | None = None
+    density: float = 1.0
+    program: int | None = None  # 1..128: Program Change sent to the partner's synth at the song's start
+    bank: int | None = None  # 0..16383: Bank Select (CC0 MSB, CC32 LSB) sent before ``program``
+    select_program: int | None = None  # 1..128: the incoming Program Change that selects this song
+    select_bank: int | None = None  # 0..16383: with ``select_program``, the bank that must be selected too
 
     @property
     def voice_index(self) -> int:
@@ -68,6 +75,20 @@ class Song:
         """Steps in one bar; a beat is a quarter note (6/8 = 3 quarter-note beats = 12 sixteenth steps)."""
         beats, unit = self.meter
         return beats * steps_per_beat * 4 // unit
+
+
+@dataclass(frozen=True)
+class OscSettings:
+    """``[show.osc]``: control in (UDP/TCP) and feedback out."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    udp_port: int | None = 9000  # None: do not listen; 0: any free port
+    tcp_port: int | None = 9001
+    allow: tuple[str, ...] = ()  # sources beyond loopback: IPs or networks
+    rate_limit_per_s: float = 200.0
+    feedback: tuple[tuple[str, int], ...] = ()  # (ip, port) targets
+    feedback_protocol: str = "udp"
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,24 @@ class Setlist:
     clock_dropout: str = "stop"
     send_clock: bool = False
     echo_guard_ms: float = 30.0
+    midi_in: str = ""  # connect our input to the first port whose name contains this ("" = connect by hand)
+    midi_out: str = ""
+    record_dir: str = ""  # per-song recordings ("" = recordings/<setlist>-<date-time>/), relative to the setlist
+    stage_view: bool = True
+    program_change: str = "select"  # incoming Program Change / Song Select pick the song, or are ignored
+    cc: tuple[dict, ...] = ()  # MIDI CC -> parameter mappings ({"param", "channel" 1..16, "cc"}), MIDI learn adds here
+    osc: OscSettings = OscSettings()
+
+    def song_for_program(self, program: int, bank: int | None) -> int | None:
+        """The song index an incoming Program Change (0..127 on the wire) selects, with the last Bank Select
+        (0..16383, None if none was sent). Songs with ``select_program`` are matched on it (and on ``select_bank``
+        where set); otherwise program N (1-based, as musicians count) is song N."""
+        if any(s.select_program is not None for s in self.songs):
+            for i, s in enumerate(self.songs):
+                if s.select_program == program + 1 and (s.select_bank is None or s.select_bank == bank):
+                    return i
+            return None
+        return program if program < len(self.songs) else None
 
     def find(self, selector: str) -> list[int]:
         """Song indices for a 1-based number or a (case-insensitive) title substring."""
@@ -97,22 +136,21 @@ class Setlist:
 
 
 # field: (type check, default, description of allowed values). Defaults of None mean "required".
-_REQUIRED = object()
 SONG_FIELDS: dict[str, tuple[Any, str]] = {
-    "title": (_REQUIRED, "a non-empty string"),
-    "tempo_bpm": (_REQUIRED, "a number from 20 to 400"),
-    "key": (_REQUIRED, "a key such as 'D dorian' or 'A minor'"),
+    "title": (REQUIRED, "a non-empty string"),
+    "tempo_bpm": (REQUIRED, "a number from 20 to 400"),
+    "key": (REQUIRED, "a key such as 'D dorian' or 'A minor'"),
     "meter": ("4/4", "'N/D' with N 1..32 and D one of 2, 4, 8, 16"),
     "mode": ("call_response", f"one of {', '.join(MODES)}"),
     "model": ("melody_dnn", "a shipped model name or a path to an .onnx file"),
-    "temperature": (1.0, "a number from 0 (greedy) to 5"),
-    "top_k": (0, "an integer from 0 (off) to 130"),
-    "top_p": (1.0, "a number above 0 and at most 1 (1 = off)"),
+    "temperature": (1.0, param_allowed("temperature", "0 = greedy")),
+    "top_k": (0, param_allowed("top_k", "0 = off")),
+    "top_p": (1.0, param_allowed("top_p", "1 = off")),
     "channel": (1, "an integer from 1 to 16"),
     "pitch_range": ([48, 84], "[low, high] MIDI notes, 0 <= low < high <= 127"),
-    "silence_steps": (4, "an integer from 1 to 64 (steps of silence that end a phrase)"),
-    "response_bars": (2, "an integer from 1 to 16"),
-    "velocity": ("follow", "'follow' or an integer from 1 to 127"),
+    "silence_steps": (4, param_allowed("silence_steps", "steps of silence that end a phrase")),
+    "response_bars": (2, param_allowed("response_bars")),
+    "velocity": ("follow", "'follow' or " + param_allowed("velocity")),
     "trigger_cc": (-1, "a CC number 0..127, or -1 for none"),
     "max_note_beats": (4, "an integer from 1 to 64"),
     "seed": (0, "an integer from 0 to 2**63-1"),
@@ -123,13 +161,19 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "gan_models": (["melody_gan_generator", "melody_gan_critic"], "[generator, critic]: shipped names or paths"),
     "vae_models": (["melody_vae_encoder", "melody_vae_decoder"], "[encoder, decoder]: shipped names or paths"),
     "latent": ("random", f"one of {', '.join(LATENTS)} (phrase mode with the VAE)"),
-    "phrase_every_bars": (4, "an integer from 2 to 16 (a 2-bar phrase starts every this many bars)"),
+    "phrase_every_bars": (4, param_allowed("phrase_every_bars", "a 2-bar phrase starts every this many bars")),
     "candidates": (8, "an integer from 1 to 64 (GAN phrases ranked by the critic)"),
-    "sigma": (0.5, "a number from 0 to 3 (variation: spread around the performer's encoded phrase)"),
-    "walk_step": (0.25, "a number from 0 to 1 (latent walk step / interpolation advance per phrase)"),
+    "sigma": (0.5, param_allowed("sigma", "variation: spread around the performer's encoded phrase")),
+    "walk_step": (0.25, param_allowed("walk_step", "latent walk step / interpolation advance per phrase")),
     "anchors": ([1, 2], "[seed_a, seed_b]: two integers 0..2**31-1 naming the interpolation anchors"),
     "tap_cc": (-1, "a CC number 0..127 whose presses tap the tempo, or -1 for none"),
     "mode_cc": (-1, "a CC number 0..127 whose value picks the mode (4 equal ranges), or -1 for none"),
+    "density": (1.0, param_allowed("density", "chance that a partner note-on is played")),
+    "program": (-1, "an integer 1..128 (Program Change to the partner's synth at the song's start), or -1 for none"),
+    "bank": (-1, "an integer 0..16383 (Bank Select CC0/CC32 before 'program'), or -1 for none"),
+    "select_program": (-1, "an integer 1..128: the incoming Program Change that selects this song, or -1 "
+                           "(program N selects song N)"),
+    "select_bank": (-1, "an integer 0..16383: the Bank Select that must come with 'select_program', or -1 for any"),
 }
 SHOW_FIELDS: dict[str, tuple[Any, str]] = {
     "name": ("", "a string"),
@@ -139,6 +183,25 @@ SHOW_FIELDS: dict[str, tuple[Any, str]] = {
     "clock_dropout": ("stop", f"one of {', '.join(DROPOUT_POLICIES)} (250 ms without MIDI clock ticks)"),
     "send_clock": (False, "true or false (send MIDI clock on the output when the clock is internal)"),
     "echo_guard_ms": (30.0, "a number from 0 to 500 (our own output echoed into our input within this is ignored)"),
+    "midi_in": ("", "a string: connect our input to the first MIDI port whose name contains it ('' = by hand)"),
+    "midi_out": ("", "a string: connect our output to the first MIDI port whose name contains it ('' = by hand)"),
+    "record_dir": ("", "a folder for the per-song recordings, relative to the setlist ('' = recordings/<setlist>-"
+                       "<date-time>/ in the working folder)"),
+    "stage_view": (True, "true or false (the terminal status display; off for headless rigs)"),
+    "program_change": ("select", f"one of {', '.join(PROGRAM_CHANGE)} (incoming Program Change / Song Select pick "
+                                 f"the song at the next bar line)"),
+    "cc": ([], "a list of tables {param = NAME, channel = 1..16, cc = 0..127} (MIDI learn adds to it)"),
+    "osc": ({}, "a table [show.osc]"),
+}
+OSC_FIELDS: dict[str, tuple[Any, str]] = {
+    "enabled": (True, "true or false"),
+    "host": ("127.0.0.1", "an IP address of this machine to listen on (127.0.0.1: this machine only; 0.0.0.0: all)"),
+    "udp_port": (9000, "an integer 1..65535, 0 for any free port, or -1 for no UDP"),
+    "tcp_port": (9001, "an integer 1..65535, 0 for any free port, or -1 for no TCP (OSC 1.0 framing)"),
+    "allow": ([], "a list of source IP addresses or networks allowed besides loopback, e.g. [\"192.168.1.0/24\"]"),
+    "rate_limit_per_s": (200, "a number from 1 to 100000 (packets per second per source)"),
+    "feedback": ([], "a list of \"ip:port\" targets for beat/note/song feedback, e.g. [\"192.168.1.20:8000\"]"),
+    "feedback_protocol": ("udp", f"one of {', '.join(FEEDBACK_PROTOCOLS)}"),
 }
 
 
@@ -163,71 +226,80 @@ def parse_setlist(raw: dict, path: Path) -> Setlist:
     show = raw.get("show", {})
     if not isinstance(show, dict):
         raise SetlistError(f"{path}: [show] must be a table")
-    _check_unknown(show, SHOW_FIELDS, f"{path}: [show]")
+    check_unknown(show, SHOW_FIELDS, f"{path}: [show]")
     songs_raw = raw.get("song")
     if not isinstance(songs_raw, list) or not songs_raw:
         raise SetlistError(f"{path}: no songs; add at least one [[song]] table")
     songs = tuple(_parse_song(s, i, path) for i, s in enumerate(songs_raw))
-    name = _get(show, "name", SHOW_FIELDS, f"{path}: [show]")
+    name = get(show, "name", SHOW_FIELDS, f"{path}: [show]")
     return Setlist(
         path=path,
         name=name if isinstance(name, str) and name else path.stem,
         songs=songs,
-        lookahead_ms=_number(show, "lookahead_ms", 1, 100, SHOW_FIELDS, f"{path}: [show]"),
-        late_tolerance_ms=_number(show, "late_tolerance_ms", 0, 50, SHOW_FIELDS, f"{path}: [show]"),
-        clock=_choice(show, "clock", CLOCKS, SHOW_FIELDS, f"{path}: [show]"),
-        clock_dropout=_choice(show, "clock_dropout", DROPOUT_POLICIES, SHOW_FIELDS, f"{path}: [show]"),
-        send_clock=_flag(show, "send_clock", SHOW_FIELDS, f"{path}: [show]"),
-        echo_guard_ms=float(_number(show, "echo_guard_ms", 0, 500, SHOW_FIELDS, f"{path}: [show]")),
+        lookahead_ms=number(show, "lookahead_ms", 1, 100, SHOW_FIELDS, f"{path}: [show]"),
+        late_tolerance_ms=number(show, "late_tolerance_ms", 0, 50, SHOW_FIELDS, f"{path}: [show]"),
+        clock=choice(show, "clock", CLOCKS, SHOW_FIELDS, f"{path}: [show]"),
+        clock_dropout=choice(show, "clock_dropout", DROPOUT_POLICIES, SHOW_FIELDS, f"{path}: [show]"),
+        send_clock=flag(show, "send_clock", SHOW_FIELDS, f"{path}: [show]"),
+        echo_guard_ms=float(number(show, "echo_guard_ms", 0, 500, SHOW_FIELDS, f"{path}: [show]")),
+        midi_in=text(show, "midi_in", SHOW_FIELDS, f"{path}: [show]"),
+        midi_out=text(show, "midi_out", SHOW_FIELDS, f"{path}: [show]"),
+        record_dir=text(show, "record_dir", SHOW_FIELDS, f"{path}: [show]"),
+        stage_view=flag(show, "stage_view", SHOW_FIELDS, f"{path}: [show]"),
+        program_change=choice(show, "program_change", PROGRAM_CHANGE, SHOW_FIELDS, f"{path}: [show]"),
+        cc=_cc_mappings(show, f"{path}: [show]"),
+        osc=_parse_osc(show, f"{path}: [show.osc]"),
     )
 
 
-def _choice(table, name, choices, fields, where):
-    v = _get(table, name, fields, where)
-    if v not in choices:
-        raise _bad(where, name, v, fields)
-    return v
+def _cc_mappings(show: dict, where: str) -> tuple[dict, ...]:
+    v = get(show, "cc", SHOW_FIELDS, where)
+    if not isinstance(v, list):
+        raise bad(where, "cc", v, SHOW_FIELDS)
+    try:
+        MidiLearn(v)  # the one check of mappings: MIDI learn reads them back the same way
+    except ParamError as exc:
+        raise SetlistError(f"{where}: field 'cc': {exc}") from None
+    return tuple(dict(m) for m in v)
 
 
-def _flag(table, name, fields, where) -> bool:
-    v = _get(table, name, fields, where)
-    if not isinstance(v, bool):
-        raise _bad(where, name, v, fields)
-    return v
+def _parse_osc(show: dict, where: str) -> OscSettings:
+    raw = get(show, "osc", SHOW_FIELDS, where)
+    if not isinstance(raw, dict):
+        raise SetlistError(f"{where}: must be a table")
+    check_unknown(raw, OSC_FIELDS, where)
+    f = OSC_FIELDS
+    host = text(raw, "host", f, where, non_empty=True)
+    try:
+        ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    except ValueError:
+        raise bad(where, "host", host, f) from None
+    udp = number(raw, "udp_port", -1, 65535, f, where, integer=True)
+    tcp = number(raw, "tcp_port", -1, 65535, f, where, integer=True)
+    return OscSettings(
+        enabled=flag(raw, "enabled", f, where),
+        host="127.0.0.1" if host == "localhost" else host,
+        udp_port=None if udp < 0 else udp,
+        tcp_port=None if tcp < 0 else tcp,
+        allow=ip_list(raw, "allow", f, where),
+        rate_limit_per_s=float(number(raw, "rate_limit_per_s", 1, 100000, f, where)),
+        feedback=host_port_list(raw, "feedback", f, where),
+        feedback_protocol=choice(raw, "feedback_protocol", FEEDBACK_PROTOCOLS, f, where),
+    )
 
 
-def _names(table, name, fields, where) -> tuple[str, str]:
-    v = _get(table, name, fields, where)
-    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, str) and x for x in v):
-        raise _bad(where, name, v, fields)
-    return v[0], v[1]
 
 
-def _check_unknown(table: dict, fields: dict, where: str) -> None:
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise SetlistError(f"{where}: unknown field(s) {unknown}; allowed fields: {', '.join(fields)}")
 
 
-def _get(table: dict, name: str, fields: dict, where: str) -> Any:
-    default, allowed = fields[name]
-    if name not in table:
-        if default is _REQUIRED:
-            raise SetlistError(f"{where}: field '{name}' is missing; it must be {allowed}")
-        return default
-    return table[name]
 
 
-def _bad(where: str, name: str, value: Any, fields: dict) -> SetlistError:
-    return SetlistError(f"{where}: field '{name}' = {value!r} is not allowed; it must be {fields[name][1]}")
 
 
-def _number(table, name, lo, hi, fields, where, integer=False, lo_open=False):
-    v = _get(table, name, fields, where)
-    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok_type or v > hi or v < lo or (lo_open and v == lo):
-        raise _bad(where, name, v, fields)
-    return v
+
+
+
+
 
 
 def _parse_song(raw: Any, index: int, path: Path) -> Song:
@@ -237,46 +309,46 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
     title = raw.get("title")
     if isinstance(title, str) and title.strip():
         where = f"{path}: song {index + 1} ({title!r})"
-    _check_unknown(raw, SONG_FIELDS, where)
+    check_unknown(raw, SONG_FIELDS, where)
     f = SONG_FIELDS
-    title = _get(raw, "title", f, where)
+    title = get(raw, "title", f, where)
     if not isinstance(title, str) or not title.strip():
-        raise _bad(where, "title", title, f)
-    tempo = _number(raw, "tempo_bpm", 20, 400, f, where)
-    key_text = _get(raw, "key", f, where)
+        raise bad(where, "title", title, f)
+    tempo = number(raw, "tempo_bpm", 20, 400, f, where)
+    key_text = get(raw, "key", f, where)
     try:
         key = parse_key(key_text) if isinstance(key_text, str) else parse_key("")
     except ValueError as exc:
         raise SetlistError(f"{where}: field 'key' = {key_text!r}: {exc}") from None
-    meter = _parse_meter(_get(raw, "meter", f, where), where)
-    mode = _get(raw, "mode", f, where)
+    meter = _parse_meter(get(raw, "meter", f, where), where)
+    mode = get(raw, "mode", f, where)
     if mode not in MODES:
-        raise _bad(where, "mode", mode, f)
-    model = _get(raw, "model", f, where)
+        raise bad(where, "mode", mode, f)
+    model = get(raw, "model", f, where)
     if not isinstance(model, str) or not model:
-        raise _bad(where, "model", model, f)
-    pr = _get(raw, "pitch_range", f, where)
+        raise bad(where, "model", model, f)
+    pr = get(raw, "pitch_range", f, where)
     if (not isinstance(pr, list) or len(pr) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in pr)
             or not 0 <= pr[0] < pr[1] <= 127):
-        raise _bad(where, "pitch_range", pr, f)
-    vel = _get(raw, "velocity", f, where)
+        raise bad(where, "pitch_range", pr, f)
+    vel = get(raw, "velocity", f, where)
     if vel == "follow":
         vel = None
-    elif isinstance(vel, bool) or not isinstance(vel, int) or not 1 <= vel <= 127:
-        raise _bad(where, "velocity", vel, f)
-    trig = _number(raw, "trigger_cc", -1, 127, f, where, integer=True)
-    take = _get(raw, "take", f, where)
+    else:
+        vel = param(raw, "velocity", f, where)
+    trig = number(raw, "trigger_cc", -1, 127, f, where, integer=True)
+    take = get(raw, "take", f, where)
     if not isinstance(take, str):
-        raise _bad(where, "take", take, f)
-    duet_model = _get(raw, "duet_model", f, where)
+        raise bad(where, "take", take, f)
+    duet_model = get(raw, "duet_model", f, where)
     if not isinstance(duet_model, str) or not duet_model:
-        raise _bad(where, "duet_model", duet_model, f)
-    anchors = _get(raw, "anchors", f, where)
+        raise bad(where, "duet_model", duet_model, f)
+    anchors = get(raw, "anchors", f, where)
     if (not isinstance(anchors, list) or len(anchors) != 2
             or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31 for x in anchors)):
-        raise _bad(where, "anchors", anchors, f)
-    tap = _number(raw, "tap_cc", -1, 127, f, where, integer=True)
-    mode_cc = _number(raw, "mode_cc", -1, 127, f, where, integer=True)
+        raise bad(where, "anchors", anchors, f)
+    tap = number(raw, "tap_cc", -1, 127, f, where, integer=True)
+    mode_cc = number(raw, "mode_cc", -1, 127, f, where, integer=True)
     return Song(
         title=title.strip(),
         tempo_bpm=float(tempo),
@@ -284,36 +356,49 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         meter=meter,
         mode=mode,
         model=model,
-        temperature=float(_number(raw, "temperature", 0, 5, f, where)),
-        top_k=_number(raw, "top_k", 0, 130, f, where, integer=True),
-        top_p=float(_number(raw, "top_p", 0, 1, f, where, lo_open=True)),
-        channel=_number(raw, "channel", 1, 16, f, where, integer=True),
+        temperature=param(raw, "temperature", f, where),
+        top_k=param(raw, "top_k", f, where),
+        top_p=param(raw, "top_p", f, where),
+        channel=number(raw, "channel", 1, 16, f, where, integer=True),
         pitch_range=(pr[0], pr[1]),
-        silence_steps=_number(raw, "silence_steps", 1, 64, f, where, integer=True),
-        response_bars=_number(raw, "response_bars", 1, 16, f, where, integer=True),
+        silence_steps=param(raw, "silence_steps", f, where),
+        response_bars=param(raw, "response_bars", f, where),
         velocity=vel,
         trigger_cc=None if trig < 0 else trig,
-        max_note_beats=_number(raw, "max_note_beats", 1, 64, f, where, integer=True),
-        seed=_number(raw, "seed", 0, 2**63 - 1, f, where, integer=True),
+        max_note_beats=number(raw, "max_note_beats", 1, 64, f, where, integer=True),
+        seed=number(raw, "seed", 0, 2**63 - 1, f, where, integer=True),
         take=take or None,
-        voice=_choice(raw, "voice", VOICES, f, where),
+        voice=choice(raw, "voice", VOICES, f, where),
         duet_model=duet_model,
-        phrase_model=_choice(raw, "phrase_model", PHRASE_MODELS, f, where),
-        gan_models=_names(raw, "gan_models", f, where),
-        vae_models=_names(raw, "vae_models", f, where),
-        latent=_choice(raw, "latent", LATENTS, f, where),
-        phrase_every_bars=_number(raw, "phrase_every_bars", 2, 16, f, where, integer=True),
-        candidates=_number(raw, "candidates", 1, 64, f, where, integer=True),
-        sigma=float(_number(raw, "sigma", 0, 3, f, where)),
-        walk_step=float(_number(raw, "walk_step", 0, 1, f, where)),
+        phrase_model=choice(raw, "phrase_model", PHRASE_MODELS, f, where),
+        gan_models=names(raw, "gan_models", f, where),
+        vae_models=names(raw, "vae_models", f, where),
+        latent=choice(raw, "latent", LATENTS, f, where),
+        phrase_every_bars=param(raw, "phrase_every_bars", f, where),
+        candidates=number(raw, "candidates", 1, 64, f, where, integer=True),
+        sigma=param(raw, "sigma", f, where),
+        walk_step=param(raw, "walk_step", f, where),
         anchors=(anchors[0], anchors[1]),
         tap_cc=None if tap < 0 else tap,
         mode_cc=None if mode_cc < 0 else mode_cc,
+        density=param(raw, "density", f, where),
+        program=_optional(raw, "program", 1, 128, where),
+        bank=_optional(raw, "bank", 0, 16383, where),
+        select_program=_optional(raw, "select_program", 1, 128, where),
+        select_bank=_optional(raw, "select_bank", 0, 16383, where),
     )
 
 
+def _optional(raw: dict, name: str, lo: int, hi: int, where: str) -> int | None:
+    """An integer field where -1 means "none"."""
+    v = get(raw, name, SONG_FIELDS, where)
+    if v == -1 and not isinstance(v, bool):
+        return None
+    return number(raw, name, lo, hi, SONG_FIELDS, where, integer=True)
+
+
 def _parse_meter(value: Any, where: str) -> tuple[int, int]:
-    err = _bad(where, "meter", value, SONG_FIELDS)
+    err = bad(where, "meter", value, SONG_FIELDS)
     if not isinstance(value, str) or value.count("/") != 1:
         raise err
     num, den = value.split("/")

@@ -68,8 +68,8 @@ def test_coerce_rejects_other_types(name, value):
 def test_coerce_error_names_value_and_range():
     with pytest.raises(ParamError) as e:
         coerce("temperature", 3)
-    assert str(e.value) == "temperature: 3 is not allowed; a number from 0.05 to 2.0"
-    assert (e.value.name, e.value.value, e.value.allowed) == ("temperature", 3, "a number from 0.05 to 2.0")
+    assert str(e.value) == "temperature: 3 is not allowed; a number from 0.0 to 2.0"
+    assert (e.value.name, e.value.value, e.value.allowed) == ("temperature", 3, "a number from 0.0 to 2.0")
     with pytest.raises(ParamError, match="mode: 'x' is not allowed; one of call_response, duet, harmonize, phrase"):
         coerce("mode", "x")
 
@@ -162,7 +162,7 @@ def test_midi_learn_maps_the_first_cc_seen_and_disarms():
     assert learn.armed == "temperature"
     assert learn.on_cc(2, 74, 127) == ("temperature", 2.0)  # learned: the knob's value applies at once
     assert learn.armed is None
-    assert learn.on_cc(2, 74, 0) == ("temperature", 0.05)
+    assert learn.on_cc(2, 74, 0) == ("temperature", 0.0)
     assert learn.on_cc(0, 74, 0) is None  # other channel
     assert learn.on_cc(2, 75, 0) is None  # other controller
     assert learn.mappings() == [{"param": "temperature", "channel": 3, "cc": 74}]

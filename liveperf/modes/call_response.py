@@ -39,7 +39,7 @@ class CallAndResponse:
         self.rng = rng_state
         self.stats = ModeStats()
         self.spb = clock.steps_per_beat
-        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps)
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
         self.begin(0)
 
     def begin(self, step: int) -> None:

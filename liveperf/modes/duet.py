@@ -37,7 +37,7 @@ class Duet(ListensToPerformer):
         self.sink = sink
         self.rng = rng_state
         self.stats = ModeStats()
-        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps)
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
         self.begin(0)
 
     @property

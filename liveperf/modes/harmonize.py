@@ -54,7 +54,7 @@ class Harmonize:
         self.rng = rng_state
         self.now_fn = now_fn
         self.stats = ModeStats()
-        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps)
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
         self._mask = np.zeros(melody.NUM_CLASSES, dtype=np.bool_)
         self.begin(0)
 
@@ -89,7 +89,9 @@ class Harmonize:
             self._end(at_ns, step)
             return
         vel = self.s.velocity if self.s.velocity is not None else max(1, round(velocity * 0.85))
-        self.voice.start(melody.pitch_of(token), vel, step, at_ns)
+        if not self.voice.start(melody.pitch_of(token), vel, step, at_ns):
+            self._cause = None  # density made this one a rest
+            return
         self._cause = pitch
         self._partner_steps[step] = token
         self.stats.harmonies += 1

@@ -4,11 +4,15 @@ Every mode plays through a ``PartnerVoice``, so the rules that keep notes from s
 - a new token other than ``HOLD`` ends the sounding note at the same due time;
 - a note held for ``max_note_steps`` is ended (a droning partner is worse than a rest);
 - ``silence(at_ns, cancel)`` ends the note at ``at_ns``; with ``cancel`` it also drops what was scheduled ahead on
-  the channel (``OutputSink.cancel_pending``), and a note whose onset was still in the future needs no note-off.
+  the channel (``OutputSink.cancel_pending``), and a note whose onset was still in the future needs no note-off;
+- ``density`` < 1 turns that share of note-ons into rests (drawn from the voice's own seeded RNG, so a density of 1
+  draws nothing and leaves every other random stream as it was).
 Engine thread only; times in ns from the clock, steps on the song's grid.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from liveperf import melody
 from liveperf.notes import note_off, note_on
@@ -16,10 +20,13 @@ from liveperf.scheduler import OutputSink
 
 
 class PartnerVoice:
-    def __init__(self, channel: int, sink: OutputSink, max_note_steps: int) -> None:
+    def __init__(self, channel: int, sink: OutputSink, max_note_steps: int, density: float = 1.0,
+                 seed: int = 0) -> None:
         self.channel = channel
         self.sink = sink
         self.max_note_steps = max_note_steps
+        self.density = density
+        self._rng = np.random.default_rng(seed)
         self.held: tuple[int, int, int] | None = None  # (pitch, onset step, onset ns) of the sounding note
 
     def play(self, step: int, due_ns: int, token: int, velocity: int) -> int:
@@ -29,16 +36,26 @@ class PartnerVoice:
         if token != melody.HOLD and self.held is not None:
             self.sink.schedule(due_ns, note_off(self.channel, self.held[0]))
             self.held = None
-        if melody.is_on(token):
-            self.start(melody.pitch_of(token), velocity, step, due_ns)
+        if melody.is_on(token) and not self.start(melody.pitch_of(token), velocity, step, due_ns):
+            return melody.OFF
         return token
 
-    def start(self, pitch: int, velocity: int, step: int, due_ns: int) -> None:
-        """A note-on at ``due_ns`` (ending the sounding note there first)."""
+    def start(self, pitch: int, velocity: int, step: int, due_ns: int) -> bool:
+        """A note-on at ``due_ns`` (ending the sounding note there first); False when ``density`` made it a rest."""
         if self.held is not None:
             self.sink.schedule(due_ns, note_off(self.channel, self.held[0]))
+            self.held = None
+        if self.density < 1.0 and self._rng.random() >= self.density:
+            return False
         self.sink.schedule(due_ns, note_on(self.channel, pitch, max(1, min(127, velocity))))
         self.held = (pitch, step, due_ns)
+        return True
+
+    def set_channel(self, channel: int, at_ns: int) -> None:
+        """Move the voice to ``channel`` (0..15): what sounds or waits on the old channel is silenced first."""
+        if channel != self.channel:
+            self.silence(at_ns, cancel=True)
+            self.channel = channel
 
     def end(self, at_ns: int) -> None:
         """Note-off for the sounding note at ``at_ns`` (nothing if silent)."""

@@ -64,6 +64,10 @@ class VaePhrases:
         self._t = 0.0
         self._dir = 1.0
 
+    def set_position(self, t: float) -> None:
+        """Interpolation: the next phrase is decoded at ``t`` (0 = first anchor, 1 = second), moving on from there."""
+        self._t = min(1.0, max(0.0, t))
+
     def _walk(self, settings: ModeSettings, rng_state: np.ndarray) -> np.ndarray:
         n = noise_generator(rng_state).standard_normal(self.vae.latent_dim).astype(np.float32)
         if self._z is None:
@@ -112,7 +116,7 @@ class PhraseMode(ListensToPerformer):
         self.sink = sink
         self.rng = rng_state
         self.stats = ModeStats()
-        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps)
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
         self.begin(0)
 
     @property

@@ -6,7 +6,7 @@ steps on the engine thread (``dataclasses.replace``), so a step never sees half 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,6 +39,34 @@ class ModeSettings:
     sigma: float = 0.5  # variation: spread around the encoded performer phrase
     walk_step: float = 0.25  # walk: AR(1) step; interpolate: advance of t per phrase
     anchors: tuple[int, int] = (1, 2)  # interpolate: seeds of the two anchor latents
+    density: float = 1.0  # chance that a partner note-on is played (else a rest)
+
+
+# Live parameters (liveperf.params) that are mode settings: parameter -> (settings field, value -> field value).
+# ``bar`` is the song's steps per bar. tempo_bpm, mode and anchor_t are the engine's, not the modes'.
+_SETTING_OF_PARAM = {
+    "temperature": ("temperature", lambda v, bar: float(v)),
+    "top_k": ("top_k", lambda v, bar: int(v)),
+    "top_p": ("top_p", lambda v, bar: float(v)),
+    "velocity": ("velocity", lambda v, bar: int(v)),
+    "sigma": ("sigma", lambda v, bar: float(v)),
+    "walk_step": ("walk_step", lambda v, bar: float(v)),
+    "density": ("density", lambda v, bar: float(v)),
+    "silence_steps": ("silence_steps", lambda v, bar: int(v)),
+    "response_bars": ("response_steps", lambda v, bar: int(v) * bar),
+    "phrase_every_bars": ("phrase_every_steps", lambda v, bar: int(v) * bar),
+    "partner_channel": ("channel", lambda v, bar: int(v) - 1),
+}
+
+
+def with_param(settings: ModeSettings, name: str, value) -> ModeSettings | None:
+    """``settings`` after live parameter ``name`` = ``value`` (already checked by ``params.coerce``); None when the
+    parameter is not a mode setting."""
+    entry = _SETTING_OF_PARAM.get(name)
+    if entry is None:
+        return None
+    field, convert = entry
+    return replace(settings, **{field: convert(value, settings.steps_per_bar)})
 
 
 def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
@@ -64,6 +92,7 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
         sigma=song.sigma,
         walk_step=song.walk_step,
         anchors=song.anchors,
+        density=song.density,
     )
 
 
