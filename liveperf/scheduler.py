@@ -1,7 +1,7 @@
 """Send each message at its due time; never late; every note-on that went out gets its note-off.
 
 The engine hands over ``(due_ns, data)`` a little ahead of time. Two implementations share one contract
-(``OutputSink``):
+(``OutputSink``) and one core (``_Plan``: the pending messages and the notes actually sounding):
 - ``Scheduler``: a real-time thread that owns the output port. It sleeps against absolute deadlines on
   ``time.monotonic_ns`` (to ``spin_ns`` before the deadline, then yields in a short spin), sends, and records.
   A message that would go out more than ``late_tolerance_ns`` after its due time is dropped and counted (note-offs
@@ -10,6 +10,15 @@ The engine hands over ``(due_ns, data)`` a little ahead of time. Two implementat
 
 ``schedule``/``cancel_pending``/``panic`` may be called from any thread (they enqueue); only the scheduler's own
 thread touches the heap, the port and the held-note table.
+
+No stuck note, whatever the order of events between threads. The engine decides from its own idea of time
+whether a note it cancels has sounded yet; the scheduler thread may already have sent it (it was due, or was being
+sent while the cancel waited in the inbox). So the note-offs of a cancel are not taken from the engine's belief but
+from what really went out: a cancel puts a *cut* at ``max(at_ns, now)`` on the channel, and the cut sends a
+note-off for every note of the channel that was sent and not yet released. Two more rules close the other gaps:
+a note-off is never sent before the note-on scheduled ahead of it for the same (channel, pitch) (its due time is
+raised to that note-on's), and a note-off for a note that is not sounding (its note-on was dropped, cancelled,
+or already ended) is not sent, only counted (``unheld_offs``), so the wire never shows an off without an on.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from liveperf.notes import HeldNotes, is_note_off
+from liveperf.notes import HeldNotes, is_note_off, is_note_on, note_off
 
 
 class OutputPort(Protocol):
@@ -37,7 +46,8 @@ class OutputSink(Protocol):
         """Send ``data`` at ``due_ns`` (monotonic ns)."""
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
-        """Drop not-yet-sent note-ons on ``channel``; bring its pending note-offs forward to now."""
+        """Silence ``channel`` from ``now_ns`` (or from the moment the scheduler sees this, if later): drop
+        not-yet-sent messages due from then on, and end every note of the channel that is sounding then."""
 
 
 @dataclass
@@ -49,6 +59,7 @@ class TimingStats:
     late_note_offs: int = 0
     cancelled: int = 0
     send_errors: int = 0
+    unheld_offs: int = 0  # note-offs not sent: their note was not sounding (never sent, or already ended)
     errors_ns: list[int] = field(default_factory=list)
 
 
@@ -57,24 +68,82 @@ class _Item:
     due_ns: int
     seq: int
     data: bytes = field(compare=False)
+    cut: int | None = field(default=None, compare=False)  # a cut: end every sounding note of this channel
+
+
+class _Plan:
+    """Pending messages (a heap) and the notes really sent and not released. Owned by one thread; every time is
+    passed in (ns), so the real and the virtual scheduler share these rules exactly."""
+
+    def __init__(self, stats: TimingStats) -> None:
+        self.heap: list[_Item] = []
+        self.held = HeldNotes()
+        self.stats = stats
+        self._seq = itertools.count()
+        self._last_on_due: dict[tuple[int, int], int] = {}  # latest note-on due time per (channel, pitch)
+
+    def push(self, due_ns: int, data: bytes) -> None:
+        if len(data) == 3 and (is_note_on(data) or is_note_off(data)):
+            key = (data[0] & 0x0F, data[1])
+            if is_note_on(data):
+                self._last_on_due[key] = max(due_ns, self._last_on_due.get(key, due_ns))
+            else:  # never before a note-on scheduled ahead of it: it would leave that note sounding
+                due_ns = max(due_ns, self._last_on_due.get(key, due_ns))
+        heapq.heappush(self.heap, _Item(due_ns, next(self._seq), data))
+
+    def cancel(self, channel: int | None, at_ns: int, now_ns: int) -> None:
+        """Cut ``channel`` (None: every channel) at ``max(at_ns, now_ns)``: drop what is due from ``at_ns`` on,
+        and what is overdue (it would sound for no time), keep note-offs up to the cut; the cut itself ends the
+        sounding notes. System messages (clock) are not touched."""
+        cut_ns = max(at_ns, now_ns)
+        keep = []
+        for item in self.heap:
+            data = item.data
+            if item.cut is not None or not data or data[0] >= 0xF0 or (
+                    channel is not None and data[0] & 0x0F != channel):
+                keep.append(item)
+            elif is_note_off(data):
+                if item.due_ns <= cut_ns:
+                    keep.append(item)
+            elif item.due_ns >= at_ns or item.due_ns <= now_ns:
+                self.stats.cancelled += 1
+            else:
+                keep.append(item)  # due before the cut, still ahead of now: it plays, the cut ends it
+        self.heap = keep
+        heapq.heapify(self.heap)
+        for ch in range(16) if channel is None else (channel,):
+            heapq.heappush(self.heap, _Item(cut_ns, next(self._seq), b"", ch))
+
+    def pop_due(self, now_ns: int) -> _Item | None:
+        if self.heap and self.heap[0].due_ns <= now_ns:
+            return heapq.heappop(self.heap)
+        return None
+
+    def to_send(self, item: _Item) -> list[bytes]:
+        """The bytes to send for a popped item: a cut's note-offs, a message, or nothing (an unheld note-off)."""
+        if item.cut is not None:
+            return [note_off(ch, p) for ch, p in self.held.held() if ch == item.cut]
+        if is_note_off(item.data) and (item.data[0] & 0x0F, item.data[1]) not in self.held:
+            self.stats.unheld_offs += 1
+            return []
+        return [item.data]
 
 
 class VirtualScheduler:
     """``OutputSink`` in virtual time: keeps the same drop/cancel rules, records ``(due_ns, data)`` as sent."""
 
     def __init__(self, late_tolerance_ns: int = 0, now_fn: Callable[[], int] | None = None) -> None:
-        self._heap: list[_Item] = []
-        self._seq = itertools.count()
-        self.sent: list[tuple[int, bytes]] = []
-        self.held = HeldNotes()
         self.stats = TimingStats()
+        self._plan = _Plan(self.stats)
+        self.sent: list[tuple[int, bytes]] = []
+        self.held = self._plan.held
         self.late_tolerance_ns = late_tolerance_ns
         self._now_fn = now_fn
 
     def _advance(self, now_ns: int) -> None:
-        while self._heap and self._heap[0].due_ns <= now_ns:
-            item = heapq.heappop(self._heap)
-            self._emit(item.due_ns, item.data)
+        while (item := self._plan.pop_due(now_ns)) is not None:
+            for data in self._plan.to_send(item):
+                self._emit(item.due_ns, data)
 
     def _emit(self, at_ns: int, data: bytes) -> None:
         self.sent.append((at_ns, data))
@@ -85,26 +154,21 @@ class VirtualScheduler:
         now = self._now_fn() if self._now_fn else due_ns
         self._advance(now)
         if due_ns < now - self.late_tolerance_ns:
-            if is_note_off(data):
-                self.stats.late_note_offs += 1
-                self._emit(now, data)
-            else:
+            if not is_note_off(data):
                 self.stats.late_dropped += 1
-            return
-        heapq.heappush(self._heap, _Item(max(due_ns, now), next(self._seq), data))
+                return
+            self.stats.late_note_offs += 1
+        self._plan.push(max(due_ns, now), data)
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
         self._advance(now_ns)
-        keep = []
-        for item in self._heap:
-            if not _on_channel(item.data, channel):
-                keep.append(item)
-            elif not is_note_off(item.data):
-                self.stats.cancelled += 1
-            else:
-                keep.append(_Item(now_ns, item.seq, item.data))
-        self._heap = keep
-        heapq.heapify(self._heap)
+        self._plan.cancel(channel, now_ns, now_ns)
+        self._advance(now_ns)
+
+    def panic(self, now_ns: int) -> None:
+        """Drop everything pending on every channel and end every sounding note at ``now_ns``."""
+        self._advance(now_ns)
+        self._plan.cancel(None, now_ns, now_ns)
         self._advance(now_ns)
 
     def flush(self, now_ns: int | None = None) -> None:
@@ -117,15 +181,11 @@ class VirtualScheduler:
         self.cancel_all(now_ns)
         for data in self.held.release_all():
             self.sent.append((now_ns, data))
+            self.stats.sent += 1
 
     def cancel_all(self, now_ns: int) -> None:
-        for ch in sorted({item.data[0] & 0x0F for item in self._heap if item.data[0] < 0xF0}):
+        for ch in sorted({item.data[0] & 0x0F for item in self._plan.heap if item.data and item.data[0] < 0xF0}):
             self.cancel_pending(ch, now_ns)
-
-
-def _on_channel(data: bytes, channel: int) -> bool:
-    """A channel message on ``channel`` (system messages such as MIDI clock belong to no channel)."""
-    return data[0] < 0xF0 and data[0] & 0x0F == channel
 
 
 _CANCEL = object()
@@ -135,7 +195,11 @@ _IDLE = object()
 
 
 class Scheduler:
-    """Real-time sender thread; see the module docstring. ``on_sent(ts_ns, data)`` is called on this thread."""
+    """Real-time sender thread; see the module docstring. ``on_sent(ts_ns, data)`` is called on this thread.
+
+    ``clock_ns`` (default ``time.monotonic_ns``) is injectable so tests can run the thread's side step by step
+    (``pump``) without starting the thread and without sleeping.
+    """
 
     def __init__(
         self,
@@ -146,17 +210,18 @@ class Scheduler:
         on_sent: Callable[[int, bytes], None] | None = None,
         keep_errors: bool = True,
         realtime_priority: int | None = 70,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self._port = port
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._heap: list[_Item] = []
-        self._seq = itertools.count()
-        self._held = HeldNotes()
+        self.stats = TimingStats()
+        self._plan = _Plan(self.stats)
         self._on_sent = on_sent
         self._keep_errors = keep_errors
+        self._clock_ns = clock_ns
         self.late_tolerance_ns = late_tolerance_ns
         self.spin_ns = spin_ns
-        self.stats = TimingStats()
+        self.last_send_error = ""
         self._idle_waiters: list[threading.Event] = []
         self._rt_priority = realtime_priority
         self.scheduling = "not started"  # set by the thread: which OS scheduling it got, and why
@@ -170,7 +235,7 @@ class Scheduler:
         self._inbox.put((due_ns, data))
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
-        self._inbox.put((_CANCEL, channel))
+        self._inbox.put((_CANCEL, (channel, now_ns)))
 
     def panic(self) -> None:
         """Drop everything pending and silence every held note now."""
@@ -194,21 +259,27 @@ class Scheduler:
     def _run(self) -> None:
         self.scheduling = try_realtime(self._rt_priority)
         try:
-            while True:
-                if not self._drain(self._wait_s()):
-                    break
-                self._send_due()
-                if self._idle_waiters and not self._heap:
-                    for ev in self._idle_waiters:
-                        ev.set()
-                    self._idle_waiters.clear()
+            while self.pump(self._wait_s()):
+                pass
         finally:
-            self._silence_all()
+            self.silence_all()
+
+    def pump(self, timeout_s: float | None = None) -> bool:
+        """One turn of the thread: take commands (waiting up to ``timeout_s`` for the first), send what is due.
+        Scheduler thread only (tests call it directly instead of ``start``). False once asked to stop."""
+        if not self._drain(timeout_s):
+            return False
+        self._send_due()
+        if self._idle_waiters and not self._plan.heap:
+            for ev in self._idle_waiters:
+                ev.set()
+            self._idle_waiters.clear()
+        return True
 
     def _wait_s(self) -> float | None:
-        if not self._heap:
+        if not self._plan.heap:
             return 0.1
-        left = self._heap[0].due_ns - time.monotonic_ns() - self.spin_ns
+        left = self._plan.heap[0].due_ns - self._clock_ns() - self.spin_ns
         return max(0.0, left / 1e9)
 
     def _drain(self, timeout_s: float | None) -> bool:
@@ -224,78 +295,63 @@ class Scheduler:
             if head is _IDLE:
                 self._idle_waiters.append(arg)
             elif head is _CANCEL:
-                self._cancel(arg)
+                self._plan.cancel(arg[0], arg[1], self._clock_ns())
             elif head is _PANIC:
-                self._cancel(None)
-                self._silence_all()
+                self._plan.cancel(None, 0, self._clock_ns())
+                self.silence_all()
             else:
-                heapq.heappush(self._heap, _Item(head, next(self._seq), arg))
+                self._plan.push(head, arg)
             try:
                 cmd = self._inbox.get_nowait()
             except queue.Empty:
                 return True
 
-    def _cancel(self, channel: int | None) -> None:
-        now = time.monotonic_ns()
-        keep = []
-        for item in self._heap:
-            if channel is not None and not _on_channel(item.data, channel):
-                keep.append(item)
-            elif is_note_off(item.data):
-                keep.append(_Item(now, item.seq, item.data))
-            else:
-                self.stats.cancelled += 1
-        self._heap = keep
-        heapq.heapify(self._heap)
-
     def _send_due(self) -> None:
-        if not self._heap:
+        plan = self._plan
+        if not plan.heap:
             return
-        now = time.monotonic_ns()
-        due = self._heap[0].due_ns
+        now = self._clock_ns()
+        due = plan.heap[0].due_ns
         if due - now > self.spin_ns:
             return
         # Short spin for the last part: time.sleep overshoots by ~0.1 ms, which a drummer would hear across a set.
         while now < due:
             time.sleep(0)
-            now = time.monotonic_ns()
-        while self._heap and self._heap[0].due_ns <= now:
-            item = heapq.heappop(self._heap)
-            late_ns = now - item.due_ns
-            if late_ns > self.late_tolerance_ns:
-                if is_note_off(item.data):
+            now = self._clock_ns()
+        while (item := plan.pop_due(now)) is not None:
+            for data in plan.to_send(item):
+                if now - item.due_ns > self.late_tolerance_ns and item.cut is None:
+                    if not is_note_off(data):
+                        self.stats.late_dropped += 1
+                        continue
                     self.stats.late_note_offs += 1
-                else:
-                    self.stats.late_dropped += 1
-                    continue
-            self._send(now, item.data, item.due_ns)
-            now = time.monotonic_ns()
+                self._send(data, item.due_ns)
+            now = self._clock_ns()
 
-    def _send(self, now_ns: int, data: bytes, due_ns: int) -> None:
+    def _send(self, data: bytes, due_ns: int) -> None:
         try:
             self._port.send(data)
         except Exception as exc:  # the port vanished mid-show: count it, keep the clock going
             self.stats.send_errors += 1
             self.last_send_error = f"{type(exc).__name__}: {exc}"
             return
-        sent_ns = time.monotonic_ns()
-        self._held.update(data)
+        sent_ns = self._clock_ns()
+        self._plan.held.update(data)
         self.stats.sent += 1
         if self._keep_errors:
             self.stats.errors_ns.append(sent_ns - due_ns)
         if self._on_sent is not None:
             self._on_sent(sent_ns, data)
 
-    def _silence_all(self) -> None:
-        for data in self._held.release_all():
-            now = time.monotonic_ns()
-            self._send(now, data, now)
-        self._held = HeldNotes()
+    def silence_all(self) -> None:
+        """Note-offs for every note sent and not yet released, now. Scheduler thread only (or after it ended)."""
+        for data in self._plan.held.release_all():
+            self._send(data, self._clock_ns())
 
     @property
     def held_count(self) -> int:
         """Approximate (read from another thread): notes sounding now."""
-        return len(self._held)
+        return len(self._plan.held)
 
 
 def try_realtime(priority: int | None) -> str:
