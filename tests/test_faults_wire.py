@@ -1,0 +1,44 @@
+"""The wire monitor (tests/wire_monitor.py) itself: its checks on known streams, and one pass through JACK."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import rtmidi
+
+import jack_server as jack
+from wire_monitor import WireMonitor, check_stream
+
+
+def test_check_stream_finds_stuck_notes_and_unmatched_offs():
+    s = check_stream([(0, b"\x90\x3c\x40"), (5, b"\x91\x3c\x40"), (10, b"\x80\x3c\x00"), (12, b"\x90\x3e\x00"),
+                      (20, b"\xf8"), (30, b"\x91\x3c\x00")])
+    assert (s.note_ons, s.note_offs, s.unmatched_offs, s.stuck, s.other) == (2, 3, 1, [], 1)
+    assert s.longest_note_ns == 25
+    s = check_stream([(0, b"\x90\x51\x40"), (1, b"\x90\x51\x40"), (2, b"\x80\x51\x00"), (3, b"\x92\x40\x10")])
+    assert s.stuck == [(2, 0x40)] and s.unmatched_offs == 0
+
+
+def test_check_stream_grid_errors():
+    s = check_stream([(1_000 + 3, b"\x90\x3c\x40"), (1_000 + 2 * 100 - 4, b"\x80\x3c\x00")], grid=(1_000, 100.0))
+    assert s.grid_errors_ns == [3, -4]
+
+
+@pytest.mark.jack
+def test_monitor_hears_a_jack_client(jack_server):
+    monitor = WireMonitor("wm-test")
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="wm-sender")
+    out.open_virtual_port("out")
+    try:
+        jack.jack_connect("wm-sender:out", monitor.port)
+        for msg in ([0x90, 60, 100], [0xF8], [0xF0, 1, 2, 0xF7], [0x80, 60, 0], [0x90, 61, 100]):
+            out.send_message(msg)
+            time.sleep(0.01)
+    finally:
+        out.close_port()
+        out.delete()
+        monitor.close()
+    assert [d for _, d in monitor.events] == [b"\x90\x3c\x64", b"\xf8", b"\xf0\x01\x02\xf7", b"\x80\x3c\x00",
+                                              b"\x90\x3d\x64"]
+    assert monitor.check().stuck == [(0, 61)]

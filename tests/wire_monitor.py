@@ -1,0 +1,112 @@
+"""An outside JACK client that listens to liveperf's output and checks the stage invariants on the wire.
+
+``WireMonitor`` is its own JACK client (python-rtmidi, ``API_UNIX_JACK``), as a synth or a DAW would be: it opens
+a virtual input port, you connect liveperf's output to it, and its own poll thread stamps every message with
+``time.monotonic_ns()`` on arrival (sysex, clock and active sensing included). ``check()`` then reads the stream:
+
+- per (channel, pitch): every note-on is followed by a note-off (note-off, or note-on with velocity 0);
+  a note still sounding at the end is *stuck*;
+- a note-off for a note that is not sounding is counted (``unmatched_offs``) — harmless to a synth, but a sign
+  that the sender lost track;
+- optionally (``grid=(start_ns, step_ns)``) each note message's arrival minus the nearest grid step (ns).
+
+Used by the fault tests and the soak benchmarks. Times are integer ns on CLOCK_MONOTONIC, the clock liveperf uses,
+so they compare with liveperf's own ``start_ns`` in its JSON report.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import rtmidi
+
+
+@dataclass
+class WireSummary:
+    messages: int = 0
+    note_ons: int = 0
+    note_offs: int = 0
+    unmatched_offs: int = 0
+    stuck: list[tuple[int, int]] = field(default_factory=list)  # (channel, pitch) sounding at the end
+    longest_note_ns: int = 0
+    other: int = 0  # clock, CC, anything not a note message
+    grid_errors_ns: list[int] = field(default_factory=list)  # arrival minus the nearest step, if a grid was given
+
+    def line(self) -> str:
+        return (f"wire: {self.messages} messages, {self.note_ons} note-ons, {self.note_offs} note-offs, "
+                f"{len(self.stuck)} stuck {self.stuck[:8]}, {self.unmatched_offs} unmatched note-offs, "
+                f"longest note {self.longest_note_ns / 1e6:.0f} ms")
+
+
+def check_stream(events: list[tuple[int, bytes]], grid: tuple[int, float] | None = None) -> WireSummary:
+    """The invariants of a stream of ``(arrival_ns, bytes)`` in arrival order; see the module docstring."""
+    s = WireSummary(messages=len(events))
+    sounding: dict[tuple[int, int], int] = {}  # key -> arrival of its (first) note-on
+    for ts, data in events:
+        kind = data[0] & 0xF0 if data else 0
+        if len(data) != 3 or kind not in (0x80, 0x90) or data[0] >= 0xF0:
+            s.other += 1
+            continue
+        key = (data[0] & 0x0F, data[1])
+        if grid is not None:
+            start_ns, step_ns = grid
+            s.grid_errors_ns.append(int(ts - (start_ns + round((ts - start_ns) / step_ns) * step_ns)))
+        if kind == 0x90 and data[2] > 0:
+            s.note_ons += 1
+            sounding.setdefault(key, ts)
+        else:
+            s.note_offs += 1
+            began = sounding.pop(key, None)
+            if began is None:
+                s.unmatched_offs += 1
+            else:
+                s.longest_note_ns = max(s.longest_note_ns, ts - began)
+    s.stuck = sorted(sounding)
+    return s
+
+
+class WireMonitor:
+    """Listens on its own JACK client ``name``, port ``in`` (full name ``self.port``). Any thread may read
+    ``events`` (append-only; take ``snapshot()`` for a stable copy). ``close()`` before the JACK server stops."""
+
+    def __init__(self, name: str = "wire-monitor", poll_s: float = 0.0002) -> None:
+        self.midi = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=name, queue_size_limit=65536)
+        self.midi.ignore_types(sysex=False, timing=False, active_sense=False)
+        self.midi.open_virtual_port("in")
+        self.port = f"{name}:in"
+        self.events: list[tuple[int, bytes]] = []
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wire-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self.midi.get_message()
+            if msg is None:
+                time.sleep(self._poll_s)
+                continue
+            self.events.append((time.monotonic_ns(), bytes(msg[0])))
+
+    def snapshot(self) -> list[tuple[int, bytes]]:
+        return list(self.events)
+
+    def note_ons_since(self, since_ns: int) -> int:
+        return sum(1 for ts, d in self.snapshot() if ts >= since_ns and len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2])
+
+    def check(self, grid: tuple[int, float] | None = None) -> WireSummary:
+        return check_stream(self.snapshot(), grid)
+
+    def close(self) -> None:
+        """Stop polling (after draining what has arrived) and close the JACK client. Idempotent."""
+        if self._stop.is_set():
+            return
+        time.sleep(0.05)  # one JACK period or more: let the last messages land
+        self._stop.set()
+        self._thread.join(2)
+        while (msg := self.midi.get_message()) is not None:
+            self.events.append((time.monotonic_ns(), bytes(msg[0])))
+        self.midi.close_port()
+        self.midi.delete()
