@@ -116,7 +116,13 @@ def _play(args) -> int:
                 return 2
             print(f"liveperf: {exc}\nliveperf: playing in file mode (no MIDI system).")
             backend = "file"
-    record_dir = args.record_dir or Path("recordings") / f"{setlist.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = f"{setlist.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.record_dir:
+        record_dir = args.record_dir
+    elif setlist.record_dir:
+        record_dir = setlist.path.parent / setlist.record_dir / stamp
+    else:
+        record_dir = Path("recordings") / stamp
     options = ShowOptions(input_path=args.input, record_path=args.record, record_dir=record_dir, backend=backend,
                           duration_s=args.duration,
                           provider=args.provider, client_name=args.client_name, seed=args.seed,
@@ -127,10 +133,24 @@ def _play(args) -> int:
     out_port, in_port = NullPort(), None
     if backend != "file":
         # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
-        out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
-        if args.input is None:
-            in_port = midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend,
-                                                         timing=setlist.clock == "midi")
+        # [show] midi_out / midi_in name the synth and the controller to connect to; else connect by hand.
+        try:
+            if setlist.midi_out:
+                out_port = midi_ports.MidiOutPort.open_existing(setlist.midi_out, f"{args.client_name}-out", "out",
+                                                                backend)
+            else:
+                out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
+            if args.input is None:
+                kw = dict(timing=setlist.clock == "midi")
+                in_port = (midi_ports.MidiInPort.open_existing(setlist.midi_in, f"{args.client_name}-in", "in",
+                                                               backend, **kw) if setlist.midi_in else
+                           midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend, **kw))
+        except (midi_ports.MidiUnavailable, LookupError, ValueError) as exc:
+            print(f"liveperf: {exc}", file=sys.stderr)
+            close = getattr(out_port, "close", None)
+            if close:
+                close()
+            return 2
         print(f"liveperf: {backend} ports open: {out_port.full_name}"
               + (f", {in_port.full_name}" if in_port else "") + " — connect your controller and synth to them",
               flush=True)
@@ -148,7 +168,7 @@ def _play(args) -> int:
         args.report_json.parent.mkdir(parents=True, exist_ok=True)
         args.report_json.write_text(json.dumps(dataclasses.asdict(report), default=str))
     if report.stopped == "signal":
-        return 130
+        return 130  # a signal (Ctrl-C, SIGTERM); an OSC /liveperf/stop or a stage-view stop ends it normally
     return 1 if any(s.error for s in report.songs) else 0
 
 

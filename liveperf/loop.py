@@ -89,12 +89,17 @@ def run_loop(
     stop_at_step: int | None = None,
     stop_when_done: bool = True,
     should_stop: Callable[[], bool] = lambda: False,
-    on_input: Callable[[int, bytes], None] | None = None,
+    on_input: Callable[[int, bytes], bool | None] | None = None,
     stop_at_bar: Callable[[], bool] = lambda: False,
+    on_control: Callable[[int, object], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> int:
     """Run until ``should_stop()``, ``stop_at_step`` is reached, the next bar line once ``stop_at_bar()`` (a song
     change), or (with ``stop_when_done``) the input is exhausted and the engine is idle. Returns the first step not
-    computed. ``on_input`` sees each performer event (e.g. the recorder).
+    computed. ``on_input`` sees each performer event first (the recorder, show control) and returns True when it
+    consumed it (a Program Change that selects a song is not for the engine). Inbox items whose data is not bytes are
+    control commands (OSC, stage keys) and go to ``on_control``. ``on_step(step, due_ns)`` runs just before the
+    engine computes each step (glides, beat feedback).
 
     ``clock`` is an ``InternalClock`` (always running) or a ``MidiClockFollower``: MIDI clock and transport bytes
     from the input go to it, and its events move the engine: start/continue/locate/resume -> ``relocate`` at the
@@ -124,18 +129,25 @@ def run_loop(
             deadline = min(deadline, dropout + 1)
         ev = source.wait_until(deadline)
         if ev is not None:
-            if ev[1] and ev[1][0] in CLOCK_STATUS:
-                step = _transport(engine, clock, clock.on_message(ev[0], ev[1]), step)
+            data = ev[1]
+            if not isinstance(data, (bytes, bytearray)):
+                if on_control is not None:
+                    on_control(ev[0], data)
                 continue
-            if on_input is not None:
-                on_input(ev[0], ev[1])
-            engine.on_input(ev[0], ev[1])
+            if data and data[0] in CLOCK_STATUS:
+                step = _transport(engine, clock, clock.on_message(ev[0], data), step)
+                continue
+            if on_input is not None and on_input(ev[0], data):
+                continue
+            engine.on_input(ev[0], data)
             continue
         step = _transport(engine, clock, clock.poll(source.now_ns()), step)
         if not clock.running or source.now_ns() < clock.ns_at_step(step) - lookahead_ns:
             continue  # woken for a dropout check or while stopped, not for this step
         if source.exhausted and engine.idle and stop_when_done:
             break
+        if on_step is not None:
+            on_step(step, clock.ns_at_step(step))
         engine.on_step(step)
         step += 1
     return step

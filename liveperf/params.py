@@ -159,12 +159,13 @@ class ParamStore:
             v = coerce(name, value, params)
             self._ramps[name] = (v, 0, v, 0)
 
-    def set(self, name: str, value: Any, now_ns: int) -> float | int | str:
+    def set(self, name: str, value: Any, now_ns: int, glide: bool = True) -> float | int | str:
         """Set ``name`` to ``value`` (checked with ``coerce``); floats glide there over the parameter's
-        ``smoothing_ms`` starting at ``now_ns``. Returns the checked target value."""
+        ``smoothing_ms`` starting at ``now_ns`` (``glide=False``: jump, e.g. a new song's values).
+        Returns the checked target value."""
         target = coerce(name, value, self._params)
         p = self._params[name]
-        if p.kind == "float" and p.smoothing_ms > 0:
+        if glide and p.kind == "float" and p.smoothing_ms > 0:
             start = self.value(name, now_ns)
             self._ramps[name] = (start, now_ns, target, now_ns + p.smoothing_ms * 1_000_000)
         else:
@@ -183,6 +184,11 @@ class ParamStore:
         if now_ns <= start_ns:
             return start
         return start + (target - start) * ((now_ns - start_ns) / (end_ns - start_ns))
+
+    def glide_end_ns(self, name: str) -> int:
+        """When ``name`` reaches its target (a time not after the last ``set`` for a value that jumps)."""
+        _param(name, self._params)
+        return self._ramps[name][3]
 
     def target(self, name: str) -> float | int | str:
         """Where ``name`` is going (the last value set), ignoring any glide."""

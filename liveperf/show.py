@@ -28,13 +28,19 @@ from liveperf.io.file_input import TakePlayer, take_events
 from liveperf.io.jack_probe import jack_server_priority
 from liveperf.io.journal import recover
 from liveperf.io.midi_file import Take, read_take
+from liveperf.io.osc import OscServer
+from liveperf.io.osc_feedback import OscFeedback
 from liveperf.io.recorder import Recorder
+from liveperf.io.timed_worker import TimedWorker
 from liveperf.loop import QueueInput, run_loop
 from liveperf.midi_clock import MidiClockFollower
 from liveperf.models.onnx_model import LoadedModel
 from liveperf.modes.build import SongModels, build_modes
+from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
 from liveperf.setlist import Setlist, Song
+from liveperf.setlist_write import store_cc_mappings
+from liveperf.show_control import ShowController
 
 
 @dataclass
@@ -70,6 +76,8 @@ class SongReport:
     error: str = ""
     start_ns: int = 0  # monotonic ns of the song's step 0
     step_ns: float = 0.0  # one grid step in ns
+    end_ns: int = 0  # where it ended: the bar line of a song change, or when it stopped
+    next_song: int | None = None  # setlist index of the song that followed by a song change (None: in order/end)
 
 
 @dataclass
@@ -87,6 +95,11 @@ class ShowReport:
     stopped: str = "end"
     scheduling: str = ""
     errors_ns: list[int] = field(default_factory=list)  # send time minus due time of every message sent
+    control: dict = field(default_factory=dict)  # show control counters (ShowController.stats)
+    osc_ports: dict = field(default_factory=dict)  # bound OSC ports
+    osc_in: dict = field(default_factory=dict)  # OSC input counters (OscServer.stats)
+    osc_feedback: dict = field(default_factory=dict)
+    osc_error: str = ""
 
 
 class NullPort:
@@ -140,13 +153,21 @@ class Show:
         self.options = options
         self.log = log
         self.stop_event = threading.Event()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # the engine thread's only input: (ts_ns, bytes|Command)
+        self.osc: OscServer | None = None  # after run() has started it: the bound ports are on it
+        self.osc_ready = threading.Event()  # set once the OSC server is listening (or has failed to)
+        self.controller: ShowController | None = None
+        self.stopped_by = ""  # "stop command" when OSC or the stage view asked; a signal leaves it empty
 
     def run(self, indices: list[int], backend: str, out_port, in_port=None) -> ShowReport:
-        """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode)."""
+        """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode).
+        Songs follow each other in ``indices`` order; show control (OSC, Program Change, Song Select) may jump to
+        any song of the setlist, at the next bar line."""
         setlist, opts = self.setlist, self.options
-        models = load_song_models(setlist, indices, opts.provider)
+        every = list(range(len(setlist.songs)))
+        models = load_song_models(setlist, every, opts.provider)  # any song can be selected live
         # Takes are the performer only in file mode; with a live input port the musician is the performer.
-        takes = {i: song_take(setlist, setlist.songs[i], opts) if in_port is None else None for i in indices}
+        takes = {i: song_take(setlist, setlist.songs[i], opts) if in_port is None else None for i in every}
         for i in indices:
             if in_port is None and takes[i] is None:
                 raise ValueError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}) has no take and no "
@@ -158,10 +179,17 @@ class Show:
             for p in report.recovered:
                 self.log(f"recovered an interrupted recording: {p}")
         recorder = Recorder(folder=opts.record_dir, on_error=lambda m: self.log(f"recorder: {m}"))
+        worker = TimedWorker(log=self.log).start()
+        feedback = OscFeedback(setlist.osc.feedback, setlist.osc.feedback_protocol) if setlist.osc.enabled else None
         scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6),
-                              on_sent=lambda ts, data: data[0] < 0xF0 and recorder.add("partner", ts, data),
+                              on_sent=lambda ts, data: self._on_sent(ts, data, recorder, worker, feedback),
                               realtime_priority=sending_priority(backend) if opts.realtime else None)
-        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        inbox = self.inbox
+        ctl = self.controller = ShowController(
+            setlist, indices, worker=worker, feedback=feedback, on_panic=lambda ts: scheduler.panic(),
+            on_stop=self._stop_command, log=self.log,
+            on_learned=lambda mappings: self._store_learned(mappings))
+        self._start_osc(report)
         if in_port is not None:
             in_port.start(lambda ts, data: inbox.put((ts, bytes(data))))
         # Start-up garbage is frozen so a full collection mid-show has almost nothing to walk.
@@ -173,20 +201,85 @@ class Show:
         if opts.realtime and backend == "jack" and sending_priority("jack") is None:
             note = " (the JACK server runs without real-time priority: a FIFO sending thread would preempt it)"
         self.log(f"scheduler: {scheduler.scheduling}{note}")
+        spb = models[indices[0]].steps_per_beat
+        follow = setlist.clock == "midi" and in_port is not None
+        # Following MIDI clock, one follower serves the whole show: a song change keeps the band's grid.
+        shared_clock = (MidiClockFollower(spb, setlist.songs[indices[0]].tempo_bpm, on_dropout=setlist.clock_dropout)
+                        if follow else None)
         try:
-            for i in indices:
-                if self.stop_event.is_set():
-                    break
-                song = setlist.songs[i]
-                report.songs.append(self._play_song(song, models[i], takes[i], inbox, scheduler, recorder, in_port,
-                                                    out_port))
+            index: int | None = indices[0]
+            start_ns, first_step = time.monotonic_ns() + int(opts.lead_in_ms * 1e6), 0
+            while index is not None and not self.stop_event.is_set():
+                rep, end = self._play_song(index, models[index], takes[index], scheduler, recorder, in_port,
+                                           out_port, ctl, shared_clock, start_ns, first_step)
+                report.songs.append(rep)
+                if ctl.pending_song is not None:  # a song change at this bar line
+                    index, (bar_ns, first_step) = ctl.pending_song, end
+                    start_ns = max(bar_ns, time.monotonic_ns() + int((setlist.lookahead_ms + 5) * 1e6))
+                    if shared_clock is None:
+                        first_step = 0
+                else:
+                    index = ctl.next_index(index)
+                    start_ns, first_step = time.monotonic_ns() + int(opts.lead_in_ms * 1e6), end[1]
+                    if shared_clock is None:
+                        first_step = 0
         finally:
             scheduler.close()
             if in_port is not None:
                 in_port.close()
+            if self.osc is not None:
+                self.osc.close()
+            if feedback is not None:
+                worker.now(feedback.state, "stopped")
+            worker.close()
+            if feedback is not None:
+                feedback.close()
             recorder.close()  # after the scheduler: its last note-offs belong in the last song
         if self.stop_event.is_set():
-            report.stopped = "signal"
+            report.stopped = self.stopped_by or "signal"
+        self._finish_report(report, scheduler, recorder, ctl, feedback)
+        return report
+
+    def _stop_command(self) -> None:
+        self.stopped_by = "stop command"
+        self.stop_event.set()
+
+    def _start_osc(self, report: ShowReport) -> None:
+        osc = self.setlist.osc
+        try:
+            if osc.enabled and (osc.udp_port is not None or osc.tcp_port is not None):
+                server = OscServer(lambda ts, cmd: self.inbox.put((ts, cmd)), host=osc.host, udp_port=osc.udp_port,
+                                   tcp_port=osc.tcp_port, allow=osc.allow, rate_limit_per_s=osc.rate_limit_per_s)
+                self.osc = server.start()
+                report.osc_ports = {"udp": server.udp_port, "tcp": server.tcp_port}
+                self.log(f"OSC: listening on {osc.host} udp {server.udp_port} tcp {server.tcp_port}"
+                         + (f"; feedback to {', '.join(f'{h}:{p}' for h, p in osc.feedback)}" if osc.feedback else ""))
+        except OSError as exc:  # the show goes on without OSC control; `liveperf check` makes this a NO-GO
+            report.osc_error = f"OSC server could not listen on {osc.host} udp {osc.udp_port} tcp {osc.tcp_port}: {exc}"
+            self.log(f"warning: {report.osc_error}; playing without OSC control")
+        finally:
+            self.osc_ready.set()
+
+    @staticmethod
+    def _on_sent(ts: int, data: bytes, recorder: Recorder, worker: TimedWorker, feedback) -> None:
+        """Scheduler thread: every message actually sent goes to the recording and, as note feedback, to OSC."""
+        if data[0] >= 0xF0:
+            return
+        recorder.add("partner", ts, data)
+        if feedback is not None and len(data) == 3:
+            if is_note_on(data):
+                worker.now(feedback.note_on, data[1], data[2])
+            elif is_note_off(data):
+                worker.now(feedback.note_off, data[1])
+
+    def _store_learned(self, mappings: list[dict]) -> None:
+        """Worker thread: MIDI learn made a mapping; keep it in the setlist for the next show."""
+        store_cc_mappings(self.setlist.path, mappings)
+        self.log(f"MIDI learn: saved {len(mappings)} mapping(s) to {self.setlist.path}")
+
+    def _finish_report(self, report: ShowReport, scheduler: Scheduler, recorder: Recorder, ctl: ShowController,
+                       feedback) -> None:
+        opts = self.options
         report.sent = scheduler.stats.sent
         report.late_dropped = scheduler.stats.late_dropped
         report.send_errors = scheduler.stats.send_errors
@@ -196,6 +289,11 @@ class Show:
         if errs.size:
             report.timing_us = {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),
                                 "max": float(errs.max() / 1e3), "n": int(errs.size)}
+        report.control = dataclasses.asdict(ctl.stats)
+        if self.osc is not None:
+            report.osc_in = dataclasses.asdict(self.osc.stats)
+        if feedback is not None:
+            report.osc_feedback = {"sent": feedback.sent, "dropped": feedback.dropped, "errors": feedback.errors}
         report.record_files = list(recorder.stats.paths)
         report.record_errors = recorder.stats.write_errors
         if not recorder.healthy:
@@ -205,54 +303,64 @@ class Show:
                 report.record_path = recorder.save(opts.record_path)
             except OSError as exc:  # a full disk must not turn a played show into a failed one
                 self.log(f"recorder: could not write {opts.record_path}: {exc}")
-        return report
 
-    def _play_song(self, song: Song, models: SongModels, take: Take | None, inbox, scheduler: Scheduler,
-                   recorder: Recorder, in_port, out_port) -> SongReport:
-        opts, setlist = self.options, self.setlist
+    def _play_song(self, index: int, models: SongModels, take: Take | None, scheduler: Scheduler,
+                   recorder: Recorder, in_port, out_port, ctl: ShowController, shared_clock, start_ns: int,
+                   first_step: int) -> tuple[SongReport, tuple[int, int]]:
+        """One song from ``start_ns`` (internal clock) or from step ``first_step`` of the shared MIDI clock.
+        Returns its report and (ns, step) where it ended: the bar line of a song change, else when it stopped."""
+        opts, setlist, inbox = self.options, self.setlist, self.inbox
+        song = setlist.songs[index]
         spb = models.steps_per_beat
-        start_ns = time.monotonic_ns() + int(opts.lead_in_ms * 1e6)
-        follow = setlist.clock == "midi" and in_port is not None
-        if follow:
-            clock = MidiClockFollower(spb, song.tempo_bpm, on_dropout=setlist.clock_dropout)
-        else:
-            clock = InternalClock(song.tempo_bpm, spb, start_ns)
+        follow = shared_clock is not None
+        clock = shared_clock if follow else InternalClock(song.tempo_bpm, spb, start_ns)
         sink = EchoGuardSink(scheduler, int(setlist.echo_guard_ms * 1e6))
         seed = song.seed if opts.seed is None else opts.seed
         source = QueueInput(inbox, sources=1)
         modes = build_modes(song, models, clock, sink, seed, now_fn=source.now_ns)
+        bar = song.steps_per_bar(spb)
         engine = Engine(modes, clock=clock, sink=sink, initial=song.mode, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
-                        send_clock=setlist.send_clock and not follow, steps_per_bar=song.steps_per_bar(spb))
+                        send_clock=setlist.send_clock and not follow, steps_per_bar=bar)
         rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns,
                          clock="MIDI clock" if follow else "internal")
+        _send_patch(scheduler, song, start_ns)
+        ctl.bind(index, engine, clock, start_ns, bar)
         recorder.begin_song(song.title, song.tempo_bpm, start_ns, song.meter[0] * 4 / song.meter[1])
         clock_note = ("following MIDI clock on the input" if follow else
                       "internal clock (no live input to follow MIDI clock from)" if setlist.clock == "midi" else
                       "internal clock" + (", sending MIDI clock" if setlist.send_clock else ""))
-        self.log(f"[{song.title}] {song.tempo_bpm:g} BPM, {song.key}, mode {song.mode}, {clock_note}; models "
-                 f"{', '.join(p.name for p in models.paths)} ({models.melody.provider_note})")
+        self.log(f"[{index + 1}. {song.title}] {song.tempo_bpm:g} BPM, {song.key}, mode {song.mode}, {clock_note}; "
+                 f"models {', '.join(p.name for p in models.paths)} ({models.melody.provider_note})")
         # One input source either way: the take player ends with END_OF_INPUT; a live port never ends by itself.
         player = TakePlayer(take_events(take, clock), inbox) if take is not None else None
         echo = take is not None and not isinstance(out_port, NullPort)
         deadline_ns = None if opts.duration_s is None else start_ns + int(opts.duration_s * 1e9)
+        end = [0, first_step]  # (ns, step) where the song ended
 
-        def on_input(ts: int, data: bytes) -> None:
+        def on_input(ts: int, data: bytes) -> bool:
             recorder.add("performer", ts, data)
             if echo:  # file mode on a real port: the synth plays the performer's part too
                 scheduler.schedule(ts, data)
+            return ctl.on_midi(ts, data)
 
         def should_stop() -> bool:
             return self.stop_event.is_set() or (deadline_ns is not None and time.monotonic_ns() >= deadline_ns)
 
         def engine_thread() -> None:
             try:
-                rep.steps = run_loop(engine, clock, source, lookahead_ns=int(self.setlist.lookahead_ms * 1e6),
-                                     should_stop=should_stop, on_input=on_input, stop_when_done=take is not None)
+                end[1] = run_loop(engine, clock, source, lookahead_ns=int(self.setlist.lookahead_ms * 1e6),
+                                  first_step=first_step, should_stop=should_stop, on_input=on_input,
+                                  stop_when_done=take is not None, stop_at_bar=lambda: ctl.pending_song is not None,
+                                  on_control=ctl.on_command, on_step=ctl.on_step)
             except Exception as exc:  # one song's failure must not take the show down: silence it, report it
                 rep.error = f"{type(exc).__name__}: {exc}"
             finally:
-                engine.stop(time.monotonic_ns())
+                now = time.monotonic_ns()
+                # A song change ends the old song's notes exactly at the bar line (computed ahead, not yet due).
+                at_bar = ctl.pending_song is not None and clock.running and not rep.error
+                end[0] = max(now, clock.ns_at_step(end[1])) if at_bar else now
+                engine.stop(end[0])
 
         if player is not None:
             player.start()
@@ -263,10 +371,14 @@ class Show:
         if player is not None:
             player.stop()
         _drain_inbox(inbox)
-        scheduler.wait_idle(2.0)
+        if ctl.pending_song is None:
+            scheduler.wait_idle(2.0)
+        rep.steps = end[1] - first_step
         rep.performer_notes = engine.input_stats.note_ons
         rep.echoes = engine.input_stats.echoes
         rep.switches = list(engine.switches)
+        rep.end_ns = end[0]
+        rep.next_song = ctl.pending_song
         if follow:
             rep.clock_stats = dataclasses.asdict(clock.stats) | {"tempo_bpm": round(clock.tempo_bpm, 2)}
             self.log(f"[{song.title}] MIDI clock: {rep.clock_stats}")
@@ -279,12 +391,29 @@ class Show:
             rep.model_errors += mode.stats.model_errors
         if rep.error:
             self.log(f"[{song.title}] stopped by an error: {rep.error}")
-        return rep
+        return rep, (end[0], end[1])
+
+
+def _send_patch(scheduler: Scheduler, song: Song, start_ns: int) -> None:
+    """The song's synth patch on the partner's channel, just before its first note: Bank Select, Program Change."""
+    ch = song.channel - 1
+    at = start_ns - 2_000_000
+    if song.bank is not None:
+        scheduler.schedule(at, bytes((0xB0 | ch, 0, song.bank >> 7)))
+        scheduler.schedule(at, bytes((0xB0 | ch, 32, song.bank & 0x7F)))
+    if song.program is not None:
+        scheduler.schedule(at, bytes((0xC0 | ch, song.program - 1)))
 
 
 def _drain_inbox(inbox: queue.SimpleQueue) -> None:
+    """Between songs: drop the old song's performer events (and its take's end marker); keep control commands."""
+    keep = []
     while True:
         try:
-            inbox.get_nowait()
+            ev = inbox.get_nowait()
         except queue.Empty:
-            return
+            break
+        if not isinstance(ev[1], (bytes, bytearray)):
+            keep.append(ev)
+    for ev in keep:
+        inbox.put(ev)
