@@ -16,9 +16,14 @@ so they compare with liveperf's own ``start_ns`` in its JSON report.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import rtmidi
 
@@ -110,3 +115,73 @@ class WireMonitor:
             self.events.append((time.monotonic_ns(), bytes(msg[0])))
         self.midi.close_port()
         self.midi.delete()
+
+
+# ---- `liveperf play` as its own process, wired to a monitor and a performer ---------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(cond, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class LivePlay:
+    """``liveperf play SETLIST --backend jack`` in a subprocess on the JACK server named by ``JACK_DEFAULT_SERVER``,
+    its output connected to a ``WireMonitor`` and its input fed by ``self.performer`` (an rtmidi JACK output).
+    ``finish()`` waits for the exit and returns (exit code, output, report dict or None). Owner's thread only."""
+
+    def __init__(self, tmp: Path, setlist: str, name: str, extra: list[str] = (), duration_s: float = 10.0) -> None:
+        from jack_server import jack_connect, jack_ports
+
+        (tmp / f"{name}.toml").write_text(setlist)
+        self.report_path = tmp / f"{name}-report.json"
+        self.record_dir = tmp / f"{name}-rec"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liveperf.cli", "play", str(tmp / f"{name}.toml"), "--backend", "jack",
+             "--client-name", name, "--duration", str(duration_s), "--report-json", str(self.report_path),
+             "--record-dir", str(self.record_dir), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=os.environ.copy())
+        self.monitor: WireMonitor | None = None
+        self.performer = None
+        try:
+            wait_for(lambda: self.proc.poll() is not None or {f"{name}-in:in", f"{name}-out:out"} <= set(jack_ports()),
+                     30, "liveperf's JACK ports")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"liveperf exited early:\n{self.proc.stdout.read()}")
+            self.monitor = WireMonitor(f"{name}-mon")
+            self.performer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{name}-perf")
+            self.performer.open_virtual_port("out")
+            jack_connect(f"{name}-out:out", self.monitor.port)
+            jack_connect(f"{name}-perf:out", f"{name}-in:in")
+        except BaseException:
+            self.kill()
+            raise
+
+    def send(self, data) -> None:
+        self.performer.send_message(list(data))
+
+    def finish(self, timeout_s: float = 30.0) -> tuple[int, str, dict | None]:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout_s)
+        finally:
+            self.kill()
+        report = json.loads(self.report_path.read_text()) if self.report_path.exists() else None
+        return self.proc.returncode, out, report
+
+    def kill(self) -> None:
+        """Close our JACK clients; kill the process if it is still running (the test failed)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.monitor is not None:
+            self.monitor.close()
+        if self.performer is not None:
+            self.performer.close_port()
+            self.performer.delete()
+            self.performer = None

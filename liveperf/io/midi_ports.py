@@ -38,6 +38,10 @@ DEFAULT_POLL_INTERVAL_NS = 500_000  # 0.5 ms: see MidiInPort and the measurement
 FILE_MODE_HINT = "Use --input FILE.mid for file mode."
 
 OnMessage = Callable[[int, bytes], None]
+# System messages liveperf never uses, never delivered (counted in ``MidiInPort.filtered``): MTC quarter frame,
+# the undefined F4/F5/F9/FD, tune request, system reset. Real-time ones among them cannot be written to a MIDI
+# file, so a stray FF must not reach the recorder either.
+NOT_USED = frozenset((0xF1, 0xF4, 0xF5, 0xF6, 0xF9, 0xFD, 0xFF))
 
 
 class MidiUnavailable(RuntimeError):
@@ -239,13 +243,64 @@ def _expected_length(status: int) -> int:
 
 
 def is_well_formed(data: bytes) -> bool:
-    """True for one complete MIDI message: a status byte, then data bytes < 0x80 of the length it calls for."""
-    if not data or data[0] < 0x80:
+    """True for one complete MIDI message: a status byte, then data bytes < 0x80 of the length it calls for.
+    A lone F7 (end of a sysex that never began) is not a message."""
+    if not data or data[0] < 0x80 or data[0] == 0xF7:
         return False
     expected = _expected_length(data[0])
     if expected == 0:
         return len(data) >= 2 and data[-1] == 0xF7 and all(b < 0x80 for b in data[1:-1])
     return len(data) == expected and all(b < 0x80 for b in data[1:])
+
+
+def split_messages(data: bytes) -> tuple[list[bytes], int]:
+    """Parse one received event as a MIDI byte stream: ``(complete messages, malformed pieces)``.
+
+    Why: RtMidi's JACK input glues every event that follows an unterminated sysex (``F0 ...`` not ending in
+    ``F7``) onto it until some event ends in ``F7`` (measured: ``F0 01``, ``90 3C 40``, ``F8``, ``80 3C 00``,
+    ``F7`` arrive as ONE message). A sysex ends at any status byte by the MIDI spec, so the notes inside such a
+    blob are recovered here (late, but a lost note-off would leave the performer's note held for ever).
+    Rules: real-time bytes (F8-FF) stand alone wherever they are; a status byte ends an incomplete message (one
+    malformed piece); a run of data bytes with no status is one malformed piece; a stray ``F7`` is one. No running
+    status (JACK MIDI events are complete messages). Pure; any thread.
+    """
+    out: list[bytes] = []
+    bad = 0
+    cur = bytearray()
+    need = 0  # 0 while in a sysex
+    stray = False
+    for b in data:
+        if b >= 0xF8:
+            out.append(bytes((b,)))
+            continue
+        if b >= 0x80:
+            stray = False
+            if cur and cur[0] == 0xF0 and b == 0xF7:
+                cur.append(b)
+                out.append(bytes(cur))
+                cur.clear()
+                continue
+            if cur:
+                bad += 1
+                cur.clear()
+            if b == 0xF7:
+                bad += 1
+                continue
+            cur.append(b)
+            need = _expected_length(b)
+            if need == 1:
+                out.append(bytes(cur))
+                cur.clear()
+            continue
+        if not cur:
+            bad += 0 if stray else 1
+            stray = True
+            continue
+        cur.append(b)
+        if need and len(cur) == need:
+            out.append(bytes(cur))
+            cur.clear()
+    return out, bad + (1 if cur else 0)
 
 
 class MidiInPort:
@@ -261,9 +316,13 @@ class MidiInPort:
 
     Each message goes to ``on_message(ts_ns, data)`` on the poll thread, in arrival order: ``ts_ns`` is absolute
     ``time.monotonic_ns()`` time, ``data`` the raw bytes. ``on_message`` must be quick (e.g. ``queue.put``); if it
-    raises, the message is counted in ``dropped`` and polling goes on. Malformed messages are counted in
-    ``malformed`` and not delivered. Sysex, MIDI clock/timing and active sensing are filtered by rtmidi unless
-    asked for (``sysex=``, ``timing=``, ``active_sense=`` True to receive them).
+    raises, the message is counted in ``dropped`` and polling goes on. An event that is not one complete message
+    is parsed as a byte stream (``split_messages``): what is complete inside is delivered (``salvaged``), the rest
+    counted in ``malformed``. Sysex, MIDI clock/timing and active sensing are not delivered unless asked for
+    (``sysex=``, ``timing=``, ``active_sense=`` True), nor the system messages in ``NOT_USED``; what rtmidi does not
+    filter itself of these is counted in ``filtered``. Sysex is always taken from rtmidi and filtered here: with rtmidi's own sysex filter, the notes
+    glued to an unterminated sysex (see ``split_messages``) would be thrown away with it. Counters are written by
+    the poll thread only; read them from any thread (plain ints).
     """
 
     def __init__(self, midi: rtmidi.MidiIn, backend: str, full_name: str, connected_to: str | None,
@@ -275,7 +334,10 @@ class MidiInPort:
         self.poll_interval_ns = poll_interval_ns
         self.received = 0  # delivered to on_message
         self.dropped = 0  # on_message raised
-        self.malformed = 0  # not a complete MIDI message: not delivered
+        self.malformed = 0  # pieces of received events that were not complete MIDI messages: not delivered
+        self.salvaged = 0  # complete messages recovered from a malformed or glued event (delivered or filtered)
+        self.filtered = 0  # sysex / clock / active sensing not asked for, and ``NOT_USED``: not delivered
+        self._skip: frozenset[int] = frozenset()  # first bytes not to deliver (set by ``_filters``)
         self.error: BaseException | None = None  # what stopped the poll thread, if anything did
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -286,8 +348,7 @@ class MidiInPort:
                      poll_interval_ns: int = DEFAULT_POLL_INTERVAL_NS, queue_size: int = 4096) -> MidiInPort:
         """A virtual input port that controllers connect to (``jack_connect keyboard:out liveperf-in:in``)."""
         midi, *rest = _open("in", backend, client_name, port_name, None, queue_size_limit=queue_size)
-        midi.ignore_types(sysex=not sysex, timing=not timing, active_sense=not active_sense)
-        return cls(midi, *rest, poll_interval_ns=poll_interval_ns)
+        return cls(midi, *rest, poll_interval_ns=poll_interval_ns)._filters(sysex, timing, active_sense)
 
     @classmethod
     def open_existing(cls, name_contains: str, client_name: str = "liveperf-in", port_name: str = "in",
@@ -296,8 +357,14 @@ class MidiInPort:
                       queue_size: int = 4096) -> MidiInPort:
         """Open our port and connect it to the one existing output whose name contains ``name_contains``."""
         midi, *rest = _open("in", backend, client_name, port_name, name_contains, queue_size_limit=queue_size)
-        midi.ignore_types(sysex=not sysex, timing=not timing, active_sense=not active_sense)
-        return cls(midi, *rest, poll_interval_ns=poll_interval_ns)
+        return cls(midi, *rest, poll_interval_ns=poll_interval_ns)._filters(sysex, timing, active_sense)
+
+    def _filters(self, sysex: bool, timing: bool, active_sense: bool) -> MidiInPort:
+        assert self._midi is not None
+        self._midi.ignore_types(sysex=False, timing=not timing, active_sense=not active_sense)
+        self._skip = NOT_USED | frozenset(([] if sysex else [0xF0]) + ([] if timing else [0xF8]) +
+                                          ([] if active_sense else [0xFE]))
+        return self
 
     def start(self, on_message: OnMessage) -> None:
         """Start the poll thread delivering ``on_message(ts_ns, data)``. Call once, from the owner's thread."""
@@ -356,14 +423,27 @@ class MidiInPort:
             ts_ns = min(max(chained, not_before, prev_ns), now)
             prev_ns, first = ts_ns, False
             data = bytes(values)
-            if not is_well_formed(data):
-                self.malformed += 1
+            if is_well_formed(data):
+                if data[0] in self._skip:
+                    self.filtered += 1
+                else:
+                    self._deliver(on_message, ts_ns, data)
                 continue
-            try:
-                on_message(ts_ns, data)
-            except Exception:  # noqa: BLE001 - a failing consumer must not stop the input: count, say once
-                self.dropped += 1
-                if self.dropped == 1:
-                    log.exception("MIDI input %s: on_message failed (counting further failures)", self.full_name)
-            else:
-                self.received += 1
+            messages, bad = split_messages(data)
+            self.malformed += bad
+            self.salvaged += len(messages)
+            for msg in messages:
+                if msg[0] in self._skip:
+                    self.filtered += 1
+                else:
+                    self._deliver(on_message, ts_ns, msg)
+
+    def _deliver(self, on_message: OnMessage, ts_ns: int, data: bytes) -> None:
+        try:
+            on_message(ts_ns, data)
+        except Exception:  # noqa: BLE001 - a failing consumer must not stop the input: count, say once
+            self.dropped += 1
+            if self.dropped == 1:
+                log.exception("MIDI input %s: on_message failed (counting further failures)", self.full_name)
+        else:
+            self.received += 1
