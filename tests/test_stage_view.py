@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import pty
 import queue
+import re
 import select
+import struct
+import signal
 import subprocess
 import sys
 import termios
@@ -23,7 +27,8 @@ from rich.console import Console
 from liveperf.io.osc_protocol import Command
 from liveperf.params import MODES
 from liveperf.stage_keys import HELP, KeyReader, KeyState, map_keys
-from liveperf.stage_view import StageState, StageView, big_text, format_param, pitch_name, render
+from liveperf.stage_view import (SHOW_CURSOR, StageState, StageView, big_text, decode_state, encode_state,
+                                 format_param, pitch_name, render)
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
@@ -90,6 +95,12 @@ def test_render_puts_late_dropped_errors_and_messages_in_red():
     assert "3:2 · 96.0 BPM · internal · ■ stopped" in out and "mode call_response" in out
 
 
+def test_render_notice_is_no_warning():
+    segs = styled(StageState(notice="song 12_ (Enter selects)"))
+    assert "song 12_ (Enter selects)" in "".join(t for t, _ in segs)
+    assert not [t for t, style in segs if is_red(style)]
+
+
 def test_render_one_warning_is_enough_for_red():
     for state in (StageState(late_dropped=1), StageState(osc_errors=1), StageState(messages=("x",))):
         assert any(is_red(style) for _, style in styled(state))
@@ -105,6 +116,14 @@ def test_render_narrow_terminal_stays_readable(width):
         assert expected in out, (width, expected)  # parameters wrap between items, never inside one
     has_big = any(big_text("12:3")[0] in line for line in lines)
     assert has_big == (width == 60)
+
+
+def test_render_big_digits_only_when_they_fit():
+    count_in = text_of(StageState(bar=-1, beat=4, tempo_bpm=90))
+    assert big_text("-1:4")[1] + "    " + big_text("90")[1] in count_in and "-1:4 · 90.0 BPM" in count_in
+    huge = text_of(StageState(bar=123456, beat=1, tempo_bpm=300), width=46)  # 44 columns of digits: no room
+    assert big_text("123456:1")[0] not in huge and "123456:1 · 300.0 BPM" in huge
+    assert big_text("123456:1")[0] in text_of(StageState(bar=123456, beat=1, tempo_bpm=300), width=48)
 
 
 def test_render_before_anything_is_known():
@@ -162,7 +181,7 @@ def test_format_param_and_pitch_name():
     assert [pitch_name(p) for p in (0, 60, 61, 127, None)] == ["C-1 0", "C4 60", "C#4 61", "G9 127", "-"]
 
 
-# -- StageView --------------------------------------------------------------------------------------------------
+# -- StageView and its display process ------------------------------------------------------------------------
 
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
@@ -171,56 +190,6 @@ def wait_for(predicate, timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
-
-
-@pytest.mark.parametrize("switch", ["off", "not a terminal"])
-def test_stage_view_headless_does_nothing(switch):
-    out = io.StringIO()
-    console = Console(file=out, force_terminal=True) if switch == "off" else Console(file=out)
-    threads = threading.active_count()
-    view = StageView(enabled=switch != "off", console=console)
-    with view:
-        assert not view.active
-        view.update(SHOW)
-        time.sleep(0.3)
-        assert view.latest is SHOW
-    assert out.getvalue() == "" and threading.active_count() == threads
-
-
-def test_stage_view_draws_the_latest_state_and_gives_the_terminal_back():
-    out = io.StringIO()
-    stdout, stderr = sys.stdout, sys.stderr
-    view = StageView(console=Console(file=out, force_terminal=True, width=80))
-    assert view.start() and view.start()  # idempotent
-    view.update(SHOW)
-    assert wait_for(lambda: "Autumn Leaves" in out.getvalue())
-    t0 = time.perf_counter()
-    for bar in range(1, 200):  # update() never waits for the display
-        view.update(StageState(song_title="Blue Bossa", bar=bar, beat=1))
-    assert time.perf_counter() - t0 < 0.5
-    assert wait_for(lambda: "199:1" in out.getvalue())
-    assert "198:1" not in out.getvalue()  # latest wins: states the display never got to are skipped
-    assert view.active and sys.stdout is not stdout  # rich keeps stray prints above the view while it runs
-    view.close()
-    view.close()
-    assert not view.active and view.render_errors == 0
-    text = out.getvalue()
-    assert "\x1b[?25l" in text and text.rstrip("\n").endswith("\x1b[?25h")  # cursor hidden, then shown again
-    assert sys.stdout is stdout and sys.stderr is stderr
-
-
-def test_stage_view_counts_states_it_cannot_show_and_keeps_going():
-    class Broken:
-        def __str__(self):
-            raise ValueError("bad value")
-
-    out = io.StringIO()
-    with StageView(console=Console(file=out, force_terminal=True, width=80)) as view:
-        view.update(StageState(params={"x": Broken()}))
-        assert wait_for(lambda: view.render_errors == 1)
-        view.update(SHOW)
-        assert wait_for(lambda: "Autumn Leaves" in out.getvalue())
-    assert isinstance(view.error, ValueError) and "bad value" in out.getvalue()
 
 
 class PtyReader:
@@ -245,6 +214,10 @@ class PtyReader:
     def text(self) -> str:
         return self.data.decode("utf-8", "replace")
 
+    def plain(self) -> str:
+        """What a person reads: the text without colours and cursor moves."""
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.text())
+
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(5)
@@ -261,19 +234,122 @@ def pty_pair():
             pass
 
 
-def test_stage_view_on_a_real_tty(pty_pair):
+@pytest.fixture
+def tty_out(pty_pair):
+    """(a text stream on a pty's slave side -- a real TTY --, a PtyReader of what reaches the terminal)."""
     master, slave = pty_pair
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))  # 80 columns, 40 rows
     reader = PtyReader(master)
-    file = os.fdopen(os.dup(slave), "w", encoding="utf-8")
-    try:
-        with StageView(console=Console(file=file)) as view:  # no force_terminal: it sees the TTY itself
-            assert view.active
-            view.update(SHOW)
-            assert wait_for(lambda: "Autumn Leaves" in reader.text())
-    finally:
-        file.close()
-    assert wait_for(lambda: reader.text().rstrip("\r\n").endswith("\x1b[?25h"))
+    stream = os.fdopen(os.dup(slave), "w", encoding="utf-8")
+    yield stream, reader
+    stream.close()
     reader.stop()
+
+
+def child_pids() -> set[int]:
+    return {int(p) for p in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()}
+
+
+@pytest.mark.parametrize("switch", ["off", "not a terminal"])
+def test_stage_view_headless_does_nothing(switch, tty_out):
+    stream, reader = tty_out
+    r, w = os.pipe()
+    pipe = os.fdopen(w, "w")
+    threads, children = threading.active_count(), child_pids()
+    try:
+        view = StageView(enabled=False, stream=stream) if switch == "off" else StageView(stream=pipe)
+        with view:
+            assert not view.active
+            view.update(SHOW)
+            time.sleep(0.5)
+            assert view.latest is SHOW and threading.active_count() == threads and child_pids() == children
+        pipe.flush()
+        assert reader.text() == "" and not select.select([r], [], [], 0)[0]
+    finally:
+        pipe.close()
+        os.close(r)
+
+
+def test_stage_view_draws_the_latest_state_and_gives_the_terminal_back(tty_out):
+    stream, reader = tty_out
+    view = StageView(stream=stream)  # no flags: it sees the TTY itself
+    assert view.start() and view.start()  # idempotent
+    view.update(SHOW)
+    assert wait_for(lambda: "Autumn Leaves" in reader.text())
+    assert view.active and "12:3 · 123.4 BPM" in reader.plain()
+    t0 = time.perf_counter()
+    for bar in range(1, 200):  # update() never waits for the display
+        view.update(StageState(song_title="Blue Bossa", bar=bar, beat=1))
+    assert time.perf_counter() - t0 < 0.5
+    assert wait_for(lambda: "199:1 · 120.0 BPM" in reader.plain())
+    drawn = {b for b in range(1, 200) if f" {b}:1 · 120.0 BPM" in reader.plain()}
+    assert len(drawn) < 10  # latest wins: the states the display never got to are skipped
+    view.close()
+    view.close()
+    assert not view.active and view.error is None and view.errors == 0
+    assert wait_for(lambda: reader.text().rstrip("\r\n").endswith(SHOW_CURSOR))
+    assert "\x1b[?25l" in reader.text()  # hidden while the view ran
+
+
+def test_stage_view_skips_a_state_it_cannot_send_and_keeps_going(tty_out):
+    class Broken:
+        def __str__(self):
+            raise ValueError("bad value")
+
+    stream, reader = tty_out
+    with StageView(stream=stream) as view:
+        view.update(StageState(params={"x": Broken()}))
+        assert wait_for(lambda: view.errors == 1)
+        view.update(SHOW)
+        assert wait_for(lambda: "Autumn Leaves" in reader.text())
+    assert isinstance(view.error, ValueError)
+
+
+def test_stage_view_whose_display_was_killed_still_gives_the_cursor_back(tty_out):
+    stream, reader = tty_out
+    with StageView(stream=stream) as view:
+        view.update(SHOW)
+        assert wait_for(lambda: "Autumn Leaves" in reader.text())
+        view._proc.kill()
+        view.update(TROUBLE)
+        assert wait_for(lambda: not view.active)
+    assert "exit code -9" in str(view.error) or isinstance(view.error, OSError)
+    assert wait_for(lambda: reader.text().rstrip("\r\n").endswith(SHOW_CURSOR))
+
+
+def test_display_process_reads_states_shows_bad_lines_ignores_ctrl_c_and_ends_at_eof(tty_out):
+    stream, reader = tty_out
+    proc = subprocess.Popen([sys.executable, "-m", "liveperf.stage_view", "--refresh-hz", "50"],
+                            stdin=subprocess.PIPE, stdout=stream, cwd=ROOT)
+    try:
+        proc.stdin.write(b"not a state\n")
+        proc.stdin.flush()
+        assert wait_for(lambda: "stage view cannot read this state" in reader.text(), 30)
+        proc.stdin.write(encode_state(TROUBLE)[:20])  # half a line: nothing yet ...
+        proc.stdin.flush()
+        time.sleep(0.3)
+        assert "Night Train" not in reader.text()
+        proc.stdin.write(encode_state(TROUBLE)[20:])  # ... then the rest
+        proc.stdin.flush()
+        assert wait_for(lambda: "Night Train" in reader.text())
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert proc.poll() is None  # Ctrl-C is the show's, not the display's
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_for(lambda: reader.text().rstrip("\r\n").endswith(SHOW_CURSOR))
+
+
+def test_state_survives_the_trip_to_the_display_process():
+    for state in (SHOW, TROUBLE, StageState(), StageState(notice="x", learn_armed="top_p", step_p99_us=12.5)):
+        assert decode_state(encode_state(state)) == state
+    with pytest.raises((ValueError, TypeError)):
+        decode_state(b'{"no_such_field": 1}')
+    with pytest.raises(ValueError):
+        decode_state(b"[1, 2]")
 
 
 # -- The key map (pure) -----------------------------------------------------------------------------------------
@@ -477,24 +553,26 @@ def test_key_reader_without_a_tty_does_nothing():
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import os, signal, sys, time
     from liveperf.stage_keys import KeyReader
     from liveperf.stage_view import StageState, StageView
-    keys = KeyReader(lambda ts, cmd: print("command", cmd.kind, flush=True), modes=lambda: ("duet", ("duet",)))
+    keys = KeyReader(lambda ts, cmd: None, modes=lambda: ("duet", ("duet",)))
     view = StageView()
     assert keys.start() and view.start()
     view.update(StageState(song_number=1, song_title="Child Song"))
-    time.sleep(0.5)
-    sys.__stdout__.write("READY\\n"); sys.__stdout__.flush()
     time.sleep(1.0)
+    print("READY", flush=True)
+    time.sleep(0.5)
     if sys.argv[1] == "raise":
         with view, keys:
             raise RuntimeError("the show crashed")
+    if sys.argv[1] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
     sys.exit(0)  # nobody closes anything: the atexit hooks must
 """)
 
 
-@pytest.mark.parametrize("how", ["raise", "exit"])
+@pytest.mark.parametrize("how", ["raise", "exit", "kill"])
 def test_terminal_is_restored_when_the_show_dies(pty_pair, how):
     master, slave = pty_pair
     before = termios.tcgetattr(slave)
@@ -503,15 +581,16 @@ def test_terminal_is_restored_when_the_show_dies(pty_pair, how):
     try:
         assert wait_for(lambda: "READY" in reader.text(), 30), reader.text()
         assert not termios.tcgetattr(slave)[3] & termios.ECHO  # cbreak, no echo while the show runs
-        assert proc.wait(30) == (1 if how == "raise" else 0)
+        assert proc.wait(30) == {"raise": 1, "exit": 0, "kill": -signal.SIGKILL}[how]
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(0.2)
+    # the cursor is back: the display process saw its input end, also when the show was killed
+    assert wait_for(lambda: reader.text().rfind(SHOW_CURSOR) > reader.text().rfind("\x1b[?25l") >= 0, 10)
     reader.stop()
     text = reader.text()
     assert "Child Song" in text
-    assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l") >= 0  # the cursor is back
-    assert termios.tcgetattr(slave) == before
     if how == "raise":
         assert "RuntimeError: the show crashed" in text
+    if how != "kill":  # a killed process cannot restore its terminal's attributes (the shell does)
+        assert termios.tcgetattr(slave) == before
