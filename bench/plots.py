@@ -60,3 +60,51 @@ def timing(result: dict, out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def reaction_cdf(result: dict, out: Path) -> Path:
+    """CDF of reaction latency per path (harmonize through liveperf, bare JACK loopback, bare echo client)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    names = {"liveperf": "harmonize reaction (liveperf)", "loopback": "bare JACK loopback (baseline)",
+             "echo": "bare echo client (0.5 ms poll)"}
+    for path, ns in result["samples"].items():
+        if len(ns):
+            x = np.sort(np.asarray(ns, dtype=np.float64)) / 1e3
+            s = result[path]
+            ax.plot(x, np.arange(1, x.size + 1) / x.size,
+                    label=f"{names.get(path, path)}: p50 {s['p50_us']:.0f} µs, p99 {s['p99_us']:.0f} µs")
+    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
+    period_us = result["jack_period_us"]
+    for k in (1, 2):
+        ax.axvline(k * period_us, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel(f"µs from the performer's send to arrival at the listener (dotted: 1 and 2 JACK periods)")
+    ax.set_ylabel("fraction of notes ≤ x")
+    ax.set_title(f"reaction latency through JACK (period {result['jack_period_frames']} frames, "
+                 f"{result['minutes']:g} min{', one core busy' if result['busy_core'] else ''})", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def mode_timing(per_mode: dict, out: Path) -> Path:
+    """CDF of arrival − due per mode (grid timing through JACK), one curve per mode."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for mode, r in per_mode.items():
+        arr = np.sort(np.asarray([e for _, e in r["samples"]["arrival"]], dtype=np.float64)) / 1e3
+        if arr.size:
+            s = r["arrival_minus_due"]
+            ax.plot(arr, np.arange(1, arr.size + 1) / arr.size,
+                    label=f"{mode}: p50 {s['p50_us']:.0f} µs, p99 {s['p99_us']:.0f} µs (n={s['n']})")
+    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("arrival at a JACK client − due grid time (µs)")
+    ax.set_ylabel("fraction of notes ≤ x")
+    ax.set_title("grid timing per mode (harmonize answers off the grid: see reaction_cdf.png)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -3,11 +3,13 @@
     python -m bench.run [--minutes 5] [--busy] [--out bench/results/DATE]   # needs the export and bench extras
 
 Sections (all measured in the same run, so ratios are fair on a noisy machine):
-1. model latency: every shipped ONNX model on onnxruntime CPU (1 thread; CUDA too where a GPU is offered), and the
-   melody DNN in torch eager (baseline);
+1. model latency: every shipped ONNX model on onnxruntime CPU (1 thread; CUDA too where a GPU is offered), and every
+   shipped model in torch eager (baseline: same architecture, 1 thread, random weights), with torch/ORT ratios;
 2. step latency of the engine's unit of work (DNN step + sampling) and the sampler alone, numba vs numpy reference;
 3. the machine's own timing floor (a bare timer thread, same scheduling request: the baseline), then grid timing
    error through a real JACK server at 180 BPM with dense input (send − due, arrival − due), with resident memory;
+   3c. harmonize reaction latency against a bare JACK loopback (and a bare echo client) in the same run;
+   3d. grid timing per mode (``--modes``; harmonize answers off the grid, so its figure is 3c);
 4. start-up: import + numba compile with cold and warm cache; `liveperf check setlists/demo.toml` (warm).
 """
 
@@ -21,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import machine_floor, model_latency, plots, startup, step_latency, timing_jack
+from bench import machine_floor, model_latency, plots, reaction_jack, startup, step_latency, timing_jack
+
+ALL_MODES = ("call_response", "duet", "harmonize", "phrase")
 
 
 def _row(name: str, s: dict) -> str:
@@ -32,6 +36,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=5.0, help="length of the JACK timing run (default 5)")
     ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process during the JACK run")
+    ap.add_argument("--reaction-minutes", type=float, default=2.0, help="length of the reaction run (default 2)")
+    ap.add_argument("--modes", default=",".join(ALL_MODES),
+                    help="modes for the per-mode grid timing, comma-separated ('' = none; default all four)")
+    ap.add_argument("--mode-minutes", type=float, default=1.0, help="length of each per-mode run (default 1)")
     ap.add_argument("--calls", type=int, default=3000, help="timed calls per model (default 3000)")
     ap.add_argument("--out", type=Path, default=Path("bench/results") / time.strftime("%Y-%m-%d-%H%M%S"))
     args = ap.parse_args()
@@ -41,11 +49,14 @@ def main() -> None:
 
     print("1. model latency (one call: a step, or a whole 2-bar phrase)")
     onnx = model_latency.onnx_latency(args.calls, 300)
-    torch_r = model_latency.torch_melody_latency(args.calls, 300)
+    torch_r = model_latency.torch_latency(args.calls, 300)
     phrase = model_latency.phrase_latency(max(300, args.calls // 3), 30)
     res["models"] = {**onnx["summary"], **(torch_r["summary"] if torch_r else {}), **phrase["summary"]}
     for k, s in res["models"].items():
         print(_row(k, s))
+    res["torch_over_onnxruntime"] = model_latency.ratios(res["models"])
+    for k, r in res["torch_over_onnxruntime"].items():
+        print(f"  {k:<48} torch eager / onnxruntime: {r['p50']:.1f}x at p50, {r['p99']:.1f}x at p99")
     samples = {**onnx["samples"], **(torch_r["samples"] if torch_r else {}), **phrase["samples"]}
 
     print("2. engine step (DNN step + sampling) and the sampler alone")
@@ -64,11 +75,29 @@ def main() -> None:
     tj = timing_jack.run(args.minutes, busy=args.busy)
     plots.timing(tj, args.out / "timing.png")
     res["timing"] = {k: v for k, v in tj.items() if k != "samples"}
-    for k in ("send_minus_due", "arrival_minus_due"):
-        s = tj[k]
-        print(f"  {k:<22} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs  (n={s['n']})")
-    print(f"  scheduling: {tj['scheduling']}; dropped as late: {tj['late_dropped']} of {tj['sent'] + tj['late_dropped']}")
-    print(f"  resident memory: {tj['rss_mib']}")
+    timing_jack.print_result(tj)
+
+    print(f"3c. harmonize reaction against a bare JACK loopback, {args.reaction_minutes:g} min"
+          + (" with one core busy" if args.busy else ""))
+    rj = reaction_jack.run(args.reaction_minutes, busy=args.busy)
+    reaction_jack.print_result(rj)
+    plots.reaction_cdf(rj, args.out / "reaction_cdf.png")
+    res["reaction"] = {k: v for k, v in rj.items() if k != "samples"}
+
+    modes = [m for m in args.modes.split(",") if m]
+    if modes:
+        print(f"3d. grid timing per mode, {args.mode_minutes:g} min each at {timing_jack.TEMPO} BPM")
+        per_mode = {}
+        for mode in modes:
+            if mode == "harmonize":
+                print("  harmonize: answers each note-on at once, off the grid: its figure is the reaction (3c)")
+                continue
+            print(f"  [{mode}]")
+            per_mode[mode] = timing_jack.run(args.mode_minutes, busy=args.busy, mode=mode)
+            timing_jack.print_result(per_mode[mode])
+        if per_mode:
+            plots.mode_timing(per_mode, args.out / "timing_modes.png")
+        res["timing_modes"] = {m: {k: v for k, v in r.items() if k != "samples"} for m, r in per_mode.items()}
 
     print("4. start-up")
     res["startup"] = startup.run()
@@ -76,7 +105,8 @@ def main() -> None:
         print(f"  {k:<28} {v:6.2f} s")
 
     (args.out / "results.json").write_text(json.dumps(res, indent=2, default=lambda o: np.asarray(o).tolist()))
-    print(f"\nwrote {args.out}/results.json, latency_cdf.png, timing.png")
+    print(f"\nwrote {args.out}/results.json, latency_cdf.png, timing.png, reaction_cdf.png"
+          + (", timing_modes.png" if modes else ""))
 
 
 if __name__ == "__main__":

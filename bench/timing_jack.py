@@ -6,6 +6,12 @@ repeated), and listens on liveperf's output from a third client. From liveperf's
 message sent, *send time minus due time*; from the listener, *arrival minus due time* (due = the nearest step of the
 song's grid, both on CLOCK_MONOTONIC). Resident memory of the liveperf process is sampled every second.
 Optionally a second process keeps one core busy (``busy=True``).
+
+``mode`` picks the song's mode: ``call_response`` (the main figure), ``duet`` (a bass voice every step beside the
+performer) or ``phrase`` (GAN phrases, best of 8, one every 2 bars). All three play on the grid, so *due* is the
+nearest grid step. ``harmonize`` is not measured here: it answers each note-on at once, off the grid, so "minus the
+nearest step" would measure where the performer played, not liveperf; its figure is the reaction latency
+(``bench.reaction_jack``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,25 @@ seed = 1
 """
 
 
+GRID_MODES = ("call_response", "duet", "phrase")
+MODE_FIELDS = {  # replaces the song's mode-specific lines of SETLIST
+    "call_response": "",
+    "duet": 'mode = "duet"\nvoice = "bass"\npitch_range = [36, 64]\n',
+    "phrase": 'mode = "phrase"\nphrase_model = "gan"\nphrase_every_bars = 2\ncandidates = 8\n',
+}
+
+
+def setlist_for(mode: str) -> str:
+    """The bench setlist with ``mode``'s fields (the song's range follows the voice)."""
+    if mode not in GRID_MODES:
+        raise ValueError(f"grid timing is measured for {', '.join(GRID_MODES)}; harmonize answers off the grid "
+                         f"(see bench.reaction_jack)")
+    text = SETLIST.replace('title = "Timing bench"', f'title = "Timing bench ({mode})"\n' + MODE_FIELDS[mode])
+    if mode == "duet":
+        text = text.replace("pitch_range = [52, 84]\n", "", 1)
+    return text
+
+
 def performer_events(seconds: float, step_ns: int) -> list[tuple[int, list[int]]]:
     """(offset ns, message): 3-bar cycles of 16 sixteenths then 32 steps of CC1 sweeps."""
     out, step, scale = [], 0, [64, 66, 67, 69, 71, 72, 74, 76]
@@ -70,16 +95,17 @@ def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def run(minutes: float, busy: bool = False) -> dict:
+def run(minutes: float, busy: bool = False, mode: str = "call_response") -> dict:
+    setlist = setlist_for(mode)
     server = start_jack_server(period=64)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"
     hog = _busy() if busy else None
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-bench-"))
-    (tmp / "set.toml").write_text(SETLIST)
+    (tmp / "set.toml").write_text(setlist)
     seconds = minutes * 60
     proc = subprocess.Popen([sys.executable, "-m", "liveperf.cli", "play", str(tmp / "set.toml"), "--backend", "jack",
-                             "--client-name", "lpb", "--duration", str(seconds + 2), "--report-json",
+                             "--client-name", "lpb", "--record-dir", str(tmp / "rec"), "--duration", str(seconds + 2), "--report-json",
                              str(tmp / "report.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     arrivals: list[tuple[int, tuple]] = []
     rss: list[tuple[float, int]] = []
@@ -157,7 +183,7 @@ def run(minutes: float, busy: bool = False) -> dict:
     rss_kib = [k for _, k in rss]
     settle = [k for t, k in rss if t >= 10] or rss_kib
     return {
-        "minutes": minutes, "tempo_bpm": TEMPO, "busy_core": busy, "scheduling": report.get("scheduling"),
+        "minutes": minutes, "mode": mode, "tempo_bpm": TEMPO, "busy_core": busy, "scheduling": report.get("scheduling"),
         "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": 64,
         "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
         "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_kib[-1] / 1024 if rss_kib else None,
@@ -165,3 +191,30 @@ def run(minutes: float, busy: bool = False) -> dict:
         "samples": {"send_ns": send.tolist(), "arrival": arr, "rss": rss},
         "liveperf_output_tail": out[-1500:],
     }
+
+
+def print_result(tj: dict) -> None:
+    for k in ("send_minus_due", "arrival_minus_due"):
+        s = tj[k]
+        if s["n"]:
+            print(f"  {k:<22} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs"
+                  f"  (n={s['n']})")
+    print(f"  scheduling: {tj['scheduling']}; dropped as late: {tj['late_dropped']} of {tj['sent'] + tj['late_dropped']}")
+    print(f"  resident memory: {tj['rss_mib']}")
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=GRID_MODES, default="call_response")
+    ap.add_argument("--minutes", type=float, default=1.0)
+    ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
+    args = ap.parse_args()
+    print(f"grid timing through JACK, mode {args.mode}, {args.minutes:g} min at {TEMPO} BPM"
+          + (" with one core busy" if args.busy else ""))
+    print_result(run(args.minutes, args.busy, args.mode))
+
+
+if __name__ == "__main__":
+    main()
