@@ -40,7 +40,6 @@ tempo_bpm = 240
 key = "C major"
 mode = "duet"
 channel = 2
-program = 5
 seed = 1
 
 [[song]]
@@ -59,6 +58,7 @@ tempo_bpm = 180
 key = "G major"
 mode = "duet"
 channel = 2
+program = 5
 seed = 3
 """
 
@@ -157,7 +157,7 @@ def test_a_desk_and_a_keyboard_run_the_show(jack_server, tmp_path):
     wire = play.monitor.check()
     assert not wire.stuck, wire.line()
     msgs = [d for _, d in play.monitor.snapshot()]
-    assert bytes([0xC1, 4]) in msgs  # song 1: program 5 on channel 2
+    assert bytes([0xC1, 4]) in msgs  # song 3: program 5 on channel 2 (song 1 starts before the monitor may listen)
     assert [bytes([0xB1, 0, 1]), bytes([0xB1, 32, 2]), bytes([0xC1, 11])] == [
         m for m in msgs if m in (bytes([0xB1, 0, 1]), bytes([0xB1, 32, 2]), bytes([0xC1, 11]))]  # song 2: bank 130
     doc = tomllib.loads(setlist_path.read_text())
@@ -169,3 +169,71 @@ def test_a_desk_and_a_keyboard_run_the_show(jack_server, tmp_path):
     assert wire_ons and fb_ons == wire_ons
     assert report["osc_in"]["errors_by_kind"].get("unknown_param") == 1
     assert report["control"]["program_changes"] == 1 and report["control"]["learned"] == 1
+
+
+KILL_SET = """\
+[show]
+stage_view = false
+[show.osc]
+enabled = false
+
+[[song]]
+title = "Kill the show"
+tempo_bpm = 240
+key = "A dorian"
+mode = "duet"
+channel = 2
+seed = 4
+take = "demo_reel_a"
+pitch_range = [36, 72]   # the duet model plays the bass voice
+"""
+
+
+def test_a_show_killed_with_sigkill_leaves_a_recoverable_recording(tmp_path):
+    """`liveperf play` itself killed with SIGKILL in bar 4: `liveperf recover` gives back every performer and
+    partner note of bars 1-3, the performer's at the exact ticks of its take."""
+    import json
+    import os
+    import signal
+    import sys
+
+    from liveperf.clock import InternalClock
+    from liveperf.io.file_input import take_events
+    from liveperf.io.midi_file import read_take
+    from liveperf.show import shipped_takes_dir
+    from test_recorder import read_song_file
+
+    (tmp_path / "set.toml").write_text(KILL_SET)
+    rec = tmp_path / "rec"
+    proc = subprocess.Popen([sys.executable, "-m", "liveperf.cli", "play", str(tmp_path / "set.toml"), "--backend",
+                             "file", "--record-dir", str(rec), "--duration", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: proc.poll() is not None or any(rec.glob("*.journal")), 60, "the song's journal")
+        journal = next(rec.glob("*.journal"))
+        header = json.loads(journal.read_text().split("\n", 1)[0].split(" ", 2)[2])
+        bar_ns = 1_000_000_000  # 4/4 at 240 BPM
+        kill_at = header["start_ns"] + 3 * bar_ns + 400_000_000  # in bar 4, well after bar 3's journal sync
+        while time.monotonic_ns() < kill_at:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    out = subprocess.run([sys.executable, "-m", "liveperf.cli", "recover", str(rec)], capture_output=True, text=True,
+                         timeout=60, env=os.environ.copy())
+    assert out.returncode == 0, out.stdout + out.stderr
+    mid = rec / "01-kill-the-show.mid"
+    assert mid.exists(), out.stdout
+    tpb, conductor, tracks = read_song_file(mid)
+    bar3 = 3 * 4 * tpb
+    take = read_take(shipped_takes_dir() / "demo_reel_a.mid")
+    clock = InternalClock(240, 4, header["start_ns"])
+    expected = [(round((ts - header["start_ns"]) * tpb / (bar_ns // 4)), data) for ts, data in take_events(take, clock)]
+    assert [e for e in tracks["performer"] if e[0] < bar3] == [e for e in expected if e[0] < bar3]
+    partner = [e for e in tracks["partner"] if e[0] < bar3]
+    assert partner and all(d[0] & 0x0F == 1 for _, d in partner)  # the duet partner on channel 2, bars 1-3
+    assert conductor[0] == (0, "set_tempo", 240.0)

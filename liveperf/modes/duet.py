@@ -38,6 +38,8 @@ class Duet(ListensToPerformer):
         self.rng = rng_state
         self.stats = ModeStats()
         self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
+        self._silent_for: np.ndarray | None = None  # the mask _silent_mask was made from
+        self._silent_mask: np.ndarray | None = None
         self.begin(0)
 
     @property
@@ -49,10 +51,6 @@ class Duet(ListensToPerformer):
         self._first = step
         self._partner_prev = melody.HOLD
         self.stepper.reset()
-
-
-
-
 
     def on_step(self, step: int) -> None:
         performer = self.grid.finalize(step - 1) if step > self._first else melody.HOLD
@@ -66,7 +64,7 @@ class Duet(ListensToPerformer):
             self.stepper.reset()
             self._partner_prev = melody.HOLD
             return
-        token = int(sample(logits, self.s.allowed, self.s.temperature, self.s.top_k, self.s.top_p, self.rng,
+        token = int(sample(logits, self._mask(), self.s.temperature, self.s.top_k, self.s.top_p, self.rng,
                            NO_CANDIDATE))
         if token == NO_CANDIDATE:
             self.stats.no_candidate += 1
@@ -74,6 +72,18 @@ class Duet(ListensToPerformer):
         self.stats.tokens += 1
         self._partner_prev = self.voice.play(step, due, token, self._velocity())
 
+    def _mask(self) -> np.ndarray:
+        """The key/range mask; while the voice is silent, without HOLD. The duet model learned from chorale voices,
+        which rest rarely: after a rest (partner token HOLD) it mostly predicts HOLD again, so an unmasked partner
+        that starts silent can stay silent for a whole song (measured: 64 of 64 steps HOLD on the modes tour's reel).
+        Silent, the choice is a note or an explicit rest (OFF)."""
+        if self.voice.held is not None:
+            return self.s.allowed
+        if self._silent_for is not self.s.allowed:
+            self._silent_for = self.s.allowed
+            self._silent_mask = self.s.allowed.copy()
+            self._silent_mask[melody.HOLD] = False
+        return self._silent_mask
 
     def stop(self, now_ns: int) -> None:
         self.voice.silence(now_ns, cancel=True)
