@@ -161,9 +161,12 @@ class VirtualScheduler:
         self._plan.push(max(due_ns, now), data)
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
-        self._advance(now_ns)
-        self._plan.cancel(channel, now_ns, now_ns)
-        self._advance(now_ns)
+        # A cut ahead of virtual now (a mode switch at the next bar line) waits in the heap, as in ``Scheduler``:
+        # jumping virtual time to it would send earlier messages scheduled after this call out of order.
+        now = min(now_ns, self._now_fn()) if self._now_fn else now_ns
+        self._advance(now)
+        self._plan.cancel(channel, now_ns, now)
+        self._advance(now)
 
     def panic(self, now_ns: int) -> None:
         """Drop everything pending on every channel and end every sounding note at ``now_ns``."""
