@@ -7,12 +7,18 @@ song 5) and every performer take; warms onnxruntime and the numba sampler; measu
   must fit in it, or notes would be dropped as late;
 - the **song budget**: the step's duration at the song's tempo minus a safety margin — even the slowest step (max)
   must fit, or the engine would fall behind the grid.
+The unit of work timed is the one of the song's mode: call-and-response times the melody DNN's step + sampling;
+duet the duet DNN's step + sampling; harmonize one reaction (the duet model's peek + consonance-masked sampling);
+phrase one whole 2-bar phrase (GAN best of K ranked by the critic, or VAE decode + sampling), the slowest thing
+the engine does in one step. Every model the song can switch to live is loaded and checked too.
 It also checks that the MIDI system opens virtual ports (a missing MIDI system is NO-GO only with
-``require_midi``). Runs in the caller's thread; the result is plain data (``CheckReport``) for the table and JSON.
+``require_midi``) and that the OSC server can listen where the setlist says (NO-GO: the desk could not reach us).
+Runs in the caller's thread; the result is plain data (``CheckReport``) for the table and JSON.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,11 +27,16 @@ import numpy as np
 
 from liveperf import melody
 from liveperf.io.midi_file import MidiFileError
-from liveperf.models.onnx_model import ModelLoadError, load_model, resolve_model_path
+from liveperf.models.metadata import ModelMetadataError
+from liveperf.models.onnx_model import ModelLoadError
+from liveperf.models.phrase_models import DuetStepper, GanModel
 from liveperf.models.step_model import OnnxStepper, StepError
-from liveperf.modes.call_response import settings_for
-from liveperf.sampler import new_rng_state, sample
-from liveperf.setlist import SetlistError, load_setlist
+from liveperf.modes.build import SongModels
+from liveperf.modes.harmonize import harmony_mask
+from liveperf.modes.phrase import GanPhrases, VaePhrases
+from liveperf.modes.settings import settings_for
+from liveperf.sampler import NO_CANDIDATE, new_rng_state, sample
+from liveperf.setlist import OscSettings, SetlistError, load_setlist
 
 SONG_BUDGET_MARGIN = 0.5  # use at most half of a step: the rest is for the scheduler, input and the OS
 
@@ -36,6 +47,8 @@ class SongCheck:
     title: str
     tempo_bpm: float
     model: str
+    mode: str = ""
+    unit: str = ""  # what one timed call is (the mode's unit of work)
     step_us: dict = field(default_factory=dict)  # p50 / p99 / max
     song_budget_us: float = 0.0
     stage_budget_us: float = 0.0
@@ -51,6 +64,7 @@ class CheckReport:
     setlist: str
     songs: list[SongCheck] = field(default_factory=list)
     midi: str = ""
+    osc: str = ""
     problems: list[str] = field(default_factory=list)  # not tied to one song
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -65,6 +79,7 @@ class CheckReport:
             "verdict": "GO" if self.go else "NO-GO",
             "songs": [{**asdict(s), "verdict": "GO" if s.go else "NO-GO"} for s in self.songs],
             "midi": self.midi,
+            "osc": self.osc,
             "problems": self.problems,
             "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
@@ -93,6 +108,73 @@ def measure_song(stepper: OnnxStepper, song, steps: int, warmup: int) -> dict:
         if i % (4 * s.response_steps) == 0:
             stepper.reset()  # phrases restart, as in a show
     return _percentiles_us(times)
+
+
+def _timed(fn, n: int, warmup: int) -> dict:
+    times = []
+    for i in range(warmup + n):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        t1 = time.perf_counter_ns()
+        if i >= warmup:
+            times.append(t1 - t0)
+    return _percentiles_us(times)
+
+
+def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str, dict]:
+    """(unit, p50/p99/max in µs) of the unit of work of ``song``'s mode (module docstring)."""
+    if song.mode == "call_response":
+        return "melody DNN step + sampling", measure_song(OnnxStepper(models.melody), song, steps, warmup)
+    s = settings_for(song, models.steps_per_beat)
+    rng = new_rng_state(song.seed)
+    spb = models.steps_per_beat
+    performer = [melody.on(p) for p in range(song.pitch_range[0], song.pitch_range[1] + 1) if song.key.contains(p)]
+    if song.mode in ("duet", "harmonize"):
+        stepper = DuetStepper(models.duet)
+        prev = [melody.HOLD]
+
+        def duet_step(i: int) -> None:
+            logits = stepper.feed(performer[i % len(performer)], prev[0], s.voice, i % spb)
+            token = int(sample(logits, s.allowed, s.temperature, s.top_k, s.top_p, rng, melody.HOLD))
+            prev[0] = token
+
+        def reaction(i: int) -> None:
+            tok = performer[i % len(performer)]
+            logits = stepper.peek(tok, prev[0], s.voice, i % spb)
+            sample(logits, harmony_mask(s.allowed, melody.pitch_of(tok)), s.temperature, s.top_k, s.top_p, rng,
+                   NO_CANDIDATE)
+            if i % spb == 0:
+                stepper.feed(tok, prev[0], s.voice, i % spb)  # the grid moves on between note-ons
+
+        if song.mode == "duet":
+            return "duet DNN step + sampling", _timed(duet_step, steps, warmup)
+        return "harmonize reaction (duet peek + masked sampling)", _timed(reaction, steps, warmup)
+    source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
+    history = np.array([performer[(k // 2) % len(performer)] if k % 2 == 0 else melody.HOLD
+                        for k in range(source.phrase_steps)], dtype=np.int64)
+    unit = (f"GAN phrase: best of {s.candidates} by the critic" if isinstance(source, GanPhrases) else
+            f"VAE phrase ({song.latent}): decode + sampling")
+    n = max(50, steps // 10)  # a phrase every few bars: fewer, longer calls
+    return unit, _timed(lambda i: source.next_phrase(s, history, rng), n, max(5, warmup // 20))
+
+
+def check_osc(osc: OscSettings) -> tuple[str, list[str]]:
+    """(description, problems): can the OSC server listen where the setlist says? Binds and closes at once."""
+    if not osc.enabled:
+        return "off", []
+    done, problems = [], []
+    for kind, port, name in ((socket.SOCK_DGRAM, osc.udp_port, "udp"), (socket.SOCK_STREAM, osc.tcp_port, "tcp")):
+        if port is None:
+            continue
+        family = socket.AF_INET6 if ":" in osc.host else socket.AF_INET
+        try:
+            with socket.socket(family, kind) as sock:
+                sock.bind((osc.host, port))
+                done.append(f"{name} {sock.getsockname()[1]}")
+        except OSError as exc:
+            problems.append(f"OSC {name} cannot listen on {osc.host}:{port} ({exc.strerror or exc}); is another "
+                            f"program (or liveperf) using it? Change [show.osc] {name}_port or stop the other program")
+    return (f"{osc.host}: {', '.join(done)} free" if done else "no OSC port"), problems
 
 
 def check_midi(require: bool) -> tuple[str, list[str], list[str]]:
@@ -127,36 +209,35 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
         return report
     from liveperf.show import ShowOptions, song_take
 
-    models = {}
+    cache: dict = {}
     for i, song in enumerate(setlist.songs):
-        sc = SongCheck(i + 1, song.title, song.tempo_bpm, song.model)
+        sc = SongCheck(i + 1, song.title, song.tempo_bpm, song.model, mode=song.mode)
         report.songs.append(sc)
-        model_path = resolve_model_path(song.model, setlist.path.parent)
-        try:
-            if model_path not in models:
-                models[model_path] = load_model(model_path, provider)
-            stepper = OnnxStepper(models[model_path])
-        except ModelLoadError as exc:
+        try:  # every model the song can switch to live: melody, duet and its phrase pair
+            models = SongModels.load(song, setlist.path.parent, provider, cache)
+        except (ModelLoadError, ModelMetadataError, StepError) as exc:
             sc.problems.append(f"model: {exc}")
             continue
         try:
             song_take(setlist, song, ShowOptions())
         except MidiFileError as exc:
             sc.problems.append(f"take: {exc}")
-        step_ns = 60e9 / (song.tempo_bpm * stepper.steps_per_beat)
+        step_ns = 60e9 / (song.tempo_bpm * models.steps_per_beat)
         sc.song_budget_us = round(step_ns * SONG_BUDGET_MARGIN / 1e3, 1)
         sc.stage_budget_us = round(setlist.lookahead_ms * 1e3, 1)
         try:
-            sc.step_us = measure_song(stepper, song, steps, warmup)
+            sc.unit, sc.step_us = measure_mode(models, song, steps, warmup)
         except StepError as exc:
             sc.problems.append(f"model step failed: {exc}")
             continue
         if sc.step_us["p99"] > sc.stage_budget_us:
-            sc.problems.append(f"step p99 {sc.step_us['p99']:.0f} µs > stage budget {sc.stage_budget_us:.0f} µs "
-                               f"(lookahead_ms): notes would be dropped as late")
+            sc.problems.append(f"{sc.unit}: p99 {sc.step_us['p99']:.0f} µs > stage budget {sc.stage_budget_us:.0f} "
+                               f"µs (lookahead_ms): notes would be dropped as late")
         if sc.step_us["max"] > sc.song_budget_us:
-            sc.problems.append(f"slowest step {sc.step_us['max']:.0f} µs > song budget {sc.song_budget_us:.0f} µs "
-                               f"(half a step at {song.tempo_bpm:g} BPM)")
+            sc.problems.append(f"{sc.unit}: slowest {sc.step_us['max']:.0f} µs > song budget "
+                               f"{sc.song_budget_us:.0f} µs (half a step at {song.tempo_bpm:g} BPM)")
+    report.osc, problems = check_osc(setlist.osc)
+    report.problems += problems
     if midi:
         report.midi, problems, warnings = check_midi(require_midi)
         report.problems += problems
@@ -176,10 +257,13 @@ def format_table(report: CheckReport) -> str:
         nums = (f"{st['p50']:>7.0f}µs {st['p99']:>6.0f}µs {st['max']:>6.0f}µs" if st else f"{'—':>9} {'—':>8} {'—':>8}")
         lines.append(f"{s.number:>2}  {s.title[:26]:<26} {s.tempo_bpm:>5g}  {nums}  {s.stage_budget_us:>5.0f}µs "
                      f"{s.song_budget_us:>5.0f}µs  {'GO' if s.go else 'NO-GO'}")
+        if s.unit:
+            lines.append(f"      {s.mode}: {s.unit}")
         for p in s.problems:
             lines.append(f"      ! {p}")
     lines.append("")
     lines.append(f"MIDI: {report.midi}")
+    lines.append(f"OSC: {report.osc}")
     for w in report.warnings:
         lines.append(f"warning: {w}")
     for p in report.problems:

@@ -15,7 +15,11 @@ pytestmark = pytest.mark.skipif(not (shipped_models_dir() / "melody_dnn.onnx").e
 SONG = '[[song]]\ntitle = "{title}"\ntempo_bpm = 120\nkey = "C major"\nmodel = "{model}"\n'
 
 
-def setlist(tmp_path, *songs, show="[show]\nlookahead_ms = 100\n"):
+# OSC on any free port: the check binds what the setlist names, and another show on this machine may hold 9000.
+FREE_OSC = "[show.osc]\nudp_port = 0\ntcp_port = 0\n"
+
+
+def setlist(tmp_path, *songs, show="[show]\nlookahead_ms = 100\n" + FREE_OSC):
     p = tmp_path / "set.toml"
     p.write_text(show + "".join(SONG.format(title=t, model=m) for t, m in songs))
     return p
@@ -91,5 +95,32 @@ def test_midi_ports_open_on_jack(jack_server, tmp_path, capsys):
 def test_demo_setlist_checks(tmp_path):
     shutil.copy(ROOT / "setlists" / "demo.toml", tmp_path / "demo.toml")
     text = (tmp_path / "demo.toml").read_text().replace("lookahead_ms = 8.0", "lookahead_ms = 100")
-    (tmp_path / "demo.toml").write_text(text)
+    (tmp_path / "demo.toml").write_text(text.replace("[[song]]", FREE_OSC + "\n[[song]]", 1))
     assert main(["check", str(tmp_path / "demo.toml"), "--steps", "200", "--no-midi"]) == 0
+
+
+def test_each_mode_times_its_own_unit_of_work(tmp_path):
+    text = (ROOT / "setlists" / "modes_tour.toml").read_text().replace("lookahead_ms = 8.0", "lookahead_ms = 100")
+    p = tmp_path / "tour.toml"
+    p.write_text(text.replace("[[song]]", FREE_OSC + "\n[[song]]", 1))
+    out = tmp_path / "c.json"
+    assert main(["check", str(p), "--json", str(out), "--steps", "200", "--no-midi"]) == 0
+    songs = json.loads(out.read_text())["songs"]
+    assert [s["mode"] for s in songs] == ["harmonize", "duet", "phrase"]
+    assert songs[0]["unit"].startswith("harmonize reaction") and songs[1]["unit"].startswith("duet DNN step")
+    assert songs[2]["unit"].startswith("VAE phrase") and songs[2]["step_us"]["n"] == 50
+
+
+def test_osc_port_in_use_is_no_go(tmp_path, capsys):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        p = setlist(tmp_path, ("One", "melody_dnn"),
+                    show=f"[show]\nlookahead_ms = 100\n[show.osc]\nudp_port = {port}\ntcp_port = -1\n")
+        out = tmp_path / "c.json"
+        assert main(["check", str(p), "--json", str(out), "--steps", "100", "--no-midi"]) == 1
+    text = capsys.readouterr().out
+    assert f"OSC udp cannot listen on 127.0.0.1:{port}" in text and "NO-GO" in text
+    assert json.loads(out.read_text())["songs"][0]["verdict"] == "GO"  # the songs are fine; the rig is not
