@@ -224,7 +224,7 @@ def note_burst(rng: random.Random, n: int) -> list[bytes]:
 @pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")
 def test_liveperf_plays_on_through_garbage_and_bursts(jack_server, tmp_path):
     rng = random.Random(11)
-    play = LivePlay(tmp_path, SETLIST, "lpf", duration_s=9)
+    play = LivePlay(tmp_path, SETLIST, "lpf", duration_s=7)
     try:
         junk = garbage(rng, 1500)
         _pace(play.send, junk, per_s=2000)

@@ -137,7 +137,10 @@ class LivePlay:
     ``finish()`` waits for the exit and returns (exit code, output, report dict or None). Owner's thread only."""
 
     def __init__(self, tmp: Path, setlist: str, name: str, extra: list[str] = (), duration_s: float = 10.0) -> None:
-        from jack_server import jack_connect, jack_ports
+        try:
+            from jack_server import jack_connect, jack_ports
+        except ImportError:  # run from bench/ as tests.jack_server
+            from tests.jack_server import jack_connect, jack_ports
 
         (tmp / f"{name}.toml").write_text(setlist)
         self.report_path = tmp / f"{name}-report.json"

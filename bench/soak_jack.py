@@ -1,0 +1,201 @@
+"""Real-time soak through JACK: `liveperf play` for minutes at 180 BPM with dense input, watched on the wire.
+
+    flock /tmp/liveperf-quiet.lock python -m bench.soak_jack --minutes 10     # the long form
+    python -m bench.soak_jack --minutes 0.25                                  # what tests/test_soak_jack.py runs
+
+A private JACK dummy server (48 kHz, 64 frames = 1.3 ms) is started. liveperf plays one song at 180 BPM as its own
+process; a performer client plays into its input (as bench/timing_jack.py: a bar of 16ths, then two bars of mod
+wheel every 16th), switches the mode every 4 bars through the song's mode CC (all four modes in turn) and sends a
+little garbage; the wire monitor (tests/wire_monitor.py, its own JACK client) records every output message.
+Resident memory of the liveperf process is sampled every second; growth is measured after a warm-up
+(``--warmup-s``): mean of the last 10 % of samples over the mean of the first 10 %. At the end liveperf gets
+SIGTERM, so every note-off of the end is checked too.
+
+Figures: stuck notes and note-offs without note-on on the wire, messages sent and dropped as late and send time
+minus due time (p50/p99/max, liveperf's own report), RSS growth. Exit 1 if a note stuck, liveperf crashed, or RSS grew
+more than 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from jack_server import start_jack_server  # noqa: E402
+from wire_monitor import LivePlay  # noqa: E402
+
+TEMPO = 180
+STEP_NS = int(60e9 / (TEMPO * 4))
+MODE_CC = 20
+SETLIST = f"""
+[show]
+lookahead_ms = 8
+late_tolerance_ms = 2
+stage_view = false
+[show.osc]
+enabled = false
+[[song]]
+title = "Soak"
+tempo_bpm = {TEMPO}
+key = "E minor"
+pitch_range = [52, 84]
+silence_steps = 2
+response_bars = 1
+temperature = 0.9
+mode_cc = {MODE_CC}
+channel = 2
+seed = 1
+"""
+MODE_VALUES = (0, 40, 70, 110)  # mode_cc value -> call_response, duet, harmonize, phrase (value * 4 // 128)
+
+
+def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
+    """(offset ns, message): 3-bar cycles of 16 sixteenths then 32 steps of CC1, a mode change every 4 bars,
+    a few garbage events per cycle."""
+    rng = random.Random(seed)
+    out, step, scale = [], 0, [64, 66, 67, 69, 71, 72, 74, 76]
+    while step * STEP_NS < seconds * 1e9:
+        for k in range(16):
+            p = scale[(k * 3 + step // 48) % len(scale)]
+            out.append(((step + k) * STEP_NS, bytes((0x90, p, 70 + k))))
+            out.append(((step + k) * STEP_NS + int(STEP_NS * 0.8), bytes((0x80, p, 0))))
+        for k in range(16, 48):
+            out.append(((step + k) * STEP_NS, bytes((0xB0, 1, (k * 5) % 128))))
+        for _ in range(3):
+            out.append(((step + rng.randrange(48)) * STEP_NS + 1000, bytes(rng.randrange(256) for _ in range(2))))
+        step += 48
+    for bar in range(0, step // 16, 4):
+        out.append((bar * 16 * STEP_NS - 3 * STEP_NS, bytes((0xB0, MODE_CC, MODE_VALUES[(bar // 4) % 4]))))
+    return sorted((t, m) for t, m in out if t >= 0)
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
+    server = start_jack_server(period=64)
+    env_before = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    os.environ["JACK_DEFAULT_SERVER"], os.environ["JACK_NO_START_SERVER"] = server.name, "1"
+    tmp = Path(tempfile.mkdtemp(prefix="liveperf-soak-"))
+    seconds = minutes * 60
+    rss: list[tuple[float, int]] = []
+    stop = threading.Event()
+    play = None
+    try:
+        play = LivePlay(tmp, SETLIST, "lpsoak", duration_s=seconds + 60)
+        pid = play.proc.pid
+
+        def sample_rss() -> None:
+            t0 = time.monotonic()
+            while not stop.is_set() and play.proc.poll() is None:
+                kib = rss_kib(pid)
+                if kib:
+                    rss.append((time.monotonic() - t0, kib))
+                stop.wait(1.0)
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
+        time.sleep(1.5)  # models load after the ports open
+        t0 = time.monotonic_ns()
+        next_log = 60.0
+        for off, msg in performer_events(seconds):
+            while (left := t0 + off - time.monotonic_ns()) > 0:
+                time.sleep(min(left / 1e9, 0.002))
+            if play.proc.poll() is not None:
+                break
+            play.send(msg)
+            if off / 1e9 >= next_log:
+                log(f"  {off / 60e9:5.1f} min: {play.monitor.check().line()}, RSS {rss[-1][1] / 1024 if rss else 0:.1f} MiB")
+                next_log += 60
+        crashed = play.proc.poll() is not None
+        time.sleep(0.5)
+        play.proc.send_signal(signal.SIGTERM)
+        code, out, report = play.finish(timeout_s=30)
+        stop.set()
+        sampler.join(2)
+    finally:
+        stop.set()
+        if play is not None:
+            play.kill()
+        server.stop()
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    summary = play.monitor.check()
+    after = [k for t, k in rss if t >= warmup_s] or [k for _, k in rss]
+    n = max(1, len(after) // 10)
+    first, last = (sum(after[:n]) / n, sum(after[-n:]) / n) if after else (float("nan"), float("nan"))
+    growth = 100.0 * (last - first) / first
+    return {
+        "minutes": minutes, "tempo_bpm": TEMPO, "exit_code": code, "crashed": crashed,
+        "wire": {"messages": summary.messages, "note_ons": summary.note_ons, "note_offs": summary.note_offs,
+                 "stuck": summary.stuck, "unmatched_offs": summary.unmatched_offs,
+                 "longest_note_ms": summary.longest_note_ns / 1e6},
+        "send_minus_due_us": report and report["timing_us"],
+        "sent": report and report["sent"], "late_dropped": report and report["late_dropped"],
+        "send_errors": report and report["send_errors"], "scheduling": report and report["scheduling"],
+        "switches": report and len(report["songs"][0]["switches"]),
+        "rss_mib": {"first": after[0] / 1024 if after else None, "last": after[-1] / 1024 if after else None,
+                    "max": max(after) / 1024 if after else None, "growth_pct": float(growth),
+                    "samples": len(after), "warmup_s": warmup_s},
+        "output_tail": out[-1200:],
+    }
+
+
+def ok(r: dict) -> bool:
+    return (not r["crashed"] and r["exit_code"] == 130 and r["wire"]["stuck"] == [] and r["wire"]["unmatched_offs"] == 0
+            and r["rss_mib"]["growth_pct"] <= 5.0)
+
+
+def format_result(r: dict) -> str:
+    w, g, m = r["wire"], r["send_minus_due_us"] or {}, r["rss_mib"]
+    return "\n".join([
+        f"JACK soak: {r['minutes']:g} min at {r['tempo_bpm']} BPM; exit code {r['exit_code']} (130 = SIGTERM at the "
+        f"end), crashed: {r['crashed']}; {r['switches']} mode switches",
+        f"wire: {w['messages']} messages, {w['note_ons']} note-ons, {w['note_offs']} note-offs, {len(w['stuck'])} stuck, "
+        f"{w['unmatched_offs']} note-offs without note-on, longest note {w['longest_note_ms']:.0f} ms",
+        f"liveperf: {r['sent']} sent, {r['late_dropped']} dropped as late, {r['send_errors']} send errors; "
+        f"scheduling: {r['scheduling']}",
+        f"send minus due (liveperf's report): p50 {g['p50']:.0f} µs, p99 {g['p99']:.0f} µs, max {g['max']:.0f} µs "
+        f"(n={g['n']}; later than the tolerance is dropped, never sent)" if g else "send minus due: nothing sent",
+        f"RSS after {m['warmup_s']:g} s warm-up: first {m['first']:.1f} MiB, last {m['last']:.1f} MiB, max "
+        f"{m['max']:.1f} MiB, growth {m['growth_pct']:+.2f} % ({m['samples']} samples)",
+        "RESULT: " + ("PASS" if ok(r) else "FAIL"),
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--warmup-s", type=float, default=30.0, help="RSS growth is measured after this (default 30)")
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = ap.parse_args(argv)
+    r = run(args.minutes, args.warmup_s)
+    print(format_result(r))
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2, default=str))
+    return 0 if ok(r) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
