@@ -188,7 +188,8 @@ class Show:
         ctl = self.controller = ShowController(
             setlist, indices, worker=worker, feedback=feedback, on_panic=lambda ts: scheduler.panic(),
             on_stop=self._stop_command, log=self.log,
-            on_learned=lambda mappings: self._store_learned(mappings))
+            on_learned=lambda mappings: self._store_learned(mappings),
+            counts=lambda: self._counts(scheduler))
         self._start_osc(report)
         if in_port is not None:
             in_port.start(lambda ts, data: inbox.put((ts, bytes(data))))
@@ -239,6 +240,14 @@ class Show:
             report.stopped = self.stopped_by or "signal"
         self._finish_report(report, scheduler, recorder, ctl, feedback)
         return report
+
+    def _counts(self, scheduler: Scheduler) -> tuple[int, int, int]:
+        """Engine thread, once a bar: (late-dropped, input dropped, errors) for the feedback. The scheduler's
+        counters are plain ints it alone writes; a read from here may be one message old, never torn."""
+        engine = self.controller.engine if self.controller is not None else None
+        ignored = engine.input_stats.ignored if engine is not None else 0
+        errors = scheduler.stats.send_errors + sum(m.stats.model_errors for m in engine.modes.values()) if engine else 0
+        return scheduler.stats.late_dropped, ignored, errors
 
     def _stop_command(self) -> None:
         self.stopped_by = "stop command"

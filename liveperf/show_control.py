@@ -54,7 +54,8 @@ class ShowController:
 
     def __init__(self, setlist: Setlist, playlist: list[int], *, worker=None, feedback=None,
                  on_panic: Callable[[int], None] = lambda ts: None, on_stop: Callable[[], None] = lambda: None,
-                 on_learned: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print) -> None:
+                 on_learned: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print,
+                 counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)) -> None:
         self.setlist = setlist
         self.playlist = list(playlist)
         self.worker = worker  # TimedWorker or None
@@ -63,6 +64,7 @@ class ShowController:
         self.on_stop = on_stop
         self.on_learned = on_learned
         self.log = log
+        self.counts = counts  # (late-dropped, input dropped, errors) for /liveperf/stats, read once a bar
         self.params = ParamStore()
         self.learn = MidiLearn(setlist.cc)
         self.stats = ControlStats()
@@ -226,6 +228,7 @@ class ShowController:
             if name != self._mode_shown:
                 self._mode_shown = name
                 self._feedback(due_ns, "mode", name)
+            self._feedback(due_ns, "counts", *self.counts())
 
     # ---- helpers -----------------------------------------------------------------------------------------------------
     def _select(self, value) -> None:
