@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="write the run's report (per song, and every message's send time minus due time) as JSON")
     play.add_argument("--no-realtime", action="store_true",
                       help="do not ask for SCHED_FIFO priority for the sending thread")
+    play.add_argument("--no-stage-view", action="store_true",
+                      help="no terminal status display or stage keys (also off when stdout is not a terminal, "
+                           "or with [show] stage_view = false)")
     ports = sub.add_parser("ports", help="list MIDI ports")
     ports.add_argument("--backend", choices=BACKENDS[:-1], default="auto")
     check = sub.add_parser("check", help="pre-gig check: GO / NO-GO for a setlist on this machine",
@@ -126,7 +129,7 @@ def _play(args) -> int:
     options = ShowOptions(input_path=args.input, record_path=args.record, record_dir=record_dir, backend=backend,
                           duration_s=args.duration,
                           provider=args.provider, client_name=args.client_name, seed=args.seed,
-                          realtime=not args.no_realtime)
+                          realtime=not args.no_realtime, stage_view=not args.no_stage_view)
     show = Show(setlist, options)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: show.stop_event.set())

@@ -41,6 +41,7 @@ from liveperf.scheduler import Scheduler
 from liveperf.setlist import Setlist, Song
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
+from liveperf.show_stage import StageFeed
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ShowOptions:
     lead_in_ms: float = 250.0
     seed: int | None = None  # overrides every song's seed
     realtime: bool = True  # ask for SCHED_FIFO for the scheduler thread (falls back, and says so)
+    stage_view: bool = False  # draw the stage view (and read stage keys) when stdout is a terminal
 
 
 @dataclass
@@ -185,11 +187,14 @@ class Show:
                               on_sent=lambda ts, data: self._on_sent(ts, data, recorder, worker, feedback),
                               realtime_priority=sending_priority(backend) if opts.realtime else None)
         inbox = self.inbox
+        stage = StageFeed(opts.stage_view and setlist.stage_view, setlist, inbox, log=self.log)
+        self.log = stage.log  # while the view draws, the show's lines go to it (and are printed after the show)
         ctl = self.controller = ShowController(
             setlist, indices, worker=worker, feedback=feedback, on_panic=lambda ts: scheduler.panic(),
             on_stop=self._stop_command, log=self.log,
             on_learned=lambda mappings: self._store_learned(mappings),
-            counts=lambda: self._counts(scheduler))
+            counts=lambda: self._counts(scheduler),
+            on_beat=lambda bar, beat: stage.beat(ctl, bar, beat, scheduler, self.osc))
         self._start_osc(report)
         if in_port is not None:
             in_port.start(lambda ts, data: inbox.put((ts, bytes(data))))
@@ -202,6 +207,7 @@ class Show:
         if opts.realtime and backend == "jack" and sending_priority("jack") is None:
             note = " (the JACK server runs without real-time priority: a FIFO sending thread would preempt it)"
         self.log(f"scheduler: {scheduler.scheduling}{note}")
+        stage.start()
         spb = models[indices[0]].steps_per_beat
         follow = setlist.clock == "midi" and in_port is not None
         # Following MIDI clock, one follower serves the whole show: a song change keeps the band's grid.
@@ -225,6 +231,10 @@ class Show:
                     if shared_clock is None:
                         first_step = 0
         finally:
+            stage.close()
+            self.log = stage._print
+            for line in stage.lines:  # what the view showed only briefly, for the record
+                self.log(line)
             scheduler.close()
             if in_port is not None:
                 in_port.close()

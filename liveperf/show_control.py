@@ -55,7 +55,8 @@ class ShowController:
     def __init__(self, setlist: Setlist, playlist: list[int], *, worker=None, feedback=None,
                  on_panic: Callable[[int], None] = lambda ts: None, on_stop: Callable[[], None] = lambda: None,
                  on_learned: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print,
-                 counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)) -> None:
+                 counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
+                 on_beat: Callable[[int, int], None] = lambda bar, beat: None) -> None:
         self.setlist = setlist
         self.playlist = list(playlist)
         self.worker = worker  # TimedWorker or None
@@ -65,6 +66,7 @@ class ShowController:
         self.on_learned = on_learned
         self.log = log
         self.counts = counts  # (late-dropped, input dropped, errors) for /liveperf/stats, read once a bar
+        self.on_beat = on_beat  # (bar, beat), engine thread: the stage view's snapshot
         self.params = ParamStore()
         self.learn = MidiLearn(setlist.cc)
         self.stats = ControlStats()
@@ -222,6 +224,7 @@ class ShowController:
         if step % spb == 0:
             bar, beat = step // self._steps_per_bar + 1, (step % self._steps_per_bar) // spb + 1
             self._feedback(due_ns, "beat", bar, beat)
+            self.on_beat(bar, beat)
         if step % self._steps_per_bar == 0 and self.engine is not None:
             pending = getattr(self.engine, "_pending_mode", None)
             name = pending or self.engine.mode_name  # the engine switches at this bar line, after this call
