@@ -139,8 +139,10 @@ class VirtualScheduler:
         self.held = self._plan.held
         self.late_tolerance_ns = late_tolerance_ns
         self._now_fn = now_fn
+        self._until_ns = 0  # everything due up to here has gone out
 
     def _advance(self, now_ns: int) -> None:
+        self._until_ns = max(self._until_ns, now_ns)
         while (item := self._plan.pop_due(now_ns)) is not None:
             for data in self._plan.to_send(item):
                 self._emit(item.due_ns, data)
@@ -161,15 +163,17 @@ class VirtualScheduler:
         self._plan.push(max(due_ns, now), data)
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
-        # A cut ahead of virtual now (a mode switch at the next bar line) waits in the heap, as in ``Scheduler``:
-        # jumping virtual time to it would send earlier messages scheduled after this call out of order.
-        now = min(now_ns, self._now_fn()) if self._now_fn else now_ns
+        # As in ``Scheduler``, the cut is at max(now_ns, now): a cut ahead of virtual now (a mode switch at the next
+        # bar line) waits in the heap (jumping time to it would send messages scheduled after this call out of
+        # order); one stamped earlier (a transport Stop) cannot undo what is due by now: it ends it.
+        now = self._now_fn() if self._now_fn else max(now_ns, self._until_ns)
         self._advance(now)
         self._plan.cancel(channel, now_ns, now)
         self._advance(now)
 
     def panic(self, now_ns: int) -> None:
         """Drop everything pending on every channel and end every sounding note at ``now_ns``."""
+        now_ns = max(now_ns, self._until_ns)
         self._advance(now_ns)
         self._plan.cancel(None, now_ns, now_ns)
         self._advance(now_ns)

@@ -152,7 +152,7 @@ def _message(op) -> bytes:
     return note_on(ch, pitch, 80) if op[0] == "on" else note_off(ch, pitch)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(OPS)
 def test_real_scheduler_any_interleaving_leaves_no_stuck_note(ops):
     sched, port, clock = stepped(0)
@@ -175,7 +175,7 @@ def test_real_scheduler_any_interleaving_leaves_no_stuck_note(ops):
     assert sched.held_count == 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(OPS)
 def test_virtual_scheduler_any_interleaving_leaves_no_stuck_note(ops):
     now = [0]

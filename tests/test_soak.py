@@ -14,7 +14,7 @@ from liveperf.models.onnx_model import shipped_models_dir
 pytestmark = pytest.mark.skipif(not (shipped_models_dir() / "melody_dnn.onnx").exists(), reason="no shipped model")
 
 
-@pytest.mark.parametrize("seed", [2, 3])
+@pytest.mark.parametrize("seed", [2])
 def test_virtual_soak_every_song_every_mode(seed):
     r = soak.run(minutes=4, seed=seed, segment_minutes=0.5, log=lambda line: None)
     print(soak.format_result(r))
