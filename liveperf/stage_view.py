@@ -9,7 +9,7 @@ Three pieces with one-way data flow, so the display can never slow the engine do
   (big block digits for bar:beat and tempo when they fit, plain text below ~40 columns, ASCII-only terminals).
 - ``StageView``: ``update(state)`` is one reference assignment (latest wins, never blocks). A feeder thread sends
   the newest state, at most ~10 times a second, as one JSON line to a display process (``python -m
-  liveperf.stage_view``) that draws it with ``rich.live.Live`` on the same terminal. When the view is switched off
+  liveperf.stage_display``) that draws it with ``rich.live.Live`` on the same terminal. When the view is switched off
   or stdout is not a terminal (a headless rig, output piped to a log) it does nothing.
 
 Why a process: laying out one frame with rich is ~1.5 ms of pure Python, and a thread doing it holds the GIL that
@@ -26,8 +26,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import select
-import signal
 import subprocess
 import sys
 import threading
@@ -353,7 +351,7 @@ class StageView:
             root = str(Path(__file__).resolve().parents[1])  # the same liveperf, installed or not
             env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "liveperf.stage_view", "--refresh-hz", str(self._refresh_hz)],
+                [sys.executable, "-m", "liveperf.stage_display", "--refresh-hz", str(self._refresh_hz)],
                 stdin=subprocess.PIPE, stdout=self._stream, env=env, bufsize=0)
             self._stop.clear()
             self._feeder = threading.Thread(target=self._feed, name="stage-view", daemon=True)
@@ -418,44 +416,3 @@ class StageView:
                     self.error = e
                     return
             self._stop.wait(period_s)
-
-
-def _display_main(refresh_hz: float) -> int:
-    """The display process: read JSON states from stdin, draw the newest with rich's Live on stdout, at most
-    ``refresh_hz`` times a second and only when the state or the terminal size changed; end at end of input."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the show's to handle; we end when it closes our pipe
-    console = Console()
-    live = Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False, redirect_stderr=False)
-    fd = sys.stdin.fileno()
-    period_s = 1.0 / refresh_hz
-    pending = b""
-    line: bytes | None = None
-    drawn: tuple | None = None
-    live.start()
-    try:
-        while True:
-            if select.select([fd], [], [], period_s)[0]:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    return 0
-                *lines, pending = (pending + chunk).split(b"\n")
-                if lines:
-                    line = lines[-1]  # latest wins
-            if line is None or (line, console.size) == drawn:
-                continue
-            try:
-                view: Any = render(decode_state(line))
-            except (ValueError, TypeError) as e:  # a bug on the sending side: say so on screen, keep drawing
-                view = Text(f"stage view cannot read this state: {e}", style=WARN)
-            live.update(view, refresh=True)
-            drawn = (line, console.size)
-    finally:
-        live.stop()
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="liveperf stage view display process (started by StageView)")
-    parser.add_argument("--refresh-hz", type=float, default=REFRESH_HZ)
-    sys.exit(_display_main(parser.parse_args().refresh_hz))

@@ -319,7 +319,7 @@ def test_stage_view_whose_display_was_killed_still_gives_the_cursor_back(tty_out
 
 def test_display_process_reads_states_shows_bad_lines_ignores_ctrl_c_and_ends_at_eof(tty_out):
     stream, reader = tty_out
-    proc = subprocess.Popen([sys.executable, "-m", "liveperf.stage_view", "--refresh-hz", "50"],
+    proc = subprocess.Popen([sys.executable, "-m", "liveperf.stage_display", "--refresh-hz", "50"],
                             stdin=subprocess.PIPE, stdout=stream, cwd=ROOT)
     try:
         proc.stdin.write(b"not a state\n")
