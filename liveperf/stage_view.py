@@ -37,7 +37,6 @@ from typing import Any
 
 from rich.box import ASCII, ROUNDED
 from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
