@@ -126,6 +126,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
                 log(f"  {off / 60e9:5.1f} min: {play.monitor.check().line()}, RSS {rss[-1][1] / 1024 if rss else 0:.1f} MiB")
                 next_log += 60
         crashed = play.proc.poll() is not None
+        stop.set()  # memory is measured while playing, not while the process writes its report and exits
         time.sleep(0.5)
         play.proc.send_signal(signal.SIGTERM)
         code, out, report = play.finish(timeout_s=30)
