@@ -52,6 +52,7 @@ class InputStats:
     taps: int = 0
     mode_changes: int = 0
     echoes: int = 0
+    all_notes_off: int = 0  # CC 120 / 123 from the controller (a panic button, a stuck key's cure)
     ignored: int = 0
 
 
@@ -151,6 +152,9 @@ class Engine:
         elif kind == 0x80 or kind == 0x90:
             self.input_stats.note_offs += 1
             self.mode.note_off(ts_ns, data[1])
+        elif kind == 0xB0 and data[1] in (120, 123):  # All Sound Off / All Notes Off: every key is up
+            self.input_stats.all_notes_off += 1
+            self.mode.release_performer(ts_ns)
         elif kind == 0xB0 and data[1] == self.trigger_cc and data[2] >= 64:
             self.input_stats.triggers += 1
             self.mode.trigger()

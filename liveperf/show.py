@@ -14,7 +14,7 @@ import gc
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -41,6 +41,7 @@ from liveperf.scheduler import Scheduler
 from liveperf.setlist import Setlist, Song
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
+from liveperf.show_report import ShowReport, SongReport
 from liveperf.show_stage import StageFeed
 
 
@@ -57,51 +58,6 @@ class ShowOptions:
     seed: int | None = None  # overrides every song's seed
     realtime: bool = True  # ask for SCHED_FIFO for the scheduler thread (falls back, and says so)
     stage_view: bool = False  # draw the stage view (and read stage keys) when stdout is a terminal
-
-
-@dataclass
-class SongReport:
-    title: str
-    tempo_bpm: float
-    steps: int = 0
-    performer_notes: int = 0
-    responses: int = 0
-    interrupted: int = 0
-    partner_tokens: int = 0
-    phrases: int = 0
-    harmonies: int = 0
-    model_errors: int = 0
-    echoes: int = 0
-    switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
-    clock: str = "internal"
-    clock_stats: dict = field(default_factory=dict)  # MIDI clock follower counters, when following
-    error: str = ""
-    start_ns: int = 0  # monotonic ns of the song's step 0
-    step_ns: float = 0.0  # one grid step in ns
-    end_ns: int = 0  # where it ended: the bar line of a song change, or when it stopped
-    next_song: int | None = None  # setlist index of the song that followed by a song change (None: in order/end)
-
-
-@dataclass
-class ShowReport:
-    backend: str
-    songs: list[SongReport] = field(default_factory=list)
-    sent: int = 0
-    late_dropped: int = 0
-    send_errors: int = 0
-    timing_us: dict = field(default_factory=dict)  # p50/p99/max of send time minus due time
-    record_path: Path | None = None
-    record_files: list[Path] = field(default_factory=list)
-    record_errors: int = 0
-    recovered: list[Path] = field(default_factory=list)
-    stopped: str = "end"
-    scheduling: str = ""
-    errors_ns: list[int] = field(default_factory=list)  # send time minus due time of every message sent
-    control: dict = field(default_factory=dict)  # show control counters (ShowController.stats)
-    osc_ports: dict = field(default_factory=dict)  # bound OSC ports
-    osc_in: dict = field(default_factory=dict)  # OSC input counters (OscServer.stats)
-    osc_feedback: dict = field(default_factory=dict)
-    osc_error: str = ""
 
 
 class NullPort:
@@ -248,7 +204,7 @@ class Show:
             recorder.close()  # after the scheduler: its last note-offs belong in the last song
         if self.stop_event.is_set():
             report.stopped = self.stopped_by or "signal"
-        self._finish_report(report, scheduler, recorder, ctl, feedback)
+        self._finish_report(report, scheduler, recorder, ctl, feedback, in_port)
         return report
 
     def _counts(self, scheduler: Scheduler) -> tuple[int, int, int]:
@@ -297,7 +253,7 @@ class Show:
         self.log(f"MIDI learn: saved {len(mappings)} mapping(s) to {self.setlist.path}")
 
     def _finish_report(self, report: ShowReport, scheduler: Scheduler, recorder: Recorder, ctl: ShowController,
-                       feedback) -> None:
+                       feedback, in_port) -> None:
         opts = self.options
         report.sent = scheduler.stats.sent
         report.late_dropped = scheduler.stats.late_dropped
@@ -309,6 +265,13 @@ class Show:
             report.timing_us = {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),
                                 "max": float(errs.max() / 1e3), "n": int(errs.size)}
         report.control = dataclasses.asdict(ctl.stats)
+        report.unheld_offs = scheduler.stats.unheld_offs
+        report.cancelled = scheduler.stats.cancelled
+        report.input = {k: getattr(in_port, k) for k in ("received", "malformed", "salvaged", "filtered", "dropped")
+                        if in_port is not None and hasattr(in_port, k)}
+        report.input["ignored"] = sum(s.input_ignored for s in report.songs)
+        report.input["all_notes_off"] = sum(s.all_notes_off for s in report.songs)
+        report.input["unrecordable"] = recorder.unrecordable
         if self.osc is not None:
             report.osc_in = dataclasses.asdict(self.osc.stats)
         if feedback is not None:
@@ -395,6 +358,8 @@ class Show:
         rep.steps = end[1] - first_step
         rep.performer_notes = engine.input_stats.note_ons
         rep.echoes = engine.input_stats.echoes
+        rep.input_ignored = engine.input_stats.ignored
+        rep.all_notes_off = engine.input_stats.all_notes_off
         rep.switches = list(engine.switches)
         rep.end_ns = end[0]
         rep.next_song = ctl.pending_song

@@ -240,3 +240,13 @@ def test_internal_clock_master_sends_start_ticks_and_stop():
     ticks = [t for t, m in wire if m == ("raw", 0xF8)]
     assert ticks == [i * 25_000_000 for i in range(48)]
     assert wire[-1] == (8 * 150_000_000, ("raw", 0xFC))
+
+
+def test_all_notes_off_from_the_controller_releases_the_performer():
+    # A key whose note-off never came (a flaky cable): the controller's All Notes Off (CC 123) lets go of it,
+    # and the harmony under it ends there too.
+    stepper = ScriptedDuet(ranking=(-4,))  # a major third below E4: C4
+    events = [(int(0.5 * S), note_on(0, 64, 100)), (int(3.5 * S), control_change(0, 123, 0))]
+    wire, engine, _ = run_engine(events, harmonize_engine(stepper), InternalClock(120, 4, 0), steps=8)
+    assert wire == [(int(0.5 * S), ("on", 1, 60, 85)), (int(3.5 * S), ("off", 1, 60))]
+    assert engine.input_stats.all_notes_off == 1 and not engine.mode.grid.sounding

@@ -411,3 +411,19 @@ def test_save_in_folder_mode_gives_the_same_file(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     assert folder.save(tmp_path / "c.mid").read_bytes() == a.read_bytes()  # after close too
     assert sorted(p.name for p in (tmp_path / "songs").iterdir()) == ["01-one.mid", "02-two.mid"]
+
+
+def test_messages_a_midi_file_cannot_hold_are_dropped_and_counted_not_fatal(tmp_path):
+    """A stray System Reset (FF) once killed the writer thread (mido refuses realtime messages in files)."""
+    rec = Recorder(folder=tmp_path)
+    rec.begin_song("Junk", 120, 0, 4)
+    for junk in (b"\xff", b"\xf8", b"\x90\x40", b"\x90\x80\x10", b"", b"\xf0\x01\x02", b"\xf3\x01"):
+        rec.add("performer", 1_000, junk)
+    rec.add("performer", 0, on(60))
+    rec.add("performer", EIGHTH_120_NS, off(60))
+    rec.add("partner", 0, b"\xf0\x7e\x01\xf7")  # a whole sysex is kept
+    rec.close()
+    assert rec.unrecordable == 7 and rec.healthy
+    _, _, tracks = read_song_file(tmp_path / "01-junk.mid")
+    assert tracks["performer"] == [(0, on(60)), (480, off(60))]
+    assert tracks["partner"] == [(0, b"\xf0\x7e\x01\xf7")]

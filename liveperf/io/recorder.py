@@ -91,6 +91,7 @@ class Recorder:
         ``on_error(message)`` is called on the writer thread when the recording stops being safe on disk; it must
         not block."""
         self.ticks_per_beat = ticks_per_beat
+        self.unrecordable = 0  # messages ``add`` refused (not storable in a MIDI file)
         self.folder = None if folder is None else Path(folder)
         self.sync_delay_ns = sync_delay_ns
         self.stats = RecorderStats()
@@ -118,10 +119,16 @@ class Recorder:
         self._q.put(_SongMark(title, tempo_bpm, start_ns, beats_per_bar))
 
     def add(self, track: str, ts_ns: int, data: bytes) -> None:
-        """Record raw MIDI ``data`` on ``track`` ("performer" or "partner") at monotonic ``ts_ns``."""
+        """Record raw MIDI ``data`` on ``track`` ("performer" or "partner") at monotonic ``ts_ns``. Only what a MIDI
+        file can hold is kept (channel messages, whole sysex); anything else (a stray System Reset, clock, a
+        malformed message) is counted in ``unrecordable`` and dropped here, so it can never stop the writer."""
         if track not in TRACKS:
             raise ValueError(f"recorder track {track!r}: want one of {TRACKS}")
-        self._q.put((track, ts_ns, bytes(data)))
+        data = bytes(data)
+        if not _recordable(data):
+            self.unrecordable += 1  # a plain counter: a lost increment between two threads is harmless
+            return
+        self._q.put((track, ts_ns, data))
 
     def end_song(self) -> None:
         """The current song is over: write its ``.mid``. Events added later still reach it (the file is rewritten at
@@ -414,3 +421,14 @@ def _close_file(f) -> None:
         f.close()
     except OSError:  # closing after a write error flushes again and fails again; the error is already counted
         pass
+
+
+def _recordable(data: bytes) -> bool:
+    """A complete channel message, or a whole sysex: what a standard MIDI file track can hold."""
+    if not data:
+        return False
+    status = data[0]
+    if 0x80 <= status < 0xF0:
+        want = 2 if status & 0xE0 == 0xC0 else 3
+        return len(data) == want and all(b < 0x80 for b in data[1:])
+    return status == 0xF0 and len(data) >= 2 and data[-1] == 0xF7 and all(b < 0x80 for b in data[1:-1])

@@ -1,0 +1,57 @@
+"""What a show reports: per song and for the whole show (counters, timing, recording, control, OSC, input).
+Plain data, filled by ``liveperf.show`` after each song and at the end; printed by the CLI and written as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class SongReport:
+    title: str
+    tempo_bpm: float
+    steps: int = 0
+    performer_notes: int = 0
+    responses: int = 0
+    interrupted: int = 0
+    partner_tokens: int = 0
+    phrases: int = 0
+    harmonies: int = 0
+    model_errors: int = 0
+    echoes: int = 0
+    switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
+    clock: str = "internal"
+    clock_stats: dict = field(default_factory=dict)  # MIDI clock follower counters, when following
+    error: str = ""
+    start_ns: int = 0  # monotonic ns of the song's step 0
+    step_ns: float = 0.0  # one grid step in ns
+    end_ns: int = 0  # where it ended: the bar line of a song change, or when it stopped
+    next_song: int | None = None  # setlist index of the song that followed by a song change (None: in order/end)
+    input_ignored: int = 0  # performer messages the engine did not use (wrong kind, channel, garbage)
+    all_notes_off: int = 0
+
+
+@dataclass
+class ShowReport:
+    backend: str
+    songs: list[SongReport] = field(default_factory=list)
+    sent: int = 0
+    late_dropped: int = 0
+    send_errors: int = 0
+    timing_us: dict = field(default_factory=dict)  # p50/p99/max of send time minus due time
+    record_path: Path | None = None
+    record_files: list[Path] = field(default_factory=list)
+    record_errors: int = 0
+    recovered: list[Path] = field(default_factory=list)
+    stopped: str = "end"
+    scheduling: str = ""
+    errors_ns: list[int] = field(default_factory=list)  # send time minus due time of every message sent
+    control: dict = field(default_factory=dict)  # show control counters (ShowController.stats)
+    osc_ports: dict = field(default_factory=dict)  # bound OSC ports
+    osc_in: dict = field(default_factory=dict)  # OSC input counters (OscServer.stats)
+    osc_feedback: dict = field(default_factory=dict)
+    osc_error: str = ""
+    input: dict = field(default_factory=dict)  # performer input: port counters and what the engines ignored
+    unheld_offs: int = 0  # note-offs not sent: their note was not sounding (see scheduler.TimingStats)
+    cancelled: int = 0
