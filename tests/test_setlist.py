@@ -99,3 +99,59 @@ def test_find_songs(tmp_path):
     assert sl.find("2") == [1] and sl.find("reel") == [1]
     with pytest.raises(SetlistError, match="songs 1..2"):
         sl.find("3")
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("density", "1.5", "0.0 to 1.0"),
+    ("program", "0", "1..128"),
+    ("program", "129", "1..128"),
+    ("bank", "16384", "0..16383"),
+    ("select_program", '"one"', "1..128"),
+    ("select_bank", "-2", "0..16383"),
+    ("phrase_every_bars", "1", "2 to 16"),
+    ("sigma", "3.5", "0.0 to 3.0"),
+    ("top_k", "130", "0 to 129"),
+    ("velocity", "0", "'follow'"),
+])
+def test_bad_show_control_song_fields(tmp_path, field, value, allowed):
+    test_bad_values_name_song_field_and_allowed(tmp_path, field, value, allowed)
+
+
+@pytest.mark.parametrize("show, message", [
+    ('program_change = "maybe"', "field 'program_change' = 'maybe' is not allowed; it must be one of select, ignore"),
+    ("stage_view = 1", "field 'stage_view' = 1 is not allowed; it must be true or false"),
+    ("midi_in = 3", "field 'midi_in' = 3"),
+    ("cc = {param = 'temperature'}", "field 'cc'"),
+    ("cc = [{param = 'nope', channel = 1, cc = 7}]", "unknown parameter 'nope'"),
+    ("cc = [{param = 'temperature', channel = 17, cc = 7}]", "channel: 17 is not allowed; an integer from 1 to 16"),
+    ("cc = [{param = 'temperature', channel = 1, cc = 7, extra = 1}]", "exactly param, channel"),
+    ("[show.osc]\nport = 9000", r"\[show.osc\]: unknown field\(s\) \['port'\]"),
+    ("[show.osc]\nhost = 'stage.local'", "field 'host' = 'stage.local'"),
+    ("[show.osc]\nudp_port = 70000", "field 'udp_port' = 70000"),
+    ("[show.osc]\nallow = ['192.168.1.0/33']", "'192.168.1.0/33' is not an IP address or network"),
+    ("[show.osc]\nfeedback = ['10.0.0.5']", "'10.0.0.5' is not allowed"),
+    ("[show.osc]\nfeedback = ['desk.local:8000']", "'desk.local:8000' is not allowed"),
+    ("[show.osc]\nfeedback_protocol = 'http'", "one of udp, tcp"),
+    ("[show.osc]\nrate_limit_per_s = 0", "field 'rate_limit_per_s' = 0"),
+    ("osc = 5", r"\[show.osc\]: must be a table"),
+])
+def test_bad_show_fields_name_the_field_and_what_is_allowed(tmp_path, show, message):
+    p = write(tmp_path, "[show]\n" + show + "\n[[song]]\n" + GOOD_SONG)
+    with pytest.raises(SetlistError, match=message) as err:
+        load_setlist(p)
+    assert str(p) in str(err.value)
+
+
+def test_show_control_fields_parse(tmp_path):
+    text = ("[show]\nprogram_change = 'ignore'\nstage_view = false\nmidi_in = 'Keystation'\nrecord_dir = 'takes'\n"
+            "cc = [{param = 'density', channel = 2, cc = 1}]\n[show.osc]\nhost = '0.0.0.0'\nudp_port = 8000\n"
+            "tcp_port = -1\nallow = ['192.168.1.0/24']\nfeedback = ['192.168.1.20:7000', 'localhost:9999']\n"
+            "[[song]]\n" + GOOD_SONG + "program = 5\nbank = 130\nselect_program = 12\ndensity = 0.5\n")
+    sl = load_setlist(write(tmp_path, text))
+    assert (sl.program_change, sl.stage_view, sl.midi_in, sl.record_dir) == ("ignore", False, "Keystation", "takes")
+    assert sl.cc == ({"param": "density", "channel": 2, "cc": 1},)
+    assert (sl.osc.host, sl.osc.udp_port, sl.osc.tcp_port, sl.osc.allow) == ("0.0.0.0", 8000, None, ("192.168.1.0/24",))
+    assert sl.osc.feedback == (("192.168.1.20", 7000), ("127.0.0.1", 9999))
+    s = sl.songs[0]
+    assert (s.program, s.bank, s.select_program, s.select_bank, s.density) == (5, 130, 12, None, 0.5)
+    assert sl.song_for_program(11, None) == 0 and sl.song_for_program(0, None) is None
