@@ -250,3 +250,15 @@ def test_all_notes_off_from_the_controller_releases_the_performer():
     wire, engine, _ = run_engine(events, harmonize_engine(stepper), InternalClock(120, 4, 0), steps=8)
     assert wire == [(int(0.5 * S), ("on", 1, 60, 85)), (int(3.5 * S), ("off", 1, 60))]
     assert engine.input_stats.all_notes_off == 1 and not engine.mode.grid.sounding
+
+
+def test_a_harmony_never_strikes_a_pitch_whose_capped_note_off_is_still_pending():
+    # max 2 steps: held from step 1, the cap ends C4 at step 3 (due 3S, computed 8 ms ahead). The performer lets go
+    # and re-strikes E4 just before 3S; its harmony is C4 again and waits for the pending note-off:
+    # on, off, on -- never on, on, off (a double strike, and a stuck voice on synths that stack).
+    stepper = ScriptedDuet(ranking=(-4,))
+    events = [(int(0.5 * S), note_on(0, 64, 100)), (3 * S - 5_000_000, note_off(0, 64)),
+              (3 * S - 4_000_000, note_on(0, 64, 100)), (int(3.5 * S), note_off(0, 64))]
+    wire, _, _ = run_engine(events, harmonize_engine(stepper, max_note_steps=2), InternalClock(120, 4, 0), steps=6)
+    assert wire == [(int(0.5 * S), ("on", 1, 60, 85)), (3 * S, ("off", 1, 60)), (3 * S, ("on", 1, 60, 85)),
+                    (int(3.5 * S), ("off", 1, 60))]

@@ -5,6 +5,9 @@ Every mode plays through a ``PartnerVoice``, so the rules that keep notes from s
 - a note held for ``max_note_steps`` is ended (a droning partner is worse than a rest);
 - ``silence(at_ns, cancel)`` ends the note at ``at_ns``; with ``cancel`` it also drops what was scheduled ahead on
   the channel (``OutputSink.cancel_pending``), and a note whose onset was still in the future needs no note-off;
+- a note-on never goes out before a note-off still pending for the same pitch (a capped note's off is due at the
+  next step, computed ahead; a harmony on that pitch answering the performer *now* waits for it, at most the
+  lookahead) — otherwise the synth hears on, on, off: a double strike, and a stuck voice on synths that stack;
 - ``density`` < 1 turns that share of note-ons into rests (drawn from the voice's own seeded RNG, so a density of 1
   draws nothing and leaves every other random stream as it was).
 Engine thread only; times in ns from the clock, steps on the song's grid.
@@ -27,14 +30,19 @@ class PartnerVoice:
         self.max_note_steps = max_note_steps
         self.density = density
         self._rng = np.random.default_rng(seed)
+        self._off_due: dict[int, int] = {}  # pitch -> due ns of the latest note-off scheduled for it
         self.held: tuple[int, int, int] | None = None  # (pitch, onset step, onset ns) of the sounding note
+
+    def _off(self, due_ns: int, pitch: int) -> None:
+        self.sink.schedule(due_ns, note_off(self.channel, pitch))
+        self._off_due[pitch] = max(due_ns, self._off_due.get(pitch, due_ns))
 
     def play(self, step: int, due_ns: int, token: int, velocity: int) -> int:
         """Play ``token`` at grid ``step`` (due at ``due_ns``); returns the token actually played."""
         if self.held is not None and token == melody.HOLD and step - self.held[1] >= self.max_note_steps:
             token = melody.OFF
         if token != melody.HOLD and self.held is not None:
-            self.sink.schedule(due_ns, note_off(self.channel, self.held[0]))
+            self._off(due_ns, self.held[0])
             self.held = None
         if melody.is_on(token) and not self.start(melody.pitch_of(token), velocity, step, due_ns):
             return melody.OFF
@@ -43,10 +51,11 @@ class PartnerVoice:
     def start(self, pitch: int, velocity: int, step: int, due_ns: int) -> bool:
         """A note-on at ``due_ns`` (ending the sounding note there first); False when ``density`` made it a rest."""
         if self.held is not None:
-            self.sink.schedule(due_ns, note_off(self.channel, self.held[0]))
+            self._off(due_ns, self.held[0])
             self.held = None
         if self.density < 1.0 and self._rng.random() >= self.density:
             return False
+        due_ns = max(due_ns, self._off_due.get(pitch, due_ns))
         self.sink.schedule(due_ns, note_on(self.channel, pitch, max(1, min(127, velocity))))
         self.held = (pitch, step, due_ns)
         return True
@@ -60,7 +69,7 @@ class PartnerVoice:
     def end(self, at_ns: int) -> None:
         """Note-off for the sounding note at ``at_ns`` (nothing if silent)."""
         if self.held is not None:
-            self.sink.schedule(max(at_ns, self.held[2]), note_off(self.channel, self.held[0]))
+            self._off(max(at_ns, self.held[2]), self.held[0])
             self.held = None
 
     def cap(self, step: int, due_ns: int) -> None:
@@ -75,5 +84,5 @@ class PartnerVoice:
             self.sink.cancel_pending(self.channel, at_ns)
         # A held note whose onset is still in the future was just cancelled (never sounded): no note-off needed.
         if not cancel or self.held[2] <= at_ns:
-            self.sink.schedule(at_ns, note_off(self.channel, self.held[0]))
+            self._off(at_ns, self.held[0])
         self.held = None
