@@ -29,6 +29,7 @@ import os
 import queue
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -60,7 +61,8 @@ class TimingStats:
     cancelled: int = 0
     send_errors: int = 0
     unheld_offs: int = 0  # note-offs not sent: their note was not sounding (never sent, or already ended)
-    errors_ns: list[int] = field(default_factory=list)
+    # 8 bytes per message sent (a 3-hour show at 20 messages/s: 1.7 MB), not a Python int object each
+    errors_ns: array = field(default_factory=lambda: array("q"))
 
 
 @dataclass(order=True)
