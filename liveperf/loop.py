@@ -93,13 +93,15 @@ def run_loop(
     stop_at_bar: Callable[[], bool] = lambda: False,
     on_control: Callable[[int, object], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_step_done: Callable[[int], None] | None = None,
 ) -> int:
     """Run until ``should_stop()``, ``stop_at_step`` is reached, the next bar line once ``stop_at_bar()`` (a song
     change), or (with ``stop_when_done``) the input is exhausted and the engine is idle. Returns the first step not
     computed. ``on_input`` sees each performer event first (the recorder, show control) and returns True when it
     consumed it (a Program Change that selects a song is not for the engine). Inbox items whose data is not bytes are
     control commands (OSC, stage keys) and go to ``on_control``. ``on_step(step, due_ns)`` runs just before the
-    engine computes each step (glides, beat feedback).
+    engine computes each step (glides, beat feedback); ``on_step_done(ns)`` gets how long the engine took (wall
+    time, for the stage view's latency figure; it changes nothing).
 
     ``clock`` is an ``InternalClock`` (always running) or a ``MidiClockFollower``: MIDI clock and transport bytes
     from the input go to it, and its events move the engine: start/continue/locate/resume -> ``relocate`` at the
@@ -148,7 +150,10 @@ def run_loop(
             break
         if on_step is not None:
             on_step(step, clock.ns_at_step(step))
+        t0 = time.perf_counter_ns()
         engine.on_step(step)
+        if on_step_done is not None:
+            on_step_done(time.perf_counter_ns() - t0)
         step += 1
     return step
 

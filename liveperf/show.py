@@ -143,7 +143,7 @@ class Show:
                               on_sent=lambda ts, data: self._on_sent(ts, data, recorder, worker, feedback),
                               realtime_priority=sending_priority(backend) if opts.realtime else None)
         inbox = self.inbox
-        stage = StageFeed(opts.stage_view and setlist.stage_view, setlist, inbox, log=self.log)
+        stage = self._stage = StageFeed(opts.stage_view and setlist.stage_view, setlist, inbox, log=self.log)
         self.log = stage.log  # while the view draws, the show's lines go to it (and are printed after the show)
         ctl = self.controller = ShowController(
             setlist, indices, worker=worker, feedback=feedback, on_panic=lambda ts: scheduler.panic(),
@@ -335,7 +335,8 @@ class Show:
                 end[1] = run_loop(engine, clock, source, lookahead_ns=int(self.setlist.lookahead_ms * 1e6),
                                   first_step=first_step, should_stop=should_stop, on_input=on_input,
                                   stop_when_done=take is not None, stop_at_bar=lambda: ctl.pending_song is not None,
-                                  on_control=ctl.on_command, on_step=ctl.on_step)
+                                  on_control=ctl.on_command, on_step=ctl.on_step,
+                                  on_step_done=self._stage.step_done if self._stage.view.enabled else None)
             except Exception as exc:  # one song's failure must not take the show down: silence it, report it
                 rep.error = f"{type(exc).__name__}: {exc}"
             finally:

@@ -30,6 +30,7 @@ class StageFeed:
         self._recent: collections.deque[str] = collections.deque(maxlen=3)
         self._notice_text: str | None = None
         self._last: StageState | None = None
+        self._step_ns: collections.deque[int] = collections.deque(maxlen=512)  # engine thread: recent steps
 
     @property
     def drawing(self) -> bool:
@@ -55,6 +56,10 @@ class StageFeed:
         if text.startswith(("warning", "recorder", "control", "worker", "MIDI learn")) or "error" in text:
             self._recent.append(text)
 
+    def step_done(self, ns: int) -> None:
+        """Engine thread: one step took ``ns`` of wall time."""
+        self._step_ns.append(ns)
+
     def beat(self, ctl, bar: int, beat: int, scheduler, osc) -> None:
         """Engine thread, on every beat: a new snapshot for the view (latest wins; never blocks)."""
         if not self.view.enabled:
@@ -64,6 +69,8 @@ class StageFeed:
         nxt = ctl.next_index(index)
         pending = ctl.pending_song
         osc_stats = osc.stats if osc is not None else None
+        recent = sorted(self._step_ns)
+        p99_us = recent[min(len(recent) - 1, len(recent) * 99 // 100)] / 1e3 if recent else None
         self._last = StageState(
             setlist=sl.name, song_number=index + 1, song_title=sl.songs[index].title, song_count=len(sl.songs),
             next_song=sl.songs[nxt].title if nxt is not None else None, bar=bar, beat=beat,
@@ -72,7 +79,7 @@ class StageFeed:
             pending_mode=getattr(engine, "_pending_mode", None),
             pending_song=sl.songs[pending].title if pending is not None else None,
             params={name: ctl.params.target(name) for name in SHOWN_PARAMS},
-            notes_in=engine.input_stats.note_ons, notes_out=scheduler.stats.sent,
+            notes_in=engine.input_stats.note_ons, notes_out=scheduler.stats.sent, step_p99_us=p99_us,
             late_dropped=scheduler.stats.late_dropped,
             osc_in=osc_stats.accepted if osc_stats else 0,
             osc_errors=sum(osc_stats.errors_by_kind.values()) if osc_stats else 0,
