@@ -1,16 +1,22 @@
 """A private JACK server (dummy driver, no sound card) for integration tests, and small jack_* CLI helpers.
 
-Each server gets a unique name (``jackd -n NAME``); clients find it through ``JACK_DEFAULT_SERVER=NAME``, which
+Each server gets its own name (``jackd -n NAME``); clients find it through ``JACK_DEFAULT_SERVER=NAME``, which
 libjack reads at every client open, so setting ``os.environ`` in the test process reaches python-rtmidi too.
-A unique name keeps parallel test sessions (and a musician's own default server) out of each other's way.
+Names come from a small pool of slots, each held with an exclusive lock for the server's life: JACK keeps at most
+8 servers in one registry (``/dev/shm/jack-shm-registry``) and a server that dies without unregistering keeps its
+entry; a new server under the *same* name reclaims an entry whose process is gone, so reused names never fill the
+registry (unique names did: after 8 crashed servers nothing could start, "Too many servers already active").
+Parallel test sessions share the pool (and leave two entries for a musician's own servers).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +29,31 @@ def missing_tools() -> list[str]:
     return [tool for tool in JACK_TOOLS if shutil.which(tool) is None]
 
 
+SLOTS = 6
+SLOT_DIR = Path(tempfile.gettempdir())
+
+
 def unique_server_name() -> str:
-    """Short (it ends up in socket paths under /dev/shm) and unique per process and call."""
+    """Short (it ends up in socket paths under /dev/shm) and unique per process and call (no slot: for tests of
+    names themselves; servers started here take a pool slot)."""
     return f"lpt{os.getpid()}x{uuid.uuid4().hex[:6]}"
+
+
+def _take_slot(timeout_s: float = 120.0) -> tuple[str, int]:
+    """A free server name from the pool and the open, locked file that holds it (waits while all are busy)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for i in range(SLOTS):
+            fd = os.open(SLOT_DIR / f"liveperf-jack-slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            return f"lptslot{i}", fd
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"all {SLOTS} JACK test server slots stayed busy for {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 @dataclass
@@ -36,6 +64,7 @@ class JackServer:
     process: subprocess.Popen
     log_path: Path
     env: dict[str, str] = field(repr=False)
+    slot_fd: int | None = field(default=None, repr=False)  # the pool slot's lock, released by stop()
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
@@ -53,6 +82,9 @@ class JackServer:
                 self.process.kill()
                 self.process.wait(timeout_s)
         self.log_path.unlink(missing_ok=True)
+        if self.slot_fd is not None:
+            os.close(self.slot_fd)  # releases the lock: the name may serve the next server
+            self.slot_fd = None
         return self.process.returncode
 
 
@@ -62,13 +94,18 @@ def start_jack_server(name: str | None = None, rate: int = 48000, period: int = 
 
     Raises RuntimeError with jackd's output if it does not come up within ``timeout_s``.
     """
-    name = name or unique_server_name()
+    slot_fd = None
+    if name is None:
+        name, slot_fd = _take_slot()
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
     log_fd, log_name = tempfile.mkstemp(prefix=f"jackd-{name}-", suffix=".log")
     cmd = ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)]
     with os.fdopen(log_fd, "w") as log_file:
-        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    server = JackServer(name, process, Path(log_name), env)
+        # restore_signals=False: jackd inherits Python's ignored SIGPIPE; a client that vanishes then gives jackd a
+        # write error, not a silent death that skips unregistering (seen as exit status -13).
+        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   restore_signals=False)
+    server = JackServer(name, process, Path(log_name), env, slot_fd)
     try:
         wait = subprocess.run(["jack_wait", "-w", "-t", str(int(timeout_s))], env=env, capture_output=True,
                               text=True, timeout=timeout_s + 5)
