@@ -262,3 +262,50 @@ def test_a_harmony_never_strikes_a_pitch_whose_capped_note_off_is_still_pending(
     wire, _, _ = run_engine(events, harmonize_engine(stepper, max_note_steps=2), InternalClock(120, 4, 0), steps=6)
     assert wire == [(int(0.5 * S), ("on", 1, 60, 85)), (3 * S, ("off", 1, 60)), (3 * S, ("on", 1, 60, 85)),
                     (int(3.5 * S), ("off", 1, 60))]
+
+
+class _NoBatch:
+    """The real duet stepper with ``peek_many`` hidden: every note-on peeks on its own."""
+
+    def __init__(self, stepper):
+        self._s = stepper
+        self.steps_per_beat = stepper.steps_per_beat
+
+    def reset(self):
+        self._s.reset()
+
+    def feed(self, *a):
+        return self._s.feed(*a)
+
+    def peek(self, *a):
+        return self._s.peek(*a)
+
+
+def test_harmonize_table_of_batched_peeks_plays_exactly_what_single_peeks_play():
+    import numpy as np
+    import pytest
+
+    from liveperf.models.onnx_model import shipped_models_dir
+    from liveperf.models.phrase_models import DuetStepper
+
+    if not (shipped_models_dir() / "duet_dnn.onnx").exists():
+        pytest.skip("no shipped duet model")
+    rng = np.random.default_rng(3)
+    notes, t = [], 0.2
+    for _ in range(40):  # in and out of key, on and off the grid, some between a step's computation and its due
+        pitch = int(rng.choice([60, 62, 64, 65, 67, 69, 71, 72, 61, 66]))
+        notes.append((t, t + float(rng.uniform(0.3, 2.5)), pitch, int(rng.integers(60, 120))))
+        t += float(rng.uniform(0.4, 3.0))
+    events = performer(notes)
+    steps = int(t) + 4
+    wires, modes = [], []
+    for wrap in (lambda s: s, _NoBatch):
+        def make(clock, sink, now_fn, wrap=wrap):
+            mode = Harmonize(settings(channel=1, temperature=0.8), wrap(DuetStepper.load("duet_dnn")), clock, sink,
+                             new_rng_state(5), now_fn)
+            modes.append(mode)
+            return Engine(mode, clock=clock, sink=sink)
+        wire, _, _ = run_engine(events, make, InternalClock(120, 4, 0), steps=steps)
+        wires.append(wire)
+    assert wires[0] == wires[1] and len(wires[0]) > 20
+    assert modes[0].table_hits >= 30 and modes[1].table_hits == 0  # in-key notes were looked up, not peeked
