@@ -133,7 +133,7 @@ def _play(args) -> int:
     show = Show(setlist, options)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: show.stop_event.set())
-    out_port, in_port = NullPort(), None
+    out_port, in_port, watch = NullPort(), None, None
     if backend != "file":
         # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
         # [show] midi_out / midi_in name the synth and the controller to connect to; else connect by hand.
@@ -148,6 +148,11 @@ def _play(args) -> int:
                 in_port = (midi_ports.MidiInPort.open_existing(setlist.midi_in, f"{args.client_name}-in", "in",
                                                                backend, **kw) if setlist.midi_in else
                            midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend, **kw))
+            if backend == "jack":  # survive a JACK restart and a synth or controller that goes and comes back
+                from liveperf.io.port_watch import PortWatch
+                watch = PortWatch(out_port, in_port, out_target=setlist.midi_out, in_target=setlist.midi_in,
+                                  on_event=lambda text: show.log(f"ports: {text}")).start()
+                out_port, in_port = watch.output, watch.input
         except (midi_ports.MidiUnavailable, LookupError, ValueError) as exc:
             print(f"liveperf: {exc}", file=sys.stderr)
             close = getattr(out_port, "close", None)
@@ -167,9 +172,13 @@ def _play(args) -> int:
         if close:
             close()
     _print_report(report)
+    ports = dataclasses.asdict(watch.stats) if watch is not None else None
+    if ports and (ports["outages"] or ports["stalls"] or any(ports["peer_lost"].values())):
+        print(f"ports: {ports['outages']} JACK outage(s), reconnected in {ports['reconnect_ms']} ms, "
+              f"{ports['dropped']} messages dropped while down, {ports['missed_offs_sent']} note-offs sent on reconnect")
     if args.report_json:
         args.report_json.parent.mkdir(parents=True, exist_ok=True)
-        args.report_json.write_text(json.dumps(dataclasses.asdict(report), default=str))
+        args.report_json.write_text(json.dumps(dataclasses.asdict(report) | {"ports": ports}, default=str))
     if report.stopped == "signal":
         return 130  # a signal (Ctrl-C, SIGTERM); an OSC /liveperf/stop or a stage-view stop ends it normally
     return 1 if any(s.error for s in report.songs) else 0

@@ -7,8 +7,9 @@ Nothing else in liveperf imports rtmidi. The engine sees only two narrow edges:
 
 Times are integer nanoseconds on ``time.monotonic_ns()``. MIDI data are raw bytes, status byte first.
 
-Backends: ``detect_backend('auto')`` prefers a running JACK server, then the ALSA sequencer, then CoreMIDI, and
-raises ``MidiUnavailable`` (an actionable message) when none can be opened. It never starts a JACK server.
+Backends (``detect_backend``, ``list_ports``, ``MidiUnavailable``) live in ``liveperf.io.midi_backends`` and are
+re-exported here. Keeping ports alive through a JACK restart is ``liveperf.io.port_watch``'s job: it swaps a new
+rtmidi object into an open port (``swap_midi``), so the port object, its poll thread and its counters live on.
 
 Client names: every rtmidi object is its own JACK client, and JACK renames a second client of the same name to
 ``name-01``; each port therefore reports its real ``full_name`` (``client:port``) for ``jack_connect`` and tests.
@@ -17,116 +18,27 @@ Client names: every rtmidi object is its own JACK client, and JACK renames a sec
 from __future__ import annotations
 
 import logging
-import os
 import re
-import sys
 import threading
 import time
 from typing import Callable, Sequence
 
 import rtmidi
 
-from liveperf.io.jack_probe import _libjack, _quiet
+from liveperf.io.jack_probe import _quiet
+from liveperf.io.midi_backends import (  # noqa: F401 - re-exported: the backend names were first defined here
+    _RTMIDI_API, ALSA_SEQ_DEVICE, BACKENDS, FILE_MODE_HINT, JACK_PROBE_TIMEOUT_S, MidiUnavailable, _explain,
+    _port_names, _unavailable_reason, available_backends, detect_backend, list_ports)
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("jack", "alsa", "coremidi")
-_RTMIDI_API = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA, "coremidi": rtmidi.API_MACOSX_CORE}
-ALSA_SEQ_DEVICE = "/dev/snd/seq"
-JACK_PROBE_TIMEOUT_S = 0.5
 DEFAULT_POLL_INTERVAL_NS = 500_000  # 0.5 ms: see MidiInPort and the measurement in its docstring
-FILE_MODE_HINT = "Use --input FILE.mid for file mode."
 
 OnMessage = Callable[[int, bytes], None]
 # System messages liveperf never uses, never delivered (counted in ``MidiInPort.filtered``): MTC quarter frame,
 # the undefined F4/F5/F9/FD, tune request, system reset. Real-time ones among them cannot be written to a MIDI
 # file, so a stray FF must not reach the recorder either.
 NOT_USED = frozenset((0xF1, 0xF4, 0xF5, 0xF6, 0xF9, 0xFD, 0xFF))
-
-
-class MidiUnavailable(RuntimeError):
-    """No MIDI system (or not the one asked for) can be opened; the message says what to start or use instead."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Backend detection
-
-
-def _unavailable_reason(backend: str) -> str | None:
-    """None if ``backend`` can be opened now, else a short reason. Fast (< 1 s) and silent; starts nothing."""
-    if _RTMIDI_API[backend] not in rtmidi.get_compiled_api():
-        return f"python-rtmidi was built without {backend}"
-    if backend == "jack":
-        if _libjack is not None:
-            return _libjack.server_running(JACK_PROBE_TIMEOUT_S)
-    elif backend == "alsa" and not os.path.exists(ALSA_SEQ_DEVICE):
-        return f"ALSA sequencer {ALSA_SEQ_DEVICE} missing"
-    elif backend == "alsa" and not os.access(ALSA_SEQ_DEVICE, os.R_OK | os.W_OK):
-        return f"no permission to use the ALSA sequencer {ALSA_SEQ_DEVICE} (join the 'audio' group?)"
-    elif backend == "coremidi" and sys.platform != "darwin":
-        return "CoreMIDI exists only on macOS"
-    try:  # rtmidi opens with JackNoStartServer; reached for JACK only when libjack is out of ctypes' reach
-        with _quiet():
-            rtmidi.MidiOut(_RTMIDI_API[backend], "liveperf-probe").delete()
-    except rtmidi.RtMidiError as exc:
-        return f"{backend} failed to open ({exc})"
-    return None
-
-
-def _explain(reasons: dict[str, str], auto: bool) -> str:
-    parts = []
-    for backend, reason in reasons.items():
-        if backend == "coremidi" and auto and sys.platform != "darwin":
-            continue  # not worth mentioning off macOS
-        if backend == "jack" and reason.endswith("not running"):
-            name = os.environ.get("JACK_DEFAULT_SERVER")
-            start = f"jackd -n {name} -d dummy" if name else "jackd -d dummy"
-            reason += f" (start one: `{start}` or with your audio interface)"
-        parts.append(reason)
-    return "No MIDI system found: " + " and ".join(parts) + ". " + FILE_MODE_HINT
-
-
-def available_backends() -> list[str]:
-    """The backends that can be opened right now, in preference order (jack, alsa, coremidi). Any thread."""
-    return [b for b in BACKENDS if _unavailable_reason(b) is None]
-
-
-def detect_backend(preferred: str = "auto") -> str:
-    """Resolve ``preferred`` ('auto', 'jack', 'alsa', 'coremidi') to a backend that opens now.
-
-    'auto': JACK if a server is running, else ALSA if /dev/snd/seq works, else CoreMIDI on macOS. Raises
-    ``MidiUnavailable`` naming what is missing and what to do; ``ValueError`` for an unknown name. Takes < 1 s,
-    prints nothing, never starts a JACK server. Any thread.
-    """
-    if preferred != "auto" and preferred not in BACKENDS:
-        raise ValueError(f"unknown MIDI backend {preferred!r}; choose one of: auto, {', '.join(BACKENDS)}")
-    reasons: dict[str, str] = {}
-    for backend in BACKENDS if preferred == "auto" else (preferred,):
-        reason = _unavailable_reason(backend)
-        if reason is None:
-            return backend
-        reasons[backend] = reason
-    raise MidiUnavailable(_explain(reasons, auto=preferred == "auto"))
-
-
-def list_ports(backend: str = "auto") -> dict[str, object]:
-    """``{'backend': name, 'inputs': [...], 'outputs': [...]}`` for ``liveperf ports``. Any thread.
-
-    ``inputs`` are ports we can read from (other clients' outputs), ``outputs`` ports we can send to (their inputs),
-    by their full backend names (JACK: ``client:port``).
-    """
-    backend = detect_backend(backend)
-    return {"backend": backend, "inputs": _port_names(backend, "in"), "outputs": _port_names(backend, "out")}
-
-
-def _port_names(backend: str, side: str) -> list[str]:
-    cls = rtmidi.MidiIn if side == "in" else rtmidi.MidiOut
-    with _quiet():
-        probe = cls(_RTMIDI_API[backend], "liveperf-list")
-    try:
-        return list(probe.get_ports())
-    finally:
-        probe.delete()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,18 +112,37 @@ class MidiOutPort:
         self.backend = backend
         self.full_name = full_name
         self.connected_to = connected_to
+        self.names = (full_name.partition(":")[0], full_name.partition(":")[2])  # (client, port) it was opened as
 
     @classmethod
     def open_virtual(cls, client_name: str = "liveperf-out", port_name: str = "out",
                      backend: str = "auto") -> MidiOutPort:
         """A virtual output port that synths/DAWs connect to (e.g. ``jack_connect liveperf-out:out synth:in``)."""
-        return cls(*_open("out", backend, client_name, port_name, None))
+        port = cls(*_open("out", backend, client_name, port_name, None))
+        port.names = (client_name, port_name)
+        return port
 
     @classmethod
     def open_existing(cls, name_contains: str, client_name: str = "liveperf-out", port_name: str = "out",
                       backend: str = "auto") -> MidiOutPort:
         """Open our port and connect it to the one existing input whose name contains ``name_contains``."""
-        return cls(*_open("out", backend, client_name, port_name, name_contains))
+        port = cls(*_open("out", backend, client_name, port_name, name_contains))
+        port.names = (client_name, port_name)
+        return port
+
+    def reopen_midi(self) -> tuple[rtmidi.MidiOut, str]:
+        """A new rtmidi output as a virtual port under the same (client, port) names, and its full name; for
+        ``liveperf.io.port_watch`` after a JACK restart (connections are its business). Raises MidiUnavailable."""
+        midi, _, full_name, _ = _open("out", self.backend, *self.names, None)
+        return midi, full_name
+
+    def swap_midi(self, midi: rtmidi.MidiOut | None, full_name: str | None = None) -> rtmidi.MidiOut | None:
+        """Put ``midi`` (None: no port) in place of the current rtmidi object and return the old one, which the
+        caller deletes. Not thread-safe against ``send``: ``port_watch`` serialises the two with its own lock."""
+        old, self._midi = self._midi, midi
+        if full_name is not None:
+            self.full_name = full_name
+        return old
 
     def send(self, data: bytes | Sequence[int]) -> None:
         """Send one complete MIDI message (status byte first). Scheduler thread only; returns at once.
@@ -341,6 +272,13 @@ class MidiInPort:
         self.error: BaseException | None = None  # what stopped the poll thread, if anything did
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.names = (full_name.partition(":")[0], full_name.partition(":")[2])  # (client, port) it was opened as
+        self._open_kw: dict = {}  # rtmidi options it was opened with (queue size), for ``reopen_midi``
+        self._ignore = dict(sysex=False, timing=True, active_sense=True)  # rtmidi's own filters (``_filters``)
+        # Held by the poll thread around each ``get_message`` and by ``swap_midi``: an rtmidi object is never
+        # deleted while the poll thread is inside it.
+        self._midi_lock = threading.Lock()
+        self._swapped = False  # set by swap_midi: the next message starts a new timestamp chain
 
     @classmethod
     def open_virtual(cls, client_name: str = "liveperf-in", port_name: str = "in", backend: str = "auto", *,
@@ -348,7 +286,9 @@ class MidiInPort:
                      poll_interval_ns: int = DEFAULT_POLL_INTERVAL_NS, queue_size: int = 4096) -> MidiInPort:
         """A virtual input port that controllers connect to (``jack_connect keyboard:out liveperf-in:in``)."""
         midi, *rest = _open("in", backend, client_name, port_name, None, queue_size_limit=queue_size)
-        return cls(midi, *rest, poll_interval_ns=poll_interval_ns)._filters(sysex, timing, active_sense)
+        port = cls(midi, *rest, poll_interval_ns=poll_interval_ns)
+        port.names, port._open_kw = (client_name, port_name), dict(queue_size_limit=queue_size)
+        return port._filters(sysex, timing, active_sense)
 
     @classmethod
     def open_existing(cls, name_contains: str, client_name: str = "liveperf-in", port_name: str = "in",
@@ -357,11 +297,32 @@ class MidiInPort:
                       queue_size: int = 4096) -> MidiInPort:
         """Open our port and connect it to the one existing output whose name contains ``name_contains``."""
         midi, *rest = _open("in", backend, client_name, port_name, name_contains, queue_size_limit=queue_size)
-        return cls(midi, *rest, poll_interval_ns=poll_interval_ns)._filters(sysex, timing, active_sense)
+        port = cls(midi, *rest, poll_interval_ns=poll_interval_ns)
+        port.names, port._open_kw = (client_name, port_name), dict(queue_size_limit=queue_size)
+        return port._filters(sysex, timing, active_sense)
+
+    def reopen_midi(self) -> tuple[rtmidi.MidiIn, str]:
+        """A new rtmidi input as a virtual port under the same names and filters, and its full name (see
+        ``MidiOutPort.reopen_midi``). Raises MidiUnavailable."""
+        midi, _, full_name, _ = _open("in", self.backend, *self.names, None, **self._open_kw)
+        midi.ignore_types(**self._ignore)
+        return midi, full_name
+
+    def swap_midi(self, midi: rtmidi.MidiIn | None, full_name: str | None = None) -> rtmidi.MidiIn | None:
+        """Put ``midi`` (None: no port; the poll thread idles) in place of the current rtmidi object and return
+        the old one for the caller to delete. The poll thread and the counters go on. Any thread but the poll
+        thread; waits at most one ``get_message`` call."""
+        with self._midi_lock:
+            old, self._midi = self._midi, midi
+            self._swapped = True
+        if full_name is not None:
+            self.full_name = full_name
+        return old
 
     def _filters(self, sysex: bool, timing: bool, active_sense: bool) -> MidiInPort:
         assert self._midi is not None
-        self._midi.ignore_types(sysex=False, timing=not timing, active_sense=not active_sense)
+        self._ignore = dict(sysex=False, timing=not timing, active_sense=not active_sense)
+        self._midi.ignore_types(**self._ignore)
         self._skip = NOT_USED | frozenset(([] if sysex else [0xF0]) + ([] if timing else [0xF8]) +
                                           ([] if active_sense else [0xFE]))
         return self
@@ -370,8 +331,8 @@ class MidiInPort:
         """Start the poll thread delivering ``on_message(ts_ns, data)``. Call once, from the owner's thread."""
         if self._midi is None or self._thread is not None:
             raise RuntimeError(f"MIDI input {self.full_name} is closed or already started")
-        self._thread = threading.Thread(target=self._run, args=(self._midi, on_message),
-                                        name=f"midi-in {self.full_name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(on_message,), name=f"midi-in {self.full_name}",
+                                        daemon=True)
         self._thread.start()
 
     def close(self, timeout_s: float = 2.0) -> None:
@@ -381,7 +342,7 @@ class MidiInPort:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 raise RuntimeError(f"poll thread of {self.full_name} did not stop in {timeout_s} s")
-        midi, self._midi = self._midi, None
+        midi = self.swap_midi(None)
         if midi is not None:
             with _quiet():
                 midi.close_port()
@@ -391,14 +352,14 @@ class MidiInPort:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _run(self, midi: rtmidi.MidiIn, on_message: OnMessage) -> None:
+    def _run(self, on_message: OnMessage) -> None:
         try:
-            self._poll(midi, on_message)
+            self._poll(on_message)
         except BaseException as exc:  # the edge of the thread: keep it for the owner, say it once
             self.error = exc
             log.exception("MIDI input %s stopped", self.full_name)
 
-    def _poll(self, midi: rtmidi.MidiIn, on_message: OnMessage) -> None:
+    def _poll(self, on_message: OnMessage) -> None:
         # Timestamps. rtmidi gives each message the driver's time since the previous one (JACK: jack_get_time()
         # in the process cycle that received it, so several messages of one cycle share a time). Chaining those
         # deltas from the previous timestamp is more accurate than our poll time whenever this thread was late
@@ -406,13 +367,18 @@ class MidiInPort:
         # MONOTONIC_RAW, which drifts by NTP's correction) and the chain starts from a poll time; so we clamp the
         # chained time into what we know for sure: the message was not there when the last empty poll began
         # (``not_before``) and it is here now (``now``). Never ahead of now, never before the previous
-        # message; the error is bounded by the poll bracket and cannot accumulate.
+        # message; the error is bounded by the poll bracket and cannot accumulate. A swapped-in rtmidi object
+        # (``swap_midi``: a JACK restart) starts a new chain: its first delta means nothing.
         sleep_s = self.poll_interval_ns / 1e9
         prev_ns = not_before = time.monotonic_ns()
         first = True
+        lock = self._midi_lock
         while not self._stop.is_set():
             polled_at = time.monotonic_ns()
-            item = midi.get_message()
+            with lock:
+                item = self._midi.get_message() if self._midi is not None else None
+                if self._swapped:
+                    self._swapped, first = False, True
             if item is None:
                 not_before = polled_at
                 time.sleep(sleep_s)

@@ -1,0 +1,191 @@
+"""MIDI backends: which MIDI system (JACK, ALSA sequencer, CoreMIDI) can be opened now, what ports it has, and a
+JACK client that watches the server and its port graph (``JackWatchClient``).
+
+Split from ``liveperf.io.midi_ports``, which re-exports the detection and listing names. Those run on any thread,
+are fast (< 1 s) and silent, and never start a JACK server. ``detect_backend('auto')`` prefers a running JACK server, then the ALSA sequencer,
+then CoreMIDI, and raises ``MidiUnavailable`` (an actionable message) when none can be opened.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from typing import Callable
+
+import rtmidi
+
+from liveperf.io.jack_probe import _libjack, _quiet
+
+BACKENDS = ("jack", "alsa", "coremidi")
+_RTMIDI_API = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA, "coremidi": rtmidi.API_MACOSX_CORE}
+ALSA_SEQ_DEVICE = "/dev/snd/seq"
+JACK_PROBE_TIMEOUT_S = 0.5
+FILE_MODE_HINT = "Use --input FILE.mid for file mode."
+
+
+class MidiUnavailable(RuntimeError):
+    """No MIDI system (or not the one asked for) can be opened; the message says what to start or use instead."""
+
+
+def _unavailable_reason(backend: str) -> str | None:
+    """None if ``backend`` can be opened now, else a short reason. Fast (< 1 s) and silent; starts nothing."""
+    if _RTMIDI_API[backend] not in rtmidi.get_compiled_api():
+        return f"python-rtmidi was built without {backend}"
+    if backend == "jack":
+        if _libjack is not None:
+            return _libjack.server_running(JACK_PROBE_TIMEOUT_S)
+    elif backend == "alsa" and not os.path.exists(ALSA_SEQ_DEVICE):
+        return f"ALSA sequencer {ALSA_SEQ_DEVICE} missing"
+    elif backend == "alsa" and not os.access(ALSA_SEQ_DEVICE, os.R_OK | os.W_OK):
+        return f"no permission to use the ALSA sequencer {ALSA_SEQ_DEVICE} (join the 'audio' group?)"
+    elif backend == "coremidi" and sys.platform != "darwin":
+        return "CoreMIDI exists only on macOS"
+    try:  # rtmidi opens with JackNoStartServer; reached for JACK only when libjack is out of ctypes' reach
+        with _quiet():
+            rtmidi.MidiOut(_RTMIDI_API[backend], "liveperf-probe").delete()
+    except rtmidi.RtMidiError as exc:
+        return f"{backend} failed to open ({exc})"
+    return None
+
+
+def _explain(reasons: dict[str, str], auto: bool) -> str:
+    parts = []
+    for backend, reason in reasons.items():
+        if backend == "coremidi" and auto and sys.platform != "darwin":
+            continue  # not worth mentioning off macOS
+        if backend == "jack" and reason.endswith("not running"):
+            name = os.environ.get("JACK_DEFAULT_SERVER")
+            start = f"jackd -n {name} -d dummy" if name else "jackd -d dummy"
+            reason += f" (start one: `{start}` or with your audio interface)"
+        parts.append(reason)
+    return "No MIDI system found: " + " and ".join(parts) + ". " + FILE_MODE_HINT
+
+
+def available_backends() -> list[str]:
+    """The backends that can be opened right now, in preference order (jack, alsa, coremidi). Any thread."""
+    return [b for b in BACKENDS if _unavailable_reason(b) is None]
+
+
+def detect_backend(preferred: str = "auto") -> str:
+    """Resolve ``preferred`` ('auto', 'jack', 'alsa', 'coremidi') to a backend that opens now.
+
+    'auto': JACK if a server is running, else ALSA if /dev/snd/seq works, else CoreMIDI on macOS. Raises
+    ``MidiUnavailable`` naming what is missing and what to do; ``ValueError`` for an unknown name. Takes < 1 s,
+    prints nothing, never starts a JACK server. Any thread.
+    """
+    if preferred != "auto" and preferred not in BACKENDS:
+        raise ValueError(f"unknown MIDI backend {preferred!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    reasons: dict[str, str] = {}
+    for backend in BACKENDS if preferred == "auto" else (preferred,):
+        reason = _unavailable_reason(backend)
+        if reason is None:
+            return backend
+        reasons[backend] = reason
+    raise MidiUnavailable(_explain(reasons, auto=preferred == "auto"))
+
+
+def list_ports(backend: str = "auto") -> dict[str, object]:
+    """``{'backend': name, 'inputs': [...], 'outputs': [...]}`` for ``liveperf ports``. Any thread.
+
+    ``inputs`` are ports we can read from (other clients' outputs), ``outputs`` ports we can send to (their inputs),
+    by their full backend names (JACK: ``client:port``).
+    """
+    backend = detect_backend(backend)
+    return {"backend": backend, "inputs": _port_names(backend, "in"), "outputs": _port_names(backend, "out")}
+
+
+def _port_names(backend: str, side: str) -> list[str]:
+    cls = rtmidi.MidiIn if side == "in" else rtmidi.MidiOut
+    with _quiet():
+        probe = cls(_RTMIDI_API[backend], "liveperf-list")
+    try:
+        return list(probe.get_ports())
+    finally:
+        probe.delete()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Watching a JACK server (for liveperf.io.port_watch)
+
+MIDI_TYPE = b"8 bit raw midi"
+IS_INPUT, IS_OUTPUT = 0x1, 0x2  # JackPortIsInput, JackPortIsOutput
+_SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_KEEP: list = []  # shutdown callbacks live as long as the process: a zombie client may still call one
+
+
+def _setup(lib: ctypes.CDLL) -> ctypes.CDLL:
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in (("jack_on_info_shutdown", None, [vp, _SHUTDOWN, vp]),
+                            ("jack_last_frame_time", ctypes.c_uint32, [vp]), ("jack_port_by_name", vp, [vp, cp]),
+                            ("jack_port_get_all_connections", vp, [vp, vp]), ("jack_get_ports", vp, [vp, cp, cp, ctypes.c_ulong]),
+                            ("jack_free", None, [vp]), ("jack_connect", ctypes.c_int, [vp, cp, cp])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+class JackWatchClient:
+    """A port-less JACK client (libjack through ctypes, the copy rtmidi loaded) that watches the server for
+    ``liveperf.io.port_watch``: ``lost`` is set (and ``on_lost()`` called) from libjack's thread the moment the
+    server goes away; the rest reads JACK's port graph and makes connections. One thread uses it (the watcher).
+    After ``lost`` it is a zombie: ``close()`` it before any new JACK client opens in the process."""
+
+    def __init__(self, handle: int, lib: ctypes.CDLL) -> None:
+        self.handle, self.lib = handle, lib
+        self.lost = threading.Event()
+        self.on_lost: Callable[[], None] = lambda: None
+        cb = _SHUTDOWN(lambda code, reason, arg: (self.lost.set(), self.on_lost()))
+        _KEEP.append(cb)
+        lib.jack_on_info_shutdown(handle, cb, None)
+
+    @classmethod
+    def open(cls, name: str, timeout_s: float) -> JackWatchClient | None:
+        """A client on the server named by JACK_DEFAULT_SERVER, or None (no server, or no answer in time: a hung
+        server blocks ``jack_client_open``, so it runs in a daemon thread; ctypes releases the GIL)."""
+        if _libjack is None:
+            return None
+        lib = _setup(_libjack.lib)
+        got: list[int] = []
+
+        def attempt() -> None:
+            status = ctypes.c_int(0)
+            got.append(lib.jack_client_open(name.encode(), 0x01, ctypes.byref(status)) or 0)  # JackNoStartServer
+
+        with _quiet():
+            t = threading.Thread(target=attempt, name="port-watch-open", daemon=True)
+            t.start()
+            t.join(timeout_s)
+        return cls(got[0], lib) if got and got[0] else None
+
+    def close(self) -> None:
+        with _quiet():
+            self.lib.jack_client_close(self.handle)
+
+    def frame(self) -> int:
+        return self.lib.jack_last_frame_time(self.handle)
+
+    def _names(self, ptr: int | None) -> list[str]:
+        if not ptr:
+            return []
+        arr = ctypes.cast(ptr, ctypes.POINTER(ctypes.c_char_p))
+        out, i = [], 0
+        while arr[i]:
+            out.append(arr[i].decode(errors="replace"))
+            i += 1
+        self.lib.jack_free(ptr)
+        return out
+
+    def exists(self, port: str) -> bool:
+        return bool(self.lib.jack_port_by_name(self.handle, port.encode()))
+
+    def connections(self, port: str) -> set[str]:
+        handle = self.lib.jack_port_by_name(self.handle, port.encode())
+        return set(self._names(self.lib.jack_port_get_all_connections(self.handle, handle))) if handle else set()
+
+    def midi_ports(self, flags: int) -> list[str]:
+        return self._names(self.lib.jack_get_ports(self.handle, None, MIDI_TYPE, flags))
+
+    def connect(self, src: str, dst: str) -> bool:
+        return self.lib.jack_connect(self.handle, src.encode(), dst.encode()) in (0, 17)  # 17: EEXIST
