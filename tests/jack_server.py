@@ -39,6 +39,27 @@ def unique_server_name() -> str:
     return f"lpt{os.getpid()}x{uuid.uuid4().hex[:6]}"
 
 
+def _end_orphans(name: str) -> None:
+    """A jackd still serving ``name`` although nobody holds its slot (its test process was killed): end it, or the
+    new server under that name would fail while clients reached the orphan."""
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            argv = (pid_dir / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"jackd") and b"-n" in argv and name.encode() in argv:
+            try:
+                os.kill(int(pid_dir.name), 15)
+                for _ in range(50):
+                    os.kill(int(pid_dir.name), 0)
+                    time.sleep(0.05)
+                os.kill(int(pid_dir.name), 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def _take_slot(timeout_s: float = 120.0) -> tuple[str, int]:
     """A free server name from the pool and the open, locked file that holds it (waits while all are busy)."""
     deadline = time.monotonic() + timeout_s
@@ -50,7 +71,9 @@ def _take_slot(timeout_s: float = 120.0) -> tuple[str, int]:
             except OSError:
                 os.close(fd)
                 continue
-            return f"lptslot{i}", fd
+            name = f"lptslot{i}"
+            _end_orphans(name)
+            return name, fd
         if time.monotonic() > deadline:
             raise RuntimeError(f"all {SLOTS} JACK test server slots stayed busy for {timeout_s:.0f} s")
         time.sleep(0.2)
@@ -136,7 +159,12 @@ def jack_connect(src: str, dst: str, server_name: str | None = None) -> None:
 
 def jack_ports(server_name: str | None = None) -> list[str]:
     """All port names on the server (``jack_lsp``), e.g. ``['system:capture_1', ..., 'liveperf-in:in']``."""
-    done = _run(["jack_lsp"], server_name)
-    if done.returncode != 0:
-        raise RuntimeError(f"jack_lsp failed: {done.stderr.strip()}")
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    for attempt in range(4):
+        done = _run(["jack_lsp"], server_name)
+        if done.returncode == 0:
+            return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+        # Seen rarely on this shared 2-core machine while other sessions start and stop their own servers:
+        # jack_lsp's client open fails (status 0x21) against a live server, and the next try works. The tool is
+        # ours, not the product's: retry it rather than fail the test on it (liveperf's own clients are not retried).
+        time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"jack_lsp failed: {done.stderr.strip()}")

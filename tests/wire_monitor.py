@@ -136,7 +136,8 @@ class LivePlay:
     its output connected to a ``WireMonitor`` and its input fed by ``self.performer`` (an rtmidi JACK output).
     ``finish()`` waits for the exit and returns (exit code, output, report dict or None). Owner's thread only."""
 
-    def __init__(self, tmp: Path, setlist: str, name: str, extra: list[str] = (), duration_s: float = 10.0) -> None:
+    def __init__(self, tmp: Path, setlist: str, name: str, extra: list[str] = (), duration_s: float = 10.0,
+                 preexec_fn=None) -> None:
         try:
             from jack_server import jack_connect, jack_ports
         except ImportError:  # run from bench/ as tests.jack_server
@@ -149,7 +150,8 @@ class LivePlay:
             [sys.executable, "-m", "liveperf.cli", "play", str(tmp / f"{name}.toml"), "--backend", "jack",
              "--client-name", name, "--duration", str(duration_s), "--report-json", str(self.report_path),
              "--record-dir", str(self.record_dir), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=os.environ.copy())
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=os.environ.copy(),
+            preexec_fn=preexec_fn)
         self.monitor: WireMonitor | None = None
         self.performer = None
         try:
