@@ -127,6 +127,89 @@ def test_tempo_change_with_jack_stamps():
     assert f.tempo_bpm == pytest.approx(131.7, abs=0.1)
 
 
+# -- lost ticks, stalls --------------------------------------------------------------------------------------------
+
+def test_lost_ticks_are_recovered_when_the_next_tick_confirms():
+    """Ticks 30, 60 and 61 never arrive (a JACK client that missed cycles): the position jumps over them once the
+    next tick comes one period after the gap, and the map is that of the full stream."""
+    f = started()
+    ts = stamps(true_ticks(123.4, 96))
+    feed(f, ts[:30])
+    before = [f.ns_at_step(s) for s in range(20)]
+    assert f.on_message(ts[31], F8) == []  # 2 periods after tick 29: held out of the fit
+    assert [f.ns_at_step(s) for s in range(20)] == before
+    feed(f, ts[32:60] + ts[62:96])
+    assert f.stats.lost_ticks == 3 and f.stats.ticks == 93
+    for step in range(20):
+        assert abs(f.ns_at_step(step) - (T0 + step * 6 * tick_ns(123.4))) <= 2
+    assert f.on_message(ts[95] + 1, FC) == [ClockEvent("stop", ts[95] + 1, 15)]  # tick 95 is in step 15
+    assert f.on_message(ts[95] + 2, FB) == [ClockEvent("continue", ts[95] + 2, 16)]
+
+
+def test_lost_tick_in_jack_stamps_is_recovered():
+    f = started()
+    ts = stamps(true_ticks(97.3, 120), frames=64, seed=3)
+    feed(f, ts[:40] + ts[41:120])
+    assert f.stats.lost_ticks == 1
+    assert abs(f.ns_at_step(21) - (T0 + 126 * tick_ns(97.3) - period_ns(64) / 2)) < 500_000
+
+
+def test_tempo_halving_is_not_lost_ticks():
+    """After a jump from 120 to 60 BPM every interval is two old periods, but none is followed by one old period:
+    every tick counts, as the MIDI spec says."""
+    f = started()
+    fast = true_ticks(120, 48)
+    slow = true_ticks(60, 48, t0=fast[-1] - 47 * tick_ns(60), first=48)  # tick 48 one slow period after 47
+    feed(f, stamps(fast + slow))
+    assert f.stats.lost_ticks == 0 and f.stats.ticks == 96
+    assert f.tempo_bpm == pytest.approx(60, abs=1e-6)
+    assert abs(f.ns_at_step(16) - (fast[-1] + 49 * tick_ns(60))) <= 2
+
+
+@pytest.mark.parametrize("late_periods", [Fraction(1, 2), Fraction(3, 4)])
+def test_stalled_delivery_is_counted_and_followed_within_a_16th(late_periods):
+    """From tick 48 on every tick comes late by a fixed 0.5 / 0.75 period (a stalled JACK graph): not lost ticks;
+    6 ticks later the map goes through the late ticks (the phase follows), with the window's tempo."""
+    f = started()
+    true = true_ticks(123.4, 97)
+    late = late_periods * tick_ns(123.4)
+    feed(f, stamps(true[:48] + [t + late for t in true[48:54]]))
+    assert f.stats.lost_ticks == 0 and f.stats.ticks == 54
+    assert abs(f.ns_at_step(9) - (true[54] + late)) < 1_000_000
+    feed(f, stamps([t + late for t in true[54:96]]))
+    assert abs(f.ns_at_step(16) - (true[96] + late)) <= 2
+
+
+def test_a_late_tick_followed_by_one_on_time_is_counted():
+    f = started()
+    true = true_ticks(123.4, 60)
+    ts = stamps(true[:30] + [true[30] + tick_ns(123.4)] + true[31:60])  # tick 30 comes with tick 31
+    feed(f, ts)
+    assert f.stats.lost_ticks == 0 and f.stats.ticks == 60
+    assert abs(f.ns_at_step(10) - true[59] - tick_ns(123.4)) < 100_000  # one outlier among 48 points
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(2, 30), st.integers(1, 3)), max_size=6), st.integers(0, 99),
+       st.sampled_from([97.3, 123.4, 180.0]))
+def test_any_scattered_losses_are_recovered(gaps, seed, bpm):
+    """Runs of 1..3 lost ticks, each followed by at least 2 received ticks, after the first 8: position and map as
+    for the full stream (JACK 64-frame stamps)."""
+    dropped, n = set(), 8
+    for keep, lose in gaps:
+        n += keep
+        dropped.update(range(n, n + lose))
+        n += lose + 2
+    count = n + 24
+    ts = stamps(true_ticks(bpm, count), frames=64, seed=seed)
+    f = started()
+    feed(f, [t for i, t in enumerate(ts) if i not in dropped])
+    assert f.stats.lost_ticks == len(dropped)
+    step = count // 6 + 1
+    assert abs(f.ns_at_step(step) - (T0 + step * 6 * tick_ns(bpm) - period_ns(64) / 2)) < 700_000
+    assert f.on_message(ts[-1] + 1, FC) == [ClockEvent("stop", ts[-1] + 1, (count - 1) // 6)]
+
+
 # -- transport --------------------------------------------------------------------------------------------------
 
 def test_stop_and_continue_keep_position():
