@@ -177,8 +177,11 @@ def _play(args) -> int:
         print(f"ports: {ports['outages']} JACK outage(s), reconnected in {ports['reconnect_ms']} ms, "
               f"{ports['dropped']} messages dropped while down, {ports['missed_offs_sent']} note-offs sent on reconnect")
     if args.report_json:
-        args.report_json.parent.mkdir(parents=True, exist_ok=True)
-        args.report_json.write_text(json.dumps(dataclasses.asdict(report) | {"ports": ports}, default=str))
+        try:
+            args.report_json.parent.mkdir(parents=True, exist_ok=True)
+            args.report_json.write_text(json.dumps(dataclasses.asdict(report) | {"ports": ports}, default=str))
+        except OSError as exc:  # a full disk after the show: say so; the show itself went fine
+            print(f"liveperf: could not write the report {args.report_json}: {exc}", file=sys.stderr)
     if report.stopped == "signal":
         return 130  # a signal (Ctrl-C, SIGTERM); an OSC /liveperf/stop or a stage-view stop ends it normally
     return 1 if any(s.error for s in report.songs) else 0

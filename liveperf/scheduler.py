@@ -60,6 +60,7 @@ class TimingStats:
     late_note_offs: int = 0
     cancelled: int = 0
     send_errors: int = 0
+    port_dropped: int = 0  # refused by a port that was down (JACK restarting): never sounded
     unheld_offs: int = 0  # note-offs not sent: their note was not sounding (never sent, or already ended)
     # 8 bytes per message sent (a 3-hour show at 20 messages/s: 1.7 MB), not a Python int object each
     errors_ns: array = field(default_factory=lambda: array("q"))
@@ -339,10 +340,13 @@ class Scheduler:
 
     def _send(self, data: bytes, due_ns: int) -> None:
         try:
-            self._port.send(data)
+            accepted = self._port.send(data)
         except Exception as exc:  # the port vanished mid-show: count it, keep the clock going
             self.stats.send_errors += 1
             self.last_send_error = f"{type(exc).__name__}: {exc}"
+            return
+        if accepted is False:  # a supervised port that is down (port_watch): not played, so not held, not recorded
+            self.stats.port_dropped += 1
             return
         sent_ns = self._clock_ns()
         self._plan.held.update(data)

@@ -268,6 +268,7 @@ class Show:
         report.control = dataclasses.asdict(ctl.stats)
         report.unheld_offs = scheduler.stats.unheld_offs
         report.cancelled = scheduler.stats.cancelled
+        report.port_dropped = scheduler.stats.port_dropped
         report.input = {k: getattr(in_port, k) for k in ("received", "malformed", "salvaged", "filtered", "dropped")
                         if in_port is not None and hasattr(in_port, k)}
         report.input["ignored"] = sum(s.input_ignored for s in report.songs)

@@ -55,3 +55,4 @@ class ShowReport:
     input: dict = field(default_factory=dict)  # performer input: port counters and what the engines ignored
     unheld_offs: int = 0  # note-offs not sent: their note was not sounding (see scheduler.TimingStats)
     cancelled: int = 0
+    port_dropped: int = 0  # messages a port refused while JACK was down
