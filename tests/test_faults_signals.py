@@ -60,10 +60,12 @@ def test_signals_mid_note_silence_the_wire_and_keep_the_recording(jack_server, t
     for name, (code, out, report) in results.items():
         summary = plays[name].monitor.check()
         assert code == 130, (name, out)
-        assert summary.note_ons >= 3 and summary.stuck == [] and summary.unmatched_offs == 0, (name, summary.line())
+        # Invariants first; how many answers went out depends on the machine (a late one is dropped and counted),
+        # but the held note's harmony was sounding when the signal came (awaited above).
+        assert summary.note_ons >= 1 and summary.stuck == [] and summary.unmatched_offs == 0, (name, summary.line())
         assert report["stopped"] == "signal"
         files = sorted(plays[name].record_dir.glob("*.mid"))
         assert len(files) == 1, (name, list(plays[name].record_dir.iterdir()))
         notes = [m for track in mido.MidiFile(files[0]).tracks for m in track if m.type == "note_on" and m.velocity]
-        assert len(notes) >= 4 + 3, (name, notes)  # the performer's four notes and the partner's answers
+        assert len(notes) >= 4 + 1, (name, notes)  # the performer's four notes and the partner's answer(s)
         assert not list(plays[name].record_dir.glob("*.journal*")), "the journal is finished into the .mid"

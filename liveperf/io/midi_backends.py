@@ -2,7 +2,8 @@
 JACK client that watches the server and its port graph (``JackWatchClient``).
 
 Split from ``liveperf.io.midi_ports``, which re-exports the detection and listing names. Those run on any thread,
-are fast (< 1 s) and silent, and never start a JACK server. ``detect_backend('auto')`` prefers a running JACK server, then the ALSA sequencer,
+are fast (well under a second; at most 5 s for a JACK server that does not answer) and silent, and never start a
+JACK server. ``detect_backend('auto')`` prefers a running JACK server, then the ALSA sequencer,
 then CoreMIDI, and raises ``MidiUnavailable`` (an actionable message) when none can be opened.
 """
 
@@ -21,7 +22,7 @@ from liveperf.io.jack_probe import _libjack, _quiet
 BACKENDS = ("jack", "alsa", "coremidi")
 _RTMIDI_API = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA, "coremidi": rtmidi.API_MACOSX_CORE}
 ALSA_SEQ_DEVICE = "/dev/snd/seq"
-JACK_PROBE_TIMEOUT_S = 0.5
+JACK_PROBE_TIMEOUT_S = 5.0  # a live JACK server on a loaded 2-core machine was seen to need more than 2 s
 FILE_MODE_HINT = "Use --input FILE.mid for file mode."
 
 
@@ -30,7 +31,8 @@ class MidiUnavailable(RuntimeError):
 
 
 def _unavailable_reason(backend: str) -> str | None:
-    """None if ``backend`` can be opened now, else a short reason. Fast (< 1 s) and silent; starts nothing."""
+    """None if ``backend`` can be opened now, else a short reason. Fast (a hung JACK server: 5 s), silent; starts
+    nothing."""
     if _RTMIDI_API[backend] not in rtmidi.get_compiled_api():
         return f"python-rtmidi was built without {backend}"
     if backend == "jack":
@@ -72,7 +74,7 @@ def detect_backend(preferred: str = "auto") -> str:
     """Resolve ``preferred`` ('auto', 'jack', 'alsa', 'coremidi') to a backend that opens now.
 
     'auto': JACK if a server is running, else ALSA if /dev/snd/seq works, else CoreMIDI on macOS. Raises
-    ``MidiUnavailable`` naming what is missing and what to do; ``ValueError`` for an unknown name. Takes < 1 s,
+    ``MidiUnavailable`` naming what is missing and what to do; ``ValueError`` for an unknown name. Takes < 6 s,
     prints nothing, never starts a JACK server. Any thread.
     """
     if preferred != "auto" and preferred not in BACKENDS:
