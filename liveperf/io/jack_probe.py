@@ -130,10 +130,20 @@ def jack_server_priority(server_name: str | None = None) -> int | None:
         if name is None or given == name:
             found.append(pid)
     for pid in found:
+        # The highest of the server's threads: with ``jackd -R`` only its driver thread runs SCHED_FIFO, the main
+        # thread stays normal (reading the process alone called a real-time server non-real-time).
         try:
-            if os.sched_getscheduler(pid) in (os.SCHED_FIFO, os.SCHED_RR):
-                return os.sched_getparam(pid).sched_priority
-            return 0
-        except (OSError, AttributeError):
-            continue
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit()]
+        except OSError:
+            tids = [pid]
+        best = None
+        for tid in tids:
+            try:
+                rt = os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR)
+                prio = os.sched_getparam(tid).sched_priority if rt else 0
+            except (OSError, AttributeError):
+                continue
+            best = prio if best is None else max(best, prio)
+        if best is not None:
+            return best
     return None
