@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from liveperf.midi_clock import TapTempo
+from liveperf.tap_tempo import TapTempo
 from liveperf.modes.settings import with_param
 
 TICKS_PER_BEAT = 24  # MIDI clock

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveperf.midi_clock import ClockEvent, MidiClockFollower, TapTempo
+from liveperf.midi_clock import ClockEvent, MidiClockFollower
+from liveperf.tap_tempo import TapTempo
 
 F8, FA, FB, FC = b"\xf8", b"\xfa", b"\xfb", b"\xfc"
 T0 = 10**12 + 12_345  # an arbitrary monotonic origin, far from 0
