@@ -95,9 +95,9 @@ def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def run(minutes: float, busy: bool = False, mode: str = "call_response") -> dict:
+def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack: bool = False) -> dict:
     setlist = setlist_for(mode)
-    server = start_jack_server(period=64)
+    server = start_jack_server(period=64, realtime=rt_jack)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"
     hog = _busy() if busy else None
@@ -210,10 +210,13 @@ def main() -> None:
     ap.add_argument("--mode", choices=GRID_MODES, default="call_response")
     ap.add_argument("--minutes", type=float, default=1.0)
     ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
+    ap.add_argument("--rt-jack", action="store_true",
+                    help="run the JACK server real-time (jackd -R -P 70, as on stage): liveperf's sending thread "
+                         "then gets SCHED_FIFO just below it (needs rtprio or root)")
     args = ap.parse_args()
     print(f"grid timing through JACK, mode {args.mode}, {args.minutes:g} min at {TEMPO} BPM"
-          + (" with one core busy" if args.busy else ""))
-    print_result(run(args.minutes, args.busy, args.mode))
+          + (" with one core busy" if args.busy else "") + (", real-time JACK server" if args.rt_jack else ""))
+    print_result(run(args.minutes, args.busy, args.mode, args.rt_jack))
 
 
 if __name__ == "__main__":
