@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.proc import rss_kib
 from liveperf.clock import InternalClock
 from liveperf.echo_guard import EchoGuardSink
 from liveperf.engine import Engine
@@ -171,14 +172,6 @@ def play_segment(song, models, setlist, rng, start_ns, seconds, sched, result) -
     return stop_ns + 10 * NS_PER_S
 
 
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def run(minutes: float, seed: int = 1, segment_minutes: float = 1.0, setlists: list[Path] | None = None,
         log=print) -> SoakResult:
     paths = setlists or sorted((REPO / "setlists").glob("*.toml"))
@@ -205,7 +198,7 @@ def run(minutes: float, seed: int = 1, segment_minutes: float = 1.0, setlists: l
             result.stuck_after_song += len(wire.sounding)
             log(f"  STUCK after {song.title!r}: {sorted(wire.sounding)}")
         gc.collect()
-        result.rss_kib.append(rss_kib())
+        result.rss_kib.append(rss_kib() or 0)
         log(f"  {played_s / 60:6.1f} min  {song.title[:28]:<28} wire {wire.messages:>8} msgs  "
             f"RSS {result.rss_kib[-1] / 1024:7.1f} MiB")
     sched.close(now_ns)

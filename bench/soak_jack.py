@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bench.proc import rss_kib  # noqa: E402
 from jack_server import start_jack_server  # noqa: E402
 from wire_monitor import LivePlay  # noqa: E402
 
@@ -79,17 +80,6 @@ def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
     return sorted((t, m) for t, m in out if t >= 0)
 
 
-def rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
     server = start_jack_server(period=64)
     env_before = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
@@ -113,7 +103,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
         sampler.start()
-        time.sleep(1.5)  # models load after the ports open
+        play.wait_started()  # models load after the ports open: input before that would go unheard
         t0 = time.monotonic_ns()
         next_log = 60.0
         for off, msg in performer_events(seconds):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import rtmidi
 
+from bench.proc import rss_kib
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
 
 TEMPO = 180
@@ -80,17 +81,6 @@ def performer_events(seconds: float, step_ns: int) -> list[tuple[int, list[int]]
     return out
 
 
-def _rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
@@ -135,7 +125,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         def sample_rss():
             t0 = time.monotonic()
             while not stop.is_set() and proc.poll() is None:
-                kib = _rss_kib(proc.pid)
+                kib = rss_kib(proc.pid)
                 if kib:
                     rss.append((time.monotonic() - t0, kib))
                 stop.wait(1.0)
@@ -180,13 +170,13 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
     pct = lambda a: {"n": int(a.size), "p50_us": float(np.median(a) / 1e3) if a.size else None,  # noqa: E731
                      "p99_us": float(np.percentile(a, 99) / 1e3) if a.size else None,
                      "max_us": float(a.max() / 1e3) if a.size else None}
-    rss_kib = [k for _, k in rss]
-    settle = [k for t, k in rss if t >= 10] or rss_kib
+    rss_all = [k for _, k in rss]
+    settle = [k for t, k in rss if t >= 10] or rss_all
     return {
         "minutes": minutes, "mode": mode, "tempo_bpm": TEMPO, "busy_core": busy, "scheduling": report.get("scheduling"),
         "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": 64,
         "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
-        "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_kib[-1] / 1024 if rss_kib else None,
+        "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_all[-1] / 1024 if rss_all else None,
                     "growth_pct": (100 * (settle[-1] - settle[0]) / settle[0]) if len(settle) > 1 else None},
         "samples": {"send_ns": send.tolist(), "arrival": arr, "rss": rss},
         "liveperf_output_tail": out[-1500:],

@@ -152,13 +152,17 @@ class LivePlay:
              "--record-dir", str(self.record_dir), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=os.environ.copy(),
             preexec_fn=preexec_fn)
+        self.lines: list[str] = []  # its output so far, read by a thread (the pipe never fills)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.monitor: WireMonitor | None = None
         self.performer = None
         try:
             wait_for(lambda: self.proc.poll() is not None or {f"{name}-in:in", f"{name}-out:out"} <= set(jack_ports()),
                      30, "liveperf's JACK ports")
             if self.proc.poll() is not None:
-                raise AssertionError(f"liveperf exited early:\n{self.proc.stdout.read()}")
+                self._reader.join(5)
+                raise AssertionError(f"liveperf exited early:\n{''.join(self.lines)}")
             self.monitor = WireMonitor(f"{name}-mon")
             self.performer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{name}-perf")
             self.performer.open_virtual_port("out")
@@ -171,13 +175,23 @@ class LivePlay:
     def send(self, data) -> None:
         self.performer.send_message(list(data))
 
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_started(self, timeout_s: float = 30.0) -> None:
+        """Until the first song has started (its models loaded: the show prints "[1. <title>] ...")."""
+        wait_for(lambda: self.proc.poll() is not None or any(line.startswith("[1. ") for line in list(self.lines)),
+                 timeout_s, "the first song to start")
+
     def finish(self, timeout_s: float = 30.0) -> tuple[int, str, dict | None]:
         try:
-            out, _ = self.proc.communicate(timeout=timeout_s)
+            self.proc.wait(timeout=timeout_s)
+            self._reader.join(5)
         finally:
             self.kill()
         report = json.loads(self.report_path.read_text()) if self.report_path.exists() else None
-        return self.proc.returncode, out, report
+        return self.proc.returncode, "".join(self.lines), report
 
     def kill(self) -> None:
         """Close our JACK clients; kill the process if it is still running (the test failed)."""
