@@ -86,6 +86,11 @@ class Engine:
     def idle(self) -> bool:
         return self.mode.idle and self._pending_mode is None
 
+    @property
+    def pending_mode(self) -> str | None:
+        """The mode this engine switches to at the next bar line, if one was asked for."""
+        return self._pending_mode
+
     # ---- control (engine thread) -----------------------------------------------------------------------------
     def request_mode(self, name: str) -> None:
         """Switch to mode ``name`` at the next bar line (KeyError for a mode this song has no models for)."""

@@ -288,6 +288,11 @@ class MidiClockFollower:
             self.stats.ignored += 1
         return events
 
+    @property
+    def freewheeling(self) -> bool:
+        """Running on the last tempo after a dropout (``on_dropout="freewheel"``), until ticks return."""
+        return self._freewheeling
+
     def dropout_deadline_ns(self) -> int | None:
         """The earliest ``now_ns`` at which ``poll`` declares a dropout; None when stopped or already freewheeling."""
         if not self.running or self._freewheeling:

@@ -226,7 +226,7 @@ class ShowController:
             self._feedback(due_ns, "beat", bar, beat)
             self.on_beat(bar, beat)
         if step % self._steps_per_bar == 0 and self.engine is not None:
-            pending = getattr(self.engine, "_pending_mode", None)
+            pending = self.engine.pending_mode
             name = pending or self.engine.mode_name  # the engine switches at this bar line, after this call
             if name != self._mode_shown:
                 self._mode_shown = name

@@ -76,7 +76,7 @@ class StageFeed:
             next_song=sl.songs[nxt].title if nxt is not None else None, bar=bar, beat=beat,
             tempo_bpm=float(clock.tempo_bpm), clock_source=_clock_text(clock),
             transport="playing" if clock.running else "stopped", mode=engine.mode_name,
-            pending_mode=getattr(engine, "_pending_mode", None),
+            pending_mode=engine.pending_mode,
             pending_song=sl.songs[pending].title if pending is not None else None,
             params={name: ctl.params.target(name) for name in SHOWN_PARAMS},
             notes_in=engine.input_stats.note_ons, notes_out=scheduler.stats.sent, step_p99_us=p99_us,
