@@ -38,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--song", action="append", default=[],
                       help="song number (1-based) or title substring; repeat for several (default: all)")
     play.add_argument("--duration", type=float, help="stop each song after this many seconds")
-    play.add_argument("--backend", choices=BACKENDS, default="auto",
-                      help="MIDI system (default auto: JACK, then ALSA, then CoreMIDI, else file mode)")
+    play.add_argument("--backend", choices=BACKENDS + ("jack-native",), default="auto",
+                      help="MIDI system (default auto: JACK, then ALSA, then CoreMIDI, else file mode); jack-native: "
+                           "JACK with frame-exact timing (one client, ports <client-name>:in and :out)")
     play.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu",
                       help="onnxruntime execution provider (default cpu: fastest for per-step models)")
     play.add_argument("--seed", type=int, help="override every song's sampling seed")
@@ -112,7 +113,8 @@ def _play(args) -> int:
     backend = args.backend
     if backend != "file":
         try:
-            backend = midi_ports.detect_backend(backend)
+            backend = midi_ports.detect_backend("jack" if backend == "jack-native" else backend)
+            backend = "jack-native" if args.backend == "jack-native" else backend
         except midi_ports.MidiUnavailable as exc:
             if args.backend != "auto":
                 print(f"liveperf: {exc}", file=sys.stderr)
@@ -138,12 +140,14 @@ def _play(args) -> int:
         # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
         # [show] midi_out / midi_in name the synth and the controller to connect to; else connect by hand.
         try:
-            if setlist.midi_out:
+            if backend == "jack-native":
+                out_port, in_port = _open_native(args, setlist)
+            elif setlist.midi_out:
                 out_port = midi_ports.MidiOutPort.open_existing(setlist.midi_out, f"{args.client_name}-out", "out",
                                                                 backend)
             else:
                 out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
-            if args.input is None:
+            if args.input is None and backend != "jack-native":
                 kw = dict(timing=setlist.clock == "midi")
                 in_port = (midi_ports.MidiInPort.open_existing(setlist.midi_in, f"{args.client_name}-in", "in",
                                                                backend, **kw) if setlist.midi_in else
@@ -153,7 +157,7 @@ def _play(args) -> int:
                 watch = PortWatch(out_port, in_port, out_target=setlist.midi_out, in_target=setlist.midi_in,
                                   on_event=lambda text: show.log(f"ports: {text}")).start()
                 out_port, in_port = watch.output, watch.input
-        except (midi_ports.MidiUnavailable, LookupError, ValueError) as exc:
+        except (midi_ports.MidiUnavailable, LookupError, ValueError, RuntimeError) as exc:
             print(f"liveperf: {exc}", file=sys.stderr)
             close = getattr(out_port, "close", None)
             if close:
@@ -185,6 +189,14 @@ def _play(args) -> int:
     if report.stopped == "signal":
         return 130  # a signal (Ctrl-C, SIGTERM); an OSC /liveperf/stop or a stage-view stop ends it normally
     return 1 if any(s.error for s in report.songs) else 0
+
+
+def _open_native(args, setlist):
+    """The jack-native backend's ports (one JACK client, frame-exact timing; ``liveperf.io.jack_native``)."""
+    from liveperf.io.jack_native_ports import open_ports
+    return open_ports(args.client_name, in_target=setlist.midi_in or None, out_target=setlist.midi_out or None,
+                      inputs=args.input is None, timing=setlist.clock == "midi",
+                      drop_late_ns=int(setlist.late_tolerance_ms * 1e6))
 
 
 def _print_report(report) -> None:

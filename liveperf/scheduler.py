@@ -6,6 +6,10 @@ The engine hands over ``(due_ns, data)`` a little ahead of time. Two implementat
   ``time.monotonic_ns`` (to ``spin_ns`` before the deadline, then yields in a short spin), sends, and records.
   A message that would go out more than ``late_tolerance_ns`` after its due time is dropped and counted (note-offs
   are never dropped: they go out at once, also counted). On ``close`` it sends note-offs for every note still held.
+  With a *timed* port (``TimedOutputPort``: the ``jack-native`` backend) the thread does not time anything: it
+  hands each message over ``lead_ns`` before it is due and JACK's thread sends it at its frame. "Sent" then means
+  handed over; a cancel also revokes the handed-over note-ons due from its cut on, and the send - due errors are
+  the port's true ones (``emitted``).
 - ``VirtualScheduler``: the same rules in virtual time for tests; "sent" means appended to ``sent`` at ``due_ns``.
 
 ``schedule``/``cancel_pending``/``panic`` may be called from any thread (they enqueue); only the scheduler's own
@@ -38,6 +42,19 @@ from liveperf.notes import HeldNotes, is_note_off, is_note_on, note_off
 
 class OutputPort(Protocol):
     def send(self, data: bytes) -> None: ...
+
+
+class TimedOutputPort(OutputPort, Protocol):
+    """A port that sends at a given time itself (``liveperf.io.jack_native_ports.NativeOutPort``): the scheduler
+    hands each message over ``lead_ns`` before it is due, then learns the true send times from ``emitted``."""
+
+    lead_ns: int
+
+    def send_at(self, due_ns: int, data: bytes) -> bool: ...
+
+    def revoke(self, channel: int | None, from_ns: int) -> None: ...
+
+    def emitted(self) -> list[tuple[int, int]]: ...
 
 
 class OutputSink(Protocol):
@@ -236,6 +253,8 @@ class Scheduler:
         self._rt_priority = realtime_priority
         self.scheduling = "not started"  # set by the thread: which OS scheduling it got, and why
         self._thread = threading.Thread(target=self._run, name="liveperf-scheduler", daemon=True)
+        # A timed port sends at the due time itself: hand over ``lead_ns`` early, no spinning (module docstring).
+        self._lead_ns = int(getattr(port, "lead_ns", 0) or 0)
 
     # ---- any thread ----
     def start(self) -> None:
@@ -288,8 +307,8 @@ class Scheduler:
 
     def _wait_s(self) -> float | None:
         if not self._plan.heap:
-            return 0.1
-        left = self._plan.heap[0].due_ns - self._clock_ns() - self.spin_ns
+            return 0.01 if self._lead_ns else 0.1  # a timed port's send reports are collected now and then
+        left = self._plan.heap[0].due_ns - self._clock_ns() - (self._lead_ns or self.spin_ns)
         return max(0.0, left / 1e9)
 
     def _drain(self, timeout_s: float | None) -> bool:
@@ -305,9 +324,13 @@ class Scheduler:
             if head is _IDLE:
                 self._idle_waiters.append(arg)
             elif head is _CANCEL:
-                self._plan.cancel(arg[0], arg[1], self._clock_ns())
+                now = self._clock_ns()
+                self._revoke(arg[0], max(arg[1], now))
+                self._plan.cancel(arg[0], arg[1], now)
             elif head is _PANIC:
-                self._plan.cancel(None, 0, self._clock_ns())
+                now = self._clock_ns()
+                self._revoke(None, now)
+                self._plan.cancel(None, 0, now)
                 self.silence_all()
             else:
                 self._plan.push(head, arg)
@@ -316,8 +339,26 @@ class Scheduler:
             except queue.Empty:
                 return True
 
+    def _revoke(self, channel: int | None, from_ns: int) -> None:
+        """A timed port: note-ons handed over but due from ``from_ns`` on are not to sound (a cancel's cut)."""
+        if self._lead_ns:
+            self._port.revoke(channel, from_ns)
+
+    def _collect_emitted(self) -> None:
+        """A timed port: the true send times of what it sent (``sent_ns`` -1: it dropped a late note-on)."""
+        for due_ns, sent_ns in self._port.emitted():
+            if sent_ns < 0:
+                self.stats.late_dropped += 1
+            elif self._keep_errors:
+                self.stats.errors_ns.append(sent_ns - due_ns)
+
     def _send_due(self) -> None:
         plan = self._plan
+        if self._lead_ns:
+            self._collect_emitted()
+            if plan.heap:
+                self._hand_over(self._clock_ns())
+            return
         if not plan.heap:
             return
         now = self._clock_ns()
@@ -338,9 +379,21 @@ class Scheduler:
                 self._send(data, item.due_ns)
             now = self._clock_ns()
 
+    def _hand_over(self, now: int) -> None:
+        """A timed port: give it everything due within ``lead_ns``; it sends each at its due time."""
+        plan = self._plan
+        while (item := plan.pop_due(now + self._lead_ns)) is not None:
+            for data in plan.to_send(item):
+                if now - item.due_ns > self.late_tolerance_ns and item.cut is None:
+                    if not is_note_off(data):
+                        self.stats.late_dropped += 1
+                        continue
+                    self.stats.late_note_offs += 1
+                self._send(data, max(item.due_ns, now) if item.cut is not None else item.due_ns)
+
     def _send(self, data: bytes, due_ns: int) -> None:
         try:
-            accepted = self._port.send(data)
+            accepted = self._port.send_at(due_ns, data) if self._lead_ns else self._port.send(data)
         except Exception as exc:  # the port vanished mid-show: count it, keep the clock going
             self.stats.send_errors += 1
             self.last_send_error = f"{type(exc).__name__}: {exc}"
@@ -348,18 +401,26 @@ class Scheduler:
         if accepted is False:  # a supervised port that is down (port_watch): not played, so not held, not recorded
             self.stats.port_dropped += 1
             return
-        sent_ns = self._clock_ns()
+        # A timed port sends it at due_ns; its true send time comes back through ``emitted``.
+        sent_ns = due_ns if self._lead_ns else self._clock_ns()
         self._plan.held.update(data)
         self.stats.sent += 1
-        if self._keep_errors:
+        if self._keep_errors and not self._lead_ns:
             self.stats.errors_ns.append(sent_ns - due_ns)
         if self._on_sent is not None:
             self._on_sent(sent_ns, data)
 
     def silence_all(self) -> None:
         """Note-offs for every note sent and not yet released, now. Scheduler thread only (or after it ended)."""
+        now = self._clock_ns()
+        self._revoke(None, now)  # a timed port: what was handed over to sound later does not sound at all
         for data in self._plan.held.release_all():
-            self._send(data, self._clock_ns())
+            self._send(data, now)
+        if self._lead_ns:
+            deadline = time.monotonic() + 0.5  # let JACK's thread send them before the port closes
+            while self._port.pending() and time.monotonic() < deadline:
+                time.sleep(0.002)
+            self._collect_emitted()
 
     @property
     def held_count(self) -> int:

@@ -82,7 +82,7 @@ def sending_priority(backend: str) -> int | None:
     client in one cycle, so a sending thread that preempts the server only makes the cycle (and every clock tick
     and note in it) late. Measured here: with a non-real-time JACK server, a FIFO sending thread made the
     jack_midi_clock stream arrive in bursts (partner notes a tick off the grid); without it, on the grid."""
-    if backend != "jack":
+    if backend not in ("jack", "jack-native"):
         return 70
     prio = jack_server_priority()
     if prio is None:
@@ -160,7 +160,7 @@ class Show:
         scheduler.start()
         scheduler.wait_idle(1.0)  # the thread has started and chosen its scheduling
         note = ""
-        if opts.realtime and backend == "jack" and sending_priority("jack") is None:
+        if opts.realtime and backend in ("jack", "jack-native") and sending_priority("jack") is None:
             note = " (the JACK server runs without real-time priority: a FIFO sending thread would preempt it)"
         self.log(f"scheduler: {scheduler.scheduling}{note}")
         stage.start()
@@ -238,15 +238,16 @@ class Show:
 
     @staticmethod
     def _on_sent(ts: int, data: bytes, recorder: Recorder, worker: TimedWorker, feedback) -> None:
-        """Scheduler thread: every message actually sent goes to the recording and, as note feedback, to OSC."""
+        """Scheduler thread: every message actually sent goes to the recording and, as note feedback, to OSC, at
+        ``ts`` (a timed port: the due time it was handed over for, up to its lead ahead)."""
         if data[0] >= 0xF0:
             return
         recorder.add("partner", ts, data)
         if feedback is not None and len(data) == 3:
             if is_note_on(data):
-                worker.now(feedback.note_on, data[1], data[2])
+                worker.at(ts, feedback.note_on, data[1], data[2])
             elif is_note_off(data):
-                worker.now(feedback.note_off, data[1])
+                worker.at(ts, feedback.note_off, data[1])
 
     def _store_learned(self, mappings: list[dict]) -> None:
         """Worker thread: MIDI learn made a mapping; keep it in the setlist for the next show."""

@@ -137,7 +137,7 @@ class LivePlay:
     ``finish()`` waits for the exit and returns (exit code, output, report dict or None). Owner's thread only."""
 
     def __init__(self, tmp: Path, setlist: str, name: str, extra: list[str] = (), duration_s: float = 10.0,
-                 preexec_fn=None) -> None:
+                 preexec_fn=None, backend: str = "jack") -> None:
         try:
             from jack_server import jack_connect, jack_ports
         except ImportError:  # run from bench/ as tests.jack_server
@@ -147,7 +147,7 @@ class LivePlay:
         self.report_path = tmp / f"{name}-report.json"
         self.record_dir = tmp / f"{name}-rec"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liveperf.cli", "play", str(tmp / f"{name}.toml"), "--backend", "jack",
+            [sys.executable, "-m", "liveperf.cli", "play", str(tmp / f"{name}.toml"), "--backend", backend,
              "--client-name", name, "--duration", str(duration_s), "--report-json", str(self.report_path),
              "--record-dir", str(self.record_dir), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=os.environ.copy(),
@@ -157,8 +157,11 @@ class LivePlay:
         self._reader.start()
         self.monitor: WireMonitor | None = None
         self.performer = None
+        # rtmidi opens a client per port; jack-native one client with both ports
+        in_port, out_port = (f"{name}:in", f"{name}:out") if backend == "jack-native" else (f"{name}-in:in",
+                                                                                             f"{name}-out:out")
         try:
-            wait_for(lambda: self.proc.poll() is not None or {f"{name}-in:in", f"{name}-out:out"} <= set(jack_ports()),
+            wait_for(lambda: self.proc.poll() is not None or {in_port, out_port} <= set(jack_ports()),
                      30, "liveperf's JACK ports")
             if self.proc.poll() is not None:
                 self._reader.join(5)
@@ -166,8 +169,8 @@ class LivePlay:
             self.monitor = WireMonitor(f"{name}-mon")
             self.performer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{name}-perf")
             self.performer.open_virtual_port("out")
-            jack_connect(f"{name}-out:out", self.monitor.port)
-            jack_connect(f"{name}-perf:out", f"{name}-in:in")
+            jack_connect(out_port, self.monitor.port)
+            jack_connect(f"{name}-perf:out", in_port)
         except BaseException:
             self.kill()
             raise

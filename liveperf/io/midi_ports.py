@@ -234,7 +234,50 @@ def split_messages(data: bytes) -> tuple[list[bytes], int]:
     return out, bad + (1 if cur else 0)
 
 
-class MidiInPort:
+class InputFilter:
+    """Counters, filters and delivery shared by the MIDI inputs (``MidiInPort``, the ``jack-native`` input): one
+    received event in, complete wanted messages out to ``on_message`` (see ``MidiInPort`` for the counters).
+    Subclasses set ``_skip`` and ``full_name``; only their reader thread calls ``take``."""
+
+    full_name = ""
+
+    def __init__(self) -> None:
+        self.received = 0  # delivered to on_message
+        self.dropped = 0  # on_message raised
+        self.malformed = 0  # pieces of received events that were not complete MIDI messages: not delivered
+        self.salvaged = 0  # complete messages recovered from a malformed or glued event (delivered or filtered)
+        self.filtered = 0  # sysex / clock / active sensing not asked for, and ``NOT_USED``: not delivered
+        self._skip: frozenset[int] = frozenset()  # first bytes not to deliver
+
+    def take(self, on_message: OnMessage, ts_ns: int, data: bytes) -> None:
+        """One received event: deliver what is complete and wanted, count the rest."""
+        if is_well_formed(data):
+            if data[0] in self._skip:
+                self.filtered += 1
+            else:
+                self._deliver(on_message, ts_ns, data)
+            return
+        messages, bad = split_messages(data)
+        self.malformed += bad
+        self.salvaged += len(messages)
+        for msg in messages:
+            if msg[0] in self._skip:
+                self.filtered += 1
+            else:
+                self._deliver(on_message, ts_ns, msg)
+
+    def _deliver(self, on_message: OnMessage, ts_ns: int, data: bytes) -> None:
+        try:
+            on_message(ts_ns, data)
+        except Exception:  # noqa: BLE001 - a failing consumer must not stop the input: count, say once
+            self.dropped += 1
+            if self.dropped == 1:
+                log.exception("MIDI input %s: on_message failed (counting further failures)", self.full_name)
+        else:
+            self.received += 1
+
+
+class MidiInPort(InputFilter):
     """A MIDI input polled from a thread the port owns; never rtmidi's callback.
 
     Under JACK, rtmidi's callback runs in JACK's real-time thread, so a busy Python main thread (GIL) caused
@@ -258,17 +301,12 @@ class MidiInPort:
 
     def __init__(self, midi: rtmidi.MidiIn, backend: str, full_name: str, connected_to: str | None,
                  poll_interval_ns: int = DEFAULT_POLL_INTERVAL_NS) -> None:
+        super().__init__()
         self._midi: rtmidi.MidiIn | None = midi
         self.backend = backend
         self.full_name = full_name
         self.connected_to = connected_to
         self.poll_interval_ns = poll_interval_ns
-        self.received = 0  # delivered to on_message
-        self.dropped = 0  # on_message raised
-        self.malformed = 0  # pieces of received events that were not complete MIDI messages: not delivered
-        self.salvaged = 0  # complete messages recovered from a malformed or glued event (delivered or filtered)
-        self.filtered = 0  # sysex / clock / active sensing not asked for, and ``NOT_USED``: not delivered
-        self._skip: frozenset[int] = frozenset()  # first bytes not to deliver (set by ``_filters``)
         self.error: BaseException | None = None  # what stopped the poll thread, if anything did
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -388,28 +426,4 @@ class MidiInPort:
             chained = now if first else prev_ns + round(delta_s * 1e9)
             ts_ns = min(max(chained, not_before, prev_ns), now)
             prev_ns, first = ts_ns, False
-            data = bytes(values)
-            if is_well_formed(data):
-                if data[0] in self._skip:
-                    self.filtered += 1
-                else:
-                    self._deliver(on_message, ts_ns, data)
-                continue
-            messages, bad = split_messages(data)
-            self.malformed += bad
-            self.salvaged += len(messages)
-            for msg in messages:
-                if msg[0] in self._skip:
-                    self.filtered += 1
-                else:
-                    self._deliver(on_message, ts_ns, msg)
-
-    def _deliver(self, on_message: OnMessage, ts_ns: int, data: bytes) -> None:
-        try:
-            on_message(ts_ns, data)
-        except Exception:  # noqa: BLE001 - a failing consumer must not stop the input: count, say once
-            self.dropped += 1
-            if self.dropped == 1:
-                log.exception("MIDI input %s: on_message failed (counting further failures)", self.full_name)
-        else:
-            self.received += 1
+            self.take(on_message, ts_ns, bytes(values))

@@ -1,0 +1,443 @@
+"""A JACK MIDI client whose process callback is machine code compiled by numba: frame-exact in and out, no GIL.
+
+Why not rtmidi here. rtmidi (and the JACK-Client package) hand JACK's events to Python: the input is stamped
+when a Python thread gets to it, and an output goes into the *next* JACK cycle after a Python thread sends it, at
+offset 0. On this 2-core VM that puts the tail of the send - due error above 1 ms (README, grid timing). A
+process callback written in Python would run JACK's real-time thread under the GIL, and one busy Python thread
+would then stall the whole audio graph. So the callback here is a ``numba.cfunc``: JACK calls native code that
+touches only preallocated numpy arrays and a handful of libjack/libc functions (called through ctypes function
+pointers that numba compiles to direct calls). It never allocates, locks or waits.
+
+What the callback does each cycle (JACK's process thread):
+- **Input**: every event of the input port is stamped at its *frame* (the frame clock below) and copied into the
+  input ring; a POSIX semaphore is posted once, so the reading thread wakes at once instead of polling.
+- **Output**: messages handed over *ahead* of their due time (``write(due_ns, data)``) wait in the output ring,
+  in the order they were written. Each goes out in the cycle that contains its due frame, at that frame's offset
+  inside the cycle. JACK needs non-decreasing offsets, and the order written is the order sent, so a message is
+  never sent before one written ahead of it (a note-off never overtakes its note-on). A message whose due frame
+  has already passed goes out at the cycle's first frame, and counts as ``late``; one later than
+  ``drop_late_ns`` plus one period (what JACK itself adds to a message due "now": it can only go in the next
+  cycle) is not sent when it is a note-on (``late_dropped``), and the note-off written for that note
+  later is swallowed too, so the wire never shows an off without its on. ``revoke(channel, from_ns)`` does the same
+  for note-ons handed over and then cancelled (a transport Stop, a panic) before their cycle came.
+- Each message sent (or dropped) is reported in the emitted ring as ``(due_ns, sent_ns)`` (``sent_ns`` -1: dropped),
+  so the owner can keep the true send - due error, measured on JACK's frame clock.
+
+Threads: the JACK thread owns the ``_W`` counters of the input and emitted rings and the ``_R`` counter of the
+output ring; ONE writer thread owns the output ring's ``_W`` (``write``), ONE reader thread owns the input ring's
+``_R`` (``read``) and the emitted ring's ``_R`` (``emitted``). Each ring is single-producer/single-consumer:
+the producer fills a slot, then publishes it by storing the new ``_W`` (x86 keeps stores in order; both sides go
+through memory for every access, numpy on one side and pointer loads/stores on the other).
+Times are ``time.monotonic_ns``. The frame clock maps frame n (counted from the first cycle, so it never wraps)
+to ``base + n / rate``; ``base`` is the lowest ``entry - n / rate`` of the last 1-2 seconds, where ``entry`` is
+``CLOCK_MONOTONIC`` as the callback starts (a cycle is never processed before its time).
+Measured here (JACK dummy driver, 48 kHz / 256 frames, 2.4 s windows): callback entry minus the frame clock
+min 0.0, median 0.03-0.08 ms. JACK's own ``jack_frames_to_time`` wandered 1.6 ms against the callback's start on
+the same server (its DLL), so it is not used. At 64-frame periods this VM's dummy server fell behind real time
+(20 ms in 3 s, frames lost): the base then moves in steps once a second; use 128 frames or more there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+log = logging.getLogger(__name__)
+
+# ---- the control block: one int64 array the callback gets a pointer to -------------------------------------
+(C_CLIENT, C_RATE, C_PREV32, C_EXT_FRAME, C_BASE_NS, C_IN_PORT, C_OUT_PORT, C_IN_META, C_IN_DATA, C_IN_W, C_IN_R, C_OUT_RING, C_OUT_W, C_OUT_R,
+ C_EMIT_RING, C_EMIT_W, C_EMIT_R, C_EVENT, C_TIMESPEC, C_STAGE, C_SEM, C_DROPPED_ON, C_DROP_LATE_NS,
+ C_CYCLES, C_IN_OVERFLOW, C_IN_TOO_LONG, C_LATE, C_LATE_DROPPED, C_WRITE_FAILED, C_EMIT_OVERFLOW,
+ C_LAST_CYCLE_NS, C_SWALLOWED, C_ENTRY_NS, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START, N_CTL) = range(40)
+
+RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
+IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
+CLOCK_MONOTONIC = 1
+
+_U64, _U32, _I32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
+
+
+@intrinsic
+def _ptr(typingctx, addr):
+    """An integer address as a ``void*`` (for ``numba.carray``)."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return types.voidptr(addr), codegen
+
+
+def _bind(lib: ctypes.CDLL, libc: ctypes.CDLL) -> dict:
+    """The C functions the callback calls, with every pointer passed as a 64-bit integer (same ABI on x86-64 and
+    arm64), so numba needs no pointer types."""
+    spec = {
+        "jack_port_get_buffer": (lib, _U64, [_U64, _U32]),
+        "jack_midi_get_event_count": (lib, _U32, [_U64]),
+        "jack_midi_event_get": (lib, _I32, [_U64, _U64, _U32]),
+        "jack_midi_clear_buffer": (lib, None, [_U64]),
+        "jack_midi_event_write": (lib, _I32, [_U64, _U32, _U64, _U64]),
+        "jack_last_frame_time": (lib, _U32, [_U64]),
+        "clock_gettime": (libc, _I32, [_I32, _U64]),
+        "sem_post": (libc, _I32, [_U64]),
+    }
+    fns = {}
+    for name, (owner, res, args) in spec.items():
+        proto = ctypes.CFUNCTYPE(res, *args)
+        fns[name] = proto((name, owner))
+    return fns
+
+
+def _compile(fns: dict):
+    """The process callback, ``int process(jack_nframes_t nframes, void *arg)``; ``arg`` is the control block."""
+    port_get_buffer = fns["jack_port_get_buffer"]
+    event_count = fns["jack_midi_get_event_count"]
+    event_get = fns["jack_midi_event_get"]
+    clear_buffer = fns["jack_midi_clear_buffer"]
+    event_write = fns["jack_midi_event_write"]
+    last_frame_time = fns["jack_last_frame_time"]
+    clock_gettime = fns["clock_gettime"]
+    sem_post = fns["sem_post"]
+    mask = RING - 1
+
+    @numba.cfunc(types.int32(types.uint32, types.voidptr), nopython=True)
+    def process(nframes, arg):
+        ctl = numba.carray(arg, (N_CTL,), np.int64)
+        client = np.uint64(ctl[C_CLIENT])
+        ts = numba.carray(_ptr(ctl[C_TIMESPEC]), (2,), np.int64)
+        clock_gettime(CLOCK_MONOTONIC, np.uint64(ctl[C_TIMESPEC]))
+        entry_ns = ts[0] * 1_000_000_000 + ts[1]
+        first32 = np.int64(last_frame_time(client))
+        rate = ctl[C_RATE]
+        if ctl[C_CYCLES] == 0:
+            ctl[C_PREV32] = first32
+        ext = ctl[C_EXT_FRAME] + ((first32 - ctl[C_PREV32]) & 0xFFFFFFFF)  # frames since the first cycle
+        ctl[C_EXT_FRAME] = ext
+        ctl[C_PREV32] = first32
+        # Frame -> monotonic ns: base + frames / rate. A cycle's callback never starts before its frame's time, so
+        # the base is the lowest (entry - frames / rate) of the last 1-2 s (two 1 s buckets): late wake-ups never
+        # move it, and it follows a sound card's drift or a server that loses frames within a second.
+        frames_ns = np.int64(np.float64(ext) * 1e9 / rate)
+        cand = entry_ns - frames_ns
+        if ctl[C_CYCLES] == 0:
+            ctl[C_MIN_CUR] = cand
+            ctl[C_MIN_PREV] = cand
+            ctl[C_BUCKET_START] = ext
+        elif ext - ctl[C_BUCKET_START] >= rate:
+            ctl[C_MIN_PREV] = ctl[C_MIN_CUR]
+            ctl[C_MIN_CUR] = cand
+            ctl[C_BUCKET_START] = ext
+        else:
+            ctl[C_MIN_CUR] = min(ctl[C_MIN_CUR], cand)
+        base = min(ctl[C_MIN_CUR], ctl[C_MIN_PREV])
+        ctl[C_BASE_NS] = base
+        cycle_ns = base + frames_ns
+        ctl[C_ENTRY_NS] = entry_ns
+        ctl[C_LAST_CYCLE_NS] = cycle_ns
+        ctl[C_CYCLES] += 1
+
+        if ctl[C_IN_PORT] != 0:
+            buf = port_get_buffer(np.uint64(ctl[C_IN_PORT]), nframes)
+            ev = numba.carray(_ptr(ctl[C_EVENT]), (3,), np.int64)
+            meta = numba.carray(_ptr(ctl[C_IN_META]), (RING, 2), np.int64)
+            data = numba.carray(_ptr(ctl[C_IN_DATA]), (RING, IN_BYTES), np.uint8)
+            got = False
+            for i in range(event_count(buf)):
+                if event_get(np.uint64(ctl[C_EVENT]), buf, np.uint32(i)) != 0:
+                    continue
+                frame = ext + (ev[0] & 0xFFFFFFFF)
+                size = ev[1]
+                w = ctl[C_IN_W]
+                if size > IN_BYTES or size <= 0:
+                    ctl[C_IN_TOO_LONG] += 1
+                    continue
+                if w - ctl[C_IN_R] >= RING:
+                    ctl[C_IN_OVERFLOW] += 1
+                    continue
+                slot = w & mask
+                src = numba.carray(_ptr(ev[2]), (size,), np.uint8)
+                for k in range(size):
+                    data[slot, k] = src[k]
+                meta[slot, 0] = base + np.int64(np.float64(frame) * 1e9 / rate)
+                meta[slot, 1] = size
+                ctl[C_IN_W] = w + 1
+                got = True
+            if got:
+                sem_post(np.uint64(ctl[C_SEM]))
+
+        if ctl[C_OUT_PORT] != 0:
+            obuf = port_get_buffer(np.uint64(ctl[C_OUT_PORT]), nframes)
+            clear_buffer(obuf)
+            ring = numba.carray(_ptr(ctl[C_OUT_RING]), (RING, 2), np.int64)
+            emit = numba.carray(_ptr(ctl[C_EMIT_RING]), (RING, 2), np.int64)
+            stage = numba.carray(_ptr(ctl[C_STAGE]), (8,), np.uint8)
+            dropped_on = numba.carray(_ptr(ctl[C_DROPPED_ON]), (16 * 128,), np.uint8)
+            revoke_upto = numba.carray(_ptr(ctl[C_REVOKE_UPTO]), (16,), np.int64)
+            revoke_from = numba.carray(_ptr(ctl[C_REVOKE_FROM]), (16,), np.int64)
+            last = 0
+            period_ns = np.int64(nframes) * 1_000_000_000 // rate  # a message due now can only go next cycle
+            while ctl[C_OUT_R] < ctl[C_OUT_W]:
+                r = ctl[C_OUT_R]
+                slot = r & mask
+                due_ns = ring[slot, 0]
+                packed = ring[slot, 1]
+                # the first frame at or after due_ns, relative to this cycle's first frame
+                d = np.int64(np.ceil(np.float64(due_ns - base) * rate / 1e9)) - ext
+                if d >= nframes:
+                    break  # due in a later cycle; everything written after it waits behind it
+                size = packed & 0xFF
+                status = (packed >> 8) & 0xFF
+                key = ((status & 0x0F) << 7) | ((packed >> 16) & 0x7F)
+                is_on = (status & 0xF0) == 0x90 and size == 3 and ((packed >> 24) & 0x7F) > 0
+                is_off = size == 3 and ((status & 0xF0) == 0x80 or ((status & 0xF0) == 0x90 and not is_on))
+                sent = np.int64(-1)
+                ch = status & 0x0F
+                if is_on and r < revoke_upto[ch] and due_ns >= revoke_from[ch]:
+                    ctl[C_REVOKED] += 1  # cancelled after it was handed over, before it sounded
+                    dropped_on[key] = 1
+                elif d < 0 and is_on and cycle_ns - due_ns > ctl[C_DROP_LATE_NS] + period_ns:
+                    ctl[C_LATE_DROPPED] += 1
+                    dropped_on[key] = 1
+                elif is_off and dropped_on[key] != 0:
+                    dropped_on[key] = 0
+                    ctl[C_SWALLOWED] += 1
+                else:
+                    offset = max(d, last)
+                    for k in range(size):
+                        stage[k] = (packed >> (8 * (k + 1))) & 0xFF
+                    if event_write(obuf, np.uint32(offset), np.uint64(ctl[C_STAGE]), np.uint64(size)) != 0:
+                        ctl[C_WRITE_FAILED] += 1  # the cycle's buffer is full: not sent
+                    else:
+                        last = offset
+                        if is_on:
+                            dropped_on[key] = 0
+                        sent = base + np.int64(np.float64(ext + offset) * 1e9 / rate)
+                        if d < 0:
+                            ctl[C_LATE] += 1
+                ew = ctl[C_EMIT_W]
+                if ew - ctl[C_EMIT_R] < RING:
+                    emit[ew & mask, 0] = due_ns
+                    emit[ew & mask, 1] = sent
+                    ctl[C_EMIT_W] = ew + 1
+                else:
+                    ctl[C_EMIT_OVERFLOW] += 1
+                ctl[C_OUT_R] = r + 1
+        return 0
+
+    return process
+
+
+class JackUnavailable(RuntimeError):
+    """No JACK server answered, or libjack refused a port; the message says which."""
+
+
+_PROCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
+_compiled: dict = {}  # one compiled callback per process (compiling takes ~1 s), keyed by the libjack handle
+_compile_lock = threading.Lock()
+
+
+def _libs() -> tuple[ctypes.CDLL, ctypes.CDLL]:
+    from liveperf.io.jack_probe import _libjack
+    if _libjack is None:
+        raise JackUnavailable("libjack is not available (python-rtmidi was built without JACK, or no libjack)")
+    lib = _libjack.lib
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in (("jack_client_open", vp, [cp, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
+                            ("jack_client_close", ctypes.c_int, [vp]),
+                            ("jack_port_register", vp, [vp, cp, cp, ctypes.c_ulong, ctypes.c_ulong]),
+                            ("jack_port_name", cp, [vp]), ("jack_set_process_callback", ctypes.c_int,
+                                                          [vp, _PROCESS, vp]),
+                            ("jack_activate", ctypes.c_int, [vp]), ("jack_deactivate", ctypes.c_int, [vp]),
+                            ("jack_connect", ctypes.c_int, [vp, cp, cp]), ("jack_get_sample_rate", ctypes.c_uint32, [vp]),
+                            ("jack_get_buffer_size", ctypes.c_uint32, [vp])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    libc = ctypes.CDLL(None, use_errno=True)
+    return lib, libc
+
+
+def _callback(lib: ctypes.CDLL, libc: ctypes.CDLL):
+    with _compile_lock:
+        key = lib._handle
+        if key not in _compiled:
+            _compiled[key] = _compile(_bind(lib, libc))
+        return _compiled[key]
+
+
+class JackMidiClient:
+    """One JACK client with a MIDI input port ``in`` and/or output port ``out``, run by the compiled callback.
+
+    ``open`` registers the ports and activates the client; ``read``/``wait``/``emitted`` belong to ONE reader
+    thread, ``write`` to ONE writer thread, ``close`` to the owner. Counters (``counters()``) may be read from any
+    thread (plain int64 loads).
+    """
+
+    def __init__(self, lib, libc, handle: int, name: str, inputs: bool, outputs: bool, drop_late_ns: int) -> None:
+        self.lib, self.libc, self.handle = lib, libc, handle
+        self.ctl = np.zeros(N_CTL, dtype=np.int64)
+        self.in_meta = np.zeros((RING, 2), dtype=np.int64)
+        self.in_data = np.zeros((RING, IN_BYTES), dtype=np.uint8)
+        self.out_ring = np.zeros((RING, 2), dtype=np.int64)
+        self.emit_ring = np.zeros((RING, 2), dtype=np.int64)
+        self._event = np.zeros(3, dtype=np.int64)
+        self._timespec = np.zeros(2, dtype=np.int64)
+        self._stage = np.zeros(8, dtype=np.uint8)
+        self._dropped_on = np.zeros(16 * 128, dtype=np.uint8)
+        self._revoke_from = np.zeros(16, dtype=np.int64)
+        self._revoke_upto = np.zeros(16, dtype=np.int64)
+        self._sem = np.zeros(8, dtype=np.int64)  # a sem_t (32 bytes on glibc x86-64/arm64), room to spare
+        if libc.sem_init(ctypes.c_void_p(self._sem.ctypes.data), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "sem_init failed")
+        ctl = self.ctl
+        ctl[C_CLIENT] = handle
+        for index, arr in ((C_IN_META, self.in_meta), (C_IN_DATA, self.in_data), (C_OUT_RING, self.out_ring),
+                           (C_EMIT_RING, self.emit_ring), (C_EVENT, self._event), (C_TIMESPEC, self._timespec),
+                           (C_STAGE, self._stage), (C_DROPPED_ON, self._dropped_on), (C_SEM, self._sem),
+                           (C_REVOKE_FROM, self._revoke_from), (C_REVOKE_UPTO, self._revoke_upto)):
+            ctl[index] = arr.ctypes.data
+        ctl[C_DROP_LATE_NS] = drop_late_ns
+        ctl[C_RATE] = lib.jack_get_sample_rate(handle)
+        self.name = name
+        self.in_name = self._register(b"in", 0x1, C_IN_PORT) if inputs else ""
+        self.out_name = self._register(b"out", 0x2, C_OUT_PORT) if outputs else ""
+        self.sample_rate = lib.jack_get_sample_rate(handle)
+        self.period_frames = lib.jack_get_buffer_size(handle)
+        self._closed = False
+        self._cb = _callback(lib, libc)  # compiled by ``open`` already: ports appear only when about to go live
+        self._cb_ptr = _PROCESS(self._cb.address)  # kept alive with the client
+        if lib.jack_set_process_callback(handle, self._cb_ptr, ctypes.c_void_p(ctl.ctypes.data)) != 0:
+            self._close_client()
+            raise JackUnavailable(f"JACK refused the process callback of {name}")
+        if lib.jack_activate(handle) != 0:
+            self._close_client()
+            raise JackUnavailable(f"JACK could not activate client {name}")
+
+    @classmethod
+    def open(cls, name: str, *, inputs: bool = True, outputs: bool = True, drop_late_ns: int = 2_000_000,
+             timeout_s: float = 5.0) -> JackMidiClient:
+        """A client called ``name`` on the server named by JACK_DEFAULT_SERVER (never starts a server). Raises
+        ``JackUnavailable`` when none answers within ``timeout_s`` or the name is taken (no silent renaming:
+        other clients connect to it by name)."""
+        from liveperf.io.jack_probe import _quiet
+        lib, libc = _libs()
+        _callback(lib, libc)  # compile (~1-3 s, once per process) before the client and its ports exist
+        got: list[int] = []
+
+        def attempt() -> None:
+            status = ctypes.c_int(0)
+            got.append(lib.jack_client_open(name.encode(), 0x01 | 0x02, ctypes.byref(status)) or 0)  # NoStart|UseExact
+
+        with _quiet():
+            t = threading.Thread(target=attempt, name="jack-native-open", daemon=True)
+            t.start()
+            t.join(timeout_s)
+        if not got or not got[0]:
+            raise JackUnavailable(f"no JACK server answered client {name!r} within {timeout_s:.0f} s "
+                                  f"(or the name is taken)")
+        return cls(lib, libc, got[0], name, inputs, outputs, drop_late_ns)
+
+    def _register(self, port: bytes, flags: int, index: int) -> str:
+        handle = self.lib.jack_port_register(self.handle, port, b"8 bit raw midi", flags, 0)
+        if not handle:
+            self._close_client()
+            raise JackUnavailable(f"JACK refused MIDI port {self.name}:{port.decode()}")
+        self.ctl[index] = handle
+        return self.lib.jack_port_name(handle).decode()
+
+    # ---- the writer thread ----
+    def write(self, due_ns: int, data: bytes) -> bool:
+        """Hand ``data`` (1-3 bytes, one message) over to go out at ``due_ns``. False (not queued) when the ring
+        is full, the message is longer than 3 bytes or the client is closed."""
+        n = len(data)
+        if self._closed or not 0 < n <= 3:
+            return False
+        ctl = self.ctl
+        w = int(ctl[C_OUT_W])
+        if w - int(ctl[C_OUT_R]) >= RING:
+            return False
+        packed = n
+        for k, b in enumerate(data):
+            packed |= (b & 0xFF) << (8 * (k + 1))
+        slot = w & (RING - 1)
+        self.out_ring[slot, 0] = due_ns
+        self.out_ring[slot, 1] = packed
+        ctl[C_OUT_W] = w + 1  # publish after the slot is filled
+        return True
+
+    def revoke(self, channel: int | None, from_ns: int) -> None:
+        """Note-ons on ``channel`` (None: all) handed over so far and due at or after ``from_ns`` are not sent
+        (counted in ``revoked``); their note-offs, written later, are swallowed. Writer thread."""
+        upto = int(self.ctl[C_OUT_W])
+        for ch in range(16) if channel is None else (channel,):
+            self._revoke_from[ch] = from_ns  # before ``upto``: the callback reads ``upto`` first (see module doc)
+            self._revoke_upto[ch] = upto
+
+    def pending(self) -> int:
+        """Messages handed over and not yet taken by the callback."""
+        return int(self.ctl[C_OUT_W] - self.ctl[C_OUT_R])
+
+    # ---- the reader thread ----
+    def wait(self, timeout_s: float) -> None:
+        """Block (GIL released) until the callback has stored input, or ``timeout_s``."""
+        deadline = time.clock_gettime(time.CLOCK_REALTIME) + timeout_s
+        spec = (ctypes.c_long * 2)(int(deadline), int((deadline % 1) * 1e9))
+        self.libc.sem_timedwait(ctypes.c_void_p(self._sem.ctypes.data), spec)
+
+    def read(self) -> list[tuple[int, bytes]]:
+        """Input stored so far: ``[(ts_ns, data)]`` in arrival order, ``ts_ns`` the event's frame on
+        ``time.monotonic_ns``'s scale."""
+        ctl = self.ctl
+        r, w = int(ctl[C_IN_R]), int(ctl[C_IN_W])
+        out = []
+        for i in range(r, w):
+            slot = i & (RING - 1)
+            ts, size = int(self.in_meta[slot, 0]), int(self.in_meta[slot, 1])
+            out.append((ts, self.in_data[slot, :size].tobytes()))
+        ctl[C_IN_R] = w
+        return out
+
+    def emitted(self) -> list[tuple[int, int]]:
+        """``[(due_ns, sent_ns)]`` of messages the callback has sent (``sent_ns`` -1: dropped as late)."""
+        ctl = self.ctl
+        r, w = int(ctl[C_EMIT_R]), int(ctl[C_EMIT_W])
+        out = [(int(self.emit_ring[i & (RING - 1), 0]), int(self.emit_ring[i & (RING - 1), 1])) for i in range(r, w)]
+        ctl[C_EMIT_R] = w
+        return out
+
+    # ---- any thread ----
+    def counters(self) -> dict[str, int]:
+        c = self.ctl
+        return {"cycles": int(c[C_CYCLES]), "in_overflow": int(c[C_IN_OVERFLOW]), "too_long": int(c[C_IN_TOO_LONG]),
+                "late": int(c[C_LATE]), "late_dropped": int(c[C_LATE_DROPPED]), "swallowed_offs": int(c[C_SWALLOWED]),
+                "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]), "emit_overflow": int(c[C_EMIT_OVERFLOW])}
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def connect(self, src: str, dst: str) -> bool:
+        return self.lib.jack_connect(self.handle, src.encode(), dst.encode()) in (0, 17)  # 17: EEXIST
+
+    def post(self) -> None:
+        """Wake a thread blocked in ``wait`` (for shutting the reader down)."""
+        self.libc.sem_post(ctypes.c_void_p(self._sem.ctypes.data))
+
+    def _close_client(self) -> None:
+        from liveperf.io.jack_probe import _quiet
+        with _quiet():
+            self.lib.jack_client_close(self.handle)
+
+    def close(self) -> None:
+        """Deactivate (the callback has returned for good after this) and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        from liveperf.io.jack_probe import _quiet
+        with _quiet():
+            self.lib.jack_deactivate(self.handle)
+        self._close_client()
+        self.post()

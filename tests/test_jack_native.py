@@ -1,0 +1,154 @@
+"""The jack-native backend against a real JACK server (dummy driver, 48 kHz / 256 frames): the compiled process
+callback sends each message at its frame, in the order written, drops late note-ons with their note-offs,
+revokes cancelled ones, and stamps input at its frame. A second JackMidiClient is the outside peer: it stamps what
+it hears at the frame it arrived on, so the assertions are about frames, not about when a Python thread ran."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import rtmidi
+
+from liveperf.io.jack_native import JackMidiClient
+from liveperf.io.jack_native_ports import open_ports
+
+pytestmark = pytest.mark.jack
+
+FRAME_NS = 1e9 / 48000
+ARRIVAL_SLACK_NS = 1_000_000  # two clients' frame clocks agree within ~0.05 ms on a quiet machine; loose for CI
+
+
+@pytest.fixture()
+def pair(jack_server):
+    """``(sender, listener)``: sender:out connected to listener:in, carrying data."""
+    sender = JackMidiClient.open("nat-send", inputs=False)
+    listener = JackMidiClient.open("nat-hear", outputs=False)
+    try:
+        assert sender.connect(sender.out_name, listener.in_name)
+        deadline = time.monotonic() + 5
+        while not listener.read():  # a new connection takes effect at a cycle boundary
+            assert time.monotonic() < deadline, "no data crossed the new JACK connection"
+            sender.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
+            time.sleep(0.02)
+        time.sleep(0.05)
+        listener.read(), sender.emitted()
+        yield sender, listener
+    finally:
+        sender.close()
+        listener.close()
+
+
+def _hear(listener: JackMidiClient, count: int, timeout_s: float = 3.0) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        listener.wait(0.05)
+        got += listener.read()
+    return got
+
+
+def test_messages_go_out_at_their_frame_in_the_order_written(pair):
+    sender, listener = pair
+    late_before = sender.counters()["late"]
+    start = time.monotonic_ns() + 60_000_000  # handed over well ahead, as the scheduler does
+    written = [(start + i * 2_345_678, bytes([0x90 | (i % 3), 40 + i, 100])) for i in range(40)]
+    # A note-off written after its note-on but due 1 ms *before* it must not overtake it.
+    written.append((start + 40 * 2_345_678 + 5_000_000, bytes([0x90, 99, 90])))
+    written.append((start + 40 * 2_345_678 + 4_000_000, bytes([0x80, 99, 0])))
+    for due, data in written:
+        assert sender.write(due, data)
+    heard = _hear(listener, len(written))
+    assert [d for _, d in heard] == [d for _, d in written]  # all of them, in the order written
+    emitted = sender.emitted()
+    assert [due for due, _ in emitted] == [due for due, _ in written]
+    for due, sent in emitted[:-1]:
+        assert 0 <= sent - due < FRAME_NS + 1, (due, sent)  # the first frame at or after the due time
+    assert emitted[-1][1] == emitted[-2][1]  # the off goes out on its note-on's frame, after it
+    for (due, _), (ts, _) in zip(written[:-1], heard[:-1]):
+        assert abs(ts - due) < ARRIVAL_SLACK_NS, (due, ts)
+    # None missed its cycle, but the held-back off may: its own frame can lie in the cycle before its note-on's.
+    assert sender.counters()["late"] - late_before <= 1
+
+
+def test_a_late_note_on_is_dropped_with_its_note_off_and_a_late_note_off_still_goes(pair):
+    sender, listener = pair
+    now = time.monotonic_ns()
+    sender.write(now - 50_000_000, bytes([0x91, 70, 100]))  # 50 ms late: beyond drop_late_ns (2 ms)
+    sender.write(now - 40_000_000, bytes([0x81, 70, 0]))  # its note-off: swallowed (its on never sounded)
+    sender.write(now + 20_000_000, bytes([0x91, 72, 100]))
+    sender.write(now - 1_000_000, bytes([0x81, 72, 0]))  # late, but a note-off: sent, after its on
+    heard = _hear(listener, 2)
+    time.sleep(0.05)
+    heard += listener.read()
+    assert [d for _, d in heard] == [bytes([0x91, 72, 100]), bytes([0x81, 72, 0])]
+    c = sender.counters()
+    assert (c["late_dropped"], c["swallowed_offs"]) == (1, 1)
+    assert [sent for _, sent in sender.emitted()][:2] == [-1, -1]
+
+
+def test_revoked_note_ons_never_sound_and_their_note_offs_are_swallowed(pair):
+    sender, listener = pair
+    now = time.monotonic_ns()
+    sender.write(now + 80_000_000, bytes([0x92, 59, 100]))  # due before the cut: plays
+    sender.write(now + 150_000_000, bytes([0x92, 60, 100]))  # handed over, due after the cut
+    sender.write(now + 150_000_000, bytes([0x93, 61, 100]))  # another channel: not revoked
+    sender.revoke(2, now + 100_000_000)  # a transport stop at +100 ms, decided now
+    sender.write(now + 100_000_000, bytes([0x82, 59, 0]))  # the cut's note-offs
+    sender.write(now + 100_000_000, bytes([0x82, 60, 0]))
+    sender.write(now + 200_000_000, bytes([0x92, 60, 90]))  # written after the revoke: plays
+    sender.write(now + 220_000_000, bytes([0x82, 60, 0]))
+    heard = [d for _, d in _hear(listener, 5)]
+    time.sleep(0.05)
+    heard += [d for _, d in listener.read()]
+    # In the order written (the cut's offs wait behind the channel-3 note): p60's on and off never sound.
+    assert heard == [bytes([0x92, 59, 100]), bytes([0x93, 61, 100]), bytes([0x82, 59, 0]), bytes([0x92, 60, 90]),
+                     bytes([0x82, 60, 0])]
+    c = sender.counters()
+    assert (c["revoked"], c["swallowed_offs"]) == (1, 1)
+
+
+def test_input_is_stamped_at_its_frame_and_oversized_events_are_counted(jack_server):
+    out, inp = open_ports("nat-lp")
+    sender = JackMidiClient.open("nat-peer", inputs=False)
+    peer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "nat-rt")
+    peer.open_virtual_port("o")
+    got: list[tuple[int, bytes]] = []
+    try:
+        inp.start(lambda ts, data: got.append((ts, data)))
+        # The rtmidi peer first, alone: JACK's dummy server was seen to lose events when two sources feed one port.
+        assert sender.connect("nat-rt:o", inp.full_name)
+        deadline = time.monotonic() + 5
+        while not inp.overflow:
+            assert time.monotonic() < deadline, "the oversized sysex was not counted"
+            peer.send_message([0xF0] + [1] * 100 + [0xF7])  # longer than a slot: counted, not delivered
+            time.sleep(0.05)
+        subprocess.run(["jack_disconnect", "nat-rt:o", inp.full_name], check=True, timeout=10)
+        assert sender.connect(sender.out_name, inp.full_name)
+        deadline = time.monotonic() + 5
+        while not got:
+            assert time.monotonic() < deadline, "no data crossed the new JACK connection"
+            sender.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
+            time.sleep(0.02)
+        time.sleep(0.05)
+        got.clear()
+        received_before, overflow_before = inp.received, inp.overflow
+        start = time.monotonic_ns() + 50_000_000
+        dues = [start + i * 3_210_987 for i in range(20)]
+        for i, due in enumerate(dues):
+            sender.write(due, bytes([0x90, 50 + i, 80]))
+        deadline = time.monotonic() + 3
+        while len(got) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [d for _, d in got] == [bytes([0x90, 50 + i, 80]) for i in range(20)], (
+            sender.counters(), sender.emitted(), inp.client.counters(), inp.malformed, inp.filtered, inp.dropped)
+        for due, (ts, _) in zip(dues, got):
+            assert abs(ts - due) < ARRIVAL_SLACK_NS, (due, ts)
+        assert inp.received - received_before == 20 and inp.overflow == overflow_before
+    finally:
+        peer.close_port()
+        peer.delete()
+        sender.close()
+        inp.close()
+        out.close()
