@@ -1,10 +1,13 @@
 """Grid timing through a real JACK server: `liveperf play` in its own process at 180 BPM with dense input.
 
-A JACK dummy server (period 64 frames at 48 kHz = 1.3 ms) is started for the run. The bench plays the performer
+    python -m bench.timing_jack [--mode M] [--minutes N] [--busy] [--rt-jack] [--backend jack|jack-native] [--period F]
+
+A JACK dummy server (``--period``, default 64 frames at 48 kHz = 1.3 ms) is started for the run. The bench plays the performer
 from its own JACK client into liveperf's input (a bar of 16ths, then two bars of rest with a mod-wheel CC every 16th,
 repeated), and listens on liveperf's output from a third client. From liveperf's own report it takes, for every
 message sent, *send time minus due time*; from the listener, *arrival minus due time* (due = the nearest step of the
-song's grid, both on CLOCK_MONOTONIC). Resident memory of the liveperf process is sampled every second.
+song's grid, both on CLOCK_MONOTONIC); and from a second listener, *arrival frame minus due*: it stamps each message
+at the JACK frame it arrived on (``liveperf.io.jack_native``), so the listener's own Python delay is not in it. Resident memory of the liveperf process is sampled every second.
 Optionally a second process keeps one core busy (``busy=True``).
 
 ``mode`` picks the song's mode: ``call_response`` (the main figure), ``duet`` (a bass voice every step beside the
@@ -29,6 +32,7 @@ import numpy as np
 import rtmidi
 
 from bench.proc import rss_kib
+from liveperf.io.jack_native import JackMidiClient
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
 
 TEMPO = 180
@@ -85,24 +89,27 @@ def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack: bool = False) -> dict:
+def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack: bool = False,
+        backend: str = "jack", period: int = 64) -> dict:
     setlist = setlist_for(mode)
-    server = start_jack_server(period=64, realtime=rt_jack)
+    server = start_jack_server(period=period, realtime=rt_jack)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"
     hog = _busy() if busy else None
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-bench-"))
     (tmp / "set.toml").write_text(setlist)
     seconds = minutes * 60
-    proc = subprocess.Popen([sys.executable, "-m", "liveperf.cli", "play", str(tmp / "set.toml"), "--backend", "jack",
+    proc = subprocess.Popen([sys.executable, "-m", "liveperf.cli", "play", str(tmp / "set.toml"), "--backend", backend,
                              "--client-name", "lpb", "--record-dir", str(tmp / "rec"), "--duration", str(seconds + 2), "--report-json",
                              str(tmp / "report.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     arrivals: list[tuple[int, tuple]] = []
+    frame_arrivals: list[tuple[int, bytes]] = []
+    lp_in, lp_out = ("lpb:in", "lpb:out") if backend == "jack-native" else ("lpb-in:in", "lpb-out:out")
     rss: list[tuple[float, int]] = []
     stop = threading.Event()
     try:
         deadline = time.monotonic() + 30
-        while not {"lpb-in:in", "lpb-out:out"} <= set(jack_ports()):
+        while not {lp_in, lp_out} <= set(jack_ports()):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("liveperf did not open its JACK ports:\n" + (proc.stdout.read() if proc.poll() is not None else ""))
             time.sleep(0.05)
@@ -110,9 +117,13 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         listener.open_virtual_port("in")
         performer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="bench-performer")
         performer.open_virtual_port("out")
+        # A second listener stamps each arrival at its JACK frame (jack_native's compiled callback), not when a
+        # Python thread picks it up: what a synth or recorder in the graph hears.
+        framer = JackMidiClient.open("bench-frames", outputs=False)
         time.sleep(0.3)
-        jack_connect("lpb-out:out", "bench-listener:in")
-        jack_connect("bench-performer:out", "lpb-in:in")
+        jack_connect(lp_out, "bench-listener:in")
+        jack_connect(lp_out, framer.in_name)
+        jack_connect("bench-performer:out", lp_in)
 
         def listen():
             while not stop.is_set():
@@ -122,6 +133,11 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
                     continue
                 arrivals.append((time.monotonic_ns(), tuple(msg[0])))
 
+        def frames():
+            while not stop.is_set():
+                framer.wait(0.05)
+                frame_arrivals.extend(framer.read())
+
         def sample_rss():
             t0 = time.monotonic()
             while not stop.is_set() and proc.poll() is None:
@@ -130,7 +146,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
                     rss.append((time.monotonic() - t0, kib))
                 stop.wait(1.0)
 
-        threads = [threading.Thread(target=listen, daemon=True), threading.Thread(target=sample_rss, daemon=True)]
+        threads = [threading.Thread(target=f, daemon=True) for f in (listen, frames, sample_rss)]
         for t in threads:
             t.start()
         step_ns = int(60e9 / (TEMPO * 4))
@@ -150,6 +166,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         listener.delete()
         performer.close_port()
         performer.delete()
+        framer.close()
     finally:
         stop.set()
         if proc.poll() is None:
@@ -165,6 +182,11 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         if msg[0] & 0xF0 in (0x80, 0x90):
             k = round((t - start_ns) / song_step_ns)
             arr.append((t - start_ns, t - (start_ns + int(k * song_step_ns))))
+    arr_frame = []
+    for t, msg in frame_arrivals:
+        if len(msg) == 3 and msg[0] & 0xF0 in (0x80, 0x90):
+            k = round((t - start_ns) / song_step_ns)
+            arr_frame.append(t - (start_ns + int(k * song_step_ns)))
     send = np.asarray(report["errors_ns"], dtype=np.int64)
     arrive = np.asarray([e for _, e in arr], dtype=np.int64)
     pct = lambda a: {"n": int(a.size), "p50_us": float(np.median(a) / 1e3) if a.size else None,  # noqa: E731
@@ -174,8 +196,9 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
     settle = [k for t, k in rss if t >= 10] or rss_all
     return {
         "minutes": minutes, "mode": mode, "tempo_bpm": TEMPO, "busy_core": busy, "scheduling": report.get("scheduling"),
-        "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": 64,
-        "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
+        "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": period,
+        "backend": backend, "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
+        "arrival_frame_minus_due": pct(np.asarray(arr_frame, dtype=np.int64)),
         "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_all[-1] / 1024 if rss_all else None,
                     "growth_pct": (100 * (settle[-1] - settle[0]) / settle[0]) if len(settle) > 1 else None},
         "samples": {"send_ns": send.tolist(), "arrival": arr, "rss": rss},
@@ -184,7 +207,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
 
 
 def print_result(tj: dict) -> None:
-    for k in ("send_minus_due", "arrival_minus_due"):
+    for k in ("send_minus_due", "arrival_minus_due", "arrival_frame_minus_due"):
         s = tj[k]
         if s["n"]:
             print(f"  {k:<22} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs"
@@ -203,10 +226,14 @@ def main() -> None:
     ap.add_argument("--rt-jack", action="store_true",
                     help="run the JACK server real-time (jackd -R -P 70, as on stage): liveperf's sending thread "
                          "then gets SCHED_FIFO just below it (needs rtprio or root)")
+    ap.add_argument("--backend", choices=("jack", "jack-native"), default="jack",
+                    help="liveperf's MIDI backend: jack (rtmidi) or jack-native (frame-exact, compiled JACK callback)")
+    ap.add_argument("--period", type=int, default=64, help="JACK period in frames at 48 kHz (default 64)")
     args = ap.parse_args()
-    print(f"grid timing through JACK, mode {args.mode}, {args.minutes:g} min at {TEMPO} BPM"
+    print(f"grid timing through JACK ({args.backend}, {args.period}-frame period), mode {args.mode}, "
+          f"{args.minutes:g} min at {TEMPO} BPM"
           + (" with one core busy" if args.busy else "") + (", real-time JACK server" if args.rt_jack else ""))
-    print_result(run(args.minutes, args.busy, args.mode, args.rt_jack))
+    print_result(run(args.minutes, args.busy, args.mode, args.rt_jack, args.backend, args.period))
 
 
 if __name__ == "__main__":

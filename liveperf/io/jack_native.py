@@ -29,12 +29,12 @@ output ring; ONE writer thread owns the output ring's ``_W`` (``write``), ONE re
 the producer fills a slot, then publishes it by storing the new ``_W`` (x86 keeps stores in order; both sides go
 through memory for every access, numpy on one side and pointer loads/stores on the other).
 Times are ``time.monotonic_ns``. The frame clock maps frame n (counted from the first cycle, so it never wraps)
-to ``base + n / rate``; ``base`` is the lowest ``entry - n / rate`` of the last 1-2 seconds, where ``entry`` is
+to ``base + n / rate``; ``base`` is the lowest ``entry - n / rate`` of the last 0.25-0.5 s, where ``entry`` is
 ``CLOCK_MONOTONIC`` as the callback starts (a cycle is never processed before its time).
 Measured here (JACK dummy driver, 48 kHz / 256 frames, 2.4 s windows): callback entry minus the frame clock
 min 0.0, median 0.03-0.08 ms. JACK's own ``jack_frames_to_time`` wandered 1.6 ms against the callback's start on
 the same server (its DLL), so it is not used. At 64-frame periods this VM's dummy server fell behind real time
-(20 ms in 3 s, frames lost): the base then moves in steps once a second; use 128 frames or more there.
+(20 ms in 3 s, frames lost): the base then moves in steps 4 times a second; use 128 frames or more there.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
 CLOCK_MONOTONIC = 1
+BUCKETS_PER_S = 4  # the frame clock's base: the lowest of the last 2 buckets (see the callback)
 
 _U64, _U32, _I32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
 
@@ -120,15 +121,16 @@ def _compile(fns: dict):
         ctl[C_EXT_FRAME] = ext
         ctl[C_PREV32] = first32
         # Frame -> monotonic ns: base + frames / rate. A cycle's callback never starts before its frame's time, so
-        # the base is the lowest (entry - frames / rate) of the last 1-2 s (two 1 s buckets): late wake-ups never
-        # move it, and it follows a sound card's drift or a server that loses frames within a second.
+        # the base is the lowest (entry - frames / rate) of the last 0.25-0.5 s (two buckets): late wake-ups never
+        # move it (one on-time cycle per bucket is enough), and it follows a sound card's drift or a server that
+        # loses frames within half a second.
         frames_ns = np.int64(np.float64(ext) * 1e9 / rate)
         cand = entry_ns - frames_ns
         if ctl[C_CYCLES] == 0:
             ctl[C_MIN_CUR] = cand
             ctl[C_MIN_PREV] = cand
             ctl[C_BUCKET_START] = ext
-        elif ext - ctl[C_BUCKET_START] >= rate:
+        elif ext - ctl[C_BUCKET_START] >= rate // BUCKETS_PER_S:
             ctl[C_MIN_PREV] = ctl[C_MIN_CUR]
             ctl[C_MIN_CUR] = cand
             ctl[C_BUCKET_START] = ext
