@@ -13,6 +13,7 @@ import rtmidi
 
 from liveperf.io.jack_native import JackMidiClient
 from liveperf.io.jack_native_ports import open_ports
+from liveperf.io.midi_ports import MidiUnavailable
 
 pytestmark = pytest.mark.jack
 
@@ -152,3 +153,24 @@ def test_input_is_stamped_at_its_frame_and_oversized_events_are_counted(jack_ser
         sender.close()
         inp.close()
         out.close()
+
+
+def test_open_ports_connects_to_the_one_matching_synth_and_controller(jack_server):
+    synth = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "nat-synth")
+    synth.open_virtual_port("midi_in")
+    keys = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "nat-keys")
+    keys.open_virtual_port("capture")
+    try:
+        time.sleep(0.3)
+        out, inp = open_ports("nat-show", out_target="nat-synth", in_target="nat-keys")
+        try:
+            assert (out.connected_to, inp.connected_to) == ("nat-synth:midi_in", "nat-keys:capture")
+        finally:
+            inp.close()
+            out.close()
+        with pytest.raises(MidiUnavailable, match="no MIDI destination matches 'no-such-synth'"):
+            open_ports("nat-show2", out_target="no-such-synth")
+    finally:
+        for port in (synth, keys):
+            port.close_port()
+            port.delete()

@@ -18,7 +18,7 @@ import logging
 import threading
 
 from liveperf.io.jack_native import JackMidiClient
-from liveperf.io.midi_ports import NOT_USED, OnMessage, InputFilter
+from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, _find_port
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ def open_ports(client_name: str, *, in_target: str | None = None, out_target: st
                inputs: bool = True, timing: bool = False,
                drop_late_ns: int = 2_000_000) -> tuple[NativeOutPort, NativeInPort | None]:
     """One JACK client ``client_name`` with ports ``out`` (and ``in``), connected to the first port whose name
-    contains ``out_target`` / ``in_target`` when given. Raises ``JackUnavailable`` / ``LookupError``."""
+    contains ``out_target`` / ``in_target`` when given. Raises ``JackUnavailable``, ``MidiUnavailable`` (no or
+    several ports match) or ``LookupError``."""
     from liveperf.io.midi_backends import JackWatchClient, IS_INPUT, IS_OUTPUT
     client = JackMidiClient.open(client_name, inputs=inputs, outputs=True, drop_late_ns=drop_late_ns)
     with _sides_lock:
@@ -135,11 +136,12 @@ def open_ports(client_name: str, *, in_target: str | None = None, out_target: st
             if watch is None:
                 raise LookupError("the JACK server stopped answering while liveperf connected its ports")
             try:
+                # the rtmidi backend's rule: exactly one port of the other side matches (ours are left out)
                 if out_target:
-                    out_to = _pick(watch.midi_ports(IS_INPUT), out_target, "input", client_name)
+                    _, out_to = _find_port(_others(watch.midi_ports(IS_INPUT), client_name), out_target, "out")
                     client.connect(client.out_name, out_to)
                 if in_target and inputs:
-                    in_from = _pick(watch.midi_ports(IS_OUTPUT), in_target, "output", client_name)
+                    _, in_from = _find_port(_others(watch.midi_ports(IS_OUTPUT), client_name), in_target, "in")
                     client.connect(in_from, client.in_name)
             finally:
                 watch.close()
@@ -149,11 +151,8 @@ def open_ports(client_name: str, *, in_target: str | None = None, out_target: st
     return NativeOutPort(client, out_to), (NativeInPort(client, in_from, timing=timing) if inputs else None)
 
 
-def _pick(names: list[str], target: str, side: str, own: str) -> str:
-    found = [n for n in names if target.lower() in n.lower() and not n.startswith(f"{own}:")]
-    if not found:
-        raise LookupError(f"no JACK MIDI {side} port contains {target!r}; ports: {', '.join(names) or 'none'}")
-    return found[0]
+def _others(names: list[str], own: str) -> list[str]:
+    return [n for n in names if not n.startswith(f"{own}:")]
 
 
 def _release(client: JackMidiClient, side: str) -> None:
