@@ -56,6 +56,8 @@ class TimedOutputPort(OutputPort, Protocol):
 
     def emitted(self) -> list[tuple[int, int]]: ...
 
+    def pending(self) -> int: ...
+
 
 class OutputSink(Protocol):
     """What the engine sees of the scheduler."""

@@ -53,10 +53,10 @@ from numba.extending import intrinsic
 log = logging.getLogger(__name__)
 
 # ---- the control block: one int64 array the callback gets a pointer to -------------------------------------
-(C_CLIENT, C_RATE, C_PREV32, C_EXT_FRAME, C_BASE_NS, C_IN_PORT, C_OUT_PORT, C_IN_META, C_IN_DATA, C_IN_W, C_IN_R, C_OUT_RING, C_OUT_W, C_OUT_R,
+(C_CLIENT, C_RATE, C_PREV32, C_EXT_FRAME, C_IN_PORT, C_OUT_PORT, C_IN_META, C_IN_DATA, C_IN_W, C_IN_R, C_OUT_RING, C_OUT_W, C_OUT_R,
  C_EMIT_RING, C_EMIT_W, C_EMIT_R, C_EVENT, C_TIMESPEC, C_STAGE, C_SEM, C_DROPPED_ON, C_DROP_LATE_NS,
  C_CYCLES, C_IN_OVERFLOW, C_IN_TOO_LONG, C_LATE, C_LATE_DROPPED, C_WRITE_FAILED, C_EMIT_OVERFLOW,
- C_LAST_CYCLE_NS, C_SWALLOWED, C_ENTRY_NS, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START, N_CTL) = range(40)
+ C_SWALLOWED, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START, N_CTL) = range(37)
 
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
@@ -137,10 +137,7 @@ def _compile(fns: dict):
         else:
             ctl[C_MIN_CUR] = min(ctl[C_MIN_CUR], cand)
         base = min(ctl[C_MIN_CUR], ctl[C_MIN_PREV])
-        ctl[C_BASE_NS] = base
         cycle_ns = base + frames_ns
-        ctl[C_ENTRY_NS] = entry_ns
-        ctl[C_LAST_CYCLE_NS] = cycle_ns
         ctl[C_CYCLES] += 1
 
         if ctl[C_IN_PORT] != 0:
@@ -417,9 +414,6 @@ class JackMidiClient:
         return {"cycles": int(c[C_CYCLES]), "in_overflow": int(c[C_IN_OVERFLOW]), "too_long": int(c[C_IN_TOO_LONG]),
                 "late": int(c[C_LATE]), "late_dropped": int(c[C_LATE_DROPPED]), "swallowed_offs": int(c[C_SWALLOWED]),
                 "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]), "emit_overflow": int(c[C_EMIT_OVERFLOW])}
-
-    def now_ns(self) -> int:
-        return time.monotonic_ns()
 
     def connect(self, src: str, dst: str) -> bool:
         return self.lib.jack_connect(self.handle, src.encode(), dst.encode()) in (0, 17)  # 17: EEXIST

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from liveperf.io.jack_native import JackMidiClient
 from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, _find_port
@@ -43,7 +44,7 @@ class NativeOutPort:
     def send(self, data: bytes) -> bool:
         """Out in the next JACK cycle (after everything handed over before). False: not queued (ring full, closed
         or not a 1-3 byte message)."""
-        return self.client.write(self.client.now_ns(), bytes(data))
+        return self.client.write(time.monotonic_ns(), bytes(data))
 
     def send_at(self, due_ns: int, data: bytes) -> bool:
         """Out at the frame of ``due_ns`` (or the next cycle if that has passed). False: not queued."""
