@@ -32,6 +32,7 @@ from liveperf.io.midi_backends import (  # noqa: F401 - re-exported: the backend
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE_S = 0.05  # MidiOutPort.close waits this long after the last send (see there)
 DEFAULT_POLL_INTERVAL_NS = 500_000  # 0.5 ms: see MidiInPort and the measurement in its docstring
 
 OnMessage = Callable[[int, bytes], None]
@@ -113,6 +114,7 @@ class MidiOutPort:
         self.full_name = full_name
         self.connected_to = connected_to
         self.names = (full_name.partition(":")[0], full_name.partition(":")[2])  # (client, port) it was opened as
+        self._last_send_s = 0.0  # time.monotonic() of the last send, for close's grace
 
     @classmethod
     def open_virtual(cls, client_name: str = "liveperf-out", port_name: str = "out",
@@ -152,11 +154,19 @@ class MidiOutPort:
         if self._midi is None:
             raise RuntimeError(f"MIDI output {self.full_name} is closed")
         self._midi.send_message(data)
+        self._last_send_s = time.monotonic()
 
     def close(self) -> None:
-        """Close the port (rtmidi's JACK backend lets queued messages go out first). Idempotent."""
+        """Close the port; what was sent goes out first. Idempotent.
+
+        rtmidi's JACK output queues messages for its process callback, and closing right after a send lost the
+        queue now and then on a loaded machine (the final note-offs of a show). So a close within
+        ``CLOSE_GRACE_S`` of the last send waits out the rest of it: a few JACK periods."""
         midi, self._midi = self._midi, None
         if midi is not None:
+            left = self._last_send_s + CLOSE_GRACE_S - time.monotonic()
+            if left > 0:
+                time.sleep(left)
             with _quiet():
                 midi.close_port()
                 midi.delete()
