@@ -22,10 +22,14 @@ What the callback does each cycle (JACK's process thread):
   for note-ons handed over and then cancelled (a transport Stop, a panic) before their cycle came.
 - Each message sent (or dropped) is reported in the emitted ring as ``(due_ns, sent_ns)`` (``sent_ns`` -1: dropped),
   so the owner can keep the true send - due error, measured on JACK's frame clock.
+- **Reflex** (harmonize): a performer note-on is answered in the same cycle, at its own frame, from a table the
+  engine publishes every step (``publish_reflex``, ``reflex_enable``); each answer is reported (``reflex_answers``)
+  before its note-on is readable. The rules for when the callback answers are in ``jack_native_callback``.
+- ``sounding()``: what the wire has sounding now, from everything the callback sent (the last safety net on close).
 
-Threads: the JACK thread owns the ``_W`` counters of the input and emitted rings and the ``_R`` counter of the
-output ring; ONE writer thread owns the output ring's ``_W`` (``write``), ONE reader thread owns the input ring's
-``_R`` (``read``) and the emitted ring's ``_R`` (``emitted``). Each ring is single-producer/single-consumer:
+Threads: the JACK thread owns the ``_W`` counters of the input, emitted and reflex rings and the ``_R`` counter of
+the output ring; ONE writer thread owns the output ring's ``_W`` (``write``), ONE reader thread owns the input ring's
+``_R`` (``read``) and the emitted ring's ``_R`` (``emitted``), ONE engine thread the reflex table and ring. Each ring is single-producer/single-consumer:
 the producer fills a slot, then publishes it by storing the new ``_W`` (x86 keeps stores in order; both sides go
 through memory for every access, numpy on one side and pointer loads/stores on the other).
 Times are ``time.monotonic_ns``. The frame clock maps frame n (counted from the first cycle, so it never wraps)
@@ -44,34 +48,19 @@ import logging
 import threading
 import time
 
-import numba
 import numpy as np
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 log = logging.getLogger(__name__)
 
-# ---- the control block: one int64 array the callback gets a pointer to -------------------------------------
-(C_CLIENT, C_RATE, C_PREV32, C_EXT_FRAME, C_IN_PORT, C_OUT_PORT, C_IN_META, C_IN_DATA, C_IN_W, C_IN_R, C_OUT_RING, C_OUT_W, C_OUT_R,
- C_EMIT_RING, C_EMIT_W, C_EMIT_R, C_EVENT, C_TIMESPEC, C_STAGE, C_SEM, C_DROPPED_ON, C_DROP_LATE_NS,
- C_CYCLES, C_IN_OVERFLOW, C_IN_TOO_LONG, C_LATE, C_LATE_DROPPED, C_WRITE_FAILED, C_EMIT_OVERFLOW,
- C_SWALLOWED, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START, N_CTL) = range(37)
-
-RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
-IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
-CLOCK_MONOTONIC = 1
-BUCKETS_PER_S = 4  # the frame clock's base: the lowest of the last 2 buckets (see the callback)
+from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported for tests and benches)
+    C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
+    C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
+    C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
+    C_RX_ACTIVE, C_RX_DECLINED, C_RX_ON, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM, C_SOUNDING, C_STAGE,
+    C_SWALLOWED, C_TIMESPEC, C_WRITE_FAILED, IN_BYTES, N_CTL, REFLEX_WORDS, RING, RX_ANSWERS, RX_END, RX_INPUT_CH,
+    RX_MID, RX_PARTNER, RX_PER_CYCLE, RX_T0, RX_VELOCITY, compile_process)
 
 _U64, _U32, _I32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
-
-
-@intrinsic
-def _ptr(typingctx, addr):
-    """An integer address as a ``void*`` (for ``numba.carray``)."""
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], cgutils.voidptr_t)
-    return types.voidptr(addr), codegen
 
 
 def _bind(lib: ctypes.CDLL, libc: ctypes.CDLL) -> dict:
@@ -92,143 +81,6 @@ def _bind(lib: ctypes.CDLL, libc: ctypes.CDLL) -> dict:
         proto = ctypes.CFUNCTYPE(res, *args)
         fns[name] = proto((name, owner))
     return fns
-
-
-def _compile(fns: dict):
-    """The process callback, ``int process(jack_nframes_t nframes, void *arg)``; ``arg`` is the control block."""
-    port_get_buffer = fns["jack_port_get_buffer"]
-    event_count = fns["jack_midi_get_event_count"]
-    event_get = fns["jack_midi_event_get"]
-    clear_buffer = fns["jack_midi_clear_buffer"]
-    event_write = fns["jack_midi_event_write"]
-    last_frame_time = fns["jack_last_frame_time"]
-    clock_gettime = fns["clock_gettime"]
-    sem_post = fns["sem_post"]
-    mask = RING - 1
-
-    @numba.cfunc(types.int32(types.uint32, types.voidptr), nopython=True)
-    def process(nframes, arg):
-        ctl = numba.carray(arg, (N_CTL,), np.int64)
-        client = np.uint64(ctl[C_CLIENT])
-        ts = numba.carray(_ptr(ctl[C_TIMESPEC]), (2,), np.int64)
-        clock_gettime(CLOCK_MONOTONIC, np.uint64(ctl[C_TIMESPEC]))
-        entry_ns = ts[0] * 1_000_000_000 + ts[1]
-        first32 = np.int64(last_frame_time(client))
-        rate = ctl[C_RATE]
-        if ctl[C_CYCLES] == 0:
-            ctl[C_PREV32] = first32
-        ext = ctl[C_EXT_FRAME] + ((first32 - ctl[C_PREV32]) & 0xFFFFFFFF)  # frames since the first cycle
-        ctl[C_EXT_FRAME] = ext
-        ctl[C_PREV32] = first32
-        # Frame -> monotonic ns: base + frames / rate. A cycle's callback never starts before its frame's time, so
-        # the base is the lowest (entry - frames / rate) of the last 0.25-0.5 s (two buckets): late wake-ups never
-        # move it (one on-time cycle per bucket is enough), and it follows a sound card's drift or a server that
-        # loses frames within half a second.
-        frames_ns = np.int64(np.float64(ext) * 1e9 / rate)
-        cand = entry_ns - frames_ns
-        if ctl[C_CYCLES] == 0:
-            ctl[C_MIN_CUR] = cand
-            ctl[C_MIN_PREV] = cand
-            ctl[C_BUCKET_START] = ext
-        elif ext - ctl[C_BUCKET_START] >= rate // BUCKETS_PER_S:
-            ctl[C_MIN_PREV] = ctl[C_MIN_CUR]
-            ctl[C_MIN_CUR] = cand
-            ctl[C_BUCKET_START] = ext
-        else:
-            ctl[C_MIN_CUR] = min(ctl[C_MIN_CUR], cand)
-        base = min(ctl[C_MIN_CUR], ctl[C_MIN_PREV])
-        cycle_ns = base + frames_ns
-        ctl[C_CYCLES] += 1
-
-        if ctl[C_IN_PORT] != 0:
-            buf = port_get_buffer(np.uint64(ctl[C_IN_PORT]), nframes)
-            ev = numba.carray(_ptr(ctl[C_EVENT]), (3,), np.int64)
-            meta = numba.carray(_ptr(ctl[C_IN_META]), (RING, 2), np.int64)
-            data = numba.carray(_ptr(ctl[C_IN_DATA]), (RING, IN_BYTES), np.uint8)
-            got = False
-            for i in range(event_count(buf)):
-                if event_get(np.uint64(ctl[C_EVENT]), buf, np.uint32(i)) != 0:
-                    continue
-                frame = ext + (ev[0] & 0xFFFFFFFF)
-                size = ev[1]
-                w = ctl[C_IN_W]
-                if size > IN_BYTES or size <= 0:
-                    ctl[C_IN_TOO_LONG] += 1
-                    continue
-                if w - ctl[C_IN_R] >= RING:
-                    ctl[C_IN_OVERFLOW] += 1
-                    continue
-                slot = w & mask
-                src = numba.carray(_ptr(ev[2]), (size,), np.uint8)
-                for k in range(size):
-                    data[slot, k] = src[k]
-                meta[slot, 0] = base + np.int64(np.float64(frame) * 1e9 / rate)
-                meta[slot, 1] = size
-                ctl[C_IN_W] = w + 1
-                got = True
-            if got:
-                sem_post(np.uint64(ctl[C_SEM]))
-
-        if ctl[C_OUT_PORT] != 0:
-            obuf = port_get_buffer(np.uint64(ctl[C_OUT_PORT]), nframes)
-            clear_buffer(obuf)
-            ring = numba.carray(_ptr(ctl[C_OUT_RING]), (RING, 2), np.int64)
-            emit = numba.carray(_ptr(ctl[C_EMIT_RING]), (RING, 2), np.int64)
-            stage = numba.carray(_ptr(ctl[C_STAGE]), (8,), np.uint8)
-            dropped_on = numba.carray(_ptr(ctl[C_DROPPED_ON]), (16 * 128,), np.uint8)
-            revoke_upto = numba.carray(_ptr(ctl[C_REVOKE_UPTO]), (16,), np.int64)
-            revoke_from = numba.carray(_ptr(ctl[C_REVOKE_FROM]), (16,), np.int64)
-            last = 0
-            period_ns = np.int64(nframes) * 1_000_000_000 // rate  # a message due now can only go next cycle
-            while ctl[C_OUT_R] < ctl[C_OUT_W]:
-                r = ctl[C_OUT_R]
-                slot = r & mask
-                due_ns = ring[slot, 0]
-                packed = ring[slot, 1]
-                # the first frame at or after due_ns, relative to this cycle's first frame
-                d = np.int64(np.ceil(np.float64(due_ns - base) * rate / 1e9)) - ext
-                if d >= nframes:
-                    break  # due in a later cycle; everything written after it waits behind it
-                size = packed & 0xFF
-                status = (packed >> 8) & 0xFF
-                key = ((status & 0x0F) << 7) | ((packed >> 16) & 0x7F)
-                is_on = (status & 0xF0) == 0x90 and size == 3 and ((packed >> 24) & 0x7F) > 0
-                is_off = size == 3 and ((status & 0xF0) == 0x80 or ((status & 0xF0) == 0x90 and not is_on))
-                sent = np.int64(-1)
-                ch = status & 0x0F
-                if is_on and r < revoke_upto[ch] and due_ns >= revoke_from[ch]:
-                    ctl[C_REVOKED] += 1  # cancelled after it was handed over, before it sounded
-                    dropped_on[key] = 1
-                elif d < 0 and is_on and cycle_ns - due_ns > ctl[C_DROP_LATE_NS] + period_ns:
-                    ctl[C_LATE_DROPPED] += 1
-                    dropped_on[key] = 1
-                elif is_off and dropped_on[key] != 0:
-                    dropped_on[key] = 0
-                    ctl[C_SWALLOWED] += 1
-                else:
-                    offset = max(d, last)
-                    for k in range(size):
-                        stage[k] = (packed >> (8 * (k + 1))) & 0xFF
-                    if event_write(obuf, np.uint32(offset), np.uint64(ctl[C_STAGE]), np.uint64(size)) != 0:
-                        ctl[C_WRITE_FAILED] += 1  # the cycle's buffer is full: not sent
-                    else:
-                        last = offset
-                        if is_on:
-                            dropped_on[key] = 0
-                        sent = base + np.int64(np.float64(ext + offset) * 1e9 / rate)
-                        if d < 0:
-                            ctl[C_LATE] += 1
-                ew = ctl[C_EMIT_W]
-                if ew - ctl[C_EMIT_R] < RING:
-                    emit[ew & mask, 0] = due_ns
-                    emit[ew & mask, 1] = sent
-                    ctl[C_EMIT_W] = ew + 1
-                else:
-                    ctl[C_EMIT_OVERFLOW] += 1
-                ctl[C_OUT_R] = r + 1
-        return 0
-
-    return process
 
 
 class JackUnavailable(RuntimeError):
@@ -264,7 +116,7 @@ def _callback(lib: ctypes.CDLL, libc: ctypes.CDLL):
     with _compile_lock:
         key = lib._handle
         if key not in _compiled:
-            _compiled[key] = _compile(_bind(lib, libc))
+            _compiled[key] = compile_process(_bind(lib, libc))
         return _compiled[key]
 
 
@@ -289,6 +141,10 @@ class JackMidiClient:
         self._dropped_on = np.zeros(16 * 128, dtype=np.uint8)
         self._revoke_from = np.zeros(16, dtype=np.int64)
         self._revoke_upto = np.zeros(16, dtype=np.int64)
+        self.reflex = np.full((2, REFLEX_WORDS), -1, dtype=np.int64)  # -1 everywhere: no window, no answer
+        self.rx_ring = np.zeros((RING, 4), dtype=np.int64)
+        self._sounding = np.zeros(16 * 128, dtype=np.uint8)
+        self._rx_stage = np.zeros((RX_PER_CYCLE, 3), dtype=np.int64)
         self._sem = np.zeros(8, dtype=np.int64)  # a sem_t (32 bytes on glibc x86-64/arm64), room to spare
         if libc.sem_init(ctypes.c_void_p(self._sem.ctypes.data), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "sem_init failed")
@@ -297,7 +153,9 @@ class JackMidiClient:
         for index, arr in ((C_IN_META, self.in_meta), (C_IN_DATA, self.in_data), (C_OUT_RING, self.out_ring),
                            (C_EMIT_RING, self.emit_ring), (C_EVENT, self._event), (C_TIMESPEC, self._timespec),
                            (C_STAGE, self._stage), (C_DROPPED_ON, self._dropped_on), (C_SEM, self._sem),
-                           (C_REVOKE_FROM, self._revoke_from), (C_REVOKE_UPTO, self._revoke_upto)):
+                           (C_REVOKE_FROM, self._revoke_from), (C_REVOKE_UPTO, self._revoke_upto),
+                           (C_REFLEX, self.reflex), (C_RX_RING, self.rx_ring), (C_SOUNDING, self._sounding),
+                           (C_RX_STAGE, self._rx_stage)):
             ctl[index] = arr.ctypes.data
         ctl[C_DROP_LATE_NS] = drop_late_ns
         ctl[C_RATE] = lib.jack_get_sample_rate(handle)
@@ -380,6 +238,43 @@ class JackMidiClient:
         """Messages handed over and not yet taken by the callback."""
         return int(self.ctl[C_OUT_W] - self.ctl[C_OUT_R])
 
+    def sounding(self) -> list[tuple[int, int]]:
+        """(channel, pitch) of every note the callback sent and has not ended yet. Read it once the output ring is
+        drained (``pending() == 0``), or it may miss what is on its way."""
+        return [(int(k) >> 7, int(k) & 0x7F) for k in np.flatnonzero(self._sounding)]
+
+    # ---- the engine thread: the reflex (jack_native_callback) ----
+    def publish_reflex(self, t0_ns: int, mid_ns: int, end_ns: int, partner_channel: int, input_channel: int | None,
+                       answers: np.ndarray, velocity: np.ndarray) -> None:
+        """The answers ([2, 128]: pitch or -1) to note-ons stamped in [t0_ns, mid_ns) and [mid_ns, end_ns), on
+        ``input_channel`` (None: any but the partner's), with ``velocity[v]`` for an input velocity v. Written into
+        the table the callback is not using, then made live with one store: a cycle reads one table or the other,
+        never half of each (a table is rewritten one publish later, a grid step, far longer than a cycle)."""
+        t = self.reflex[1 - (int(self.ctl[C_RX_ACTIVE]) & 1)]
+        t[RX_T0], t[RX_MID], t[RX_END] = t0_ns, mid_ns, end_ns
+        t[RX_PARTNER] = partner_channel
+        t[RX_INPUT_CH] = -1 if input_channel is None else input_channel
+        t[RX_ANSWERS:RX_ANSWERS + 256] = np.asarray(answers, dtype=np.int64).reshape(256)
+        t[RX_VELOCITY:RX_VELOCITY + 128] = velocity
+        self.ctl[C_RX_ACTIVE] = 1 - (int(self.ctl[C_RX_ACTIVE]) & 1)
+
+    def reflex_enable(self, on: bool) -> None:
+        """Let the callback answer (the engine's partner voice is silent) or not."""
+        self.ctl[C_RX_ON] = 1 if on else 0
+
+    def reflex_answers(self) -> list[tuple[int, bytes, bytes, int]]:
+        """Answers the callback sent since the last call: ``(note-on stamp ns, note-on bytes, answer bytes,
+        answer sent ns)``; sent ns -1: the cycle's buffer was full, nothing went out."""
+        ctl = self.ctl
+        r, w = int(ctl[C_RX_R]), int(ctl[C_RX_W])
+        out = []
+        for i in range(r, w):
+            ts, cause, answer, sent = (int(x) for x in self.rx_ring[i & (RING - 1)])
+            out.append((ts, bytes(((cause >> 8 * k) & 0xFF) for k in range(3)),
+                        bytes(((answer >> 8 * (k + 1)) & 0xFF) for k in range(3)), sent))
+        ctl[C_RX_R] = w
+        return out
+
     # ---- the reader thread ----
     def wait(self, timeout_s: float) -> None:
         """Block (GIL released) until the callback has stored input, or ``timeout_s``."""
@@ -413,7 +308,8 @@ class JackMidiClient:
         c = self.ctl
         return {"cycles": int(c[C_CYCLES]), "in_overflow": int(c[C_IN_OVERFLOW]), "too_long": int(c[C_IN_TOO_LONG]),
                 "late": int(c[C_LATE]), "late_dropped": int(c[C_LATE_DROPPED]), "swallowed_offs": int(c[C_SWALLOWED]),
-                "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]), "emit_overflow": int(c[C_EMIT_OVERFLOW])}
+                "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]), "emit_overflow": int(c[C_EMIT_OVERFLOW]),
+                "reflexes": int(c[C_REFLEXES]), "reflex_declined": int(c[C_RX_DECLINED])}
 
     def connect(self, src: str, dst: str) -> bool:
         return self.lib.jack_connect(self.handle, src.encode(), dst.encode()) in (0, 17)  # 17: EEXIST

@@ -1,0 +1,155 @@
+"""The reflex on a real JACK server: the compiled callback answers a performer note-on in the same cycle, at its own
+frame, from the table the engine published, and only when the partner channel is quiet on the wire.
+
+Three native clients in a chain, as on stage: performer ``rx-perf:out`` -> liveperf ``rx-lp:in``/``rx-lp:out`` ->
+listener ``rx-hear:in``. JACK runs them in that order within each cycle, so an answer sent in the cycle of its
+note-on reaches the listener on the note-on's own frame."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from liveperf.io.jack_native import JackMidiClient
+
+pytestmark = pytest.mark.jack
+
+FRAME_NS = 1e9 / 48000
+PERFORMER_CH, PARTNER_CH = 0, 1
+
+
+@pytest.fixture()
+def chain(jack_server):
+    perf = JackMidiClient.open("rx-perf", inputs=False)
+    lp = JackMidiClient.open("rx-lp")
+    hear = JackMidiClient.open("rx-hear", outputs=False)
+    try:
+        assert perf.connect(perf.out_name, lp.in_name) and lp.connect(lp.out_name, hear.in_name)
+        deadline = time.monotonic() + 5
+        while not lp.read() or not hear.read():  # connections take effect at a cycle boundary
+            assert time.monotonic() < deadline, "no data crossed the new JACK connections"
+            perf.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
+            lp.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
+            time.sleep(0.02)
+        time.sleep(0.05)
+        lp.read(), hear.read(), lp.emitted(), perf.emitted()
+        yield perf, lp, hear
+    finally:
+        for c in (perf, lp, hear):
+            c.close()
+
+
+def _table(answers: dict[int, int], velocity_scale: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    table = np.full((2, 128), -1, dtype=np.int64)
+    for pitch, answer in answers.items():
+        table[0, pitch] = table[1, pitch] = answer
+    return table, np.array([max(1, int(v * velocity_scale)) for v in range(128)], dtype=np.int64)
+
+
+def _publish(lp: JackMidiClient, answers: dict[int, int], span_ns: int = 10_000_000_000, input_channel=None) -> None:
+    now = time.monotonic_ns()
+    table, velocity = _table(answers)
+    lp.publish_reflex(now - 1_000_000, now + span_ns // 2, now + span_ns, PARTNER_CH, input_channel, table, velocity)
+    lp.reflex_enable(True)
+
+
+def _play(perf: JackMidiClient, *messages: bytes, gap_ns: int = 30_000_000) -> list[int]:
+    """Write ``messages`` to go out ``gap_ns`` apart (from 20 ms ahead); returns their due times."""
+    start = time.monotonic_ns() + 20_000_000
+    dues = [start + i * gap_ns for i in range(len(messages))]
+    for due, data in zip(dues, messages):
+        assert perf.write(due, data)
+    return dues
+
+
+def _collect(client: JackMidiClient, until_s: float) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + until_s
+    while time.monotonic() < deadline:
+        client.wait(0.02)
+        got += client.read()
+    return got
+
+
+def test_an_answer_goes_out_in_the_note_ons_cycle_on_its_frame(chain):
+    perf, lp, hear = chain
+    _publish(lp, {60: 55, 64: 57})
+    _play(perf, bytes([0x90, 60, 100]), bytes([0x80, 60, 0]))
+    heard = _collect(hear, 0.3)
+    answers = lp.reflex_answers()
+    assert [(cause, answer) for _, cause, answer, _ in answers] == [(bytes([0x90, 60, 100]), bytes([0x91, 55, 50]))]
+    stamp, _, _, sent = answers[0]
+    assert sent == stamp  # same frame, same clock: the answer left on the note-on's frame
+    perf_sent = perf.emitted()[0][1]
+    assert [d for _, d in heard] == [bytes([0x91, 55, 50])]  # the performer's note-off is not answered
+    assert abs(heard[0][0] - perf_sent) < FRAME_NS + 1_000_000  # one frame, plus two clients' frame clocks
+    assert lp.sounding() == [(PARTNER_CH, 55)]
+    assert lp.counters()["reflexes"] == 1
+
+
+def test_the_answer_is_reported_before_its_note_on_can_be_read(chain):
+    perf, lp, hear = chain
+    _publish(lp, {60: 55})
+    _play(perf, bytes([0x90, 60, 90]))
+    deadline = time.monotonic() + 2
+    while not (got := lp.read()):
+        assert time.monotonic() < deadline
+        lp.wait(0.01)
+    assert [d for _, d in got] == [bytes([0x90, 60, 90])]
+    answers = lp.reflex_answers()  # read after the note-on: it must be there already
+    assert len(answers) == 1 and answers[0][0] == got[0][0]
+
+
+def test_no_answer_while_the_partner_sounds_or_is_disabled_or_out_of_window(chain):
+    perf, lp, hear = chain
+    _publish(lp, {60: 55, 62: 57, 64: 57})
+    assert lp.write(time.monotonic_ns(), bytes([0x91, 40, 80]))  # the partner sounds (the engine played it)
+    time.sleep(0.05)
+    _play(perf, bytes([0x90, 60, 100]))
+    time.sleep(0.1)
+    assert lp.reflex_answers() == [] and lp.counters()["reflex_declined"] == 1
+    assert lp.write(time.monotonic_ns(), bytes([0x81, 40, 0]))  # silent again: answers resume
+    time.sleep(0.05)
+    _play(perf, bytes([0x90, 62, 100]))
+    time.sleep(0.1)
+    assert [a for _, _, a, _ in lp.reflex_answers()] == [bytes([0x91, 57, 50])]
+    assert lp.write(time.monotonic_ns(), bytes([0x81, 57, 0]))
+    time.sleep(0.05)
+    lp.reflex_enable(False)
+    _play(perf, bytes([0x90, 64, 100]))
+    time.sleep(0.1)
+    assert lp.reflex_answers() == []
+    now = time.monotonic_ns()
+    table, velocity = _table({64: 57})
+    lp.publish_reflex(now - 2_000_000_000, now - 1_500_000_000, now - 1_000_000_000, PARTNER_CH, None, table, velocity)
+    lp.reflex_enable(True)
+    _play(perf, bytes([0x90, 64, 100]))
+    time.sleep(0.1)
+    assert lp.reflex_answers() == []  # the table's windows are over
+    assert hear.read() and lp.sounding() == []
+
+
+def test_never_answers_the_partner_channel_or_another_performer_channel(chain):
+    perf, lp, hear = chain
+    _publish(lp, {60: 55}, input_channel=PERFORMER_CH)
+    _play(perf, bytes([0x91, 60, 100]), bytes([0x81, 60, 0]),  # our own partner channel (an echo): never
+          bytes([0x92, 60, 100]), bytes([0x82, 60, 0]))  # not the performer's channel
+    time.sleep(0.25)
+    assert lp.reflex_answers() == [] and lp.counters()["reflexes"] == 0
+    _play(perf, bytes([0x90, 60, 100]))
+    time.sleep(0.1)
+    assert len(lp.reflex_answers()) == 1
+
+
+def test_two_note_ons_in_one_cycle_get_one_answer(chain):
+    perf, lp, hear = chain
+    _publish(lp, {60: 55, 64: 57})
+    due = time.monotonic_ns() + 20_000_000
+    perf.write(due, bytes([0x90, 60, 100]))
+    perf.write(due, bytes([0x90, 64, 100]))  # the same frame, so surely the same cycle
+    time.sleep(0.15)
+    answers = lp.reflex_answers()
+    assert [a for _, _, a, _ in answers] == [bytes([0x91, 55, 50])]
+    assert lp.counters()["reflex_declined"] == 1
