@@ -1,6 +1,12 @@
 """Harmonize reaction latency through a real JACK server, against a bare JACK loopback measured in the same run.
 
-    python -m bench.reaction_jack [--minutes 2] [--period 64] [--busy] [--out DIR]
+    python -m bench.reaction_jack [--minutes 2] [--period 64] [--busy] [--backend jack|jack-native] [--no-reflex]
+                                  [--out DIR]
+
+``--backend jack-native`` runs liveperf on its compiled JACK client (``liveperf.io.jack_native``): the port answers
+a note-on in its own cycle from the table harmonize draws ahead (``liveperf.reflex``); ``--no-reflex`` turns that off
+(the engine answers, a cycle or two later), to compare in the same conditions. Use ``--period 256`` there (this
+VM's dummy server cannot keep real time at 64 frames; README).
 
 A private JACK dummy server (48 kHz, ``--period`` frames: 64 = 1.33 ms) carries three paths, all played by ONE
 performer thread in this process and heard by ONE listener thread in this process:
@@ -235,7 +241,7 @@ def in_process(report: dict, arrivals: list) -> dict | None:
 
 
 def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 0, warmup_s: float = 3.0,
-        probe: bool = False) -> dict:
+        probe: bool = False, backend: str = "jack", reflex: bool = True) -> dict:
     """Play the three paths for ``minutes`` and return the figures (and the raw samples under ``samples``).
     ``probe``: run liveperf under ``bench.reaction_probe`` and add the per-stage split under ``stages_us``."""
     server = start_jack_server(period=period)
@@ -246,15 +252,16 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
     (tmp / "set.toml").write_text(SETLIST)
     seconds = minutes * 60 + warmup_s
     launcher = ["bench.reaction_probe", str(tmp / "probe.json"), "--"] if probe else ["liveperf.cli"]
-    proc = subprocess.Popen([sys.executable, "-m", *launcher, "play", str(tmp / "set.toml"), "--backend", "jack",
-                             "--client-name", "lpr", "--record-dir", str(tmp / "rec"), "--duration", str(seconds + 60), "--report-json",
+    lp_in, lp_out = ("lpr:in", "lpr:out") if backend == "jack-native" else ("lpr-in:in", "lpr-out:out")
+    proc = subprocess.Popen([sys.executable, "-m", *launcher, "play", str(tmp / "set.toml"), "--backend", backend,
+                             *([] if reflex else ["--no-reflex"]), "--client-name", "lpr", "--record-dir", str(tmp / "rec"), "--duration", str(seconds + 60), "--report-json",
                              str(tmp / "report.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     echo = subprocess.Popen([sys.executable, "-m", "bench.reaction_jack", "--echo-client", "rb-echo"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     listener, outs = None, []
     sends: dict[str, list] = {p: [] for p in PATHS}
     try:
-        _wait_ports({"lpr-in:in", "lpr-out:out"}, 90, proc)
+        _wait_ports({lp_in, lp_out}, 90, proc)
         _wait_ports({"rb-echo-in:in", "rb-echo-out:out"}, 30)
         listener = Listener(PATHS)
         for path in PATHS:
@@ -263,7 +270,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
             outs.append(m)
         perf = dict(zip(PATHS, outs))
         _wait_ports({f"rb-{side}-{_short(p)}:{port}" for p in PATHS for side, port in (("hear", "in"), ("perf", "out"))}, 10)
-        for src, dst in (("rb-perf-lp:out", "lpr-in:in"), ("lpr-out:out", "rb-hear-lp:in"),
+        for src, dst in (("rb-perf-lp:out", lp_in), (lp_out, "rb-hear-lp:in"),
                          ("rb-perf-loop:out", "rb-hear-loop:in"),
                          ("rb-perf-echo:out", "rb-echo-in:in"), ("rb-echo-out:out", "rb-hear-echo:in")):
             jack_connect(src, dst)
@@ -302,7 +309,8 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
     song = report["songs"][0]
     m = match(sends, listener.arrivals, int(warmup_s * 1e9), t0)
     res = {"minutes": minutes, "warmup_s": warmup_s, "jack_period_frames": period, "jack_period_us": period / 48e3 * 1e6,
-           "busy_core": busy, "seed": seed, "scheduling": report.get("scheduling"),
+           "busy_core": busy, "seed": seed, "scheduling": report.get("scheduling"), "backend": backend,
+           "reflex": reflex and backend == "jack-native",
            "liveperf_poll_interval_us": DEFAULT_POLL_INTERVAL_NS / 1e3, "listen_sleep_us": LISTEN_SLEEP_S * 1e6}
     for path in PATHS:
         res[path] = {**_stats(m[path]["ns"]), "listen_bracket_us": _stats(m[path]["bracket_ns"]),
@@ -314,7 +322,8 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
                                     if res[p]["n"] and lb["n"]}
     res["bar_p99_within_500us"] = bool(lp["n"] and lb["n"] and lp["p99_us"] - lb["p99_us"] <= 500)
     res["liveperf_report"] = {"performer_notes": song.get("performer_notes"), "harmonies": song.get("harmonies"),
-                              "sent": report.get("sent"), "late_dropped": report.get("late_dropped")}
+                              "reflex_answers": song.get("reflex_answers", 0), "sent": report.get("sent"),
+                              "late_dropped": report.get("late_dropped"), "port": report.get("port", {})}
     res["in_process_send_minus_engine_us"] = in_process(report, listener.arrivals["liveperf"])
     if probe:
         from bench import reaction_probe
@@ -333,7 +342,8 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
 
 def print_result(r: dict) -> None:
     print(f"reaction through JACK: {r['minutes']:g} min, period {r['jack_period_frames']} frames "
-          f"({r['jack_period_us']:.0f} µs), liveperf scheduler: {r['scheduling']}"
+          f"({r['jack_period_us']:.0f} µs), liveperf backend {r['backend']}"
+          + (" with the reflex" if r["reflex"] else "") + f", scheduler: {r['scheduling']}"
           + (", one core busy" if r["busy_core"] else ""))
     names = {"liveperf": "harmonize reaction (liveperf)", "loopback": "bare JACK loopback (baseline)",
              "echo": "bare echo client, 0.5 ms poll"}
@@ -367,6 +377,11 @@ def print_result(r: dict) -> None:
     print(f"  liveperf report: {lr['performer_notes']} performer note-ons, {lr['harmonies']} harmonies computed, "
           f"{lr['sent']} messages sent, {lr['late_dropped']} dropped as late (a harmony computed but dropped as late "
           f"is a performer note with no harmony on the wire)")
+    if r["reflex"]:
+        port = lr["port"]
+        print(f"  reflex: {lr['reflex_answers']} of {lr['harmonies']} harmonies sent by the port in the note-on's "
+              f"cycle, {port.get('reflex_released', 0)} ended on their cause's release frame, "
+              f"{port.get('reflex_declined', 0)} note-ons left to the engine (the partner still sounded)")
 
 
 def main() -> None:
@@ -376,13 +391,16 @@ def main() -> None:
     ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
     ap.add_argument("--seed", type=int, default=0, help="the performer's seed")
     ap.add_argument("--probe", action="store_true", help="time each stage inside liveperf (bench.reaction_probe)")
+    ap.add_argument("--backend", choices=("jack", "jack-native"), default="jack", help="liveperf's MIDI backend")
+    ap.add_argument("--no-reflex", action="store_true", help="jack-native: the engine answers, not the port")
     ap.add_argument("--out", type=Path, help="write reaction.json and reaction_cdf.png into this folder")
     ap.add_argument("--echo-client", help=argparse.SUPPRESS)  # internal: run as the bare echo process
     args = ap.parse_args()
     if args.echo_client:
         echo_main(args.echo_client, DEFAULT_POLL_INTERVAL_NS)
         return
-    r = run(args.minutes, args.period, args.busy, args.seed, probe=args.probe)
+    r = run(args.minutes, args.period, args.busy, args.seed, probe=args.probe, backend=args.backend,
+            reflex=not args.no_reflex)
     print_result(r)
     if args.out:
         from bench import plots

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--backend", choices=BACKENDS + ("jack-native",), default="auto",
                       help="MIDI system (default auto: JACK, then ALSA, then CoreMIDI, else file mode); jack-native: "
                            "JACK with frame-exact timing (one client, ports <client-name>:in and :out)")
+    play.add_argument("--no-reflex", action="store_true",
+                      help="jack-native: harmonize answers from Python a cycle later instead of in the note-on's "
+                           "own JACK cycle (for comparison)")
     play.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu",
                       help="onnxruntime execution provider (default cpu: fastest for per-step models)")
     play.add_argument("--seed", type=int, help="override every song's sampling seed")
@@ -196,7 +199,7 @@ def _open_native(args, setlist):
     from liveperf.io.jack_native_ports import open_ports
     return open_ports(args.client_name, in_target=setlist.midi_in or None, out_target=setlist.midi_out or None,
                       inputs=args.input is None, timing=setlist.clock == "midi",
-                      drop_late_ns=int(setlist.late_tolerance_ms * 1e6))
+                      drop_late_ns=int(setlist.late_tolerance_ms * 1e6), reflex=not args.no_reflex)
 
 
 def _print_report(report) -> None:
@@ -211,6 +214,10 @@ def _print_report(report) -> None:
               f"{t['n']} messages" if t else "no messages sent")
     print(f"\n{report.sent} messages sent, {report.late_dropped} dropped as late, {report.send_errors} send errors; "
           f"{timing}")
+    if report.reflex_sent or report.wire_offs:
+        print(f"{report.reflex_sent} harmonies sent by the port in the note-on's own JACK cycle (reflex)"
+              + (f"; {report.wire_offs} note-offs sent at the end for notes still sounding on the wire"
+                 if report.wire_offs else ""))
     if report.record_files:
         print(f"recorded {len(report.record_files)} song(s) to {report.record_files[0].parent}/"
               + (f" ({report.record_errors} write errors)" if report.record_errors else ""))

@@ -26,11 +26,18 @@ class EchoGuardSink:
         self.echoes = 0
 
     def schedule(self, due_ns: int, data: bytes) -> None:
+        self._remember(due_ns, data)
+        self.sink.schedule(due_ns, data)
+
+    def _remember(self, due_ns: int, data: bytes) -> None:
         if self.window_ns > 0 and len(data) == 3 and 0x80 <= data[0] < 0xA0:
             self._recent.append((due_ns, bytes(data)))
             if len(self._recent) > 512:  # bounded, whatever happens
                 self._recent.popleft()
-        self.sink.schedule(due_ns, data)
+
+    def adopt(self, sent_ns: int, data: bytes) -> None:
+        self._remember(sent_ns, data)  # a reflex answer echoes back like any other note
+        self.sink.adopt(sent_ns, data)
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
         self.sink.cancel_pending(channel, now_ns)

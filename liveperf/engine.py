@@ -10,6 +10,9 @@ the active one. Changes that must not land mid-bar wait for the next bar line: a
 (``request_tempo``, tap tempo) applies at the next step computed, on the internal clock only. When we are the
 clock master (``send_clock``), every step schedules its 24-ppqn MIDI clock ticks (Start before the first).
 Transport changes from an external clock (``relocate``, ``halt``) silence the mode at once and begin it again.
+With a ``reflex`` (``liveperf.reflex``: the port answered a note-on itself), every answer the port sent is taken
+over here: by the mode that can hold it (harmonize's ``adopt``), or else adopted and ended at once (the note-on was
+filtered, or the mode changed), so the scheduler always knows what sounds.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from liveperf.notes import note_off
 from liveperf.tap_tempo import TapTempo
 from liveperf.modes.settings import with_param
 
@@ -61,7 +65,7 @@ class Engine:
 
     def __init__(self, modes, *, clock=None, sink=None, initial: str | None = None, trigger_cc: int | None = None,
                  tap_cc: int | None = None, mode_cc: int | None = None, input_channel: int | None = None,
-                 echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16) -> None:
+                 echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16, reflex=None) -> None:
         self.modes: dict[str, Mode] = modes if isinstance(modes, dict) else {modes.name: modes}
         self.mode_name = initial if initial is not None else next(iter(self.modes))
         self.mode = self.modes[self.mode_name]
@@ -81,6 +85,10 @@ class Engine:
         self._clock_started = False
         self.halted = False  # the external transport stopped us; ``relocate`` starts again
         self.switches: list[tuple[int, str]] = []  # (step, mode) of every switch, for reports and tests
+        self.reflex = reflex
+        self.reflex_ended = 0  # answers the port sent that no mode could hold: adopted and ended at once
+        if reflex is not None:
+            reflex.input_channel = input_channel
 
     @property
     def idle(self) -> bool:
@@ -137,6 +145,8 @@ class Engine:
             mode.voice.density = new.density
             mode.s = new
             applied = True
+        if applied and self.reflex is not None:
+            self.reflex.enable(False)  # the table was drawn with the old settings; the next step draws anew
         return applied
 
     # ---- input -----------------------------------------------------------------------------------------------
@@ -145,15 +155,23 @@ class Engine:
             self.input_stats.ignored += 1
             return
         kind, ch = data[0] & 0xF0, data[0] & 0x0F
+        answer = None
+        if self.reflex is not None and kind == 0x90 and data[2] > 0:
+            answer = self.reflex.answered(ts_ns, data)
         if self.input_channel is not None and ch != self.input_channel:
             self.input_stats.ignored += 1
+            self._end_answer(answer)
             return
         if kind in (0x80, 0x90) and self.echo_guard is not None and self.echo_guard.is_echo(ts_ns, data):
             self.input_stats.echoes += 1
+            self._end_answer(answer)
             return
         if kind == 0x90 and data[2] > 0:
             self.input_stats.note_ons += 1
-            self.mode.note_on(ts_ns, data[1], data[2])
+            adopt = getattr(self.mode, "adopt", None)
+            if answer is None or adopt is None or not adopt(ts_ns, data[1], data[2], answer):
+                self._end_answer(answer)
+                self.mode.note_on(ts_ns, data[1], data[2])
         elif kind == 0x80 or kind == 0x90:
             self.input_stats.note_offs += 1
             self.mode.note_off(ts_ns, data[1])
@@ -171,6 +189,13 @@ class Engine:
             self.request_mode(names[min(len(names) - 1, data[2] * len(names) // 128)])
         else:
             self.input_stats.ignored += 1
+
+    def _end_answer(self, answer) -> None:
+        """An answer the port sent that no mode holds: the scheduler takes it over and ends it now."""
+        if answer is not None and self.sink is not None:
+            self.sink.adopt(answer.sent_ns, answer.answer)
+            self.sink.schedule(answer.sent_ns, note_off(answer.answer[0] & 0x0F, answer.answer[1]))
+            self.reflex_ended += 1
 
     def input_ended(self, now_ns: int) -> None:
         """The performer's source is finished: release whatever it still holds, as if the keys came up now."""
@@ -194,6 +219,9 @@ class Engine:
             self.switches.append((step, self.mode_name))
         if self.send_clock:
             self._send_clock(step)
+        if self.reflex is not None:  # answers to note-ons that never reached us (a second is far beyond any queue)
+            for answer in self.reflex.leftovers(self.clock.ns_at_step(step) - 1_000_000_000):
+                self._end_answer(answer)
         self.mode.on_step(step)
 
     def _send_clock(self, step: int) -> None:
@@ -219,6 +247,10 @@ class Engine:
     def stop(self, now_ns: int) -> None:
         """Silence the partner now (song end, panic, shutdown); a clock master also sends Stop."""
         self.mode.stop(now_ns)
+        if self.reflex is not None:
+            self.reflex.enable(False)
+            for answer in self.reflex.leftovers(1 << 62):
+                self._end_answer(answer)
         if self.send_clock and self._clock_started:
             self.sink.schedule(now_ns, b"\xfc")
             self._clock_started = False

@@ -69,6 +69,10 @@ class OutputSink(Protocol):
         """Silence ``channel`` from ``now_ns`` (or from the moment the scheduler sees this, if later): drop
         not-yet-sent messages due from then on, and end every note of the channel that is sounding then."""
 
+    def adopt(self, sent_ns: int, data: bytes) -> None:
+        """``data`` was already sent at ``sent_ns`` by the port itself (``liveperf.reflex``): count it as sent and
+        sounding, so its note-off (and a cancel, panic or close) ends it; do not send it again."""
+
 
 @dataclass
 class TimingStats:
@@ -81,6 +85,8 @@ class TimingStats:
     send_errors: int = 0
     port_dropped: int = 0  # refused by a port that was down (JACK restarting): never sounded
     unheld_offs: int = 0  # note-offs not sent: their note was not sounding (never sent, or already ended)
+    reflex_sent: int = 0  # sent by the port itself and adopted (``adopt``); also in ``sent``
+    wire_offs: int = 0  # note-offs for notes the port still had sounding at the end (the last safety net)
     # 8 bytes per message sent (a 3-hour show at 20 messages/s: 1.7 MB), not a Python int object each
     errors_ns: array = field(default_factory=lambda: array("q"))
 
@@ -184,6 +190,17 @@ class VirtualScheduler:
             self.stats.late_note_offs += 1
         self._plan.push(max(due_ns, now), data)
 
+    def adopt(self, sent_ns: int, data: bytes) -> None:
+        self._advance(sent_ns)
+        self._emit(sent_ns, bytes(data))
+        self.stats.reflex_sent += 1
+
+    def channel_quiet(self, channel: int, now_ns: int) -> bool:
+        """Nothing sounds on ``channel`` at ``now_ns`` and no note message waits for it (``VirtualReflex``)."""
+        self._advance(now_ns)
+        return (not any(ch == channel for ch, _ in self.held.held()) and
+                not any(i.data and i.data[0] < 0xF0 and i.data[0] & 0x0F == channel for i in self._plan.heap))
+
     def cancel_pending(self, channel: int, now_ns: int) -> None:
         # As in ``Scheduler``, the cut is at max(now_ns, now): a cut ahead of virtual now (a mode switch at the next
         # bar line) waits in the heap (jumping time to it would send messages scheduled after this call out of
@@ -218,6 +235,7 @@ class VirtualScheduler:
 
 
 _CANCEL = object()
+_ADOPT = object()
 _PANIC = object()
 _STOP = object()
 _IDLE = object()
@@ -268,6 +286,9 @@ class Scheduler:
     def cancel_pending(self, channel: int, now_ns: int) -> None:
         self._inbox.put((_CANCEL, (channel, now_ns)))
 
+    def adopt(self, sent_ns: int, data: bytes) -> None:
+        self._inbox.put((_ADOPT, (sent_ns, bytes(data))))
+
     def panic(self) -> None:
         """Drop everything pending and silence every held note now."""
         self._inbox.put((_PANIC, None))
@@ -293,7 +314,7 @@ class Scheduler:
             while self.pump(self._wait_s()):
                 pass
         finally:
-            self.silence_all()
+            self.silence_all(wire=True)
 
     def pump(self, timeout_s: float | None = None) -> bool:
         """One turn of the thread: take commands (waiting up to ``timeout_s`` for the first), send what is due.
@@ -329,6 +350,12 @@ class Scheduler:
                 now = self._clock_ns()
                 self._revoke(arg[0], max(arg[1], now))
                 self._plan.cancel(arg[0], arg[1], now)
+            elif head is _ADOPT:
+                self._plan.held.update(arg[1])
+                self.stats.sent += 1
+                self.stats.reflex_sent += 1
+                if self._on_sent is not None:
+                    self._on_sent(*arg)
             elif head is _PANIC:
                 now = self._clock_ns()
                 self._revoke(None, now)
@@ -347,10 +374,15 @@ class Scheduler:
             self._port.revoke(channel, from_ns)
 
     def _collect_emitted(self) -> None:
-        """A timed port: the true send times of what it sent (``sent_ns`` -1: it dropped a late note-on)."""
+        """A timed port: the true send times of what it sent (``sent_ns`` -1: it dropped a late note-on; -2: it
+        revoked one; -3: it swallowed a note-off whose note it never sounded or had ended itself)."""
         for due_ns, sent_ns in self._port.emitted():
-            if sent_ns < 0:
+            if sent_ns == -1:
                 self.stats.late_dropped += 1
+            elif sent_ns == -2:
+                self.stats.cancelled += 1
+            elif sent_ns < 0:
+                pass  # counted by the port (``swallowed_offs``); it had been counted as sent when handed over
             elif self._keep_errors:
                 self.stats.errors_ns.append(sent_ns - due_ns)
 
@@ -412,17 +444,27 @@ class Scheduler:
         if self._on_sent is not None:
             self._on_sent(sent_ns, data)
 
-    def silence_all(self) -> None:
-        """Note-offs for every note sent and not yet released, now. Scheduler thread only (or after it ended)."""
+    def silence_all(self, wire: bool = False) -> None:
+        """Note-offs for every note sent and not yet released, now; with ``wire`` (the end) also for whatever a
+        timed port itself still has sounding. Scheduler thread only (or after it ended)."""
         now = self._clock_ns()
         self._revoke(None, now)  # a timed port: what was handed over to sound later does not sound at all
         for data in self._plan.held.release_all():
             self._send(data, now)
         if self._lead_ns:
-            deadline = time.monotonic() + 0.5  # let JACK's thread send them before the port closes
-            while self._port.pending() and time.monotonic() < deadline:
-                time.sleep(0.002)
-            self._collect_emitted()
+            self._drain_port()
+            # The last net: whatever the port itself still has sounding (an answer it sent for a note-on the engine
+            # never got to handle) ends here too.
+            net = getattr(self._port, "silence_wire", None) if wire else None
+            if net is not None:
+                self.stats.wire_offs += net()
+                self._drain_port()
+
+    def _drain_port(self) -> None:
+        deadline = time.monotonic() + 0.5  # let JACK's thread send them before the port closes
+        while self._port.pending() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self._collect_emitted()
 
     @property
     def held_count(self) -> int:

@@ -204,6 +204,8 @@ class Show:
             recorder.close()  # after the scheduler: its last note-offs belong in the last song
         if self.stop_event.is_set():
             report.stopped = self.stopped_by or "signal"
+        counters = getattr(out_port, "counters", None)
+        report.port = counters() if counters is not None else {}
         self._finish_report(report, scheduler, recorder, ctl, feedback, in_port)
         return report
 
@@ -270,6 +272,8 @@ class Show:
         report.unheld_offs = scheduler.stats.unheld_offs
         report.cancelled = scheduler.stats.cancelled
         report.port_dropped = scheduler.stats.port_dropped
+        report.reflex_sent = scheduler.stats.reflex_sent
+        report.wire_offs = scheduler.stats.wire_offs
         report.input = {k: getattr(in_port, k) for k in ("received", "malformed", "salvaged", "filtered", "dropped")
                         if in_port is not None and hasattr(in_port, k)}
         report.input["ignored"] = sum(s.input_ignored for s in report.songs)
@@ -302,11 +306,12 @@ class Show:
         sink = EchoGuardSink(scheduler, int(setlist.echo_guard_ms * 1e6))
         seed = song.seed if opts.seed is None else opts.seed
         source = QueueInput(inbox, sources=1)
-        modes = build_modes(song, models, clock, sink, seed, now_fn=source.now_ns)
+        reflex = getattr(out_port, "reflex", None)  # the jack-native port answers harmonize's note-ons itself
+        modes = build_modes(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex)
         bar = song.steps_per_bar(spb)
         engine = Engine(modes, clock=clock, sink=sink, initial=song.mode, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
-                        send_clock=setlist.send_clock and not follow, steps_per_bar=bar)
+                        send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex)
         rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns,
                          clock="MIDI clock" if follow else "internal")
         _send_patch(scheduler, song, start_ns)
@@ -376,6 +381,7 @@ class Show:
             rep.partner_tokens += mode.stats.tokens
             rep.phrases += mode.stats.phrases
             rep.harmonies += mode.stats.harmonies
+            rep.reflex_answers += getattr(mode, "reflex_answers", 0)
             rep.model_errors += mode.stats.model_errors
         if rep.error:
             self.log(f"[{song.title}] stopped by an error: {rep.error}")

@@ -18,6 +18,7 @@ class SongReport:
     partner_tokens: int = 0
     phrases: int = 0
     harmonies: int = 0
+    reflex_answers: int = 0  # harmonies the jack-native port sent in the note-on's own cycle (liveperf.reflex)
     model_errors: int = 0
     echoes: int = 0
     switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
@@ -56,3 +57,6 @@ class ShowReport:
     unheld_offs: int = 0  # note-offs not sent: their note was not sounding (see scheduler.TimingStats)
     cancelled: int = 0
     port_dropped: int = 0  # messages a port refused while JACK was down
+    reflex_sent: int = 0  # notes the port sent itself (harmonize's reflex), adopted by the scheduler
+    wire_offs: int = 0  # note-offs the scheduler's last net sent for notes the port still had sounding at the end
+    port: dict = field(default_factory=dict)  # the output port's own counters (jack-native: its JACK thread's)

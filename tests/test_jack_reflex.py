@@ -82,11 +82,44 @@ def test_an_answer_goes_out_in_the_note_ons_cycle_on_its_frame(chain):
     assert [(cause, answer) for _, cause, answer, _ in answers] == [(bytes([0x90, 60, 100]), bytes([0x91, 55, 50]))]
     stamp, _, _, sent = answers[0]
     assert sent == stamp  # same frame, same clock: the answer left on the note-on's frame
-    perf_sent = perf.emitted()[0][1]
-    assert [d for _, d in heard] == [bytes([0x91, 55, 50])]  # the performer's note-off is not answered
-    assert abs(heard[0][0] - perf_sent) < FRAME_NS + 1_000_000  # one frame, plus two clients' frame clocks
-    assert lp.sounding() == [(PARTNER_CH, 55)]
-    assert lp.counters()["reflexes"] == 1
+    perf_sent = [sent for _, sent in perf.emitted()]
+    # The answer, and its end on the frame of the performer's release (harmonize: held until the cause is let go).
+    assert [d for _, d in heard] == [bytes([0x91, 55, 50]), bytes([0x81, 55, 0])]
+    for (ts, _), sent in zip(heard, perf_sent):
+        assert abs(ts - sent) < FRAME_NS + 1_000_000  # one frame, plus two clients' frame clocks
+    assert lp.sounding() == [] and lp.counters()["reflexes"] == 1 and lp.counters()["reflex_released"] == 1
+    # The engine's own note-off for the answer follows later: swallowed, so the wire shows one off, not two.
+    swallowed = lp.counters()["swallowed_offs"]
+    assert lp.write(time.monotonic_ns(), bytes([0x81, 55, 0]))
+    time.sleep(0.05)
+    assert _collect(hear, 0.05) == [] and lp.counters()["swallowed_offs"] == swallowed + 1
+
+
+def test_an_answer_the_engine_played_over_is_not_ended_at_the_old_release(chain):
+    perf, lp, hear = chain
+    _publish(lp, {60: 55})
+    _play(perf, bytes([0x90, 60, 100]))
+    time.sleep(0.08)
+    assert len(lp.reflex_answers()) == 1
+    now = time.monotonic_ns()
+    assert lp.write(now, bytes([0x81, 55, 0])) and lp.write(now, bytes([0x91, 55, 70]))  # the engine re-struck it
+    time.sleep(0.05)
+    _play(perf, bytes([0x80, 60, 0]))  # the old cause's release: the engine's note is not ours to end
+    time.sleep(0.08)
+    assert lp.sounding() == [(PARTNER_CH, 55)] and lp.counters()["reflex_released"] == 0
+
+
+def test_a_harmony_the_engine_played_ends_on_its_cause_s_release_frame(chain):
+    perf, lp, hear = chain
+    _publish(lp, {})  # no answers: the engine plays this one itself
+    assert lp.write(time.monotonic_ns(), bytes([0x91, 57, 80]))
+    lp.reflex_hold(64, PARTNER_CH, 57)
+    time.sleep(0.05)
+    _play(perf, bytes([0x90, 64, 90]), bytes([0x80, 64, 0]))
+    heard = _collect(hear, 0.2)
+    assert [d for _, d in heard] == [bytes([0x91, 57, 80]), bytes([0x81, 57, 0])]
+    assert abs(heard[1][0] - perf.emitted()[1][1]) < FRAME_NS + 1_000_000  # on the release's frame
+    assert lp.sounding() == [] and lp.counters()["reflex_released"] == 1
 
 
 def test_the_answer_is_reported_before_its_note_on_can_be_read(chain):

@@ -65,10 +65,10 @@ def test_messages_are_handed_over_lead_ahead_and_a_cancel_revokes_from_its_cut()
 def test_true_send_times_come_from_the_port_and_its_late_drops_are_counted():
     port = TimedPort()
     s = _scheduler(port)
-    port.reports = [(10 * MS, 10 * MS + 21_000), (20 * MS, -1), (30 * MS, 30 * MS)]
+    port.reports = [(10 * MS, 10 * MS + 21_000), (20 * MS, -1), (30 * MS, 30 * MS), (31 * MS, -2), (32 * MS, -3)]
     s.pump(0)
     assert list(s.stats.errors_ns) == [21_000, 0]
-    assert s.stats.late_dropped == 1
+    assert s.stats.late_dropped == 1 and s.stats.cancelled == 1  # -2 revoked; -3 a swallowed note-off: neither
 
 
 def test_a_message_handed_over_late_beyond_the_tolerance_is_dropped_note_offs_still_go():

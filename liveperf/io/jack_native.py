@@ -56,9 +56,10 @@ from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported f
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
-    C_RX_ACTIVE, C_RX_DECLINED, C_RX_ON, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM, C_SOUNDING, C_STAGE,
+    C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM, C_SOUNDING, C_STAGE,
     C_SWALLOWED, C_TIMESPEC, C_WRITE_FAILED, IN_BYTES, N_CTL, REFLEX_WORDS, RING, RX_ANSWERS, RX_END, RX_INPUT_CH,
-    RX_MID, RX_PARTNER, RX_PER_CYCLE, RX_T0, RX_VELOCITY, compile_process)
+    RX_MID, RX_PARTNER, RX_PER_CYCLE, RX_T0, RX_VELOCITY, SENT_DROPPED, SENT_REVOKED, SENT_SWALLOWED,
+    compile_process)
 
 _U64, _U32, _I32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
 
@@ -158,6 +159,7 @@ class JackMidiClient:
                            (C_RX_STAGE, self._rx_stage)):
             ctl[index] = arr.ctypes.data
         ctl[C_DROP_LATE_NS] = drop_late_ns
+        ctl[C_RX_HOLD] = -1  # no harmony to end at its cause's release
         ctl[C_RATE] = lib.jack_get_sample_rate(handle)
         self.name = name
         self.in_name = self._register(b"in", 0x1, C_IN_PORT) if inputs else ""
@@ -259,8 +261,13 @@ class JackMidiClient:
         self.ctl[C_RX_ACTIVE] = 1 - (int(self.ctl[C_RX_ACTIVE]) & 1)
 
     def reflex_enable(self, on: bool) -> None:
-        """Let the callback answer (the engine's partner voice is silent) or not."""
+        """Let the callback answer (a fresh table is published) or not."""
         self.ctl[C_RX_ON] = 1 if on else 0
+
+    def reflex_hold(self, cause_pitch: int, channel: int, pitch: int) -> None:
+        """The engine played (channel, pitch) as the harmony of performer pitch ``cause_pitch``: the callback ends
+        it on the frame of that pitch's release, if it still sounds then (``jack_native_callback``)."""
+        self.ctl[C_RX_HOLD] = (cause_pitch << 12) | (channel << 7) | pitch  # one store: the callback reads it whole
 
     def reflex_answers(self) -> list[tuple[int, bytes, bytes, int]]:
         """Answers the callback sent since the last call: ``(note-on stamp ns, note-on bytes, answer bytes,
@@ -296,7 +303,8 @@ class JackMidiClient:
         return out
 
     def emitted(self) -> list[tuple[int, int]]:
-        """``[(due_ns, sent_ns)]`` of messages the callback has sent (``sent_ns`` -1: dropped as late)."""
+        """``[(due_ns, sent_ns)]`` of messages the callback has taken; ``sent_ns`` < 0 when it did not go out:
+        ``SENT_DROPPED`` (late, or the cycle was full), ``SENT_REVOKED``, ``SENT_SWALLOWED`` (a note-off)."""
         ctl = self.ctl
         r, w = int(ctl[C_EMIT_R]), int(ctl[C_EMIT_W])
         out = [(int(self.emit_ring[i & (RING - 1), 0]), int(self.emit_ring[i & (RING - 1), 1])) for i in range(r, w)]
@@ -309,7 +317,8 @@ class JackMidiClient:
         return {"cycles": int(c[C_CYCLES]), "in_overflow": int(c[C_IN_OVERFLOW]), "too_long": int(c[C_IN_TOO_LONG]),
                 "late": int(c[C_LATE]), "late_dropped": int(c[C_LATE_DROPPED]), "swallowed_offs": int(c[C_SWALLOWED]),
                 "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]), "emit_overflow": int(c[C_EMIT_OVERFLOW]),
-                "reflexes": int(c[C_REFLEXES]), "reflex_declined": int(c[C_RX_DECLINED])}
+                "reflexes": int(c[C_REFLEXES]), "reflex_declined": int(c[C_RX_DECLINED]),
+                "reflex_released": int(c[C_RX_RELEASED])}
 
     def connect(self, src: str, dst: str) -> bool:
         return self.lib.jack_connect(self.handle, src.encode(), dst.encode()) in (0, 17)  # 17: EEXIST

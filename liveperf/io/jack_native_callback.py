@@ -23,6 +23,14 @@ partner channel is quiet on the wire: nothing sounding, no note waiting in the o
 to be swallowed. Otherwise it leaves the note to the engine (the answer then goes out a cycle or two later). Each
 answer is reported in the reflex ring *before* its note-on is published in the input ring, so the engine always
 knows of an answer when it handles the note-on that caused it.
+
+The harmony also *ends* in the cycle of its cause's release (harmonize's rule: the partner holds its note until
+the performer lets go of the note it answers), on the release's frame, as long as it still sounds and no other
+partner note went out since. ``ctl[C_RX_HOLD]`` names it, ``(cause pitch << 12) | (channel << 7 | pitch)`` in one
+word (-1: none): the callback sets it for its own answers, the engine for the harmonies it plays itself. The
+engine's own note-off for it, which follows a cycle or more later, is then swallowed (``ENDED_HERE``). So a
+performer who lifts one key and presses the next in the same millisecond finds the partner quiet, and gets the
+next answer in that cycle too.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from numba.extending import intrinsic
  C_DROP_LATE_NS, C_CYCLES, C_IN_OVERFLOW, C_IN_TOO_LONG, C_LATE, C_LATE_DROPPED, C_WRITE_FAILED, C_EMIT_OVERFLOW,
  C_SWALLOWED, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START,
  C_REFLEX, C_RX_ACTIVE, C_RX_ON, C_RX_RING, C_RX_W, C_RX_R, C_SOUNDING, C_RX_STAGE, C_REFLEXES, C_RX_DECLINED,
- N_CTL) = range(47)
+ C_RX_HOLD, C_RX_RELEASED, N_CTL) = range(49)
 
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
@@ -52,6 +60,13 @@ RX_VELOCITY = RX_ANSWERS + 2 * 128
 REFLEX_WORDS = RX_VELOCITY + 128
 RX_PER_CYCLE = 16  # answers one cycle can hold (more note-ons in one cycle are left to the engine)
 RX_SCAN = 256  # output-ring entries looked through for a waiting partner note (more: the callback declines)
+# ``dropped_on`` values: the next note-off of that (channel, pitch) is swallowed, because its note-on was dropped or
+# revoked (DROPPED: the scheduler still believes the note sounds, so the reflex keeps off that channel until the
+# off has come), or because the callback ended the note itself at its cause's release (ENDED_HERE).
+DROPPED, ENDED_HERE = 1, 2
+# The emitted ring's "sent" of a message that did not go out: dropped as late (or the cycle's buffer was full),
+# revoked, or a note-off swallowed (its note never sounded, or the callback ended it already).
+SENT_DROPPED, SENT_REVOKED, SENT_SWALLOWED = -1, -2, -3
 
 
 @intrinsic
@@ -140,8 +155,23 @@ def compile_process(fns: dict):
                 meta[slot, 0] = stamp
                 meta[slot, 1] = size
                 in_w += 1
-                # ---- the reflex: answer a performer note-on in this cycle (module docstring) ----
-                if ctl[C_RX_ON] == 0 or size != 3 or (src[0] & 0xF0) != 0x90 or src[2] == 0:
+                # ---- the reflex: end an answer at its cause's release, answer a note-on (module docstring) ----
+                if size != 3 or (src[0] & 0xF0) not in (0x80, 0x90):
+                    continue
+                if (src[0] & 0xF0) == 0x80 or src[2] == 0:
+                    hold = ctl[C_RX_HOLD]
+                    held = hold & 0xFFF
+                    if hold >= 0 and (hold >> 12) == src[1] and (src[0] & 0x0F) != (held >> 7) and rx_n < RX_PER_CYCLE:
+                        ctl[C_RX_HOLD] = -1
+                        if sounding[held] != 0:
+                            rx_stage[rx_n, 0] = ev[0] & 0xFFFFFFFF
+                            rx_stage[rx_n, 1] = 3 | ((0x80 | (held >> 7)) << 8) | ((held & 0x7F) << 16)
+                            rx_stage[rx_n, 2] = -1  # not an answer: nothing to report
+                            rx_n += 1
+                            sounding[held] = 0
+                            dropped_on[held] = ENDED_HERE
+                    continue
+                if ctl[C_RX_ON] == 0:
                     continue
                 t = tables[ctl[C_RX_ACTIVE] & 1]
                 partner = t[RX_PARTNER]
@@ -154,16 +184,19 @@ def compile_process(fns: dict):
                     continue
                 quiet = rx_n < RX_PER_CYCLE
                 for p in range(128):
-                    if sounding[partner * 128 + p] != 0 or dropped_on[partner * 128 + p] != 0:
+                    if sounding[partner * 128 + p] != 0 or dropped_on[partner * 128 + p] == DROPPED:
                         quiet = False
                 r0, w0 = ctl[C_OUT_R], ctl[C_OUT_W]
                 if w0 - r0 > RX_SCAN:
                     quiet = False
                 else:
                     for r in range(r0, w0):
-                        st = (out_ring[r & mask, 1] >> 8) & 0xFF
-                        if st < 0xF0 and (st & 0x0F) == partner:
-                            quiet = False
+                        pk = out_ring[r & mask, 1]
+                        st = (pk >> 8) & 0xFF
+                        k = ((st & 0x0F) << 7) | ((pk >> 16) & 0x7F)
+                        waiting_off = (st & 0xF0) == 0x80 or ((st & 0xF0) == 0x90 and ((pk >> 24) & 0x7F) == 0)
+                        if st < 0xF0 and (st & 0x0F) == partner and not (waiting_off and dropped_on[k] == ENDED_HERE):
+                            quiet = False  # (an off the callback will swallow changes nothing on the wire)
                 if not quiet:
                     ctl[C_RX_DECLINED] += 1
                     continue
@@ -173,6 +206,7 @@ def compile_process(fns: dict):
                 rx_stage[rx_n, 2] = in_w - 1
                 rx_n += 1
                 sounding[partner * 128 + answer] = 1  # a second note-on in this cycle finds the partner busy
+                ctl[C_RX_HOLD] = (np.int64(src[1]) << 12) | (partner << 7) | answer
 
         rx_i = 0
         if ctl[C_OUT_PORT] != 0:
@@ -203,15 +237,22 @@ def compile_process(fns: dict):
                         stage[k] = (packed >> (8 * (k + 1))) & 0xFF
                     sent = np.int64(-1)
                     key = ((stage[0] & 0x0F) << 7) | stage[1]
+                    release = rx_stage[rx_i, 2] < 0
                     if event_write(obuf, np.uint32(offset), np.uint64(ctl[C_STAGE]), np.uint64(3)) != 0:
                         ctl[C_WRITE_FAILED] += 1
-                        sounding[key] = 0
+                        if release:  # not ended here after all: the engine's own note-off must go out
+                            sounding[key] = 1
+                            dropped_on[key] = 0
+                        else:
+                            sounding[key] = 0
                     else:
                         last = offset
                         sent = base + np.int64(np.float64(ext + offset) * 1e9 / rate)
-                        ctl[C_REFLEXES] += 1
+                        ctl[C_RX_RELEASED if release else C_REFLEXES] += 1
                     rw = ctl[C_RX_W]
-                    if rw - ctl[C_RX_R] < RING:  # the engine drains it every note-on; a full ring is a dead engine
+                    if release:
+                        pass
+                    elif rw - ctl[C_RX_R] < RING:  # the engine drains it every note-on; full: a dead engine
                         s = rx_stage[rx_i, 2] & mask
                         rx_ring[rw & mask, 0] = meta[s, 0]
                         rx_ring[rw & mask, 1] = data[s, 0] | (np.int64(data[s, 1]) << 8) | (np.int64(data[s, 2]) << 16)
@@ -235,13 +276,15 @@ def compile_process(fns: dict):
                 ch = status & 0x0F
                 if is_on and r < revoke_upto[ch] and due_ns >= revoke_from[ch]:
                     ctl[C_REVOKED] += 1  # cancelled after it was handed over, before it sounded
-                    dropped_on[key] = 1
+                    sent = np.int64(SENT_REVOKED)
+                    dropped_on[key] = DROPPED
                 elif d < 0 and is_on and cycle_ns - due_ns > ctl[C_DROP_LATE_NS] + period_ns:
                     ctl[C_LATE_DROPPED] += 1
-                    dropped_on[key] = 1
+                    dropped_on[key] = DROPPED
                 elif is_off and dropped_on[key] != 0:
                     dropped_on[key] = 0
                     ctl[C_SWALLOWED] += 1
+                    sent = np.int64(SENT_SWALLOWED)
                 else:
                     offset = max(d, last)
                     for k in range(size):
@@ -255,6 +298,10 @@ def compile_process(fns: dict):
                             sounding[key] = 1
                         elif is_off:
                             sounding[key] = 0
+                        hold = ctl[C_RX_HOLD]
+                        if hold >= 0 and size == 3 and ch == ((hold & 0xFFF) >> 7) and (
+                                (is_on and key != (hold & 0xFFF)) or (is_off and key == (hold & 0xFFF))):
+                            ctl[C_RX_HOLD] = -1  # another partner note went out, or this one ended: not ours to end
                         sent = base + np.int64(np.float64(ext + offset) * 1e9 / rate)
                         if d < 0:
                             ctl[C_LATE] += 1
@@ -266,8 +313,11 @@ def compile_process(fns: dict):
                 else:
                     ctl[C_EMIT_OVERFLOW] += 1
                 ctl[C_OUT_R] = r + 1
-        while rx_i < rx_n:  # no output port: answers staged cannot go out
-            sounding[((rx_stage[rx_i, 1] >> 8) & 0x0F) * 128 + ((rx_stage[rx_i, 1] >> 16) & 0x7F)] = 0
+        while rx_i < rx_n:  # no output port: nothing staged can go out
+            k = ((rx_stage[rx_i, 1] >> 8) & 0x0F) * 128 + ((rx_stage[rx_i, 1] >> 16) & 0x7F)
+            sounding[k] = 1 if rx_stage[rx_i, 2] < 0 else 0
+            if rx_stage[rx_i, 2] < 0:
+                dropped_on[k] = 0
             rx_i += 1
         if in_w != ctl[C_IN_W]:
             ctl[C_IN_W] = in_w

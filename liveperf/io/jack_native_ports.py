@@ -20,6 +20,7 @@ import time
 
 from liveperf.io.jack_native import JackMidiClient
 from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, _find_port
+from liveperf.reflex import PortReflex
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class NativeOutPort:
         self.connected_to = connected_to
         period_ns = client.period_frames * 1_000_000_000 // max(1, client.sample_rate)
         self.lead_ns = max(MIN_LEAD_NS, period_ns + 2_000_000)
+        self.reflex: PortReflex | None = None  # set by ``open_ports`` when the client has an input
 
     def send(self, data: bytes) -> bool:
         """Out in the next JACK cycle (after everything handed over before). False: not queued (ring full, closed
@@ -59,6 +61,19 @@ class NativeOutPort:
     def pending(self) -> int:
         """Messages handed over that JACK's thread has not taken yet."""
         return self.client.pending()
+
+    def counters(self) -> dict[str, int]:
+        """The JACK thread's counters (``JackMidiClient.counters``), for the show's report."""
+        return self.client.counters()
+
+    def silence_wire(self) -> int:
+        """A note-off, next cycle, for every note the port has sounding (the scheduler's last net on close);
+        returns how many. Call once ``pending()`` is 0."""
+        now = time.monotonic_ns()
+        offs = [bytes((0x80 | ch, pitch, 0)) for ch, pitch in self.client.sounding()]
+        for data in offs:
+            self.client.write(now, data)
+        return len(offs)
 
     def close(self) -> None:
         _release(self.client, "out")
@@ -122,10 +137,11 @@ _sides_lock = threading.Lock()
 
 def open_ports(client_name: str, *, in_target: str | None = None, out_target: str | None = None,
                inputs: bool = True, timing: bool = False,
-               drop_late_ns: int = 2_000_000) -> tuple[NativeOutPort, NativeInPort | None]:
+               drop_late_ns: int = 2_000_000, reflex: bool = True) -> tuple[NativeOutPort, NativeInPort | None]:
     """One JACK client ``client_name`` with ports ``out`` (and ``in``), connected to the first port whose name
-    contains ``out_target`` / ``in_target`` when given. Raises ``JackUnavailable``, ``MidiUnavailable`` (no or
-    several ports match) or ``LookupError``."""
+    contains ``out_target`` / ``in_target`` when given. With an input and ``reflex``, the output port carries a
+    ``reflex`` (``liveperf.reflex.PortReflex``) for harmonize. Raises ``JackUnavailable``, ``MidiUnavailable`` (no
+    or several ports match) or ``LookupError``."""
     from liveperf.io.midi_backends import JackWatchClient, IS_INPUT, IS_OUTPUT
     client = JackMidiClient.open(client_name, inputs=inputs, outputs=True, drop_late_ns=drop_late_ns)
     with _sides_lock:
@@ -149,7 +165,10 @@ def open_ports(client_name: str, *, in_target: str | None = None, out_target: st
     except BaseException:
         client.close()
         raise
-    return NativeOutPort(client, out_to), (NativeInPort(client, in_from, timing=timing) if inputs else None)
+    out = NativeOutPort(client, out_to)
+    if inputs and reflex:
+        out.reflex = PortReflex(client)
+    return out, (NativeInPort(client, in_from, timing=timing) if inputs else None)
 
 
 def _others(names: list[str], own: str) -> list[str]:

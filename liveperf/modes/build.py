@@ -63,13 +63,14 @@ class SongModels:
 
 
 def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
-                now_fn: Callable[[], int] | None = None) -> dict:
-    """The song's modes, keyed by name; each mode owns its RNG stream (seed + a fixed offset per mode)."""
+                now_fn: Callable[[], int] | None = None, reflex=None) -> dict:
+    """The song's modes, keyed by name; each mode owns its RNG stream (seed + a fixed offset per mode).
+    ``reflex`` (``liveperf.reflex``, the jack-native port's): harmonize draws its answers ahead for it."""
     s = settings_for(song, models.steps_per_beat)
     source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
     return {
         "call_response": CallAndResponse(s, OnnxStepper(models.melody), clock, sink, new_rng_state(seed)),
         "duet": Duet(s, DuetStepper(models.duet), clock, sink, new_rng_state(seed + 1)),
-        "harmonize": Harmonize(s, DuetStepper(models.duet), clock, sink, new_rng_state(seed + 2), now_fn),
+        "harmonize": Harmonize(s, DuetStepper(models.duet), clock, sink, new_rng_state(seed + 2), now_fn, reflex),
         "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3)),
     }

@@ -15,6 +15,13 @@ next one (a note-on's nearest step is one of the two); a note-on then only looks
 a single peek after the CPU has idled costs ~0.56 ms (0.06 ms back to back), the lookup ~nothing; a pitch not in the
 table (out of key) still gets its own peek. The harmony is due when it has been sampled, not when the note-on came
 in, so the model's time never counts as lateness against the scheduler's tolerance.
+
+With a ``reflex`` (the ``jack-native`` port, ``liveperf.reflex``) the step also *draws* the answer to every pitch
+of the table ahead (sampler and density, in key order, from the mode's own RNGs) and publishes it, so the port can
+send it in the cycle of the note-on. A note-on the port answered is *adopted* (``adopt``); one it left alone
+(the partner was still sounding, say) plays the answer drawn ahead all the same, the usual way, and tells the
+port (``hold``) so that the port can end it on the frame of its cause's release, as it ends its own answers.
+The port answers only while the partner channel is quiet on the wire; the mode lets it while a table is drawn.
 Engine thread only; the measured reaction is in the README's benchmark.
 """
 
@@ -31,11 +38,13 @@ from liveperf.models.step_model import StepError
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
 from liveperf.performer_grid import PerformerGrid
+from liveperf.reflex import Reflex, ReflexAnswer, windows
 from liveperf.sampler import NO_CANDIDATE, sample
 from liveperf.scheduler import OutputSink
 
 # Semitones below the performer's note that sound consonant under it.
 CONSONANT_BELOW = (3, 4, 7, 8, 9, 12, 15, 16, 19, 20, 21, 24)
+REST = -2  # an answer drawn ahead: the density made this note-on a rest
 
 
 def harmony_mask(allowed: np.ndarray, pitch: int) -> np.ndarray:
@@ -52,7 +61,8 @@ class Harmonize:
     name = "harmonize"
 
     def __init__(self, settings: ModeSettings, stepper, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray, now_fn: Callable[[], int] | None = None) -> None:
+                 rng_state: np.ndarray, now_fn: Callable[[], int] | None = None,
+                 reflex: Reflex | None = None) -> None:
         self.s = settings
         self.stepper = stepper
         self.clock = clock
@@ -66,7 +76,11 @@ class Harmonize:
         self._rows: dict[tuple[int, int], int] = {}  # (position mod steps_per_beat, pitch) -> row of _table
         self._pitches_for: np.ndarray | None = None  # the mask _pitches were found for
         self._pitches: list[int] = []
+        self._masks: dict[int, np.ndarray] = {}  # pitch -> harmony_mask, for the pitches above
         self.table_hits = self.table_misses = 0
+        self.reflex = reflex
+        self._drawn: dict[tuple[int, int], int] = {}  # (step, pitch) -> answer drawn ahead: ON token, REST, NO_CANDIDATE
+        self.reflex_answers = 0  # harmonies the port sent itself (adopted)
         self.begin(0)
 
     @property
@@ -81,11 +95,57 @@ class Harmonize:
         self._partner_prev = melody.HOLD
         self._velocities: deque[int] = deque(maxlen=8)
         self._table = None
+        self._drawn = {}
+        self._sync_reflex()
         self.stepper.reset()
 
     def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
         step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
         self._velocities.append(velocity)
+        drawn = self._drawn.get((step, pitch))
+        if drawn is not None:
+            self._play_drawn(ts_ns, step, pitch, velocity, drawn)
+        else:
+            self._answer(ts_ns, step, pitch, velocity)
+        self._sync_reflex()
+
+    def adopt(self, ts_ns: int, pitch: int, velocity: int, answer: ReflexAnswer) -> bool:
+        """The port answered this note-on itself (``answer``): hold what it sent. False (the engine ends the
+        answer) when the voice has moved to another channel since the table was published."""
+        if answer.answer[0] & 0x0F != self.voice.channel:
+            return False
+        step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        self._velocities.append(velocity)
+        self.voice.adopt(answer.answer[1], answer.answer[2], step, answer.sent_ns)
+        self._cause = pitch
+        self._partner_steps[step] = melody.on(answer.answer[1])
+        self.stats.harmonies += 1
+        self.stats.tokens += 1
+        self.reflex_answers += 1
+        self._sync_reflex()
+        return True
+
+    def _play_drawn(self, ts_ns: int, step: int, pitch: int, velocity: int, drawn: int) -> None:
+        """The answer drawn ahead for this note-on, played the usual way (the port did not send it)."""
+        at_ns = ts_ns if self.now_fn is None else max(ts_ns, self.now_fn())
+        if drawn == NO_CANDIDATE:
+            self.stats.no_candidate += 1
+            self._end(at_ns, step)
+        elif drawn == REST:
+            self.voice.end(at_ns)
+            self._cause = None
+        else:
+            self.voice.start(melody.pitch_of(drawn), self._velocity_of(velocity), step, at_ns, roll=False)
+            self.reflex.hold(pitch, self.voice.channel, melody.pitch_of(drawn))
+            self._cause = pitch
+            self._partner_steps[step] = drawn
+            self.stats.harmonies += 1
+            self.stats.tokens += 1
+
+    def _velocity_of(self, velocity: int) -> int:
+        return self.s.velocity if self.s.velocity is not None else max(1, round(velocity * 0.85))
+
+    def _answer(self, ts_ns: int, step: int, pitch: int, velocity: int) -> None:
         row = self._rows.get((step % self.clock.steps_per_beat, pitch)) if self._table is not None else None
         try:
             if row is not None:
@@ -106,10 +166,11 @@ class Harmonize:
             self.stats.no_candidate += 1
             self._end(at_ns, step)
             return
-        vel = self.s.velocity if self.s.velocity is not None else max(1, round(velocity * 0.85))
-        if not self.voice.start(melody.pitch_of(token), vel, step, at_ns):
+        if not self.voice.start(melody.pitch_of(token), self._velocity_of(velocity), step, at_ns):
             self._cause = None  # density made this one a rest
             return
+        if self.reflex is not None:
+            self.reflex.hold(pitch, self.voice.channel, melody.pitch_of(token))
         self._cause = pitch
         self._partner_steps[step] = token
         self.stats.harmonies += 1
@@ -121,6 +182,7 @@ class Harmonize:
         if pitch == self._cause:
             at_ns = ts_ns if self.now_fn is None else max(ts_ns, self.now_fn())
             self._end(at_ns, step)
+        self._sync_reflex()
 
     def _end(self, at_ns: int, step: int) -> None:
         if self.voice.held is not None:
@@ -131,6 +193,7 @@ class Harmonize:
     def release_performer(self, ts_ns: int) -> None:
         self.grid.release_all(self.clock.nearest_step(ts_ns))
         self._end(ts_ns, self.clock.nearest_step(ts_ns))
+        self._sync_reflex()
 
     def trigger(self) -> None:
         pass
@@ -142,6 +205,9 @@ class Harmonize:
         if step > self._first:
             self._advance(step)
         self._build_table(step)
+        if self.reflex is not None:
+            self._draw_ahead(step)
+        self._sync_reflex()
 
     def _advance(self, step: int) -> None:
         prev = step - 1
@@ -165,6 +231,7 @@ class Harmonize:
             return  # a stepper without batching: every note-on peeks
         if self._pitches_for is not self.s.allowed:
             self._pitches_for = self.s.allowed
+            self._masks = {}
             self._pitches = [p for p in range(128) if harmony_mask(self.s.allowed, p).any()
                              and self.s.allowed[melody.on(p)]]
         if not self._pitches:
@@ -181,6 +248,38 @@ class Harmonize:
             return
         self._rows = {key: i for i, key in enumerate(keys)}
 
+    def _draw_ahead(self, step: int) -> None:
+        """Draw the answer to every pitch of the table at ``step`` and ``step + 1`` and publish them (module doc)."""
+        self._drawn = {}
+        if self._table is None:
+            return
+        spb = self.clock.steps_per_beat
+        answers = np.full((2, 128), -1, dtype=np.int64)
+        for i, s in enumerate((step, step + 1)):
+            for p in self._pitches:
+                row = self._rows.get((s % spb, p))
+                if row is None:
+                    continue
+                mask = self._masks.get(p)
+                if mask is None:
+                    mask = self._masks[p] = harmony_mask(self.s.allowed, p)
+                token = int(sample(self._table[row], mask, self.s.temperature, self.s.top_k, self.s.top_p, self.rng,
+                                   NO_CANDIDATE))
+                if token != NO_CANDIDATE and self.voice.rests():
+                    token = REST
+                self._drawn[(s, p)] = token
+                if token >= 0:
+                    answers[i, p] = melody.pitch_of(token)
+        velocity = np.array([self._velocity_of(v) for v in range(128)], dtype=np.int64)
+        self.reflex.publish(*windows(self.clock, step), self.voice.channel, answers, velocity)
+
+    def _sync_reflex(self) -> None:
+        """The port may answer while a table is drawn (its own checks keep it off a partner that sounds)."""
+        if self.reflex is not None:
+            self.reflex.enable(bool(self._drawn))
+
     def stop(self, now_ns: int) -> None:
         self.voice.silence(now_ns, cancel=True)
         self._cause = None
+        self._drawn = {}
+        self._sync_reflex()

@@ -48,17 +48,30 @@ class PartnerVoice:
             return melody.OFF
         return token
 
-    def start(self, pitch: int, velocity: int, step: int, due_ns: int) -> bool:
-        """A note-on at ``due_ns`` (ending the sounding note there first); False when ``density`` made it a rest."""
+    def start(self, pitch: int, velocity: int, step: int, due_ns: int, roll: bool = True) -> bool:
+        """A note-on at ``due_ns`` (ending the sounding note there first); False when ``density`` made it a rest.
+        ``roll=False``: the density was rolled already (``rests``, for answers drawn ahead)."""
         if self.held is not None:
             self._off(due_ns, self.held[0])
             self.held = None
-        if self.density < 1.0 and self._rng.random() >= self.density:
+        if roll and self.rests():
             return False
         due_ns = max(due_ns, self._off_due.get(pitch, due_ns))
         self.sink.schedule(due_ns, note_on(self.channel, pitch, max(1, min(127, velocity))))
         self.held = (pitch, step, due_ns)
         return True
+
+    def rests(self) -> bool:
+        """Roll the density: True when this note-on is to be a rest."""
+        return self.density < 1.0 and self._rng.random() >= self.density
+
+    def adopt(self, pitch: int, velocity: int, step: int, sent_ns: int) -> None:
+        """The port already sent this note-on at ``sent_ns`` (``liveperf.reflex``): end what sounded, hold it."""
+        if self.held is not None:
+            self._off(sent_ns, self.held[0])
+            self.held = None
+        self.sink.adopt(sent_ns, note_on(self.channel, pitch, velocity))
+        self.held = (pitch, step, sent_ns)
 
     def set_channel(self, channel: int, at_ns: int) -> None:
         """Move the voice to ``channel`` (0..15): what sounds or waits on the old channel is silenced first."""
