@@ -12,7 +12,7 @@ from liveperf.modes.harmonize import Harmonize
 from liveperf.modes.settings import ModeSettings
 from liveperf.scales import parse_key, token_mask
 from liveperf.sampler import new_rng_state
-from liveperf.scheduler import VirtualScheduler
+from liveperf.virtual_scheduler import VirtualScheduler
 s = ModeSettings(channel=1, allowed=token_mask(parse_key("C major"), 36, 84), temperature=0.9, top_k=0, top_p=0.95,
                  silence_steps=4, response_steps=16, velocity=None, max_note_steps=16)
 clock = InternalClock(120, 4, 0); sink = VirtualScheduler()

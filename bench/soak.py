@@ -34,7 +34,7 @@ from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
 from liveperf.modes.build import SongModels, build_modes
 from liveperf.notes import is_note_off, is_note_on
-from liveperf.scheduler import VirtualScheduler
+from liveperf.virtual_scheduler import VirtualScheduler
 from liveperf.setlist import load_setlist
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from liveperf.modes.call_response import CallAndResponse, ModeSettings
 from liveperf.notes import describe, note_off, note_on
 from liveperf.sampler import new_rng_state
 from liveperf.scales import parse_key, token_mask
-from liveperf.scheduler import VirtualScheduler
+from liveperf.virtual_scheduler import VirtualScheduler
 
 STEP_NS_120 = 125_000_000  # one 16th at 120 BPM
 

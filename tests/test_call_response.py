@@ -129,7 +129,7 @@ def test_take_ending_with_a_held_note_still_gets_its_answer_and_ends():
     from liveperf.loop import ScriptedInput, run_loop
     from liveperf.modes.call_response import CallAndResponse
     from liveperf.sampler import new_rng_state
-    from liveperf.scheduler import VirtualScheduler
+    from liveperf.virtual_scheduler import VirtualScheduler
     from tests.fakes import settings
 
     # The note-on at step 0 never gets its note-off; the input ends at step 2 (its last event).

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.notes import describe, is_note_off, is_note_on, note_off, note_on
-from liveperf.scheduler import Scheduler, VirtualScheduler
+from liveperf.scheduler import Scheduler
+from liveperf.virtual_scheduler import VirtualScheduler
 
 
 class RecordingPort:

@@ -14,7 +14,7 @@ from liveperf.modes.harmonize import Harmonize
 from liveperf.notes import note_on
 from liveperf.reflex import ReflexAnswer, VirtualReflex, windows
 from liveperf.sampler import new_rng_state
-from liveperf.scheduler import VirtualScheduler
+from liveperf.virtual_scheduler import VirtualScheduler
 from tests.fakes import STEP_NS_120 as S
 from tests.fakes import ScriptedDuet, performer, run_engine, settings
 

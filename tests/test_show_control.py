@@ -16,7 +16,7 @@ from liveperf.melody import OFF, on
 from liveperf.modes.duet import Duet
 from liveperf.notes import control_change, describe
 from liveperf.sampler import new_rng_state
-from liveperf.scheduler import VirtualScheduler
+from liveperf.virtual_scheduler import VirtualScheduler
 from liveperf.setlist import load_setlist
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController

@@ -29,7 +29,8 @@ What the callback does each cycle (JACK's process thread):
 
 Threads: the JACK thread owns the ``_W`` counters of the input, emitted and reflex rings and the ``_R`` counter of
 the output ring; ONE writer thread owns the output ring's ``_W`` (``write``), ONE reader thread owns the input ring's
-``_R`` (``read``) and the emitted ring's ``_R`` (``emitted``), ONE engine thread the reflex table and ring. Each ring is single-producer/single-consumer:
+``_R`` (``read``) and the emitted ring's ``_R`` (``emitted``), ONE engine thread the reflex table and ring.
+Each ring is single-producer/single-consumer:
 the producer fills a slot, then publishes it by storing the new ``_W`` (x86 keeps stores in order; both sides go
 through memory for every access, numpy on one side and pointer loads/stores on the other).
 Times are ``time.monotonic_ns``. The frame clock maps frame n (counted from the first cycle, so it never wraps)
@@ -56,7 +57,8 @@ from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported f
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
-    C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM, C_SOUNDING, C_STAGE,
+    C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM,
+    C_SOUNDING, C_STAGE,
     C_SWALLOWED, C_TIMESPEC, C_WRITE_FAILED, IN_BYTES, N_CTL, REFLEX_WORDS, RING, RX_ANSWERS, RX_END, RX_INPUT_CH,
     RX_MID, RX_PARTNER, RX_PER_CYCLE, RX_T0, RX_VELOCITY, SENT_DROPPED, SENT_REVOKED, SENT_SWALLOWED,
     compile_process)
@@ -316,7 +318,8 @@ class JackMidiClient:
         c = self.ctl
         return {"cycles": int(c[C_CYCLES]), "in_overflow": int(c[C_IN_OVERFLOW]), "too_long": int(c[C_IN_TOO_LONG]),
                 "late": int(c[C_LATE]), "late_dropped": int(c[C_LATE_DROPPED]), "swallowed_offs": int(c[C_SWALLOWED]),
-                "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]), "emit_overflow": int(c[C_EMIT_OVERFLOW]),
+                "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]),
+                "emit_overflow": int(c[C_EMIT_OVERFLOW]),
                 "reflexes": int(c[C_REFLEXES]), "reflex_declined": int(c[C_RX_DECLINED]),
                 "reflex_released": int(c[C_RX_RELEASED])}
 

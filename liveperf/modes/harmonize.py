@@ -10,8 +10,8 @@ is one voice: a new performer note replaces the harmony.
 
 Every grid step the model state is advanced with both voices' tokens of the step before, so the peeks hear the
 context. The state then stays as it is until the next step, so the step also computes, in one batched call
-(``DuetStepper.peek_many``), the peek for every in-key pitch that has a harmony at this step's position and the
-next one (a note-on's nearest step is one of the two); a note-on then only looks its row up and samples. Measured:
+(``DuetStepper.peek_many``), the peek for every pitch of the key (in any octave, also above the partner's range)
+that has a harmony at this step's position and the next one (a note-on's nearest step is one of the two); a note-on then only looks its row up and samples. Measured:
 a single peek after the CPU has idled costs ~0.56 ms (0.06 ms back to back), the lookup ~nothing; a pitch not in the
 table (out of key) still gets its own peek. The harmony is due when it has been sampled, not when the note-on came
 in, so the model's time never counts as lateness against the scheduler's tolerance.
@@ -79,7 +79,8 @@ class Harmonize:
         self._masks: dict[int, np.ndarray] = {}  # pitch -> harmony_mask, for the pitches above
         self.table_hits = self.table_misses = 0
         self.reflex = reflex
-        self._drawn: dict[tuple[int, int], int] = {}  # (step, pitch) -> answer drawn ahead: ON token, REST, NO_CANDIDATE
+        # (step, pitch) -> the answer drawn ahead: an ON token, REST or NO_CANDIDATE
+        self._drawn: dict[tuple[int, int], int] = {}
         self.reflex_answers = 0  # harmonies the port sent itself (adopted)
         self.begin(0)
 
@@ -232,8 +233,9 @@ class Harmonize:
         if self._pitches_for is not self.s.allowed:
             self._pitches_for = self.s.allowed
             self._masks = {}
-            self._pitches = [p for p in range(128) if harmony_mask(self.s.allowed, p).any()
-                             and self.s.allowed[melody.on(p)]]
+            # Every pitch of the key in any octave: the performer often plays above the partner's range.
+            in_key = {q % 12 for q in range(128) if self.s.allowed[melody.on(q)]}
+            self._pitches = [p for p in range(128) if p % 12 in in_key and harmony_mask(self.s.allowed, p).any()]
         if not self._pitches:
             return
         spb = self.clock.steps_per_beat
