@@ -329,25 +329,28 @@ class Scheduler:
             now = self._clock_ns()
         while (item := plan.pop_due(now)) is not None:
             for data in plan.to_send(item):
-                if now - item.due_ns > self.late_tolerance_ns and item.cut is None:
-                    if not is_note_off(data):
-                        self.stats.late_dropped += 1
-                        continue
-                    self.stats.late_note_offs += 1
-                self._send(data, item.due_ns)
+                if not self._dropped_as_late(item, data, now):
+                    self._send(data, item.due_ns)
             now = self._clock_ns()
+
+    def _dropped_as_late(self, item: _Item, data: bytes, now: int) -> bool:
+        """Past the tolerance at ``now``: a note-on (or other message) is dropped (True); a note-off still goes,
+        counted. A cut's note-offs always go."""
+        if now - item.due_ns <= self.late_tolerance_ns or item.cut is not None:
+            return False
+        if is_note_off(data):
+            self.stats.late_note_offs += 1
+            return False
+        self.stats.late_dropped += 1
+        return True
 
     def _hand_over(self, now: int) -> None:
         """A timed port: give it everything due within ``lead_ns``; it sends each at its due time."""
         plan = self._plan
         while (item := plan.pop_due(now + self._lead_ns)) is not None:
             for data in plan.to_send(item):
-                if now - item.due_ns > self.late_tolerance_ns and item.cut is None:
-                    if not is_note_off(data):
-                        self.stats.late_dropped += 1
-                        continue
-                    self.stats.late_note_offs += 1
-                self._send(data, max(item.due_ns, now) if item.cut is not None else item.due_ns)
+                if not self._dropped_as_late(item, data, now):
+                    self._send(data, max(item.due_ns, now) if item.cut is not None else item.due_ns)
 
     def _send(self, data: bytes, due_ns: int) -> None:
         try:

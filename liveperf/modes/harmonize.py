@@ -82,6 +82,8 @@ class Harmonize:
         # (step, pitch) -> the answer drawn ahead: an ON token, REST or NO_CANDIDATE
         self._drawn: dict[tuple[int, int], int] = {}
         self.reflex_answers = 0  # harmonies the port sent itself (adopted)
+        self._velocity_for: ModeSettings | None = None
+        self._velocity = np.zeros(128, dtype=np.int64)
         self.begin(0)
 
     @property
@@ -272,8 +274,10 @@ class Harmonize:
                 self._drawn[(s, p)] = token
                 if token >= 0:
                     answers[i, p] = melody.pitch_of(token)
-        velocity = np.array([self._velocity_of(v) for v in range(128)], dtype=np.int64)
-        self.reflex.publish(*windows(self.clock, step), self.voice.channel, answers, velocity)
+        if self._velocity_for is not self.s:  # the answer's velocity per input velocity, for these settings
+            self._velocity_for = self.s
+            self._velocity = np.array([self._velocity_of(v) for v in range(128)], dtype=np.int64)
+        self.reflex.publish(*windows(self.clock, step), self.voice.channel, answers, self._velocity)
 
     def _sync_reflex(self) -> None:
         """The port may answer while a table is drawn (its own checks keep it off a partner that sounds)."""
