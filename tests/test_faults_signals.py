@@ -51,8 +51,17 @@ def test_signals_mid_note_silence_the_wire_and_keep_the_recording(jack_server, t
                 play.send((0x80, p, 0))
             wait_for(lambda: play.monitor.check().note_ons >= 1, 15, f"the partner ({name})")
         for name, play in plays.items():
-            play.send((0x90, 67, 90))  # held: the partner's harmony to it sounds when the signal comes
-            wait_for(lambda: play.monitor.check().stuck, 5, f"a sounding partner note ({name})")
+            # Held: the partner's harmony to it sounds when the signal comes. On a loaded CI machine a harmony was
+            # once not heard within 5 s (dropped as late while another player shut down): strike the key again.
+            for attempt in range(3):
+                play.send((0x90, 67, 90))
+                try:
+                    wait_for(lambda: play.monitor.check().stuck, 5, f"a sounding partner note ({name})")
+                    break
+                except AssertionError:
+                    if attempt == 2:
+                        raise
+                    play.send((0x80, 67, 0))
             play.proc.send_signal(SIGNALS[name])
         results = {name: play.finish(timeout_s=20) for name, play in plays.items()}
     finally:
