@@ -1,7 +1,8 @@
 """The engine loop: interleave performer input and grid steps, each step computed ``lookahead_ns`` before it is due.
 
 One loop, two sources of time:
-- ``QueueInput`` (real time): waits on the queue the input adapters fill, against ``time.monotonic_ns``;
+- ``QueueInput`` (real time): waits on the queue the input adapters fill, against the show's clock
+  (``time.monotonic_ns``, or the jack-native port's frame clock);
 - ``ScriptedInput`` (virtual time): replays a list of timestamped events and jumps the virtual clock.
 Both implement ``wait_until(deadline_ns) -> (ts_ns, data) | None`` and ``now_ns()``; the loop cannot tell them apart,
 so the virtual-time tests exercise the same code the show runs. The loop runs on the engine thread.
@@ -53,17 +54,16 @@ class ScriptedInput:
 class QueueInput:
     """Real time: adapters (MIDI port poll thread, file player) put (ts_ns, data) on ``inbox``."""
 
-    def __init__(self, inbox: "queue.SimpleQueue[tuple[int, bytes]]", sources: int = 1) -> None:
+    def __init__(self, inbox: "queue.SimpleQueue[tuple[int, bytes]]", sources: int = 1,
+                 now_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.inbox = inbox
         self._open_sources = sources
         self.exhausted = sources == 0
-
-    def now_ns(self) -> int:
-        return time.monotonic_ns()
+        self.now_ns = now_ns
 
     def wait_until(self, deadline_ns: int) -> tuple[int, bytes] | None:
         while True:
-            left_s = (deadline_ns - time.monotonic_ns()) / 1e9
+            left_s = (deadline_ns - self.now_ns()) / 1e9
             try:
                 ev = self.inbox.get(timeout=left_s) if left_s > 0 else self.inbox.get_nowait()
             except queue.Empty:

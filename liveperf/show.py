@@ -116,12 +116,15 @@ class Show:
         self.osc_ready = threading.Event()  # set once the OSC server is listening (or has failed to)
         self.controller: ShowController | None = None
         self.stopped_by = ""  # "stop command" when OSC or the stage view asked; a signal leaves it empty
+        self.now_ns: Callable[[], int] = time.monotonic_ns  # the show's clock (``run`` sets it for its port)
 
     def run(self, indices: list[int], backend: str, out_port, in_port=None) -> ShowReport:
         """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode).
         Songs follow each other in ``indices`` order; show control (OSC, Program Change, Song Select) may jump to
         any song of the setlist, at the next bar line."""
         setlist, opts = self.setlist, self.options
+        # The show's clock: the jack-native port's frame clock (its stamps and due times are on it), else monotonic.
+        self.now_ns = getattr(out_port, "now_ns", time.monotonic_ns)
         every = list(range(len(setlist.songs)))
         models = load_song_models(setlist, every, opts.provider)  # any song can be selected live
         # Takes are the performer only in file mode; with a live input port the musician is the performer.
@@ -139,11 +142,12 @@ class Show:
         recorder = Recorder(folder=opts.record_dir, on_error=lambda m: self.log(f"recorder: {m}"))
         worker = TimedWorker(log=self.log).start()
         feedback = OscFeedback(setlist.osc.feedback, setlist.osc.feedback_protocol) if setlist.osc.enabled else None
-        scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6),
+        scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6), clock_ns=self.now_ns,
                               on_sent=lambda ts, data: self._on_sent(ts, data, recorder, worker, feedback),
                               realtime_priority=sending_priority(backend) if opts.realtime else None)
         inbox = self.inbox
-        stage = self._stage = StageFeed(opts.stage_view and setlist.stage_view, setlist, inbox, log=self.log)
+        stage = self._stage = StageFeed(opts.stage_view and setlist.stage_view, setlist, inbox, log=self.log,
+                                        stamp=self._show_ts)
         self.log = stage.log  # while the view draws, the show's lines go to it (and are printed after the show)
         ctl = self.controller = ShowController(
             setlist, indices, worker=worker, feedback=feedback, on_panic=lambda ts: scheduler.panic(),
@@ -171,19 +175,19 @@ class Show:
                         if follow else None)
         try:
             index: int | None = indices[0]
-            start_ns, first_step = time.monotonic_ns() + int(opts.lead_in_ms * 1e6), 0
+            start_ns, first_step = self.now_ns() + int(opts.lead_in_ms * 1e6), 0
             while index is not None and not self.stop_event.is_set():
                 rep, end = self._play_song(index, models[index], takes[index], scheduler, recorder, in_port,
                                            out_port, ctl, shared_clock, start_ns, first_step)
                 report.songs.append(rep)
                 if ctl.pending_song is not None:  # a song change at this bar line
                     index, (bar_ns, first_step) = ctl.pending_song, end
-                    start_ns = max(bar_ns, time.monotonic_ns() + int((setlist.lookahead_ms + 5) * 1e6))
+                    start_ns = max(bar_ns, self.now_ns() + int((setlist.lookahead_ms + 5) * 1e6))
                     if shared_clock is None:
                         first_step = 0
                 else:
                     index = ctl.next_index(index)
-                    start_ns, first_step = time.monotonic_ns() + int(opts.lead_in_ms * 1e6), end[1]
+                    start_ns, first_step = self.now_ns() + int(opts.lead_in_ms * 1e6), end[1]
                     if shared_clock is None:
                         first_step = 0
         finally:
@@ -225,7 +229,7 @@ class Show:
         osc = self.setlist.osc
         try:
             if osc.enabled and (osc.udp_port is not None or osc.tcp_port is not None):
-                server = OscServer(lambda ts, cmd: self.inbox.put((ts, cmd)), host=osc.host, udp_port=osc.udp_port,
+                server = OscServer(lambda ts, cmd: self.inbox.put((self._show_ts(ts), cmd)), host=osc.host, udp_port=osc.udp_port,
                                    tcp_port=osc.tcp_port, allow=osc.allow + ("127.0.0.1", "::1"),
                                    rate_limit_per_s=osc.rate_limit_per_s)  # this machine may always control it
                 self.osc = server.start()
@@ -237,6 +241,11 @@ class Show:
             self.log(f"warning: {report.osc_error}; playing without OSC control")
         finally:
             self.osc_ready.set()
+
+    def _show_ts(self, ts_ns: int) -> int:
+        """An OSC or stage-key stamp (``time.monotonic_ns``) on the show's clock: as it is, or now on the frame
+        clock (the command is handled a few microseconds after it was stamped)."""
+        return ts_ns if self.now_ns is time.monotonic_ns else self.now_ns()
 
     @staticmethod
     def _on_sent(ts: int, data: bytes, recorder: Recorder, worker: TimedWorker, feedback) -> None:
@@ -305,7 +314,7 @@ class Show:
         clock = shared_clock if follow else InternalClock(song.tempo_bpm, spb, start_ns)
         sink = EchoGuardSink(scheduler, int(setlist.echo_guard_ms * 1e6))
         seed = song.seed if opts.seed is None else opts.seed
-        source = QueueInput(inbox, sources=1)
+        source = QueueInput(inbox, sources=1, now_ns=self.now_ns)
         reflex = getattr(out_port, "reflex", None)  # the jack-native port answers harmonize's note-ons itself
         modes = build_modes(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex)
         bar = song.steps_per_bar(spb)
@@ -323,7 +332,7 @@ class Show:
         self.log(f"[{index + 1}. {song.title}] {song.tempo_bpm:g} BPM, {song.key}, mode {song.mode}, {clock_note}; "
                  f"models {', '.join(p.name for p in models.paths)} ({models.melody.provider_note})")
         # One input source either way: the take player ends with END_OF_INPUT; a live port never ends by itself.
-        player = TakePlayer(take_events(take, clock), inbox) if take is not None else None
+        player = TakePlayer(take_events(take, clock), inbox, self.now_ns) if take is not None else None
         echo = take is not None and not isinstance(out_port, NullPort)
         deadline_ns = None if opts.duration_s is None else start_ns + int(opts.duration_s * 1e9)
         end = [0, first_step]  # (ns, step) where the song ended
@@ -335,7 +344,7 @@ class Show:
             return ctl.on_midi(ts, data)
 
         def should_stop() -> bool:
-            return self.stop_event.is_set() or (deadline_ns is not None and time.monotonic_ns() >= deadline_ns)
+            return self.stop_event.is_set() or (deadline_ns is not None and self.now_ns() >= deadline_ns)
 
         def engine_thread() -> None:
             try:
@@ -347,7 +356,7 @@ class Show:
             except Exception as exc:  # one song's failure must not take the show down: silence it, report it
                 rep.error = f"{type(exc).__name__}: {exc}"
             finally:
-                now = time.monotonic_ns()
+                now = self.now_ns()
                 # A song change ends the old song's notes exactly at the bar line (computed ahead, not yet due).
                 at_bar = ctl.pending_song is not None and clock.running and not rep.error
                 end[0] = max(now, clock.ns_at_step(end[1])) if at_bar else now

@@ -21,11 +21,13 @@ SHOWN_PARAMS = ("temperature", "top_p", "density", "sigma", "velocity")
 
 
 class StageFeed:
-    def __init__(self, enabled: bool, setlist, inbox: queue.SimpleQueue, log: Callable[[str], None] = print) -> None:
+    def __init__(self, enabled: bool, setlist, inbox: queue.SimpleQueue, log: Callable[[str], None] = print,
+                 stamp: Callable[[int], int] = lambda ts: ts) -> None:
         self.setlist = setlist
         self._print = log
         self.view = StageView(enabled=enabled)
-        self.keys = KeyReader(lambda ts, cmd: inbox.put((ts, cmd)), modes=self._modes, on_notice=self._notice)
+        # ``stamp``: a key's monotonic stamp on the show's clock
+        self.keys = KeyReader(lambda ts, cmd: inbox.put((stamp(ts), cmd)), modes=self._modes, on_notice=self._notice)
         self.lines: collections.deque[str] = collections.deque(maxlen=200)  # everything logged while drawing
         self._recent: collections.deque[str] = collections.deque(maxlen=3)
         self._notice_text: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from typing import Callable
 
 from liveperf.clock import InternalClock
 from liveperf.io.midi_file import Take
@@ -28,10 +29,13 @@ def take_events(take: Take, clock: InternalClock, channel_voice_only: bool = Tru
 
 
 class TakePlayer:
-    """Plays timed events into ``inbox`` from its own thread; ``stop()`` ends early (and joins)."""
+    """Plays timed events into ``inbox`` from its own thread, at their times on ``now_ns``'s clock (the show's);
+    ``stop()`` ends early (and joins)."""
 
-    def __init__(self, events: list[tuple[int, bytes]], inbox: queue.SimpleQueue) -> None:
+    def __init__(self, events: list[tuple[int, bytes]], inbox: queue.SimpleQueue,
+                 now_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self._events = events
+        self._now_ns = now_ns
         self._inbox = inbox
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="liveperf-take", daemon=True)
@@ -45,12 +49,12 @@ class TakePlayer:
             self._thread.join(2.0)
 
     def _run(self) -> None:
-        last_ts = time.monotonic_ns()
+        last_ts = self._now_ns()
         for ts_ns, data in self._events:
             # Event.wait is an interruptible sleep; the engine samples input once per step, so ~0.1 ms of
             # oversleep here is far below what quantisation to the grid absorbs.
             while not self._stop.is_set():
-                left = ts_ns - time.monotonic_ns()
+                left = ts_ns - self._now_ns()
                 if left <= 0:
                     break
                 self._stop.wait(min(left / 1e9, 0.05))

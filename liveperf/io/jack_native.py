@@ -33,9 +33,16 @@ the output ring; ONE writer thread owns the output ring's ``_W`` (``write``), ON
 Each ring is single-producer/single-consumer:
 the producer fills a slot, then publishes it by storing the new ``_W`` (x86 keeps stores in order; both sides go
 through memory for every access, numpy on one side and pointer loads/stores on the other).
-Times are ``time.monotonic_ns``. The frame clock maps frame n (counted from the first cycle, so it never wraps)
-to ``base + n / rate``; ``base`` is the lowest ``entry - n / rate`` of the last 0.25-0.5 s, where ``entry`` is
-``CLOCK_MONOTONIC`` as the callback starts (a cycle is never processed before its time).
+Times are on the client's **frame clock**: frame n (counted from the first cycle, so it never wraps) is at
+``base0 + n / rate`` ns. Input stamps, due times, send times and the reflex windows all use it, so a due time
+computed from input stamps (a beat of the band's MIDI clock) lands on the frame it means whatever the wall clock
+did meanwhile. ``now_ns()`` is now on that clock: ``time.monotonic_ns()`` less how far the frames have fallen behind
+it since the first cycle. Where the frames are on the monotonic clock (``wall_base + n / rate``) is estimated each
+cycle: ``wall_base`` is the lowest ``entry - n / rate`` of the last 0.25-0.5 s, where ``entry`` is
+``CLOCK_MONOTONIC`` as the callback starts (a cycle is never processed before its time); ``base0`` is its first
+value. With a sound card the two clocks agree to a few ppm; a server that stalls or runs slow (the dummy driver on
+a busy machine: 24-114 ms behind in 20 s at 64-frame periods) moves ``wall_base``, and with it ``now_ns``, but no
+stamp or due time: a show that mapped frames with the moving base put notes up to 40 ms off the band's grid.
 Measured here (JACK dummy driver, 48 kHz / 256 frames, 2.4 s windows): callback entry minus the frame clock
 min 0.0, median 0.03-0.08 ms. JACK's own ``jack_frames_to_time`` wandered 1.6 ms against the callback's start on
 the same server (its DLL), so it is not used. At 64-frame periods this VM's dummy server fell behind real time
@@ -55,6 +62,7 @@ log = logging.getLogger(__name__)
 
 from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported for tests and benches)
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
+    C_BASE0, C_FRAME_JUMPS, C_WALL_BASE,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
     C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM,
@@ -134,7 +142,7 @@ class JackMidiClient:
     def __init__(self, lib, libc, handle: int, name: str, inputs: bool, outputs: bool, drop_late_ns: int) -> None:
         self.lib, self.libc, self.handle = lib, libc, handle
         self.ctl = np.zeros(N_CTL, dtype=np.int64)
-        self.in_meta = np.zeros((RING, 2), dtype=np.int64)
+        self.in_meta = np.zeros((RING, 3), dtype=np.int64)
         self.in_data = np.zeros((RING, IN_BYTES), dtype=np.uint8)
         self.out_ring = np.zeros((RING, 2), dtype=np.int64)
         self.emit_ring = np.zeros((RING, 2), dtype=np.int64)
@@ -169,6 +177,7 @@ class JackMidiClient:
         self.sample_rate = lib.jack_get_sample_rate(handle)
         self.period_frames = lib.jack_get_buffer_size(handle)
         self._closed = False
+        self._last_now = 0
         self._cb = _callback(lib, libc)  # compiled by ``open`` already: ports appear only when about to go live
         self._cb_ptr = _PROCESS(self._cb.address)  # kept alive with the client
         if lib.jack_set_process_callback(handle, self._cb_ptr, ctypes.c_void_p(ctl.ctypes.data)) != 0:
@@ -292,15 +301,20 @@ class JackMidiClient:
         self.libc.sem_timedwait(ctypes.c_void_p(self._sem.ctypes.data), spec)
 
     def read(self) -> list[tuple[int, bytes]]:
-        """Input stored so far: ``[(ts_ns, data)]`` in arrival order, ``ts_ns`` the event's frame on
-        ``time.monotonic_ns``'s scale."""
+        """Input stored so far: ``[(ts_ns, data)]`` in arrival order, ``ts_ns`` the event's frame on the frame
+        clock (``now_ns``'s scale)."""
+        return [(ts, data) for _, ts, data in self.read_frames()]
+
+    def read_frames(self) -> list[tuple[int, int, bytes]]:
+        """As ``read``, with each event's JACK frame first: ``[(frame, ts_ns, data)]``, ``frame`` on
+        ``jack_last_frame_time``'s scale (modulo 2**32), the same for every client of the server."""
         ctl = self.ctl
         r, w = int(ctl[C_IN_R]), int(ctl[C_IN_W])
         out = []
         for i in range(r, w):
             slot = i & (RING - 1)
-            ts, size = int(self.in_meta[slot, 0]), int(self.in_meta[slot, 1])
-            out.append((ts, self.in_data[slot, :size].tobytes()))
+            ts, size, frame = (int(v) for v in self.in_meta[slot])
+            out.append((frame, ts, self.in_data[slot, :size].tobytes()))
         ctl[C_IN_R] = w
         return out
 
@@ -314,6 +328,17 @@ class JackMidiClient:
         return out
 
     # ---- any thread ----
+    def now_ns(self) -> int:
+        """Now on the frame clock (module docstring): ``time.monotonic_ns()`` before the first cycle, then less how
+        far the frames have fallen behind it since; never less than what it returned before."""
+        ctl = self.ctl
+        now = time.monotonic_ns()
+        if ctl[C_CYCLES] > 0:  # the callback stored base0 and wall_base before counting its first cycle
+            now -= int(ctl[C_WALL_BASE]) - int(ctl[C_BASE0])
+        now = max(now, self._last_now)  # the frames fell behind: the frame clock waits for them
+        self._last_now = now
+        return now
+
     def counters(self) -> dict[str, int]:
         c = self.ctl
         return {"cycles": int(c[C_CYCLES]), "in_overflow": int(c[C_IN_OVERFLOW]), "too_long": int(c[C_IN_TOO_LONG]),
@@ -321,7 +346,7 @@ class JackMidiClient:
                 "write_failed": int(c[C_WRITE_FAILED]), "revoked": int(c[C_REVOKED]),
                 "emit_overflow": int(c[C_EMIT_OVERFLOW]),
                 "reflexes": int(c[C_REFLEXES]), "reflex_declined": int(c[C_RX_DECLINED]),
-                "reflex_released": int(c[C_RX_RELEASED])}
+                "reflex_released": int(c[C_RX_RELEASED]), "frame_jumps": int(c[C_FRAME_JUMPS])}
 
     def connect(self, src: str, dst: str) -> bool:
         return self.lib.jack_connect(self.handle, src.encode(), dst.encode()) in (0, 17)  # 17: EEXIST

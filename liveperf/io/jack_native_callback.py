@@ -5,7 +5,8 @@ are; this module is the callback itself and the layout of the memory it shares w
 
 - ``ctl``: one int64 array, indexed by the ``C_*`` constants: pointers to the other arrays, ring counters,
   counters, the frame clock's state;
-- the input ring (``in_meta`` [RING, 2]: stamp ns, size; ``in_data`` [RING, IN_BYTES]), the output ring
+- the input ring (``in_meta`` [RING, 3]: stamp ns, size, JACK frame (``jack_last_frame_time``'s scale,
+  modulo 2**32); ``in_data`` [RING, IN_BYTES]), the output ring
   (``out_ring`` [RING, 2]: due ns, packed bytes), the emitted ring (``emit_ring`` [RING, 2]: due ns, sent ns);
 - the **reflex** (harmonize's answer in the same cycle, see below): ``reflex`` [2, REFLEX_WORDS] (two tables,
   ``ctl[C_RX_ACTIVE]`` says which one is live), the reflex ring (``rx_ring`` [RING, 4]: input stamp ns, input
@@ -46,7 +47,7 @@ from numba.extending import intrinsic
  C_DROP_LATE_NS, C_CYCLES, C_IN_OVERFLOW, C_IN_TOO_LONG, C_LATE, C_LATE_DROPPED, C_WRITE_FAILED, C_EMIT_OVERFLOW,
  C_SWALLOWED, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START,
  C_REFLEX, C_RX_ACTIVE, C_RX_ON, C_RX_RING, C_RX_W, C_RX_R, C_SOUNDING, C_RX_STAGE, C_REFLEXES, C_RX_DECLINED,
- C_RX_HOLD, C_RX_RELEASED, N_CTL) = range(49)
+ C_RX_HOLD, C_RX_RELEASED, C_FRAME_JUMPS, C_BASE0, C_WALL_BASE, N_CTL) = range(52)
 
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
@@ -101,13 +102,17 @@ def compile_process(fns: dict):
         rate = ctl[C_RATE]
         if ctl[C_CYCLES] == 0:
             ctl[C_PREV32] = first32
+        elif ((first32 - ctl[C_PREV32]) & 0xFFFFFFFF) != nframes:
+            ctl[C_FRAME_JUMPS] += 1  # a cycle not run, or this one run so late that it read the next one's frame
         ext = ctl[C_EXT_FRAME] + ((first32 - ctl[C_PREV32]) & 0xFFFFFFFF)  # frames since the first cycle
         ctl[C_EXT_FRAME] = ext
         ctl[C_PREV32] = first32
-        # Frame -> monotonic ns: base + frames / rate. A cycle's callback never starts before its frame's time, so
-        # the base is the lowest (entry - frames / rate) of the last 0.25-0.5 s (two buckets): late wake-ups never
-        # move it (one on-time cycle per bucket is enough), and it follows a sound card's drift or a server that
-        # loses frames within half a second.
+        # Where the frames are on the monotonic clock: wall_base + frames / rate. A cycle's callback never starts
+        # before its frame's time, so wall_base is the lowest (entry - frames / rate) of the last 0.25-0.5 s (two
+        # buckets): late wake-ups never move it (one on-time cycle per bucket is enough), and it follows a sound
+        # card's drift or a server that falls behind (or loses frames) within half a second. Python reads it for
+        # ``now_ns``; every time the callback writes or reads is on the *frame clock*, base0 + frames / rate, with
+        # base0 the first wall_base, so stamps and due times stay frame-exact while wall_base moves.
         frames_ns = np.int64(np.float64(ext) * 1e9 / rate)
         cand = entry_ns - frames_ns
         if ctl[C_CYCLES] == 0:
@@ -120,7 +125,11 @@ def compile_process(fns: dict):
             ctl[C_BUCKET_START] = ext
         else:
             ctl[C_MIN_CUR] = min(ctl[C_MIN_CUR], cand)
-        base = min(ctl[C_MIN_CUR], ctl[C_MIN_PREV])
+        wall_base = min(ctl[C_MIN_CUR], ctl[C_MIN_PREV])
+        if ctl[C_CYCLES] == 0:
+            ctl[C_BASE0] = wall_base
+        ctl[C_WALL_BASE] = wall_base  # published after base0: a reader that sees it sees base0 too
+        base = ctl[C_BASE0]
         cycle_ns = base + frames_ns
         ctl[C_CYCLES] += 1
 
@@ -132,7 +141,7 @@ def compile_process(fns: dict):
         if ctl[C_IN_PORT] != 0:
             buf = port_get_buffer(np.uint64(ctl[C_IN_PORT]), nframes)
             ev = numba.carray(_ptr(ctl[C_EVENT]), (3,), np.int64)
-            meta = numba.carray(_ptr(ctl[C_IN_META]), (RING, 2), np.int64)
+            meta = numba.carray(_ptr(ctl[C_IN_META]), (RING, 3), np.int64)
             data = numba.carray(_ptr(ctl[C_IN_DATA]), (RING, IN_BYTES), np.uint8)
             tables = numba.carray(_ptr(ctl[C_REFLEX]), (2, REFLEX_WORDS), np.int64)
             out_ring = numba.carray(_ptr(ctl[C_OUT_RING]), (RING, 2), np.int64)
@@ -154,6 +163,7 @@ def compile_process(fns: dict):
                 stamp = base + np.int64(np.float64(frame) * 1e9 / rate)
                 meta[slot, 0] = stamp
                 meta[slot, 1] = size
+                meta[slot, 2] = (first32 + (ev[0] & 0xFFFFFFFF)) & 0xFFFFFFFF
                 in_w += 1
                 # ---- the reflex: end an answer at its cause's release, answer a note-on (module docstring) ----
                 if size != 3 or (src[0] & 0xF0) not in (0x80, 0x90):
@@ -215,7 +225,7 @@ def compile_process(fns: dict):
             ring = numba.carray(_ptr(ctl[C_OUT_RING]), (RING, 2), np.int64)
             emit = numba.carray(_ptr(ctl[C_EMIT_RING]), (RING, 2), np.int64)
             rx_ring = numba.carray(_ptr(ctl[C_RX_RING]), (RING, 4), np.int64)
-            meta = numba.carray(_ptr(ctl[C_IN_META]), (RING, 2), np.int64)
+            meta = numba.carray(_ptr(ctl[C_IN_META]), (RING, 3), np.int64)
             data = numba.carray(_ptr(ctl[C_IN_DATA]), (RING, IN_BYTES), np.uint8)
             stage = numba.carray(_ptr(ctl[C_STAGE]), (8,), np.uint8)
             revoke_upto = numba.carray(_ptr(ctl[C_REVOKE_UPTO]), (16,), np.int64)

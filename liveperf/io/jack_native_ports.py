@@ -8,6 +8,7 @@
   thread blocks on the callback's semaphore, so a message reaches ``on_message`` as soon as the JACK cycle that
   carried it has run, stamped at its frame (not when a Python thread got to it).
 
+Times (stamps, due times) are on the client's frame clock: a show on these ports runs on ``NativeOutPort.now_ns``.
 Ports are ``<client>:in`` and ``<client>:out``. Not supervised by ``port_watch`` (a JACK restart ends the show's
 MIDI; the rtmidi backend ``jack`` survives one).
 """
@@ -42,11 +43,13 @@ class NativeOutPort:
         period_ns = client.period_frames * 1_000_000_000 // max(1, client.sample_rate)
         self.lead_ns = max(MIN_LEAD_NS, period_ns + 2_000_000)
         self.reflex: PortReflex | None = None  # set by ``open_ports`` when the client has an input
+        # The show's clock: every time this port takes or gives is on the client's frame clock (``jack_native``).
+        self.now_ns = client.now_ns
 
     def send(self, data: bytes) -> bool:
         """Out in the next JACK cycle (after everything handed over before). False: not queued (ring full, closed
         or not a 1-3 byte message)."""
-        return self.client.write(time.monotonic_ns(), bytes(data))
+        return self.client.write(self.client.now_ns(), bytes(data))
 
     def send_at(self, due_ns: int, data: bytes) -> bool:
         """Out at the frame of ``due_ns`` (or the next cycle if that has passed). False: not queued."""
@@ -69,7 +72,7 @@ class NativeOutPort:
     def silence_wire(self) -> int:
         """A note-off, next cycle, for every note the port has sounding (the scheduler's last net on close);
         returns how many. Call once ``pending()`` is 0."""
-        now = time.monotonic_ns()
+        now = self.client.now_ns()
         offs = [bytes((0x80 | ch, pitch, 0)) for ch, pitch in self.client.sounding()]
         for data in offs:
             self.client.write(now, data)
