@@ -23,6 +23,10 @@ The performer plays seeded, irregular notes: a liveperf note-on every 150-400 ms
 45-55 % of the gap), and inside each gap one loopback note (at 15-40 %) and one echo note (at 60-85 %), so the three
 paths are interleaved and see the same machine conditions. The first ``warmup_s`` seconds are not counted.
 
+In JACK frames too: two compiled taps (``FrameTaps``) keep the JACK frame of every performer note-on into liveperf and
+of every answer, so *answer frame − note-on frame* is what a synth downstream hears, free of any Python thread's
+delay (a bare loopback passes a note on its own frame: 0).
+
 Method (why it is fair to the three paths): the send moment is ``time.monotonic_ns()`` taken by the performer thread
 right before ``send_message``; the arrival moment is ``time.monotonic_ns()`` taken by the listener thread when
 ``get_message`` returns the message. Both are on the same clock in the same process. The six rtmidi clients are
@@ -165,6 +169,57 @@ class Listener:
             m.delete()
 
 
+class FrameTaps:
+    """What a synth in the graph hears, in JACK frames: two compiled clients (``liveperf.io.jack_native``, no
+    Python in JACK's thread), one on the performer's port into liveperf and one on liveperf's output (two sources
+    into one JACK input port can lose events on the dummy server). ``events[name]``: (JACK frame, bytes)."""
+
+    def __init__(self) -> None:
+        from liveperf.io.jack_native import JackMidiClient
+
+        self.clients = {name: JackMidiClient.open(f"rb-tap-{name}", outputs=False) for name in ("perf", "lp")}
+        self.rate = self.clients["perf"].sample_rate
+        self.events: dict[str, list[tuple[int, bytes]]] = {name: [] for name in self.clients}
+        self.jumps = 0  # cycles a tap read late (a later cycle's frame: its events shift by whole periods)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frame-taps", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for name, client in self.clients.items():
+                self.events[name] += [(f, d) for f, _, d in client.read_frames()]
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+            for name, client in self.clients.items():
+                self.events[name] += [(f, d) for f, _, d in client.read_frames()]
+                self.jumps += client.counters()["frame_jumps"]
+                client.close()
+
+
+def frame_reaction(taps: FrameTaps, warmup_s: float) -> dict:
+    """Each performer note-on's first partner note-on before the next note-on, in frames after it (0: the answer
+    sounds on the note-on's own frame, as a bare loopback passes it); a gap with none counts in ``no_harmony``."""
+    ons = [f for f, m in taps.events["perf"] if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
+    answers = sorted(f for f, m in taps.events["lp"] if len(m) == 3 and m[0] == 0x90 | PARTNER_CH and m[2] > 0)
+    ons = [f for f in ons if ons and f - ons[0] >= warmup_s * taps.rate]
+    frames, none, j = [], 0, 0
+    for f, nxt in zip(ons, ons[1:] + [1 << 62]):
+        while j < len(answers) and answers[j] < f:
+            j += 1
+        if j < len(answers) and answers[j] < nxt:
+            frames.append(answers[j] - f)
+        else:
+            none += 1
+    a = np.asarray(frames, dtype=np.float64) * 1e3 / taps.rate
+    return {"n": int(a.size), "no_harmony": none, "tap_frame_jumps": taps.jumps, "same_frame": int(sum(1 for x in frames if x == 0)),
+            "p50_ms": float(np.median(a)) if a.size else None, "p99_ms": float(np.percentile(a, 99)) if a.size else None,
+            "max_ms": float(a.max()) if a.size else None}
+
+
 def _short(path: str) -> str:
     return {"liveperf": "lp", "loopback": "loop", "echo": "echo"}[path]
 
@@ -258,7 +313,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
                              str(tmp / "report.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     echo = subprocess.Popen([sys.executable, "-m", "bench.reaction_jack", "--echo-client", "rb-echo"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    listener, outs = None, []
+    listener, taps, outs = None, None, []
     sends: dict[str, list] = {p: [] for p in PATHS}
     try:
         _wait_ports({lp_in, lp_out}, 90, proc)
@@ -274,6 +329,9 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
                          ("rb-perf-loop:out", "rb-hear-loop:in"),
                          ("rb-perf-echo:out", "rb-echo-in:in"), ("rb-echo-out:out", "rb-hear-echo:in")):
             jack_connect(src, dst)
+        taps = FrameTaps()
+        jack_connect("rb-perf-lp:out", "rb-tap-perf:in")
+        jack_connect(lp_out, "rb-tap-lp:in")
         listener.start()
         gc.collect()
         gc.freeze()  # no collection pauses in the performer or listener thread mid-run
@@ -290,6 +348,8 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
     finally:
         if listener is not None:
             listener.close()
+        if taps is not None:
+            taps.close()
         for m in outs:
             m.close_port()
             m.delete()
@@ -320,6 +380,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
                                     if res[p]["n"] and lb["n"]}
     res["p50_minus_loopback_us"] = {p: res[p]["p50_us"] - lb["p50_us"] for p in ("liveperf", "echo")
                                     if res[p]["n"] and lb["n"]}
+    res["frames"] = frame_reaction(taps, warmup_s)
     res["bar_p99_within_500us"] = bool(lp["n"] and lb["n"] and lp["p99_us"] - lb["p99_us"] <= 500)
     res["liveperf_report"] = {"performer_notes": song.get("performer_notes"), "harmonies": song.get("harmonies"),
                               "reflex_answers": song.get("reflex_answers", 0), "sent": report.get("sent"),
@@ -363,6 +424,12 @@ def print_result(r: dict) -> None:
               f"echo {r['p50_minus_loopback_us'].get('echo', float('nan')):.0f} µs")
         print(f"  issue 4 bar (harmonize p99 within 500 µs of the loopback p99): "
               f"{'met' if r['bar_p99_within_500us'] else 'MISSED'}")
+    fr = r.get("frames")
+    if fr and fr["n"]:
+        print(f"  in JACK frames (what a synth downstream hears; a bare loopback is 0): harmony − its note-on "
+              f"p50 {fr['p50_ms']:.2f} ms  p99 {fr['p99_ms']:.2f} ms  max {fr['max_ms']:.2f} ms, on the note-on's own "
+              f"frame {fr['same_frame']} of {fr['n']} (no harmony {fr['no_harmony']}; taps' late cycles "
+              f"{fr['tap_frame_jumps']})")
     for k, s in r.get("stages_us", {}).items():
         if s["n"]:
             print(f"  stage {k:<24} p50 {s['p50_us']:7.0f} µs  p99 {s['p99_us']:7.0f} µs  max {s['max_us']:7.0f} µs"

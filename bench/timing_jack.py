@@ -6,8 +6,10 @@ A JACK dummy server (``--period``, default 64 frames at 48 kHz = 1.3 ms) is star
 from its own JACK client into liveperf's input (a bar of 16ths, then two bars of rest with a mod-wheel CC every 16th,
 repeated), and listens on liveperf's output from a third client. From liveperf's own report it takes, for every
 message sent, *send time minus due time*; from the listener, *arrival minus due time* (due = the nearest step of the
-song's grid, both on CLOCK_MONOTONIC); and from a second listener, *arrival frame minus due*: it stamps each message
-at the JACK frame it arrived on (``liveperf.io.jack_native``), so the listener's own Python delay is not in it. Resident memory of the liveperf process is sampled every second.
+song's grid, both on CLOCK_MONOTONIC); and from a second listener, *arrival frame minus due*: it keeps the JACK
+frame each message arrived on (``liveperf.io.jack_native``), so the listener's own Python delay is not in it; with
+``--backend jack-native`` that frame is put on liveperf's own frame clock (its report gives the JACK frame of its
+clock's origin), so the figure is exact whatever the dummy server's frames did against the wall clock. Resident memory of the liveperf process is sampled every second.
 Optionally a second process keeps one core busy (``busy=True``).
 
 ``mode`` picks the song's mode: ``call_response`` (the main figure), ``duet`` (a bass voice every step beside the
@@ -103,7 +105,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
                              "--client-name", "lpb", "--record-dir", str(tmp / "rec"), "--duration", str(seconds + 2), "--report-json",
                              str(tmp / "report.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     arrivals: list[tuple[int, tuple]] = []
-    frame_arrivals: list[tuple[int, bytes]] = []
+    frame_arrivals: list[tuple[int, int, bytes]] = []
     lp_in, lp_out = ("lpb:in", "lpb:out") if backend == "jack-native" else ("lpb-in:in", "lpb-out:out")
     rss: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -136,7 +138,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         def frames():
             while not stop.is_set():
                 framer.wait(0.05)
-                frame_arrivals.extend(framer.read())
+                frame_arrivals.extend(framer.read_frames())
 
         def sample_rss():
             t0 = time.monotonic()
@@ -166,6 +168,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         listener.delete()
         performer.close_port()
         performer.delete()
+        tap_jumps = framer.counters()["frame_jumps"]
         framer.close()
     finally:
         stop.set()
@@ -178,13 +181,18 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
     song = report["songs"][0]
     start_ns, song_step_ns = song["start_ns"], song["step_ns"]
     arr = []
-    for t, msg in arrivals:
+    # The rtmidi listener's wall-clock pick-up only compares with due times on the wall clock: jack-native's due
+    # times are on its frame clock (they part when the server slips), so there only the frame figure counts.
+    for t, msg in arrivals if backend != "jack-native" else []:
         if msg[0] & 0xF0 in (0x80, 0x90):
             k = round((t - start_ns) / song_step_ns)
             arr.append((t - start_ns, t - (start_ns + int(k * song_step_ns))))
     arr_frame = []
-    for t, msg in frame_arrivals:
+    clock = report.get("port", {})
+    for frame, t, msg in frame_arrivals:
         if len(msg) == 3 and msg[0] & 0xF0 in (0x80, 0x90):
+            if "frame0" in clock:  # jack-native: the arrival's JACK frame on liveperf's own frame clock, exactly
+                t = clock["base0_ns"] + ((frame - clock["frame0"]) & 0xFFFFFFFF) * 1_000_000_000 // clock["sample_rate"]
             k = round((t - start_ns) / song_step_ns)
             arr_frame.append(t - (start_ns + int(k * song_step_ns)))
     send = np.asarray(report["errors_ns"], dtype=np.int64)
@@ -199,6 +207,9 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": period,
         "backend": backend, "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
         "arrival_frame_minus_due": pct(np.asarray(arr_frame, dtype=np.int64)),
+        # cycles the frame listener ran so late that it read a later cycle's frame (JACK's asynchronous mode after a
+        # stall): each shifts what it heard in that cycle by whole periods, on the listener's side only
+        "listener_frame_jumps": tap_jumps,
         "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_all[-1] / 1024 if rss_all else None,
                     "growth_pct": (100 * (settle[-1] - settle[0]) / settle[0]) if len(settle) > 1 else None},
         "samples": {"send_ns": send.tolist(), "arrival": arr, "rss": rss},
@@ -212,6 +223,7 @@ def print_result(tj: dict) -> None:
         if s["n"]:
             print(f"  {k:<22} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs"
                   f"  (n={s['n']})")
+    print(f"  frame listener's cycles read late (their arrivals shift by whole periods): {tj['listener_frame_jumps']}")
     print(f"  scheduling: {tj['scheduling']}; dropped as late: {tj['late_dropped']} of {tj['sent'] + tj['late_dropped']}")
     print(f"  resident memory: {tj['rss_mib']}")
 

@@ -1,10 +1,12 @@
 """The jack-native backend against a real JACK server (dummy driver, 48 kHz / 256 frames): the compiled process
 callback sends each message at its frame, in the order written, drops late note-ons with their note-offs,
 revokes cancelled ones, and stamps input at its frame. A second JackMidiClient is the outside peer: it stamps what
-it hears at the frame it arrived on, so the assertions are about frames, not about when a Python thread ran."""
+it hears at the frame it arrived on, so the assertions are about frames, not about when a Python thread ran. Due
+times are on the writing client's frame clock (``now_ns``), as the show's are."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -31,7 +33,7 @@ def pair(jack_server):
         deadline = time.monotonic() + 5
         while not listener.read():  # a new connection takes effect at a cycle boundary
             assert time.monotonic() < deadline, "no data crossed the new JACK connection"
-            sender.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
+            sender.write(sender.now_ns(), bytes([0xBF, 119, 1]))
             time.sleep(0.02)
         time.sleep(0.05)
         listener.read(), sender.emitted()
@@ -53,7 +55,7 @@ def _hear(listener: JackMidiClient, count: int, timeout_s: float = 3.0) -> list[
 def test_messages_go_out_at_their_frame_in_the_order_written(pair):
     sender, listener = pair
     late_before = sender.counters()["late"]
-    start = time.monotonic_ns() + 60_000_000  # handed over well ahead, as the scheduler does
+    start = sender.now_ns() + 60_000_000  # handed over well ahead, as the scheduler does
     written = [(start + i * 2_345_678, bytes([0x90 | (i % 3), 40 + i, 100])) for i in range(40)]
     # A note-off written after its note-on but due 1 ms *before* it must not overtake it.
     written.append((start + 40 * 2_345_678 + 5_000_000, bytes([0x90, 99, 90])))
@@ -75,7 +77,7 @@ def test_messages_go_out_at_their_frame_in_the_order_written(pair):
 
 def test_a_late_note_on_is_dropped_with_its_note_off_and_a_late_note_off_still_goes(pair):
     sender, listener = pair
-    now = time.monotonic_ns()
+    now = sender.now_ns()
     sender.write(now - 50_000_000, bytes([0x91, 70, 100]))  # 50 ms late: beyond drop_late_ns (2 ms)
     sender.write(now - 40_000_000, bytes([0x81, 70, 0]))  # its note-off: swallowed (its on never sounded)
     sender.write(now + 20_000_000, bytes([0x91, 72, 100]))
@@ -91,7 +93,7 @@ def test_a_late_note_on_is_dropped_with_its_note_off_and_a_late_note_off_still_g
 
 def test_revoked_note_ons_never_sound_and_their_note_offs_are_swallowed(pair):
     sender, listener = pair
-    now = time.monotonic_ns()
+    now = sender.now_ns()
     sender.write(now + 80_000_000, bytes([0x92, 59, 100]))  # due before the cut: plays
     sender.write(now + 150_000_000, bytes([0x92, 60, 100]))  # handed over, due after the cut
     sender.write(now + 150_000_000, bytes([0x93, 61, 100]))  # another channel: not revoked
@@ -130,12 +132,12 @@ def test_input_is_stamped_at_its_frame_and_oversized_events_are_counted(jack_ser
         deadline = time.monotonic() + 5
         while not got:
             assert time.monotonic() < deadline, "no data crossed the new JACK connection"
-            sender.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
+            sender.write(sender.now_ns(), bytes([0xBF, 119, 1]))
             time.sleep(0.02)
         time.sleep(0.05)
         got.clear()
         received_before, overflow_before = inp.received, inp.overflow
-        start = time.monotonic_ns() + 50_000_000
+        start = sender.now_ns() + 50_000_000
         dues = [start + i * 3_210_987 for i in range(20)]
         for i, due in enumerate(dues):
             sender.write(due, bytes([0x90, 50 + i, 80]))
@@ -174,3 +176,54 @@ def test_open_ports_connects_to_the_one_matching_synth_and_controller(jack_serve
         for port in (synth, keys):
             port.close_port()
             port.delete()
+
+
+def test_a_due_time_from_an_input_stamp_lands_on_its_frame_across_a_server_stall(jack_server):
+    """The frame clock: a stall of the server (SIGSTOP, as a busy machine does to the dummy driver) moves where the
+    frames are on the wall clock, and ``now_ns`` with it, but not the scale of stamps and due times: a message due
+    500 ms after an input's stamp arrives exactly 500 ms of frames after that input, on the listener's frames."""
+    src = JackMidiClient.open("nat-src", inputs=False)
+    lp = JackMidiClient.open("nat-lp")
+    hear = JackMidiClient.open("nat-far", outputs=False)
+    try:
+        assert src.connect(src.out_name, lp.in_name) and lp.connect(lp.out_name, hear.in_name)
+        deadline = time.monotonic() + 5
+        while not lp.read():  # new connections take effect at a cycle boundary
+            assert time.monotonic() < deadline, "no data crossed the new JACK connection"
+            src.write(src.now_ns(), bytes([0xBF, 119, 1]))
+            time.sleep(0.02)
+        time.sleep(0.05)
+        lp.read(), hear.read()
+        rate = lp.sample_rate
+        results = []
+        for _ in range(3):
+            src.write(src.now_ns(), bytes([0x90, 60, 100]))
+            got = []
+            while not got:
+                lp.wait(0.05)
+                got = lp.read_frames()
+            frame_in, stamp_ns, _ = got[0]
+            slip_before = time.monotonic_ns() - lp.now_ns()
+            jack_server.process.send_signal(signal.SIGSTOP)
+            time.sleep(0.15)
+            jack_server.process.send_signal(signal.SIGCONT)
+            nows = []
+            for _ in range(100):  # the frame clock waits for the frames; it never runs backwards
+                nows.append(lp.now_ns())
+                time.sleep(0.001)
+            assert nows == sorted(nows)
+            assert lp.write(stamp_ns + 500_000_000, bytes([0x90, 72, 100]))
+            heard = []
+            deadline = time.monotonic() + 3
+            while not heard and time.monotonic() < deadline:
+                hear.wait(0.05)
+                heard = hear.read_frames()
+            assert heard, "the answer never arrived"
+            slip_ms = (time.monotonic_ns() - lp.now_ns() - slip_before) / 1e6
+            results.append((heard[0][0] - frame_in, round(slip_ms, 1)))
+        print(f"answer frame - input frame, frames slipped against the wall clock (ms): {results}")
+        assert all(abs(frames - rate // 2) <= 1 for frames, _ in results), results
+        assert lp.counters()["late"] == 0
+    finally:
+        for c in (src, lp, hear):
+            c.close()

@@ -32,8 +32,8 @@ def chain(jack_server):
         deadline = time.monotonic() + 5
         while not lp.read() or not hear.read():  # connections take effect at a cycle boundary
             assert time.monotonic() < deadline, "no data crossed the new JACK connections"
-            perf.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
-            lp.write(time.monotonic_ns(), bytes([0xBF, 119, 1]))
+            perf.write(perf.now_ns(), bytes([0xBF, 119, 1]))
+            lp.write(lp.now_ns(), bytes([0xBF, 119, 1]))
             time.sleep(0.02)
         time.sleep(0.05)
         lp.read(), hear.read(), lp.emitted(), perf.emitted()
@@ -51,7 +51,7 @@ def _table(answers: dict[int, int], velocity_scale: float = 0.5) -> tuple[np.nda
 
 
 def _publish(lp: JackMidiClient, answers: dict[int, int], span_ns: int = 10_000_000_000, input_channel=None) -> None:
-    now = time.monotonic_ns()
+    now = lp.now_ns()
     table, velocity = _table(answers)
     lp.publish_reflex(now - 1_000_000, now + span_ns // 2, now + span_ns, PARTNER_CH, input_channel, table, velocity)
     lp.reflex_enable(True)
@@ -59,7 +59,7 @@ def _publish(lp: JackMidiClient, answers: dict[int, int], span_ns: int = 10_000_
 
 def _play(perf: JackMidiClient, *messages: bytes, gap_ns: int = 30_000_000) -> list[int]:
     """Write ``messages`` to go out ``gap_ns`` apart (from 20 ms ahead); returns their due times."""
-    start = time.monotonic_ns() + 20_000_000
+    start = perf.now_ns() + 20_000_000
     dues = [start + i * gap_ns for i in range(len(messages))]
     for due, data in zip(dues, messages):
         assert perf.write(due, data)
@@ -92,7 +92,7 @@ def test_an_answer_goes_out_in_the_note_ons_cycle_on_its_frame(chain):
     assert lp.sounding() == [] and lp.counters()["reflexes"] == 1 and lp.counters()["reflex_released"] == 1
     # The engine's own note-off for the answer follows later: swallowed, so the wire shows one off, not two.
     swallowed = lp.counters()["swallowed_offs"]
-    assert lp.write(time.monotonic_ns(), bytes([0x81, 55, 0]))
+    assert lp.write(lp.now_ns(), bytes([0x81, 55, 0]))
     time.sleep(0.05)
     assert _collect(hear, 0.05) == [] and lp.counters()["swallowed_offs"] == swallowed + 1
 
@@ -103,7 +103,7 @@ def test_an_answer_the_engine_played_over_is_not_ended_at_the_old_release(chain)
     _play(perf, bytes([0x90, 60, 100]))
     time.sleep(0.08)
     assert len(lp.reflex_answers()) == 1
-    now = time.monotonic_ns()
+    now = lp.now_ns()
     assert lp.write(now, bytes([0x81, 55, 0])) and lp.write(now, bytes([0x91, 55, 70]))  # the engine re-struck it
     time.sleep(0.05)
     _play(perf, bytes([0x80, 60, 0]))  # the old cause's release: the engine's note is not ours to end
@@ -114,7 +114,7 @@ def test_an_answer_the_engine_played_over_is_not_ended_at_the_old_release(chain)
 def test_a_harmony_the_engine_played_ends_on_its_cause_s_release_frame(chain):
     perf, lp, hear = chain
     _publish(lp, {})  # no answers: the engine plays this one itself
-    assert lp.write(time.monotonic_ns(), bytes([0x91, 57, 80]))
+    assert lp.write(lp.now_ns(), bytes([0x91, 57, 80]))
     lp.reflex_hold(64, PARTNER_CH, 57)
     time.sleep(0.05)
     _play(perf, bytes([0x90, 64, 90]), bytes([0x80, 64, 0]))
@@ -140,23 +140,23 @@ def test_the_answer_is_reported_before_its_note_on_can_be_read(chain):
 def test_no_answer_while_the_partner_sounds_or_is_disabled_or_out_of_window(chain):
     perf, lp, hear = chain
     _publish(lp, {60: 55, 62: 57, 64: 57})
-    assert lp.write(time.monotonic_ns(), bytes([0x91, 40, 80]))  # the partner sounds (the engine played it)
+    assert lp.write(lp.now_ns(), bytes([0x91, 40, 80]))  # the partner sounds (the engine played it)
     time.sleep(0.05)
     _play(perf, bytes([0x90, 60, 100]))
     time.sleep(0.1)
     assert lp.reflex_answers() == [] and lp.counters()["reflex_declined"] == 1
-    assert lp.write(time.monotonic_ns(), bytes([0x81, 40, 0]))  # silent again: answers resume
+    assert lp.write(lp.now_ns(), bytes([0x81, 40, 0]))  # silent again: answers resume
     time.sleep(0.05)
     _play(perf, bytes([0x90, 62, 100]))
     time.sleep(0.1)
     assert [a for _, _, a, _ in lp.reflex_answers()] == [bytes([0x91, 57, 50])]
-    assert lp.write(time.monotonic_ns(), bytes([0x81, 57, 0]))
+    assert lp.write(lp.now_ns(), bytes([0x81, 57, 0]))
     time.sleep(0.05)
     lp.reflex_enable(False)
     _play(perf, bytes([0x90, 64, 100]))
     time.sleep(0.1)
     assert lp.reflex_answers() == []
-    now = time.monotonic_ns()
+    now = lp.now_ns()
     table, velocity = _table({64: 57})
     lp.publish_reflex(now - 2_000_000_000, now - 1_500_000_000, now - 1_000_000_000, PARTNER_CH, None, table, velocity)
     lp.reflex_enable(True)
@@ -181,7 +181,7 @@ def test_never_answers_the_partner_channel_or_another_performer_channel(chain):
 def test_two_note_ons_in_one_cycle_get_one_answer(chain):
     perf, lp, hear = chain
     _publish(lp, {60: 55, 64: 57})
-    due = time.monotonic_ns() + 20_000_000
+    due = perf.now_ns() + 20_000_000
     perf.write(due, bytes([0x90, 60, 100]))
     perf.write(due, bytes([0x90, 64, 100]))  # the same frame, so surely the same cycle
     time.sleep(0.15)

@@ -47,7 +47,7 @@ from numba.extending import intrinsic
  C_DROP_LATE_NS, C_CYCLES, C_IN_OVERFLOW, C_IN_TOO_LONG, C_LATE, C_LATE_DROPPED, C_WRITE_FAILED, C_EMIT_OVERFLOW,
  C_SWALLOWED, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START,
  C_REFLEX, C_RX_ACTIVE, C_RX_ON, C_RX_RING, C_RX_W, C_RX_R, C_SOUNDING, C_RX_STAGE, C_REFLEXES, C_RX_DECLINED,
- C_RX_HOLD, C_RX_RELEASED, C_FRAME_JUMPS, C_BASE0, C_WALL_BASE, N_CTL) = range(52)
+ C_RX_HOLD, C_RX_RELEASED, C_FRAME_JUMPS, C_BASE0, C_WALL_BASE, C_FRAME0, N_CTL) = range(53)
 
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
@@ -102,6 +102,7 @@ def compile_process(fns: dict):
         rate = ctl[C_RATE]
         if ctl[C_CYCLES] == 0:
             ctl[C_PREV32] = first32
+            ctl[C_FRAME0] = first32  # JACK's frame at base0: ties the frame clock to every client's frames
         elif ((first32 - ctl[C_PREV32]) & 0xFFFFFFFF) != nframes:
             ctl[C_FRAME_JUMPS] += 1  # a cycle not run, or this one run so late that it read the next one's frame
         ext = ctl[C_EXT_FRAME] + ((first32 - ctl[C_PREV32]) & 0xFFFFFFFF)  # frames since the first cycle
