@@ -16,6 +16,7 @@ import rtmidi
 from liveperf.io.jack_native import JackMidiClient
 from liveperf.io.jack_native_ports import open_ports
 from liveperf.io.midi_ports import MidiUnavailable
+from native_chain import native_chain
 
 pytestmark = pytest.mark.jack
 
@@ -182,19 +183,8 @@ def test_a_due_time_from_an_input_stamp_lands_on_its_frame_across_a_server_stall
     """The frame clock: a stall of the server (SIGSTOP, as a busy machine does to the dummy driver) moves where the
     frames are on the wall clock, and ``now_ns`` with it, but not the scale of stamps and due times: a message due
     500 ms after an input's stamp arrives exactly 500 ms of frames after that input, on the listener's frames."""
-    src = JackMidiClient.open("nat-src", inputs=False)
-    lp = JackMidiClient.open("nat-lp")
-    hear = JackMidiClient.open("nat-far", outputs=False)
-    try:
-        assert src.connect(src.out_name, lp.in_name) and lp.connect(lp.out_name, hear.in_name)
-        deadline = time.monotonic() + 5
-        while not lp.read():  # new connections take effect at a cycle boundary
-            assert time.monotonic() < deadline, "no data crossed the new JACK connection"
-            src.write(src.now_ns(), bytes([0xBF, 119, 1]))
-            time.sleep(0.02)
-        time.sleep(0.05)
-        lp.read(), hear.read()
-        rate = lp.sample_rate
+    with native_chain("nat") as (src, lp, hear):
+        rate, late_before = lp.sample_rate, lp.counters()["late"]
         results = []
         for _ in range(3):
             src.write(src.now_ns(), bytes([0x90, 60, 100]))
@@ -223,7 +213,4 @@ def test_a_due_time_from_an_input_stamp_lands_on_its_frame_across_a_server_stall
             results.append((heard[0][0] - frame_in, round(slip_ms, 1)))
         print(f"answer frame - input frame, frames slipped against the wall clock (ms): {results}")
         assert all(abs(frames - rate // 2) <= 1 for frames, _ in results), results
-        assert lp.counters()["late"] == 0
-    finally:
-        for c in (src, lp, hear):
-            c.close()
+        assert lp.counters()["late"] == late_before  # each went out on its frame, none at a later cycle's start

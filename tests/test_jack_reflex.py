@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from liveperf.io.jack_native import JackMidiClient
+from native_chain import native_chain
 
 pytestmark = pytest.mark.jack
 
@@ -24,23 +25,8 @@ PERFORMER_CH, PARTNER_CH = 0, 1
 
 @pytest.fixture()
 def chain(jack_server):
-    perf = JackMidiClient.open("rx-perf", inputs=False)
-    lp = JackMidiClient.open("rx-lp")
-    hear = JackMidiClient.open("rx-hear", outputs=False)
-    try:
-        assert perf.connect(perf.out_name, lp.in_name) and lp.connect(lp.out_name, hear.in_name)
-        deadline = time.monotonic() + 5
-        while not lp.read() or not hear.read():  # connections take effect at a cycle boundary
-            assert time.monotonic() < deadline, "no data crossed the new JACK connections"
-            perf.write(perf.now_ns(), bytes([0xBF, 119, 1]))
-            lp.write(lp.now_ns(), bytes([0xBF, 119, 1]))
-            time.sleep(0.02)
-        time.sleep(0.05)
-        lp.read(), hear.read(), lp.emitted(), perf.emitted()
-        yield perf, lp, hear
-    finally:
-        for c in (perf, lp, hear):
-            c.close()
+    with native_chain("rx") as clients:
+        yield clients
 
 
 def _table(answers: dict[int, int], velocity_scale: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
