@@ -160,12 +160,18 @@ def jack_connect(src: str, dst: str, server_name: str | None = None) -> None:
 
 def jack_ports(server_name: str | None = None) -> list[str]:
     """All port names on the server (``jack_lsp``), e.g. ``['system:capture_1', ..., 'liveperf-in:in']``."""
+    why = ""
     for attempt in range(4):
-        done = _run(["jack_lsp"], server_name)
+        try:
+            done = _run(["jack_lsp"], server_name)
+        except subprocess.TimeoutExpired:  # seen once in a fresh-clone CI run, while a show started: try again
+            why = "jack_lsp hung for 10 s"
+            continue
         if done.returncode == 0:
             return [line.strip() for line in done.stdout.splitlines() if line.strip()]
         # Seen rarely on this shared 2-core machine while other sessions start and stop their own servers:
         # jack_lsp's client open fails (status 0x21) against a live server, and the next try works. The tool is
         # ours, not the product's: retry it rather than fail the test on it (liveperf's own clients are not retried).
+        why = done.stderr.strip()
         time.sleep(0.2 * (attempt + 1))
-    raise RuntimeError(f"jack_lsp failed: {done.stderr.strip()}")
+    raise RuntimeError(f"jack_lsp failed: {why}")

@@ -32,7 +32,7 @@ from liveperf.io.midi_backends import (  # noqa: F401 - re-exported: the backend
 
 log = logging.getLogger(__name__)
 
-CLOSE_GRACE_S = 0.05  # MidiOutPort.close waits this long after the last send (see there)
+CLOSE_GRACE_S = 0.25  # MidiOutPort.close waits this long after the last send (see there)
 DEFAULT_POLL_INTERVAL_NS = 500_000  # 0.5 ms: see MidiInPort and the measurement in its docstring
 
 OnMessage = Callable[[int, bytes], None]
@@ -161,7 +161,10 @@ class MidiOutPort:
 
         rtmidi's JACK output queues messages for its process callback, and closing right after a send lost the
         queue now and then on a loaded machine (the final note-offs of a show). So a close within
-        ``CLOSE_GRACE_S`` of the last send waits out the rest of it: a few JACK periods."""
+        ``CLOSE_GRACE_S`` of the last send waits out the rest of it. It was 50 ms (dozens of JACK periods) until a
+        fresh-clone CI run lost one note-off of a short soak on the wire (not reproduced; that it was one of the
+        final ones is the likeliest cause, not a proven one); rtmidi does not say when its queue is empty, so the
+        wait is a generous fixed one, paid once at the end of a show."""
         midi, self._midi = self._midi, None
         if midi is not None:
             left = self._last_send_s + CLOSE_GRACE_S - time.monotonic()
