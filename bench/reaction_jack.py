@@ -215,9 +215,10 @@ def frame_reaction(taps: FrameTaps, warmup_s: float) -> dict:
         else:
             none += 1
     a = np.asarray(frames, dtype=np.float64) * 1e3 / taps.rate
-    return {"n": int(a.size), "no_harmony": none, "tap_frame_jumps": taps.jumps, "same_frame": int(sum(1 for x in frames if x == 0)),
-            "p50_ms": float(np.median(a)) if a.size else None, "p99_ms": float(np.percentile(a, 99)) if a.size else None,
-            "max_ms": float(a.max()) if a.size else None}
+    stat = (lambda f: float(f(a)) if a.size else None)  # noqa: E731
+    return {"n": int(a.size), "no_harmony": none, "tap_frame_jumps": taps.jumps,
+            "same_frame": sum(1 for x in frames if x == 0), "p50_ms": stat(np.median),
+            "p99_ms": stat(lambda v: np.percentile(v, 99)), "max_ms": stat(np.max)}
 
 
 def _short(path: str) -> str:

@@ -229,8 +229,8 @@ class Show:
         osc = self.setlist.osc
         try:
             if osc.enabled and (osc.udp_port is not None or osc.tcp_port is not None):
-                server = OscServer(lambda ts, cmd: self.inbox.put((self._show_ts(ts), cmd)), host=osc.host, udp_port=osc.udp_port,
-                                   tcp_port=osc.tcp_port, allow=osc.allow + ("127.0.0.1", "::1"),
+                server = OscServer(lambda ts, cmd: self.inbox.put((self._show_ts(ts), cmd)), host=osc.host,
+                                   udp_port=osc.udp_port, tcp_port=osc.tcp_port, allow=osc.allow + ("127.0.0.1", "::1"),
                                    rate_limit_per_s=osc.rate_limit_per_s)  # this machine may always control it
                 self.osc = server.start()
                 report.osc_ports = {"udp": server.udp_port, "tcp": server.tcp_port}

@@ -310,7 +310,8 @@ def run_show(tmp_path, clock_args, drive, backend):
 def check_follows(listener: FrameListener, out: str, exact: bool, *tempi_bpm: float
                   ) -> tuple[list[dict], list[float]]:
     """The wire checks of the module docstring for a run at ``tempi_bpm`` (the first in force at the start);
-    ``exact``: the backend works on JACK frames (jack-native). Returns the running stretches and each note-on's distance from its 16th (ms), in the order played."""
+    ``exact``: the backend works on JACK frames (jack-native). Returns the running stretches and each note-on's
+    distance from its 16th (ms), in the order played."""
     rate = listener.sample_rate
     intervals = [rate * 60 / bpm / 24 for bpm in tempi_bpm]  # frames per tick, as jack_midi_clock computes it
     clock, notes = listener.events["clock"], listener.events["notes"]
