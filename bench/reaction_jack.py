@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import rtmidi
 
+from bench.frame_taps import FrameTaps, frame_reaction
 from liveperf.io.midi_ports import DEFAULT_POLL_INTERVAL_NS
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
 
@@ -167,58 +168,6 @@ class Listener:
         for m in self.ports.values():
             m.close_port()
             m.delete()
-
-
-class FrameTaps:
-    """What a synth in the graph hears, in JACK frames: two compiled clients (``liveperf.io.jack_native``, no
-    Python in JACK's thread), one on the performer's port into liveperf and one on liveperf's output (two sources
-    into one JACK input port can lose events on the dummy server). ``events[name]``: (JACK frame, bytes)."""
-
-    def __init__(self) -> None:
-        from liveperf.io.jack_native import JackMidiClient
-
-        self.clients = {name: JackMidiClient.open(f"rb-tap-{name}", outputs=False) for name in ("perf", "lp")}
-        self.rate = self.clients["perf"].sample_rate
-        self.events: dict[str, list[tuple[int, bytes]]] = {name: [] for name in self.clients}
-        self.jumps = 0  # cycles a tap read late (a later cycle's frame: its events shift by whole periods)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="frame-taps", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            for name, client in self.clients.items():
-                self.events[name] += [(f, d) for f, _, d in client.read_frames()]
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._stop.set()
-            self._thread.join()
-            for name, client in self.clients.items():
-                self.events[name] += [(f, d) for f, _, d in client.read_frames()]
-                self.jumps += client.counters()["frame_jumps"]
-                client.close()
-
-
-def frame_reaction(taps: FrameTaps, warmup_s: float) -> dict:
-    """Each performer note-on's first partner note-on before the next note-on, in frames after it (0: the answer
-    sounds on the note-on's own frame, as a bare loopback passes it); a gap with none counts in ``no_harmony``."""
-    ons = [f for f, m in taps.events["perf"] if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
-    answers = sorted(f for f, m in taps.events["lp"] if len(m) == 3 and m[0] == 0x90 | PARTNER_CH and m[2] > 0)
-    ons = [f for f in ons if ons and f - ons[0] >= warmup_s * taps.rate]
-    frames, none, j = [], 0, 0
-    for f, nxt in zip(ons, ons[1:] + [1 << 62]):
-        while j < len(answers) and answers[j] < f:
-            j += 1
-        if j < len(answers) and answers[j] < nxt:
-            frames.append(answers[j] - f)
-        else:
-            none += 1
-    a = np.asarray(frames, dtype=np.float64) * 1e3 / taps.rate
-    stat = (lambda f: float(f(a)) if a.size else None)  # noqa: E731
-    return {"n": int(a.size), "no_harmony": none, "tap_frame_jumps": taps.jumps,
-            "same_frame": sum(1 for x in frames if x == 0), "p50_ms": stat(np.median),
-            "p99_ms": stat(lambda v: np.percentile(v, 99)), "max_ms": stat(np.max)}
 
 
 def _short(path: str) -> str:
@@ -381,7 +330,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
                                     if res[p]["n"] and lb["n"]}
     res["p50_minus_loopback_us"] = {p: res[p]["p50_us"] - lb["p50_us"] for p in ("liveperf", "echo")
                                     if res[p]["n"] and lb["n"]}
-    res["frames"] = frame_reaction(taps, warmup_s)
+    res["frames"] = frame_reaction(taps, warmup_s, PARTNER_CH)
     res["bar_p99_within_500us"] = bool(lp["n"] and lb["n"] and lp["p99_us"] - lb["p99_us"] <= 500)
     res["liveperf_report"] = {"performer_notes": song.get("performer_notes"), "harmonies": song.get("harmonies"),
                               "reflex_answers": song.get("reflex_answers", 0), "sent": report.get("sent"),
