@@ -44,6 +44,9 @@ Tempo and the position map:
   them (both ticks get their true indices, ``stats.lost_ticks`` += k). Otherwise the held tick is fitted as
   counted. A new tempo cannot pass for lost ticks: its second interval is not one old period. A gap that is not
   near a whole number of periods (a stalled sender) is counted as it comes. Duplicated ticks are not guessed at.
+  Just after a tempo change the fit still holds (part of) the old period; there the period of the last two
+  intervals, when they agree and differ from the fit, is tried too (a tick jack_midi_clock skipped right after a
+  change of 97.3 -> 131.7 BPM once left the show a tick behind until the next locate).
 - With fewer than ``min_fit_ticks`` points since the last Start/Continue/locate/resume (or when the fit gives a
   tempo outside 20..400 BPM, counted in ``stats.rejected_fits``), the map is the previous tick period anchored on
   the latest point. Before the first tick of a run, the tick at the position is predicted one period after the
@@ -212,6 +215,7 @@ class MidiClockFollower:
         self._points: deque[tuple[int, int]] = deque(maxlen=window_ticks)  # accepted (tick index, ns) of this run
         self._held: tuple[int, int] | None = None  # a tick after a gap, out of the fit until the next one decides
         self._held_lost = 0  # ticks lost in that gap, if the next tick confirms it
+        self._held_period = Fraction(0)  # the tick period that gap was measured in (the next tick must keep it)
         self._fitted = False  # the map is a fit of this run's ticks (lost-tick recovery needs a measured period)
         self._idle: deque[tuple[int, int]] = deque(maxlen=window_ticks)  # F8 while stopped: (count, ns)
         self._line = _Line.through(0, 0, self._tick_ns)  # before any message: step 0 at ns 0
@@ -373,8 +377,9 @@ class MidiClockFollower:
     def _after_gap(self, n: int, ts_ns: int) -> None:
         """Add tick ``(n, ts_ns)`` to the fit, recovering ticks lost before it (see "Lost ticks" in the module)."""
         n_prev, t_prev = self._held or self._points[-1]
-        periods = Fraction(ts_ns - t_prev) / self._tick_ns - (n - n_prev)  # periods beyond the ticks counted
-        if self._held and abs(periods) <= _CONFIRM_PERIODS:  # the stream goes on at the fitted period: confirmed
+        period = self._held_period if self._held else self._tick_ns
+        periods = Fraction(ts_ns - t_prev) / period - (n - n_prev)  # periods beyond the ticks counted
+        if self._held and abs(periods) <= _CONFIRM_PERIODS:  # the stream goes on at that period: confirmed
             lost, (n_held, t_held) = self._held_lost, self._held
             self._held = None
             self._points.extend(((n_held + lost, t_held), (n + lost, ts_ns)))
@@ -384,12 +389,29 @@ class MidiClockFollower:
             self._refit()
             return
         self._release_held()
-        lost = round(periods)
-        if lost >= 1 and abs(periods - lost) <= _LOST_TOLERANCE:
-            self._held, self._held_lost = (n, ts_ns), lost  # out of the fit until the next tick decides
-            return
+        # The fitted period, or just after a tempo change the fit has not caught up with, the new one.
+        for period in (self._tick_ns, self._recent_period()):
+            if period is None:
+                continue
+            periods = Fraction(ts_ns - t_prev) / period - (n - n_prev)
+            lost = round(periods)
+            if lost >= 1 and abs(periods - lost) <= _LOST_TOLERANCE:
+                self._held, self._held_lost, self._held_period = (n, ts_ns), lost, period  # until the next tick
+                return
         self._points.append((n, ts_ns))
         self._refit()
+
+    def _recent_period(self) -> Fraction | None:
+        """The period of the last two single-tick intervals when they agree (within 1/16) and differ from the fitted
+        one by more than 1/20: a new tempo the 2-beat fit has not caught up with yet (else None)."""
+        if len(self._points) < 3:
+            return None
+        (n0, t0), (n1, t1), (n2, t2) = list(self._points)[-3:]
+        a, b = t1 - t0, t2 - t1
+        if n1 - n0 != 1 or n2 - n1 != 1 or a <= 0 or b <= 0 or abs(a - b) * 16 > max(a, b):
+            return None
+        recent = Fraction(a + b, 2)
+        return recent if abs(recent - self._tick_ns) * 20 > self._tick_ns else None
 
     def _release_held(self) -> None:
         """The held tick was not followed at the fitted period (a late tick, a new tempo): fit it as counted."""
