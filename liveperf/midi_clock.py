@@ -366,16 +366,13 @@ class MidiClockFollower:
         recent = self._recent_period()
         if recent is None or len(self._points) < 4:
             return
-        pts = list(self._points)
-        (na, ta), (nb, tb) = pts[-4], pts[-3]
+        (na, ta), (nb, tb) = self._points[-4], self._points[-3]  # deque ends: no copy on this per-tick path
         periods = Fraction(tb - ta) / recent - (nb - na)
         lost = round(periods)
         if nb - na != 1 or lost < 1 or abs(periods - lost) > _LOST_TOLERANCE:
             return
-        for i in range(3):
-            n_i, t_i = self._points.pop()
-            pts[-1 - i] = (n_i + lost, t_i)
-        self._points.extend(pts[-3:])
+        moved = [self._points.pop() for _ in range(3)]
+        self._points.extend((n_i + lost, t_i) for n_i, t_i in reversed(moved))
         self._position += lost
         self._last_n += lost
         self.stats.lost_ticks += lost
@@ -385,7 +382,7 @@ class MidiClockFollower:
         one by more than 1/20: a new tempo the 2-beat fit has not caught up with yet (else None)."""
         if len(self._points) < 3:
             return None
-        (n0, t0), (n1, t1), (n2, t2) = list(self._points)[-3:]
+        (n0, t0), (n1, t1), (n2, t2) = self._points[-3], self._points[-2], self._points[-1]
         a, b = t1 - t0, t2 - t1
         if n1 - n0 != 1 or n2 - n1 != 1 or a <= 0 or b <= 0 or abs(a - b) * 16 > max(a, b):
             return None
