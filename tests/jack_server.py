@@ -158,6 +158,23 @@ def jack_connect(src: str, dst: str, server_name: str | None = None) -> None:
         raise RuntimeError(f"jack_connect {src} {dst} failed: {done.stderr.strip() or done.stdout.strip()}")
 
 
+def until_data_crosses(send, arrived, timeout_s: float = 5.0) -> None:
+    """Call ``send()`` (one probe message) every 10 ms until ``arrived()`` is true; AssertionError after
+    ``timeout_s``. Call it right after ``jack_connect`` and before sending what the test counts.
+
+    Why: jack_connect returns when the server has recorded the connection, but the graph that carries data
+    switches at a later cycle boundary, and a client that runs its cycle late (asynchronous mode, a busy machine)
+    still writes that cycle through the old graph. Data sent right after jack_connect can vanish: a CI run lost
+    the first note of 20 that way. The receiver must tell probes apart (their bytes appear nowhere else).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not arrived():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no data crossed the new JACK connection in {timeout_s} s")
+        send()
+        time.sleep(0.01)
+
+
 def jack_ports(server_name: str | None = None) -> list[str]:
     """All port names on the server (``jack_lsp``), e.g. ``['system:capture_1', ..., 'liveperf-in:in']``."""
     why = ""

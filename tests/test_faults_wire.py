@@ -8,7 +8,7 @@ import pytest
 import rtmidi
 
 import jack_server as jack
-from wire_monitor import WireMonitor, check_stream
+from wire_monitor import WireMonitor, check_stream, wait_for
 
 
 def test_check_stream_finds_stuck_notes_and_unmatched_offs():
@@ -32,13 +32,17 @@ def test_monitor_hears_a_jack_client(jack_server):
     out.open_virtual_port("out")
     try:
         jack.jack_connect("wm-sender:out", monitor.port)
+        probe = b"\xbf\x77\x01"  # sent until one arrives: the new connection carries data (see until_data_crosses)
+        jack.until_data_crosses(lambda: out.send_message(list(probe)),
+                                lambda: any(d == probe for _, d in monitor.events))
         for msg in ([0x90, 60, 100], [0xF8], [0xF0, 1, 2, 0xF7], [0x80, 60, 0], [0x90, 61, 100]):
             out.send_message(msg)
             time.sleep(0.01)
+        wait_for(lambda: any(d == b"\x90\x3d\x64" for _, d in monitor.events), 5, "the last message")
     finally:
         out.close_port()
         out.delete()
         monitor.close()
-    assert [d for _, d in monitor.events] == [b"\x90\x3c\x64", b"\xf8", b"\xf0\x01\x02\xf7", b"\x80\x3c\x00",
-                                              b"\x90\x3d\x64"]
+    assert [d for _, d in monitor.events if d != probe] == [b"\x90\x3c\x64", b"\xf8", b"\xf0\x01\x02\xf7",
+                                                            b"\x80\x3c\x00", b"\x90\x3d\x64"]
     assert monitor.check().stuck == [(0, 61)]

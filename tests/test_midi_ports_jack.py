@@ -8,7 +8,7 @@ import time
 import pytest
 import rtmidi
 
-from jack_server import jack_connect, jack_ports
+from jack_server import jack_connect, jack_ports, until_data_crosses
 from liveperf.io.midi_ports import MidiInPort, MidiOutPort, available_backends, detect_backend, list_ports
 
 pytestmark = pytest.mark.jack
@@ -49,12 +49,8 @@ def _collect(get, count: int, what: str) -> list:
 
 
 def _sync(send, received) -> None:
-    """Send SYNC until the receiving side has seen one (a new JACK connection takes effect at a cycle boundary)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not received():
-        assert time.monotonic() < deadline, "no data crossed the new JACK connection"
-        send(SYNC)
-        time.sleep(0.01)
+    """Send SYNC until the receiving side has seen one (see ``jack_server.until_data_crosses``)."""
+    until_data_crosses(lambda: send(SYNC), received, DEADLINE_S)
 
 
 def _peer_out(target: str) -> rtmidi.MidiOut:
