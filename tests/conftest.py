@@ -22,13 +22,25 @@ def jack_server():
     (python-rtmidi included) and the ``jack_*`` tools find it. Without the JACK tools the fixture skips, except in
     CI (``CI=true``), where it fails: the CI script installs jackd2.
     """
+    yield from _serve_jack()
+
+
+@pytest.fixture(scope="module")
+def jack_server_sync():
+    """As ``jack_server``, but synchronous (``jackd -S``): the server starts a cycle only when every client has run
+    the last one. Frames then compare exactly across clients; in the default asynchronous mode a client that runs
+    late on a busy machine reads the *next* cycle's frame (its events shift by whole periods)."""
+    yield from _serve_jack(sync=True)
+
+
+def _serve_jack(**kw):
     missing = jack.missing_tools()
     if missing:
         reason = f"JACK tools not installed: {', '.join(missing)} (Debian/Ubuntu: apt-get install jackd2)"
         if os.environ.get("CI", "").lower() in ("true", "1"):
             pytest.fail(reason)
         pytest.skip(reason)
-    server = jack.start_jack_server()
+    server = jack.start_jack_server(**kw)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JACK_DEFAULT_SERVER", server.name)
         mp.setenv("JACK_NO_START_SERVER", "1")

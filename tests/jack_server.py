@@ -112,8 +112,9 @@ class JackServer:
 
 
 def start_jack_server(name: str | None = None, rate: int = 48000, period: int = 256,
-                      timeout_s: float = 5.0, realtime: bool = False) -> JackServer:
-    """Start ``jackd --no-realtime -d dummy`` under a unique name and wait until clients can connect.
+                      timeout_s: float = 5.0, realtime: bool = False, sync: bool = False) -> JackServer:
+    """Start ``jackd --no-realtime -d dummy`` under a unique name and wait until clients can connect. ``realtime``:
+    ``-R`` instead; ``sync``: ``-S`` (synchronous: a cycle starts when every client has run the last one).
 
     Raises RuntimeError with jackd's output if it does not come up within ``timeout_s``.
     """
@@ -123,7 +124,7 @@ def start_jack_server(name: str | None = None, rate: int = 48000, period: int = 
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
     log_fd, log_name = tempfile.mkstemp(prefix=f"jackd-{name}-", suffix=".log")
     rt = ["-R", "-P", "70"] if realtime else ["--no-realtime"]  # -R: as on stage (needs rtprio or root)
-    cmd = ["jackd", "-n", name, *rt, "-d", "dummy", "-r", str(rate), "-p", str(period)]
+    cmd = ["jackd", "-n", name, *rt, *(["-S"] if sync else []), "-d", "dummy", "-r", str(rate), "-p", str(period)]
     with os.fdopen(log_fd, "w") as log_file:
         # restore_signals=False: jackd inherits Python's ignored SIGPIPE; a client that vanishes then gives jackd a
         # write error, not a silent death that skips unregistering (seen as exit status -13).

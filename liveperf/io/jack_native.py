@@ -339,6 +339,13 @@ class JackMidiClient:
         self._last_now = now
         return now
 
+    def jack_frame(self, t_ns: int) -> int:
+        """The JACK frame (``read_frames``' scale, modulo 2**32, the same for every client of the server) of a time
+        on this client's frame clock, e.g. an ``emitted()`` send time. Valid once the callback has run a cycle."""
+        c = self.ctl
+        frames = round((t_ns - int(c[C_BASE0])) * int(c[C_RATE]) / 1e9)  # the inverse of base0 + frames / rate
+        return (int(c[C_FRAME0]) + frames) & 0xFFFFFFFF
+
     def counters(self) -> dict[str, int]:
         c = self.ctl
         return {"cycles": int(c[C_CYCLES]), "in_overflow": int(c[C_IN_OVERFLOW]), "too_long": int(c[C_IN_TOO_LONG]),
