@@ -145,6 +145,9 @@ def _play(args) -> int:
         try:
             if backend == "jack-native":
                 out_port, in_port = _open_native(args, setlist)
+                out_port.client.on_lost = lambda: show.log(
+                    "ports: JACK server lost: the jack-native backend does not reconnect, MIDI is off until liveperf "
+                    "is restarted (the `jack` backend reconnects)")
             elif setlist.midi_out:
                 out_port = midi_ports.MidiOutPort.open_existing(setlist.midi_out, f"{args.client_name}-out", "out",
                                                                 backend)
@@ -180,7 +183,10 @@ def _play(args) -> int:
             close()
     _print_report(report)
     ports = dataclasses.asdict(watch.stats) if watch is not None else None
-    if ports and (ports["outages"] or ports["stalls"] or any(ports["peer_lost"].values())):
+    if backend == "jack-native" and out_port.client.lost.is_set():
+        ports = {"outages": 1, "reconnects": 0}
+        print("ports: the JACK server was lost during the show (jack-native does not reconnect)")
+    if watch is not None and (ports["outages"] or ports["stalls"] or any(ports["peer_lost"].values())):
         print(f"ports: {ports['outages']} JACK outage(s), reconnected in {ports['reconnect_ms']} ms, "
               f"{ports['dropped']} messages dropped while down, {ports['missed_offs_sent']} note-offs sent on reconnect")
     if args.report_json:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from liveperf.models.onnx_model import shipped_models_dir
+import jack_server as jack
 from wire_monitor import LivePlay, wait_for
 
 pytestmark = [pytest.mark.jack,
@@ -62,3 +63,31 @@ def test_a_native_show_plays_and_a_signal_leaves_the_wire_silent(jack_server, tm
     # harmony is due the moment it is computed, and JACK can only send it in the next cycle (256 frames: 5.3 ms).
     bound_ns = 2_000_000 if mode == "duet" else 5_400_000 + 2_000_000
     assert errors and errors[len(errors) // 2] < bound_ns, errors[:20]
+
+
+def test_a_native_show_says_when_the_server_is_lost_and_ends_cleanly(jack_server, tmp_path, monkeypatch):
+    """jack-native does not reconnect (the rtmidi backend does, tests/test_faults_reconnect.py): when the server
+    dies mid-show it must say so at once, play on without MIDI, and end cleanly on a signal."""
+    server = jack.start_jack_server()  # its own server, killed here; the module's stays up for the other tests
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
+    play = LivePlay(tmp_path, SETLIST.format(mode="harmonize"), "lpnlost", duration_s=60, backend="jack-native")
+    try:
+        play.wait_started()
+        for p in (62, 65, 69, 72):
+            play.send((0x90, p, 90))
+            time.sleep(0.12)
+            play.send((0x80, p, 0))
+        wait_for(lambda: play.monitor.check().note_ons >= 1, 15, "the partner")
+        server.process.kill()
+        server.process.wait(5)
+        wait_for(lambda: any("JACK server lost" in line for line in play.lines), 5, "liveperf to say the server is lost")
+        time.sleep(1.0)  # the show plays on, without MIDI
+        assert play.proc.poll() is None, "liveperf died with the server"
+        play.proc.send_signal(signal.SIGTERM)
+        code, out, report = play.finish(timeout_s=20)
+    finally:
+        play.kill()  # our own rtmidi clients are zombies: deleting them is safe while no new client opened
+        server.stop()
+    assert code == 130, out
+    assert "Traceback" not in out and "jack-native does not reconnect" in out, out
+    assert report["ports"] == {"outages": 1, "reconnects": 0} and report["stopped"] == "signal"

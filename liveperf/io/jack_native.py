@@ -99,6 +99,7 @@ class JackUnavailable(RuntimeError):
 
 
 _PROCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
+_SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # jack_info_shutdown_callback
 _compiled: dict = {}  # one compiled callback per process (compiling takes ~1 s), keyed by the libjack handle
 _compile_lock = threading.Lock()
 
@@ -116,7 +117,8 @@ def _libs() -> tuple[ctypes.CDLL, ctypes.CDLL]:
                                                           [vp, _PROCESS, vp]),
                             ("jack_activate", ctypes.c_int, [vp]), ("jack_deactivate", ctypes.c_int, [vp]),
                             ("jack_connect", ctypes.c_int, [vp, cp, cp]), ("jack_get_sample_rate", ctypes.c_uint32, [vp]),
-                            ("jack_get_buffer_size", ctypes.c_uint32, [vp])):
+                            ("jack_get_buffer_size", ctypes.c_uint32, [vp]),
+                            ("jack_on_info_shutdown", None, [vp, _SHUTDOWN, vp])):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
     libc = ctypes.CDLL(None, use_errno=True)
@@ -136,7 +138,9 @@ class JackMidiClient:
 
     ``open`` registers the ports and activates the client; ``read``/``wait``/``emitted`` belong to ONE reader
     thread, ``write`` to ONE writer thread, ``close`` to the owner. Counters (``counters()``) may be read from any
-    thread (plain int64 loads).
+    thread (plain int64 loads). ``lost`` (a ``threading.Event``) is set when the server goes away, and ``on_lost()``
+    (set it before the server can go: right after ``open``) is called then, from libjack's thread; the client is
+    dead for good (``write`` returns False), only ``close`` is left to call.
     """
 
     def __init__(self, lib, libc, handle: int, name: str, inputs: bool, outputs: bool, drop_late_ns: int) -> None:
@@ -180,6 +184,12 @@ class JackMidiClient:
         self._last_now = 0
         self._cb = _callback(lib, libc)  # compiled by ``open`` already: ports appear only when about to go live
         self._cb_ptr = _PROCESS(self._cb.address)  # kept alive with the client
+        # The server going away (killed, crashed, stopped by the user): libjack calls this from its own thread, once.
+        # Nothing here reconnects; writes are refused from then on and ``on_lost`` tells the owner.
+        self.lost = threading.Event()
+        self.on_lost = lambda: None
+        self._shutdown_ptr = _SHUTDOWN(self._server_lost)  # kept alive with the client
+        lib.jack_on_info_shutdown(handle, self._shutdown_ptr, None)
         if lib.jack_set_process_callback(handle, self._cb_ptr, ctypes.c_void_p(ctl.ctypes.data)) != 0:
             self._close_client()
             raise JackUnavailable(f"JACK refused the process callback of {name}")
@@ -211,6 +221,14 @@ class JackMidiClient:
                                   f"(or the name is taken)")
         return cls(lib, libc, got[0], name, inputs, outputs, drop_late_ns)
 
+    def _server_lost(self, code: int, reason: bytes | None, arg) -> None:
+        """libjack's thread: the server is gone (the client is a zombie from now on)."""
+        self.lost.set()
+        try:
+            self.on_lost()
+        except Exception:  # noqa: BLE001 - an exception must not unwind into libjack's C thread
+            log.exception("JACK client %s: on_lost failed", self.name)
+
     def _register(self, port: bytes, flags: int, index: int) -> str:
         handle = self.lib.jack_port_register(self.handle, port, b"8 bit raw midi", flags, 0)
         if not handle:
@@ -222,9 +240,9 @@ class JackMidiClient:
     # ---- the writer thread ----
     def write(self, due_ns: int, data: bytes) -> bool:
         """Hand ``data`` (1-3 bytes, one message) over to go out at ``due_ns``. False (not queued) when the ring
-        is full, the message is longer than 3 bytes or the client is closed."""
+        is full, the message is longer than 3 bytes, the client is closed or its server is lost."""
         n = len(data)
-        if self._closed or not 0 < n <= 3:
+        if self._closed or not 0 < n <= 3 or self.lost.is_set():
             return False
         ctl = self.ctl
         w = int(ctl[C_OUT_W])

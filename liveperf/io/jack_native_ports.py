@@ -9,8 +9,9 @@
   carried it has run, stamped at its frame (not when a Python thread got to it).
 
 Times (stamps, due times) are on the client's frame clock: a show on these ports runs on ``NativeOutPort.now_ns``.
-Ports are ``<client>:in`` and ``<client>:out``. Not supervised by ``port_watch`` (a JACK restart ends the show's
-MIDI; the rtmidi backend ``jack`` survives one).
+Ports are ``<client>:in`` and ``<client>:out``. Not supervised by ``port_watch``: a JACK restart ends the show's
+MIDI (the client's ``lost`` is set and the show says so; it plays on silently until stopped), where the rtmidi
+backend ``jack`` reconnects.
 """
 
 from __future__ import annotations
