@@ -81,7 +81,8 @@ def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
 
 
 def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
-    server = start_jack_server(period=64)
+    # Synchronous: no client misses a cycle (and its MIDI) on a busy machine; see tests/conftest.py jack_server_sync
+    server = start_jack_server(period=64, sync=True)
     env_before = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     os.environ["JACK_DEFAULT_SERVER"], os.environ["JACK_NO_START_SERVER"] = server.name, "1"
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-soak-"))

@@ -28,8 +28,14 @@ def jack_server():
 @pytest.fixture(scope="module")
 def jack_server_sync():
     """As ``jack_server``, but synchronous (``jackd -S``): the server starts a cycle only when every client has run
-    the last one. Frames then compare exactly across clients; in the default asynchronous mode a client that runs
-    late on a busy machine reads the *next* cycle's frame (its events shift by whole periods)."""
+    the last one. In JACK's default asynchronous mode a client that has not finished its cycle in time (the
+    non-real-time dummy server on a busy machine: 775-1658 "client ... was not finished" xruns in a 7 s soak with
+    both cores kept busy) misses that cycle's MIDI, and a client that runs late reads the next cycle's frame. A lost
+    note-off on its way to the test's wire monitor then reads as a stuck note: the likeliest cause of two CI
+    failures. Under the same load a synchronous server showed no client xruns, only the dummy driver's own timer
+    lateness. Its cost: a starved client slows the whole graph, and with three shows loading models at once a new
+    client's open timed out (5 s), so the tests with several shows keep the asynchronous server.
+    """
     yield from _serve_jack(sync=True)
 
 

@@ -68,7 +68,7 @@ def test_a_native_show_plays_and_a_signal_leaves_the_wire_silent(jack_server, tm
 def test_a_native_show_says_when_the_server_is_lost_and_ends_cleanly(jack_server, tmp_path, monkeypatch):
     """jack-native does not reconnect (the rtmidi backend does, tests/test_faults_reconnect.py): when the server
     dies mid-show it must say so at once, play on without MIDI, and end cleanly on a signal."""
-    server = jack.start_jack_server()  # its own server, killed here; the module's stays up for the other tests
+    server = jack.start_jack_server(sync=True)  # its own server, killed here; the module's stays up for the other tests
     monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
     play = LivePlay(tmp_path, SETLIST.format(mode="harmonize"), "lpnlost", duration_s=60, backend="jack-native")
     try:

@@ -97,7 +97,7 @@ def oscsend(*args: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("oscdump") is None, reason="liblo-tools not installed")
-def test_a_desk_and_a_keyboard_run_the_show(jack_server, tmp_path):
+def test_a_desk_and_a_keyboard_run_the_show(jack_server_sync, tmp_path):  # a lossless graph: see conftest
     udp, tcp, fb = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     dump = OscDump(fb)
     play = LivePlay(tmp_path, SETLIST.format(udp=udp, tcp=tcp, fb=fb), "lpc", duration_s=60)
