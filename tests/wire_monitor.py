@@ -176,6 +176,12 @@ class LivePlay:
             raise
 
     def send(self, data) -> None:
+        """As the performer. Refused (AssertionError) once liveperf has exited: a CI run hung for good when a flood
+        went on after liveperf's --duration ran out mid-flood. The server stopped running the performer's client
+        (thousands of "lpf-perf was not finished" xruns), its rtmidi ring filled, and rtmidi's send spins while
+        holding the GIL once the ring is full."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"liveperf exited (status {self.proc.returncode}) while the test still played")
         self.performer.send_message(list(data))
 
     def _read(self) -> None:
