@@ -1,8 +1,12 @@
 """Faults mid-show: SIGINT, SIGTERM and SIGHUP reach `liveperf play` while its partner note is sounding.
 
-Three shows run side by side on one JACK server (one per signal, so the three cost the time of one), each with
-its own performer and wire monitor. The performer holds a note, the partner (harmonize mode) answers it, and while
-both notes sound the signal arrives. On the wire every note-on must have its note-off; the process must exit 130
+Three shows run one after the other on one synchronous JACK server (one per signal), each with its own performer
+and wire monitor. The performer holds a note, the partner (harmonize mode) answers it, and while both notes sound
+the signal arrives. They used to run side by side on the asynchronous server: with one core kept busy, a
+fresh-clone run saw liveperf send its 4 note-offs (its report: 8 messages sent) and the wire monitor receive 3 —
+the monitor's client missed the cycle that carried the last one (an asynchronous server drops a cycle's MIDI for a
+client that has not finished the last, ``conftest.jack_server_sync``), which read as a stuck note. One show at a
+time on a synchronous server loses no cycle. On the wire every note-on must have its note-off; the process must exit 130
 (stopped by a signal) and leave its per-song recording as a readable MIDI file with the notes played.
 """
 
@@ -37,12 +41,11 @@ channel = 3
 SIGNALS = {"int": signal.SIGINT, "term": signal.SIGTERM, "hup": signal.SIGHUP}
 
 
-def test_signals_mid_note_silence_the_wire_and_keep_the_recording(jack_server, tmp_path):
+def test_signals_mid_note_silence_the_wire_and_keep_the_recording(jack_server_sync, tmp_path):
     plays: dict[str, LivePlay] = {}
+    results = {}
     try:
         for name in SIGNALS:
-            # One at a time: three players loading their models at once on 2 cores stalled the JACK dummy server
-            # past jack_lsp's 10 s in CI (and once past the 15 s wait below).
             plays[name] = play = LivePlay(tmp_path, SETLIST, f"lps{name}", duration_s=60)
             # A short phrase first: its answers show the song is running (models load after the ports open).
             for p in (62, 65, 69):
@@ -50,20 +53,11 @@ def test_signals_mid_note_silence_the_wire_and_keep_the_recording(jack_server, t
                 time.sleep(0.1)
                 play.send((0x80, p, 0))
             wait_for(lambda: play.monitor.check().note_ons >= 1, 15, f"the partner ({name})")
-        for name, play in plays.items():
-            # Held: the partner's harmony to it sounds when the signal comes. On a loaded CI machine a harmony was
-            # once not heard within 5 s (dropped as late while another player shut down): strike the key again.
-            for attempt in range(3):
-                play.send((0x90, 67, 90))
-                try:
-                    wait_for(lambda: play.monitor.check().stuck, 5, f"a sounding partner note ({name})")
-                    break
-                except AssertionError:
-                    if attempt == 2:
-                        raise
-                    play.send((0x80, 67, 0))
+            # Held: the partner's harmony to it sounds when the signal comes.
+            play.send((0x90, 67, 90))
+            wait_for(lambda: play.monitor.check().stuck, 5, f"a sounding partner note ({name})")
             play.proc.send_signal(SIGNALS[name])
-        results = {name: play.finish(timeout_s=20) for name, play in plays.items()}
+            results[name] = play.finish(timeout_s=20)
     finally:
         for play in plays.values():
             play.kill()
