@@ -11,7 +11,7 @@ fewer than ``MIN_ONSETS`` onsets are dropped (counted).
 
 Parsing costs ~25 ms per tune with beaming switched off (music21's ``makeBeams`` is half the parse time and does not
 change notes); ``load_corpus`` parses once with a progress bar and caches an ``.npz`` in ``export/cache/`` keyed by
-the corpus names, ``melody.REPRESENTATION_VERSION`` and ``PARSER_VERSION``. Pure functions apart from the cache.
+the corpus names, ``TOKEN_FORMAT`` (the token vocabulary, unchanged since representation v1) and ``PARSER_VERSION``. Pure functions apart from the cache.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 
 from liveperf import melody
 
-PARSER_VERSION = 1
+TOKEN_FORMAT = 1  # the cache holds tokens only; representation v2 added model inputs, not tokens
+PARSER_VERSION = 2  # 2: per-tune meter, key and first downbeat (for bar position, cadences, key masks)
 CORPORA = ("essenFolksong", "oneills1850", "ryansMammoth")
 STEPS_PER_QUARTER = melody.DEFAULT_STEPS_PER_BEAT
 MIN_ONSETS = 8
@@ -41,6 +42,27 @@ class Corpus:
     ids: list[str]
     tokens: list[np.ndarray]
     stats: dict = field(default_factory=dict)
+    meta: list[TuneMeta] = field(default_factory=list)  # one per tune (parser 2 on), same order as ``tokens``
+
+
+@dataclass(frozen=True)
+class TuneMeta:
+    """What the ABC header says about a tune, on the token grid.
+
+    ``meter`` is the time signature that covers most of the tune (``(4, 4)`` when the tune has none: ``meter_known``
+    False); ``downbeat_step`` is the step of a bar line (the first full bar), so bar position = (step - downbeat) mod
+    steps per bar; ``tonic_pc`` (0 = C .. 11, -1 unknown) and ``mode`` (music21's name: major, minor, dorian, ...)
+    come from the K: field."""
+
+    meter: tuple[int, int] = (4, 4)
+    meter_known: bool = False
+    downbeat_step: int = 0
+    tonic_pc: int = -1
+    mode: str = ""
+
+    def steps_per_bar(self, steps_per_quarter: int = 4) -> int:
+        num, den = self.meter
+        return max(1, int(round(num * 4 * steps_per_quarter / den)))
 
 
 def _disable_beaming() -> None:
@@ -70,6 +92,57 @@ def _pickup_lead_steps(score) -> int:
         return 0  # no pickup: the tune starts on a downbeat
     first_full = float(measures[1].getOffsetBySite(parts[0]))
     return (-int(round(first_full * STEPS_PER_QUARTER))) % STEPS_PER_QUARTER
+
+
+def _dominant_meter(score) -> tuple[tuple[int, int], bool]:
+    """The time signature covering the longest stretch of the tune (pickup bars' odd signatures lose)."""
+    from music21 import meter
+
+    flat = score.flatten()
+    sigs = list(flat.getElementsByClass(meter.TimeSignature))
+    if not sigs:
+        return (4, 4), False
+    end = float(flat.highestTime)
+    cover: dict[tuple[int, int], float] = {}
+    for i, ts in enumerate(sigs):
+        until = float(sigs[i + 1].offset) if i + 1 < len(sigs) else end
+        sig = (int(ts.numerator), int(ts.denominator))
+        cover[sig] = cover.get(sig, 0.0) + max(0.0, until - float(ts.offset))
+    return max(cover.items(), key=lambda kv: (kv[1], -kv[0][0]))[0], True
+
+
+def _key_of(score) -> tuple[int, str]:
+    from music21 import key
+
+    for k in score.flatten().getElementsByClass(key.KeySignature):
+        if isinstance(k, key.Key):
+            return int(k.tonic.pitchClass), str(k.mode)
+        try:
+            kk = k.asKey("major")
+            return int(kk.tonic.pitchClass), "major"
+        except Exception:  # a key signature music21 cannot name: unknown
+            return -1, ""
+    return -1, ""
+
+
+def tune_meta(score, lead_steps: int) -> TuneMeta:
+    """Meter, key and the first downbeat's step (after the ``lead_steps`` the tokeniser prepends)."""
+    from music21 import stream
+
+    sig, known = _dominant_meter(score)
+    parts = score.parts if score.parts else [score]
+    measures = parts[0].getElementsByClass(stream.Measure)
+    downbeat = lead_steps
+    if len(measures) >= 2:
+        first = measures[0]
+        try:
+            pickup = float(first.duration.quarterLength) < float(first.barDuration.quarterLength) - _EPS
+        except Exception:
+            pickup = False
+        if pickup or first.paddingLeft:
+            downbeat = lead_steps + int(round(float(measures[1].getOffsetBySite(parts[0])) * STEPS_PER_QUARTER))
+    tonic, mode = _key_of(score)
+    return TuneMeta(sig, known, downbeat, tonic, mode)
 
 
 def score_to_notes(score) -> tuple[list[melody.Note], dict]:
@@ -106,6 +179,7 @@ def score_to_notes(score) -> tuple[list[melody.Note], dict]:
         merged.append([start, end, midi])
 
     lead = _pickup_lead_steps(score)
+    counts["lead_steps"] = lead
     notes = []
     for start, end, midi in merged:
         s, e = start * STEPS_PER_QUARTER, end * STEPS_PER_QUARTER
@@ -118,10 +192,12 @@ def score_to_notes(score) -> tuple[list[melody.Note], dict]:
 
 
 def tokenise_score(score) -> tuple[np.ndarray, dict]:
-    """One tune -> (uint8 tokens, counts). Tokens end with the last note's end."""
+    """One tune -> (uint8 tokens, counts). Tokens end with the last note's end; ``counts["meta"]`` is its
+    ``TuneMeta``."""
     notes, counts = score_to_notes(score)
     tokens = melody.notes_to_tokens(notes)
     counts["onsets"] = int(np.count_nonzero(tokens >= melody.PITCH_OFFSET))
+    counts["meta"] = tune_meta(score, counts["lead_steps"])
     return tokens.astype(np.uint8), counts
 
 
@@ -180,7 +256,7 @@ def parse_corpora(corpora=CORPORA, workers: int = 2, progress: bool = True) -> C
             bar.update(1)
     bar.close()
 
-    ids, tokens = [], []
+    ids, tokens, metas = [], [], []
     stats = {
         "corpora": {},
         "file_errors": [],
@@ -213,12 +289,13 @@ def parse_corpora(corpora=CORPORA, workers: int = 2, progress: bool = True) -> C
             st["steps"] += int(toks.size)
             ids.append(f"{corpus_name}/{Path(path).name}/{index}")
             tokens.append(toks)
-    return Corpus(ids, tokens, stats)
+            metas.append(counts["meta"])
+    return Corpus(ids, tokens, stats, metas)
 
 
 def cache_path(corpora=CORPORA, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
     key = "+".join(corpora)
-    return Path(cache_dir) / f"folk_{key}_rep{melody.REPRESENTATION_VERSION}_parser{PARSER_VERSION}.npz"
+    return Path(cache_dir) / f"folk_{key}_rep{TOKEN_FORMAT}_parser{PARSER_VERSION}.npz"
 
 
 def save_corpus(corpus: Corpus, path: Path) -> None:
@@ -226,8 +303,11 @@ def save_corpus(corpus: Corpus, path: Path) -> None:
     lengths = np.array([t.size for t in corpus.tokens], dtype=np.int64)
     flat = np.concatenate(corpus.tokens) if corpus.tokens else np.zeros(0, np.uint8)
     tmp = path.with_suffix(".tmp.npz")
+    meta = np.array([[m.meter[0], m.meter[1], int(m.meter_known), m.downbeat_step, m.tonic_pc] for m in corpus.meta],
+                    dtype=np.int64).reshape(-1, 5)
     np.savez_compressed(
-        tmp, tokens=flat, lengths=lengths, ids=np.array(corpus.ids), stats=np.array(json.dumps(corpus.stats))
+        tmp, tokens=flat, lengths=lengths, ids=np.array(corpus.ids), stats=np.array(json.dumps(corpus.stats)),
+        meta=meta, modes=np.array([m.mode for m in corpus.meta])
     )
     tmp.replace(path)
 
@@ -237,9 +317,11 @@ def read_corpus(path: Path) -> Corpus:
         flat, lengths = data["tokens"], data["lengths"]
         ids = [str(x) for x in data["ids"]]
         stats = json.loads(str(data["stats"]))
+        meta = [TuneMeta((int(r[0]), int(r[1])), bool(r[2]), int(r[3]), int(r[4]), str(m))
+                for r, m in zip(data["meta"], data["modes"])] if "meta" in data else []
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     tokens = [flat[bounds[i]:bounds[i + 1]] for i in range(len(lengths))]
-    return Corpus(ids, tokens, stats)
+    return Corpus(ids, tokens, stats, meta)
 
 
 def load_corpus(corpora=CORPORA, cache_dir: Path = DEFAULT_CACHE_DIR, workers: int = 2,

@@ -8,7 +8,7 @@ the chorale's length (the latest note end), so step ``t`` of every row sounds at
 parts cannot be named soprano/alto/tenor/bass is dropped and counted.
 
 Parsing costs ~0.25 s per chorale (~1.5 minutes); ``load_chorales`` caches an ``.npz`` in ``export/cache/`` keyed by
-``melody.REPRESENTATION_VERSION`` and ``PARSER_VERSION``. Pure functions apart from the cache.
+``TOKEN_FORMAT`` (the token vocabulary, unchanged since representation v1) and ``PARSER_VERSION``. Pure functions apart from the cache.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export.corpus import DEFAULT_CACHE_DIR, _disable_beaming, score_to_notes
+from export.corpus import DEFAULT_CACHE_DIR, TOKEN_FORMAT, TuneMeta, _disable_beaming, score_to_notes, tune_meta
 from liveperf import melody
 
-PARSER_VERSION = 1
+PARSER_VERSION = 2  # 2: per-chorale meter, key and first downbeat (``export.corpus.TuneMeta``)
 VOICES = ("soprano", "alto", "tenor", "bass")
 #: The partner voices the duet model can play, and the ``voice`` input id of each.
 PARTNER_VOICES = {"bass": 0, "tenor": 1, "alto": 2}
@@ -37,6 +37,7 @@ class Chorales:
     ids: list[str]
     tokens: list[np.ndarray]
     stats: dict = field(default_factory=dict)
+    meta: list[TuneMeta] = field(default_factory=list)  # from the soprano part (parser 2 on)
 
 
 def _voice_of(part) -> str | None:
@@ -65,9 +66,12 @@ def tokenise_chorale(score) -> tuple[np.ndarray | None, dict]:
     counts = {"off_grid": 0, "grace": 0}
     notes = {}
     for name, part in parts.items():
-        notes[name], c = score_to_notes(stream.Score([part]))  # one-part score: the folk rules, pickup included
+        one = stream.Score([part])  # one-part score: the folk rules, pickup included
+        notes[name], c = score_to_notes(one)
         counts["off_grid"] += c["off_grid"]
         counts["grace"] += c["grace"]
+        if name == "soprano":
+            counts["meta"] = tune_meta(one, c["lead_steps"])
     end = max((n.end_step for ns in notes.values() for n in ns), default=0)
     rows = np.stack([melody.notes_to_tokens(notes[name], end) for name in VOICES])
     return rows.astype(np.uint8), counts
@@ -109,7 +113,7 @@ def parse_chorales(workers: int = 2, progress: bool = True) -> Chorales:
             results[name] = _parse_one(name)
             bar.update(1)
     bar.close()
-    ids, tokens = [], []
+    ids, tokens, metas = [], [], []
     stats = {"files": len(names), "kept": 0, "dropped": [], "chorales_quantised": 0, "notes_off_grid": 0,
              "duplicates_dropped": 0, "rule": "4 named voices SATB; quantise to nearest 16th"}
     seen = set()
@@ -128,11 +132,12 @@ def parse_chorales(workers: int = 2, progress: bool = True) -> Chorales:
         stats["kept"] += 1
         ids.append(name)
         tokens.append(toks)
-    return Chorales(ids, tokens, stats)
+        metas.append(counts["meta"])
+    return Chorales(ids, tokens, stats, metas)
 
 
 def cache_path(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
-    return Path(cache_dir) / f"chorales_rep{melody.REPRESENTATION_VERSION}_parser{PARSER_VERSION}.npz"
+    return Path(cache_dir) / f"chorales_rep{TOKEN_FORMAT}_parser{PARSER_VERSION}.npz"
 
 
 def save_chorales(data: Chorales, path: Path) -> None:
@@ -140,8 +145,10 @@ def save_chorales(data: Chorales, path: Path) -> None:
     lengths = np.array([t.shape[1] for t in data.tokens], dtype=np.int64)
     flat = np.concatenate(data.tokens, axis=1) if data.tokens else np.zeros((4, 0), np.uint8)
     tmp = path.with_suffix(".tmp.npz")
+    meta = np.array([[m.meter[0], m.meter[1], int(m.meter_known), m.downbeat_step, m.tonic_pc] for m in data.meta],
+                    dtype=np.int64).reshape(-1, 5)
     np.savez_compressed(tmp, tokens=flat, lengths=lengths, ids=np.array(data.ids),
-                        stats=np.array(json.dumps(data.stats)))
+                        stats=np.array(json.dumps(data.stats)), meta=meta, modes=np.array([m.mode for m in data.meta]))
     tmp.replace(path)
 
 
@@ -150,8 +157,10 @@ def read_chorales(path: Path) -> Chorales:
         flat, lengths = data["tokens"], data["lengths"]
         ids = [str(x) for x in data["ids"]]
         stats = json.loads(str(data["stats"]))
+        meta = [TuneMeta((int(r[0]), int(r[1])), bool(r[2]), int(r[3]), int(r[4]), str(m))
+                for r, m in zip(data["meta"], data["modes"])] if "meta" in data else []
     bounds = np.concatenate([[0], np.cumsum(lengths)])
-    return Chorales(ids, [flat[:, bounds[i]:bounds[i + 1]] for i in range(len(lengths))], stats)
+    return Chorales(ids, [flat[:, bounds[i]:bounds[i + 1]] for i in range(len(lengths))], stats, meta)
 
 
 def load_chorales(cache_dir: Path = DEFAULT_CACHE_DIR, workers: int = 2, progress: bool = True) -> Chorales:

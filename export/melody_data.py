@@ -51,11 +51,28 @@ def _valid_shifts(seq: np.ndarray) -> list[int]:
     return [k for k in SHIFTS if 0 <= lo + k and hi + k < melody.NUM_PITCHES]
 
 
-def chunk_batches(tokens: list[np.ndarray], chunks, batch_size: int, rng: np.random.Generator,
-                  augment: bool = True):
-    """Yield (inputs [B,T], pos [B,T], targets [B,T], mask [B,T]) torch tensors, batches in random order.
+def tune_positions(n: int, meta) -> np.ndarray:
+    """``pos`` inputs (``melody.position_codes``) of steps 0..n-1 of a tune whose ``meta`` is an
+    ``export.corpus.TuneMeta`` (bar lines at ``meta.downbeat_step``); a tune with no time signature gets the
+    ``OTHER_METER`` id with 4/4 bar positions."""
+    steps = np.arange(n) - meta.downbeat_step
+    meter = meta.meter if meta.meter_known else (1, 1)  # (1, 1) is no known meter: OTHER_METER
+    bar = melody.steps_per_bar(meta.meter)
+    return melody.meter_id(meter) * melody.MAX_BAR_STEPS + (steps % bar) % melody.MAX_BAR_STEPS
 
-    Chunks of similar length share a batch (little padding); each chunk gets its own random transposition."""
+
+def _inputs(seg: np.ndarray, pos: np.ndarray, bar: int, n: int):
+    """Rows for one sequence: inputs, targets, positions and lookback for ``n`` predicted steps of ``seg``."""
+    return seg[:n], seg[1:n + 1], pos[:n], melody.lookback_tokens(seg[:n], bar)
+
+
+def chunk_batches(tokens: list[np.ndarray], chunks, batch_size: int, rng: np.random.Generator,
+                  augment: bool = True, metas=None):
+    """Yield (inputs [B,T], pos [B,T], lookback [B,T,2], targets [B,T], mask [B,T]) torch tensors, batches in
+    random order.
+
+    Chunks of similar length share a batch (little padding); each chunk gets its own random transposition. The
+    lookback sees only the chunk (a chunk starts from a zero state, as the runtime's model after a reset)."""
     order = sorted(range(len(chunks)), key=lambda i: (chunks[i][2] - chunks[i][1], i))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for b in rng.permutation(len(batches)):
@@ -64,6 +81,7 @@ def chunk_batches(tokens: list[np.ndarray], chunks, batch_size: int, rng: np.ran
         x = np.zeros((len(members), width), dtype=np.int64)
         y = np.zeros_like(x)
         pos = np.zeros_like(x)
+        back = np.zeros((len(members), width, 2), dtype=np.int64)
         mask = np.zeros(x.shape, dtype=bool)
         for r, (tune, s, e) in enumerate(members):
             seg = tokens[tune][s:e + 1].astype(np.int64)
@@ -71,12 +89,15 @@ def chunk_batches(tokens: list[np.ndarray], chunks, batch_size: int, rng: np.ran
                 shifts = _valid_shifts(seg)
                 seg = melody.transpose_tokens(seg, int(shifts[rng.integers(len(shifts))]))
             n = e - s
-            x[r, :n], y[r, :n], mask[r, :n] = seg[:-1], seg[1:], True
-            pos[r, :n] = (np.arange(s, e)) % melody.DEFAULT_STEPS_PER_BEAT
-        yield torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(y), torch.from_numpy(mask)
+            meta = metas[tune]
+            tp = tune_positions(len(tokens[tune]), meta)[s:e]
+            x[r, :n], y[r, :n], pos[r, :n], back[r, :n] = _inputs(seg, tp, melody.steps_per_bar(meta.meter), n)
+            mask[r, :n] = True
+        yield (torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(back), torch.from_numpy(y),
+               torch.from_numpy(mask))
 
 
-def tune_batches(tokens: list[np.ndarray], batch_size: int):
+def tune_batches(tokens: list[np.ndarray], batch_size: int, metas=None):
     """Whole tunes (no augmentation), similar lengths together, for evaluation; yields the same tuple as above.
 
     Inputs are tokens 0..T-2, targets 1..T-1; each tune starts from a zero state."""
@@ -86,10 +107,15 @@ def tune_batches(tokens: list[np.ndarray], batch_size: int):
         width = max(len(tokens[i]) - 1 for i in members)
         x = np.zeros((len(members), width), dtype=np.int64)
         y = np.zeros_like(x)
+        pos = np.zeros_like(x)
+        back = np.zeros((len(members), width, 2), dtype=np.int64)
         mask = np.zeros(x.shape, dtype=bool)
         for r, i in enumerate(members):
             seq = tokens[i].astype(np.int64)
             n = len(seq) - 1
-            x[r, :n], y[r, :n], mask[r, :n] = seq[:-1], seq[1:], True
-        pos = np.broadcast_to(np.arange(width) % melody.DEFAULT_STEPS_PER_BEAT, x.shape).copy()
-        yield torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(y), torch.from_numpy(mask)
+            meta = metas[i]
+            x[r, :n], y[r, :n], pos[r, :n], back[r, :n] = _inputs(seq, tune_positions(len(seq), meta),
+                                                                  melody.steps_per_bar(meta.meter), n)
+            mask[r, :n] = True
+        yield (torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(back), torch.from_numpy(y),
+               torch.from_numpy(mask))

@@ -228,5 +228,5 @@ def metrics_from_distributions(chunks) -> dict:
         onset_correct += int((hit & onset).sum())
         n += targets.size
         n_onset += int(onset.sum())
-    return {"nll": nll / n, "acc": correct / n, "onset_acc": onset_correct / max(n_onset, 1), "steps": n,
-            "onset_steps": n_onset}
+    return {"nll": nll / n, "nll_per_note": nll / max(n_onset, 1), "acc": correct / n,
+            "onset_acc": onset_correct / max(n_onset, 1), "steps": n, "onset_steps": n_onset}

@@ -1,5 +1,11 @@
 """Train, evaluate and export the duet DNN on the Bach chorales: ``python -m export.train_duet``.
 
+``--lag 1`` (the default, ``duet_causal.onnx``) trains the partner the way the live duet plays it: at step t it
+sees the performer's token of step t - 1 (live, step t is computed ahead, before the performer's token at t
+exists). ``--lag 0`` (``duet_dnn.onnx``) sees the performer at t: harmonize's model, which answers a note the
+performer has just played. The split is by content (``export.clean_split`` on the soprano: a chorale melody that
+Bach harmonised twice lies in one split).
+
 Soprano = performer; bass, tenor and alto = partner (one model, a ``voice`` input). Split by chorale (seeded,
 80/10/10: there are only ~350 chorales). Every epoch each training (chorale, partner voice) pair is seen once, in a
 random one of the 12 transpositions -6..+5 (all four voices shifted together). Held-out figures (test chorales,
@@ -23,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export import baselines, duet_corpus, melody_data, ngram, phrase_data
+from export import baselines, clean_split, duet_corpus, melody_data, ngram, phrase_data
 from export.duet_model import INPUT_NAMES, OUTPUT_NAMES, DuetGRU, export_onnx
 from export.train_melody import seed_everything
 from export.train_vae import command_line
@@ -33,8 +39,9 @@ from liveperf import melody
 from liveperf.models.metadata import build_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "liveperf" / "data" / "models" / "duet_dnn.onnx"
-DEFAULT_RESULTS = ROOT / "export" / "results" / "duet_dnn.json"
+MODELS = ROOT / "liveperf" / "data" / "models"
+NAMES = {0: "duet_dnn", 1: "duet_causal"}  # by --lag
+CONTENT_WINDOW_STEPS = 64  # 4 bars of 4/4: chorale phrases open alike; a shared 4-bar run is the same melody
 QUICK_DIR = ROOT / "export" / "runs" / "quick"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 V = melody.NUM_CLASSES
@@ -52,23 +59,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, a small model")
+    ap.add_argument("--lag", type=int, default=1, choices=(0, 1),
+                    help="steps the performer input lags the partner's target (1: the live duet; 0: harmonize)")
     args = ap.parse_args(argv)
     if args.epochs is None:
         args.epochs = 2 if args.quick else 40
     if args.quick:
         args.hidden = min(args.hidden, 64)
-    args.out = args.out or (QUICK_DIR / "duet_dnn.onnx" if args.quick else DEFAULT_OUT)
-    args.results = args.results or (QUICK_DIR / "duet_dnn.json" if args.quick else DEFAULT_RESULTS)
+    args.name = NAMES[args.lag]
+    args.out = args.out or (QUICK_DIR if args.quick else MODELS) / f"{args.name}.onnx"
+    args.results = args.results or (QUICK_DIR if args.quick else ROOT / "export" / "results") / f"{args.name}.json"
     return args
 
 
-def pairs_of(chorales: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """(soprano, partner, voice id) for every chorale and partner voice."""
+def pairs_of(chorales: list[np.ndarray], metas) -> list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]:
+    """(soprano, partner, voice id, position codes) for every chorale and partner voice."""
     out = []
-    for c in chorales:
+    for c, meta in zip(chorales, metas):
+        pos = melody_data.tune_positions(c.shape[1], meta)
         for name, vid in duet_corpus.PARTNER_VOICES.items():
             out.append((c[duet_corpus.ROW["soprano"]].astype(np.int64), c[duet_corpus.ROW[name]].astype(np.int64),
-                        vid))
+                        vid, pos))
     return out
 
 
@@ -77,20 +88,25 @@ def shift_pair(sop: np.ndarray, partner: np.ndarray, k: int):
     return (s, p) if s is not None and p is not None else (sop, partner)
 
 
-def make_batch(items):
-    """Padded tensors: performer, partner_prev, voice, pos, target, mask (mask: targets t >= 1)."""
-    width = max(len(s) for s, _, _ in items)
+LAG = {"steps": 1}  # set by main from --lag: how many steps the performer input lags the target
+
+
+def make_batch(items, lag: int | None = None):
+    """Padded tensors: performer, partner_prev, voice, pos, target, mask (mask: targets t >= 1). The performer
+    input at t is the soprano's token at t - ``lag`` (HOLD before the start)."""
+    lag = LAG["steps"] if lag is None else lag
+    width = max(len(it[0]) for it in items)
     perf = np.zeros((len(items), width), np.int64)
     prev = np.zeros_like(perf)
     tgt = np.zeros_like(perf)
     voice = np.zeros_like(perf)
     mask = np.zeros(perf.shape, bool)
-    for r, (s, p, v) in enumerate(items):
+    pos = np.zeros_like(perf)
+    for r, (s, p, v, codes) in enumerate(items):
         n = len(s)
-        perf[r, :n], tgt[r, :n], voice[r] = s, p, v
+        perf[r, lag:n], tgt[r, :n], voice[r], pos[r, :n] = s[:n - lag], p, v, codes[:n]
         prev[r, 1:n] = p[:-1]  # HOLD (0) before the first step
         mask[r, 1:n] = True
-    pos = np.broadcast_to(np.arange(width) % melody.DEFAULT_STEPS_PER_BEAT, perf.shape).copy()
     return tuple(torch.from_numpy(a) for a in (perf, prev, voice, pos, tgt, mask))
 
 
@@ -113,16 +129,23 @@ def evaluate(model: DuetGRU, items) -> dict:
 
 
 def conditional_baseline(train_items, valid_items, test_items, bigram_table: np.ndarray) -> dict:
-    """P(w | soprano_t, partner_t-1) = lam * add-k(counts) + (1 - lam) * bigram(w | partner_t-1); tuned on valid."""
+    """P(w | soprano_t-lag, partner_t-1) = lam * add-k(counts) + (1 - lam) * bigram(w | partner_t-1); tuned on valid."""
     counts = np.zeros((V, ngram.BASE, V))
-    for s, p, _ in train_items:
+    lag = LAG["steps"]
+
+    def heard(s):  # the soprano as the model hears it: ``lag`` steps late
+        return np.concatenate([np.zeros(lag, s.dtype), s[:len(s) - lag]]) if lag else s
+
+    for s, p, *_ in train_items:
+        s = heard(s)
         prev = np.concatenate([[ngram.BOS], p[:-1]])
         np.add.at(counts, (s[1:], prev[1:], p[1:]), 1.0)
     totals = counts.sum(axis=2)
 
     def dists(items, lam, k):
         probs, targets = [], []
-        for s, p, _ in items:
+        for s, p, *_ in items:
+            s = heard(s)
             prev = p[:-1]
             c = counts[s[1:], prev]
             cond = (c + k) / (totals[s[1:], prev][:, None] + k * V)
@@ -175,13 +198,13 @@ def generate(model: DuetGRU, items, temperature: float, seed: int) -> list[np.nd
 
 def consonance_table(model, test_items, bigram_table, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    lines = {"bach": [p for _, p, _ in test_items],
+    lines = {"bach": [it[1] for it in test_items],
              "duet_dnn_sampled_t1": generate(model, test_items, 1.0, seed),
              "duet_dnn_argmax": generate(model, test_items, 0.0, seed)}
     # soprano-blind reference: the partner-token bigram sampled freely, started from the real first token
     cdf = np.cumsum(bigram_table, axis=1)
     blind = []
-    for _, p, _ in test_items:
+    for _, p, *_ in test_items:
         seq = np.zeros(len(p), np.int64)
         seq[0] = p[0]
         for t in range(1, len(p)):
@@ -192,7 +215,7 @@ def consonance_table(model, test_items, bigram_table, seed: int) -> dict:
     for name, parts in lines.items():
         by_voice = {}
         total = [0, 0]
-        for (s, _, v), part in zip(test_items, parts):
+        for (s, _, v, _), part in zip(test_items, parts):
             c, n = consonance(s, part)
             vname = [k for k, i in duet_corpus.PARTNER_VOICES.items() if i == v][0]
             bv = by_voice.setdefault(vname, [0, 0])
@@ -216,17 +239,24 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         tqdm.write(f"[{(time.perf_counter() - t_start) / 60:5.1f} min] {msg}")
 
+    LAG["steps"] = args.lag
     data = duet_corpus.load_chorales()
-    split = melody_data.split_by_tune(len(data.tokens), args.seed, SPLIT_FRACTIONS)
-    items = {name: pairs_of([data.tokens[i] for i in idx]) for name, idx in split.items()}
+    sopranos = [c[duet_corpus.ROW["soprano"]] for c in data.tokens]
+    split = clean_split.split_by_content(sopranos, args.seed, (SPLIT_FRACTIONS[0], SPLIT_FRACTIONS[1],
+                                                                SPLIT_FRACTIONS[2]), CONTENT_WINDOW_STEPS,
+                                         max_held_group=8)
+    split_stats = split.pop("stats")
+    split.pop("groups")
+    log(f"content split: {split_stats}")
+    items = {name: pairs_of([data.tokens[i] for i in idx], [data.meta[i] for i in idx]) for name, idx in split.items()}
     sizes = {name: int(len(idx)) for name, idx in split.items()}
     log(f"{len(data.tokens)} chorales, split {sizes}")
 
-    partner = {k: [p for _, p, _ in v] for k, v in items.items()}
+    partner = {k: [it[1] for it in v] for k, v in items.items()}
     base = baselines.tune_and_score(partner["train"], partner["valid"], partner["test"], log)
     bigram_table = ngram.AddKBigram(base["bigram_addk"]["config"]["k"]).fit(
         ngram.transpositions(partner["train"])).table()
-    shifted_train = [(s2, p2, v) for s, p, v in items["train"] for k in range(-6, 6)
+    shifted_train = [(s2, p2, v, c) for s, p, v, c in items["train"] for k in range(-6, 6)
                      for s2, p2 in [shift_pair(s, p, k)]]
     base["conditional_addk"] = conditional_baseline(shifted_train, items["valid"], items["test"], bigram_table)
 
@@ -255,9 +285,9 @@ def main(argv=None) -> int:
         for b in rng.permutation(len(batches)):
             chosen = []
             for i in batches[b]:
-                s, p, v = items["train"][i]
+                s, p, v, c = items["train"][i]
                 s, p = shift_pair(s, p, int(rng.integers(-6, 6)))
-                chosen.append((s, p, v))
+                chosen.append((s, p, v, c))
             perf, prev, voice, pos, tgt, mask = make_batch(chosen)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
@@ -286,12 +316,12 @@ def main(argv=None) -> int:
                         "voice (bass, tenor, alto), untransposed; the same targets for every model",
                "test": {}, "valid": {}}
     for sp in ("test", "valid"):
-        metrics[sp]["duet_dnn"] = evaluate(model, items[sp])
+        metrics[sp][args.name] = evaluate(model, items[sp])
         for name, b in base.items():
             metrics[sp][name] = b[sp]
     metrics["baselines"] = {name: {"config": b["config"]} for name, b in base.items()}
     metrics["beats_all_baselines_on_test_nll"] = all(
-        metrics["test"]["duet_dnn"]["nll"] < metrics["test"][n]["nll"] for n in base)
+        metrics["test"][args.name]["nll"] < metrics["test"][n]["nll"] for n in base)
     metrics["consonance_on_beats"] = consonance_table(model, items["test"], bigram_table, args.seed + 2)
     for sp in ("test",):
         for name, m in metrics[sp].items():
@@ -304,9 +334,11 @@ def main(argv=None) -> int:
                      "source": f"music21 {__import__('music21').__version__}", "parser_version":
                          duet_corpus.PARSER_VERSION, "stats": data.stats, "chorales": len(data.tokens),
                      "performer": "soprano", "partners": duet_corpus.PARTNER_VOICES}
-    split_info = {"method": "by chorale", "seed": args.seed, "fractions": list(SPLIT_FRACTIONS), "sizes": sizes,
+    split_info = {"method": "by content (export.clean_split on the soprano)", "content": split_stats,
+                  "performer_lag_steps": args.lag, "seed": args.seed, "fractions": list(SPLIT_FRACTIONS), "sizes": sizes,
                   "test_chorales": [data.ids[i] for i in split["test"]]}
     training = {"command": command_line("python -m export.train_duet", argv), "seed": args.seed,
+                "performer_lag_steps": args.lag,
                 "epochs": args.epochs, "epochs_done": len(history) and history[-1]["epoch"],
                 "time_capped": capped, "minutes_training": round((time.perf_counter() - t0) / 60, 2),
                 "batches": step, "torch": torch.__version__, "python": platform.python_version(),
@@ -314,9 +346,10 @@ def main(argv=None) -> int:
                 "augmentation": "a random transposition -6..+5 per (chorale, voice) per epoch, all voices together",
                 "optimizer": {"name": "Adam", "lr": args.lr, "schedule": "warm-up + cosine to 5%",
                               "clip_grad_norm": 1.0}, "batch": args.batch, "history": history, "opset": OPSET}
-    meta = build_metadata(name="duet_dnn", family="duet_step", steps_per_beat=melody.DEFAULT_STEPS_PER_BEAT,
+    meta = build_metadata(name=args.name, family="duet_step", steps_per_beat=melody.DEFAULT_STEPS_PER_BEAT,
                           inputs=INPUT_NAMES, outputs=OUTPUT_NAMES, state_shape=[model.layers, model.hidden],
-                          training_data=training_data, split=split_info, metrics=metrics, training=training)
+                          training_data=training_data, split=split_info, metrics=metrics, training=training,
+                          extra={"performer_lag_steps": args.lag})
     path = export_onnx(model, args.out, meta)
     write_results(args.results, {"model_file": path.name, "onnx_bytes": path.stat().st_size},
                   training_data=training_data, split=split_info, metrics=metrics, training=training, t_start=t_start)

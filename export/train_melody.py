@@ -1,6 +1,7 @@
 """Train, evaluate and export the DNN next-note melody model: ``python -m export.train_melody``.
 
-End to end on a 2-core CPU: tokenised corpus (parsed once, cached in ``export/cache/``), split by tune, n-gram
+End to end on a 2-core CPU: tokenised corpus (parsed once, cached in ``export/cache/``), split by content
+(``export.clean_split``: tunes that share a 4-bar run in any transposition lie in one split), n-gram
 baselines (tuned on valid), GRU training with transposition augmentation, test/valid metrics, ONNX export with
 metadata to ``liveperf/data/models/melody_dnn.onnx`` and the figures to ``export/results/melody_dnn.json``.
 The same seed gives the same model (a fixed number of epochs; ``--minutes`` is only a safety cap and, if it
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export import baselines, corpus as corpus_mod, melody_data
+from export import baselines, clean_split, corpus as corpus_mod, duet_corpus, melody_data
 from export.melody_model import INPUT_NAMES, OPSET, OUTPUT_NAMES, MelodyGRU, export_onnx
 from export.results_io import write_results
 from liveperf import melody
@@ -52,16 +53,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-augment", action="store_true", help="train without transposition (for comparison)")
     ap.add_argument("--no-baselines", action="store_true", help="skip the n-gram baselines (experiments only)")
     ap.add_argument("--workers", type=int, default=2, help="parser processes on a cold cache")
+    ap.add_argument("--corpus", choices=("folk", "chorales"), default="folk",
+                    help="folk: the melody model (call and response); chorales: the Bach chorale sopranos, the duet's "
+                         "predictor of the performer (soprano_dnn)")
     args = ap.parse_args(argv)
     quick_defaults = {"epochs": 2, "embed": 32, "hidden": 64, "layers": 1, "batch": 16}
-    full_defaults = {"epochs": 4, "embed": 96, "hidden": 256, "layers": 1, "batch": 64}
+    full_defaults = {"epochs": 6, "embed": 96, "hidden": 256, "layers": 1, "batch": 64}
+    if args.corpus == "chorales":  # ~280 sopranos: many short epochs
+        full_defaults.update(epochs=60, batch=16, hidden=192)
+    args.name = "melody_dnn" if args.corpus == "folk" else "soprano_dnn"
     for key, value in (quick_defaults if args.quick else full_defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.out is None:
-        args.out = QUICK_DIR / "melody_dnn.onnx" if args.quick else DEFAULT_OUT
+        args.out = QUICK_DIR / f"{args.name}.onnx" if args.quick else DEFAULT_OUT.with_name(f"{args.name}.onnx")
     if args.results is None:
-        args.results = QUICK_DIR / "melody_dnn.json" if args.quick else DEFAULT_RESULTS
+        args.results = QUICK_DIR / f"{args.name}.json" if args.quick else DEFAULT_RESULTS.with_name(f"{args.name}.json")
     return args
 
 
@@ -74,12 +81,13 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate_model(model: MelodyGRU, tunes: list[np.ndarray], batch_size: int = 64) -> dict:
-    """NLL (nats/step), accuracy, onset accuracy on targets 1..T-1 of whole tunes, each from a zero state."""
+def evaluate_model(model: MelodyGRU, tunes: list[np.ndarray], metas, batch_size: int = 64) -> dict:
+    """NLL (nats/step and per note), accuracy, onset accuracy on targets 1..T-1 of whole tunes, each from a zero
+    state."""
     model.eval()
     nll = correct = onset_correct = n = n_onset = 0
-    for x, pos, y, mask in melody_data.tune_batches(tunes, batch_size):
-        logits, _ = model(x, pos)
+    for x, pos, back, y, mask in melody_data.tune_batches(tunes, batch_size, metas):
+        logits, _ = model(x, pos, back)
         logp = torch.log_softmax(logits, dim=-1)
         tgt_logp = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
         hit = (logits.argmax(-1) == y) & mask
@@ -89,11 +97,11 @@ def evaluate_model(model: MelodyGRU, tunes: list[np.ndarray], batch_size: int = 
         onset_correct += int((hit & onset).sum())
         n += int(mask.sum())
         n_onset += int(onset.sum())
-    return {"nll": nll / n, "acc": correct / n, "onset_acc": onset_correct / max(n_onset, 1), "steps": n,
-            "onset_steps": n_onset}
+    return {"nll": nll / n, "nll_per_note": nll / max(n_onset, 1), "acc": correct / n,
+            "onset_acc": onset_correct / max(n_onset, 1), "steps": n, "onset_steps": n_onset}
 
 
-def train_model(args, train: list[np.ndarray], valid: list[np.ndarray], log) -> tuple[MelodyGRU, dict]:
+def train_model(args, train: list[np.ndarray], valid: list[np.ndarray], log, metas) -> tuple[MelodyGRU, dict]:
     model = MelodyGRU(embed=args.embed, hidden=args.hidden, layers=args.layers, dropout=args.dropout)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed + 1)
@@ -114,10 +122,11 @@ def train_model(args, train: list[np.ndarray], valid: list[np.ndarray], log) -> 
         model.train()
         chunks = melody_data.make_chunks(lengths, args.window, rng)
         loss_sum = loss_n = 0.0
-        for x, pos, y, mask in melody_data.chunk_batches(train, chunks, args.batch, rng, not args.no_augment):
+        for x, pos, back, y, mask in melody_data.chunk_batches(train, chunks, args.batch, rng, not args.no_augment,
+                                                               metas["train"]):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            logits, _ = model(x, pos)
+            logits, _ = model(x, pos, back)
             loss = F.cross_entropy(logits[mask], y[mask])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -129,7 +138,7 @@ def train_model(args, train: list[np.ndarray], valid: list[np.ndarray], log) -> 
             if time.perf_counter() - t0 > args.minutes * 60:
                 capped = True
                 break
-        val = evaluate_model(model, valid)
+        val = evaluate_model(model, valid, metas["valid"])
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(loss_n, 1), "valid_nll": val["nll"],
                         "minutes": (time.perf_counter() - t0) / 60})
         log(f"epoch {epoch + 1}: train loss {loss_sum / max(loss_n, 1):.4f}, valid NLL {val['nll']:.4f}, "
@@ -145,10 +154,11 @@ def train_model(args, train: list[np.ndarray], valid: list[np.ndarray], log) -> 
 
 
 def figures_table(metrics: dict) -> str:
-    lines = [f"{'split':6} {'model':22} {'NLL':>7} {'acc':>7} {'onset acc':>9}"]
+    lines = [f"{'split':6} {'model':22} {'NLL':>7} {'NLL/note':>8} {'acc':>7} {'onset acc':>9}"]
     for split in ("test", "valid"):
         for name, m in metrics[split].items():
-            lines.append(f"{split:6} {name:22} {m['nll']:7.4f} {m['acc']:7.4f} {m['onset_acc']:9.4f}")
+            lines.append(f"{split:6} {name:22} {m['nll']:7.4f} {m['nll_per_note']:8.4f} {m['acc']:7.4f} "
+                         f"{m['onset_acc']:9.4f}")
     return "\n".join(lines)
 
 
@@ -160,24 +170,35 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         tqdm.write(f"[{(time.perf_counter() - t_start) / 60:5.1f} min] {msg}")
 
-    corpora = ("ryansMammoth",) if args.quick else corpus_mod.CORPORA
-    corpus = corpus_mod.load_corpus(corpora, workers=args.workers)
+    if args.corpus == "chorales":
+        corpora = ("bach chorales (soprano)",)
+        chorales = duet_corpus.load_chorales(workers=args.workers)
+        corpus = corpus_mod.Corpus(chorales.ids, [c[duet_corpus.ROW["soprano"]] for c in chorales.tokens],
+                                   {"corpora": {}, "file_errors": [], "rule": chorales.stats["rule"]}, chorales.meta)
+        # the duet's split (export.train_duet): a chorale melody Bach harmonised twice lies in one split
+        split = clean_split.split_by_content(corpus.tokens, args.seed, (0.8, 0.1, 0.1), 64, max_held_group=8)
+    else:
+        corpora = ("ryansMammoth",) if args.quick else corpus_mod.CORPORA
+        corpus = corpus_mod.load_corpus(corpora, workers=args.workers)
+        split = clean_split.split_by_content(corpus.tokens, args.seed, melody_data.SPLIT_FRACTIONS)
     log(f"corpus: {len(corpus.tokens)} tunes from {', '.join(corpora)}")
-    split = melody_data.split_by_tune(len(corpus.tokens), args.seed)
+    content = split.pop("stats")
+    split.pop("groups")
     tunes = {name: [corpus.tokens[i] for i in idx] for name, idx in split.items()}
+    metas = {name: [corpus.meta[i] for i in idx] for name, idx in split.items()}
     sizes = {name: len(v) for name, v in tunes.items()}
-    log(f"split by tune (seed {args.seed}): {sizes}")
+    log(f"split by content (seed {args.seed}): {sizes}; {content}")
 
     base = {} if args.no_baselines else baselines.tune_and_score(tunes["train"], tunes["valid"], tunes["test"], log)
-    model, train_info = train_model(args, tunes["train"], tunes["valid"], log)
+    model, train_info = train_model(args, tunes["train"], tunes["valid"], log, metas)
     metrics = {"units": "nats per predicted step; targets are tokens 1..T-1 of each held-out tune, untransposed",
                "test": {}, "valid": {}}
     for split_name in ("test", "valid"):
-        metrics[split_name]["melody_dnn"] = evaluate_model(model, tunes[split_name])
+        metrics[split_name][args.name] = evaluate_model(model, tunes[split_name], metas[split_name])
         for name, b in base.items():
             metrics[split_name][name] = b[split_name]
     metrics["baselines"] = {name: {"config": b["config"], "tuning_on_valid": b["tuning"]} for name, b in base.items()}
-    beats = all(metrics["test"]["melody_dnn"]["nll"] < metrics["test"][n]["nll"] for n in base)
+    beats = all(metrics["test"][args.name]["nll"] < metrics["test"][n]["nll"] for n in base)
     metrics["beats_all_baselines_on_test_nll"] = beats
 
     stats = corpus.stats
@@ -188,7 +209,7 @@ def main(argv=None) -> int:
         "dropped": {c: s["dropped_short"] + s["dropped_error"] for c, s in stats["corpora"].items()},
         "file_errors": stats["file_errors"],
     }
-    split_info = {"method": "by tune", "seed": args.seed, "fractions": list(melody_data.SPLIT_FRACTIONS),
+    split_info = {"method": "by content (export.clean_split)", "content": content, "seed": args.seed, "fractions": list(melody_data.SPLIT_FRACTIONS),
                   "sizes": sizes, "steps": {k: int(sum(len(t) for t in v)) for k, v in tunes.items()}}
     command = "python -m export.train_melody" + ("" if argv is None and len(sys.argv) <= 1 else
                                                  " " + " ".join(argv if argv is not None else sys.argv[1:]))
@@ -203,7 +224,7 @@ def main(argv=None) -> int:
                                                         "only shifts that keep pitches in 0..127",
         "history": train_info["history"], "opset": OPSET,
     }
-    meta = build_metadata(name="melody_dnn", family="dnn_step", steps_per_beat=melody.DEFAULT_STEPS_PER_BEAT,
+    meta = build_metadata(name=args.name, family="dnn_step", steps_per_beat=melody.DEFAULT_STEPS_PER_BEAT,
                           inputs=INPUT_NAMES, outputs=OUTPUT_NAMES, state_shape=[model.layers, model.hidden],
                           training_data=training_data, split=split_info, metrics=metrics, training=training)
     path = export_onnx(model, args.out, meta)

@@ -13,6 +13,8 @@ phrase one whole 2-bar phrase (GAN best of K ranked by the critic, or VAE decode
 the engine does in one step. Every model the song can switch to live is loaded and checked too.
 It also checks that the MIDI system opens virtual ports (a missing MIDI system is NO-GO only with
 ``require_midi``) and that the OSC server can listen where the setlist says (NO-GO: the desk could not reach us).
+Settings that can never sound (a key and pitch range with no pitch in common, density 0) are warned about per song
+(``liveperf.setlist_warnings``); they do not make a NO-GO.
 Runs in the caller's thread; the result is plain data (``CheckReport``) for the table and JSON.
 """
 
@@ -31,12 +33,15 @@ from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import ModelLoadError
 from liveperf.models.phrase_models import DuetStepper, GanModel
 from liveperf.models.step_model import OnnxStepper, StepError
-from liveperf.modes.build import SongModels
+from liveperf.modes.answer_plan import plan_answer
+from liveperf.modes.build import SongModels, duet_anticipation
 from liveperf.modes.harmonize import harmony_mask
+from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.phrase import GanPhrases, VaePhrases
 from liveperf.modes.settings import settings_for
 from liveperf.sampler import NO_CANDIDATE, new_rng_state, sample
 from liveperf.setlist import OscSettings, SetlistError, load_setlist
+from liveperf.setlist_warnings import song_warnings
 
 SONG_BUDGET_MARGIN = 0.5  # use at most half of a step: the rest is for the scheduler, input and the OS
 
@@ -53,6 +58,9 @@ class SongCheck:
     song_budget_us: float = 0.0
     stage_budget_us: float = 0.0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # settings that make the song silent; not a NO-GO
+    plan_us: dict | None = None  # call and response: planning one whole answer (all candidates), µs
+    plan_budget_us: float = 0.0
 
     @property
     def go(self) -> bool:
@@ -95,19 +103,46 @@ def _percentiles_us(ns: list[int]) -> dict:
 def measure_song(stepper: OnnxStepper, song, steps: int, warmup: int) -> dict:
     """Step latency of ``song``'s model + sampler, fed its own samples as in an answer (ns per step)."""
     s = settings_for(song, stepper.steps_per_beat)
-    rng = new_rng_state(song.seed)
+    rng, choice = new_rng_state(song.seed), NoteChoice()
     token, times = melody.on(sum(song.pitch_range) // 2), []
     stepper.reset()
     for i in range(warmup + steps):
         t0 = time.perf_counter_ns()
-        logits = stepper.feed(token, i % stepper.steps_per_beat)
-        token = int(sample(logits, s.allowed, s.temperature, s.top_k, s.top_p, rng, melody.HOLD))
+        logits = stepper.feed(token, i)
+        token = choice.choose(logits, s.allowed, s, rng, melody.HOLD)
         t1 = time.perf_counter_ns()
         if i >= warmup:
             times.append(t1 - t0)
         if i % (4 * s.response_steps) == 0:
             stepper.reset()  # phrases restart, as in a show
     return _percentiles_us(times)
+
+
+def measure_plan(models: SongModels, song, n: int = 30, warmup: int = 3) -> dict | None:
+    """Time planning a whole answer (``answer_plan``, every candidate) after a 2-bar call, as call and response
+    does in the silence after a phrase; None when the song does not plan."""
+    s = settings_for(song, models.steps_per_beat)
+    if s.answer_candidates <= 0:
+        return None
+    stepper = OnnxStepper(models.melody, song.meter)
+    rng, choice = new_rng_state(song.seed), NoteChoice()
+    notes = [melody.on(p) for p in range(song.pitch_range[0], song.pitch_range[1] + 1) if song.key.contains(p)]
+    call = np.array([notes[(k // 2) % len(notes)] if k % 2 == 0 else melody.HOLD for k in range(2 * s.steps_per_bar)],
+                    dtype=np.int64)
+
+    def choose(logits, need_note):
+        return choice.choose(logits, s.allowed, s, rng, melody.HOLD, need_note=need_note)
+
+    def plan(i: int) -> None:
+        stepper.reset()
+        logits = None
+        for k, tok in enumerate(call):
+            logits = stepper.feed(int(tok), k)
+        lead = [(melody.HOLD, t) for t in range(len(call), len(call) + s.silence_steps - 1)]
+        plan_answer(stepper.fork(s.answer_candidates), logits, lead, len(call) + s.silence_steps - 1,
+                    s.response_steps, call, 0, s.allowed, choose, models.steps_per_beat, s.steps_per_bar, s.tonic_pcs)
+
+    return _timed(plan, n, warmup)
 
 
 def _timed(fn, n: int, warmup: int) -> dict:
@@ -124,18 +159,23 @@ def _timed(fn, n: int, warmup: int) -> dict:
 def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str, dict]:
     """(unit, p50/p99/max in µs) of the unit of work of ``song``'s mode (module docstring)."""
     if song.mode == "call_response":
-        return "melody DNN step + sampling", measure_song(OnnxStepper(models.melody), song, steps, warmup)
+        return "melody DNN step + sampling", measure_song(OnnxStepper(models.melody, song.meter), song, steps, warmup)
     s = settings_for(song, models.steps_per_beat)
     rng = new_rng_state(song.seed)
     spb = models.steps_per_beat
     performer = [melody.on(p) for p in range(song.pitch_range[0], song.pitch_range[1] + 1) if song.key.contains(p)]
     if song.mode in ("duet", "harmonize"):
-        stepper = DuetStepper(models.duet)
-        prev = [melody.HOLD]
+        stepper = DuetStepper(models.duet, meter=song.meter)
+        prev, choice = [melody.HOLD], NoteChoice()
+        anticipation = duet_anticipation(models, song, s)
 
         def duet_step(i: int) -> None:
-            logits = stepper.feed(performer[i % len(performer)], prev[0], s.voice, i % spb)
-            token = int(sample(logits, s.allowed, s.temperature, s.top_k, s.top_p, rng, melody.HOLD))
+            if anticipation is not None:  # as Duet.on_step: hear step i - 1, then the partner's logits for i
+                anticipation.hear(performer[i % len(performer)] if i % 2 == 0 else melody.HOLD, prev[0], i - 1)
+                logits = anticipation.partner_logits(prev[0], i)
+            else:
+                logits = stepper.feed(performer[i % len(performer)], prev[0], s.voice, i)
+            token = choice.choose(logits, s.allowed, s, rng, melody.HOLD)
             prev[0] = token
 
         def reaction(i: int) -> None:
@@ -147,7 +187,9 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
                 stepper.feed(tok, prev[0], s.voice, i % spb)  # the grid moves on between note-ons
 
         if song.mode == "duet":
-            return "duet DNN step + sampling", _timed(duet_step, steps, warmup)
+            unit = "duet: anticipation (melody step, duet step, batched peek) + sampling" if anticipation else \
+                "duet DNN step + sampling"
+            return unit, _timed(duet_step, steps, warmup)
         return "harmonize reaction (duet peek + masked sampling)", _timed(reaction, steps, warmup)
     source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
     history = np.array([performer[(k // 2) % len(performer)] if k % 2 == 0 else melody.HOLD
@@ -212,6 +254,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
     cache: dict = {}
     for i, song in enumerate(setlist.songs):
         sc = SongCheck(i + 1, song.title, song.tempo_bpm, song.model, mode=song.mode)
+        sc.warnings = song_warnings(song, i, setlist.path)
         report.songs.append(sc)
         try:  # every model the song can switch to live: melody, duet and its phrase pair
             models = SongModels.load(song, setlist.path.parent, provider, cache)
@@ -236,6 +279,20 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
         if sc.step_us["max"] > sc.song_budget_us:
             sc.problems.append(f"{sc.unit}: slowest {sc.step_us['max']:.0f} µs > song budget "
                                f"{sc.song_budget_us:.0f} µs (half a step at {song.tempo_bpm:g} BPM)")
+        if song.mode == "call_response":
+            try:
+                sc.plan_us = measure_plan(models, song)
+            except StepError as exc:
+                sc.problems.append(f"answer planning failed: {exc}")
+                continue
+            # The plan is made in the silence before the answer (silence_steps - 1 steps ahead of it); it must take
+            # less than half of that, and less than one step (the next step waits for it).
+            budget = step_ns * min(max(song.silence_steps - 1, 0) / 2, 1.0) / 1e3
+            sc.plan_budget_us = round(budget, 1)
+            if sc.plan_us is not None and sc.plan_us["p99"] > budget:
+                sc.problems.append(f"answer planning ({song.answer_candidates} candidates): p99 "
+                                   f"{sc.plan_us['p99']:.0f} µs > {budget:.0f} µs (half the silence before the "
+                                   f"answer, at most a step): lower answer_candidates")
     report.osc, problems = check_osc(setlist.osc)
     report.problems += problems
     if midi:
@@ -259,8 +316,14 @@ def format_table(report: CheckReport) -> str:
                      f"{s.song_budget_us:>5.0f}µs  {'GO' if s.go else 'NO-GO'}")
         if s.unit:
             lines.append(f"      {s.mode}: {s.unit}")
+        if s.plan_us:
+            p = s.plan_us
+            lines.append(f"      answer planning: p50 {p['p50'] / 1e3:.2f} ms, p99 {p['p99'] / 1e3:.2f} ms, max "
+                         f"{p['max'] / 1e3:.2f} ms (budget {s.plan_budget_us / 1e3:.1f} ms)")
         for p in s.problems:
             lines.append(f"      ! {p}")
+        for w in s.warnings:
+            lines.append(f"      warning: {w}")
     lines.append("")
     lines.append(f"MIDI: {report.midi}")
     lines.append(f"OSC: {report.osc}")

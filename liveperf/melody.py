@@ -24,13 +24,24 @@ from typing import Iterable, Sequence
 import numpy as np
 
 REPRESENTATION = "liveperf.melody"
-REPRESENTATION_VERSION = 1
+#: Version 2 adds the position in the bar and the meter (``position_code``) and, for step models, the lookback
+#: tokens one and two bars back (``lookback_tokens``). Version 1 knew only the position in the beat.
+REPRESENTATION_VERSION = 2
+#: Versions this runtime reads (a model says which one it was trained on; the version decides its ``pos`` input).
+READABLE_VERSIONS = (1, 2)
 NUM_CLASSES = 130
 HOLD = 0
 OFF = 1
 PITCH_OFFSET = 2
 NUM_PITCHES = 128
 DEFAULT_STEPS_PER_BEAT = 4  # 16th notes in 4/4
+
+#: Meters a v2 model knows by name (id = index); any other meter gets ``OTHER_METER``. A beat is a quarter note.
+METERS: tuple[tuple[int, int], ...] = ((4, 4), (3, 4), (2, 4), (6, 8), (9, 8), (12, 8), (2, 2), (3, 2), (3, 8))
+OTHER_METER = len(METERS)
+NUM_METER_IDS = len(METERS) + 1
+#: Bar positions a v2 model tells apart (a longer bar wraps: 4/2, 12/8 at 16ths = 32 / 24 steps fit).
+MAX_BAR_STEPS = 48
 
 #: Human-readable vocabulary, index = token. Written into model metadata and checked on load.
 VOCABULARY: tuple[str, ...] = ("HOLD", "OFF") + tuple(f"ON{p}" for p in range(NUM_PITCHES))
@@ -173,3 +184,39 @@ def ticks_to_step(tick: int, ticks_per_beat: int, steps_per_beat: int = DEFAULT_
 
 def step_to_ticks(step: int, ticks_per_beat: int, steps_per_beat: int = DEFAULT_STEPS_PER_BEAT) -> int:
     return step * ticks_per_beat // steps_per_beat
+
+
+def meter_id(meter: tuple[int, int]) -> int:
+    return METERS.index(tuple(meter)) if tuple(meter) in METERS else OTHER_METER
+
+
+def steps_per_bar(meter: tuple[int, int], steps_per_beat: int = DEFAULT_STEPS_PER_BEAT) -> int:
+    """Steps in one bar of ``meter`` (a beat is a quarter note: 6/8 = 12 sixteenths)."""
+    beats, unit = meter
+    return max(1, beats * steps_per_beat * 4 // unit)
+
+
+def position_codes(steps: np.ndarray | int, meter: tuple[int, int], steps_per_beat: int = DEFAULT_STEPS_PER_BEAT,
+                   version: int = REPRESENTATION_VERSION) -> np.ndarray | int:
+    """The ``pos`` input of a model at song ``steps`` (bar lines where ``step % steps_per_bar == 0``).
+
+    Version 1: the position in the beat. Version 2: ``meter_id * MAX_BAR_STEPS + position in the bar`` (a model
+    splits it back into meter, bar position and beat position)."""
+    if version == 1:
+        return steps % steps_per_beat
+    bar = steps_per_bar(meter, steps_per_beat)
+    return meter_id(meter) * MAX_BAR_STEPS + (steps % bar) % MAX_BAR_STEPS
+
+
+def lookback_tokens(history: np.ndarray, steps_per_bar_: int) -> np.ndarray:
+    """For a line ``history`` (tokens fed so far, from a model reset), the lookback input of every step: row t
+    holds the tokens one and two bars before step t + 1 (the step the model predicts), ``HOLD`` before the start.
+    Returns int64 [len(history), 2]."""
+    n = len(history)
+    out = np.zeros((n, 2), dtype=np.int64)
+    h = np.asarray(history, dtype=np.int64)
+    for col, back in enumerate((steps_per_bar_, 2 * steps_per_bar_)):
+        src = np.arange(n) + 1 - back
+        ok = src >= 0
+        out[ok, col] = h[src[ok]]
+    return out

@@ -50,6 +50,7 @@ class Song:
     take: str | None  # performer take for file mode: shipped take name, or .mid path relative to the setlist
     voice: str = "bass"  # duet / harmonize: which partner voice the duet model plays
     duet_model: str = "duet_dnn"
+    duet_predictor: str = "soprano_dnn"  # the duet's anticipation: predicts the performer's next token
     phrase_model: str = "gan"  # phrase mode: "gan" (critic-ranked candidates) or "vae" (latent sources)
     gan_models: tuple[str, str] = ("melody_gan_generator", "melody_gan_critic")
     vae_models: tuple[str, str] = ("melody_vae_encoder", "melody_vae_decoder")
@@ -66,6 +67,7 @@ class Song:
     bank: int | None = None  # 0..16383: Bank Select (CC0 MSB, CC32 LSB) sent before ``program``
     select_program: int | None = None  # 1..128: the incoming Program Change that selects this song
     select_bank: int | None = None  # 0..16383: with ``select_program``, the bank that must be selected too
+    answer_candidates: int = 16  # call and response: whole answers planned when the phrase ends (0: step by step)
 
     @property
     def voice_index(self) -> int:
@@ -157,12 +159,16 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "take": ("", "a shipped take name, a path to a .mid file (relative to the setlist), or '' for none"),
     "voice": ("bass", f"one of {', '.join(VOICES)} (duet / harmonize partner voice)"),
     "duet_model": ("duet_dnn", "a shipped duet model name or a path to an .onnx file"),
+    "duet_predictor": ("soprano_dnn", "a shipped step model name or a path to an .onnx file (the duet anticipates "
+                                      "the performer's next note with it)"),
     "phrase_model": ("gan", f"one of {', '.join(PHRASE_MODELS)}"),
     "gan_models": (["melody_gan_generator", "melody_gan_critic"], "[generator, critic]: shipped names or paths"),
     "vae_models": (["melody_vae_encoder", "melody_vae_decoder"], "[encoder, decoder]: shipped names or paths"),
     "latent": ("random", f"one of {', '.join(LATENTS)} (phrase mode with the VAE)"),
     "phrase_every_bars": (4, param_allowed("phrase_every_bars", "a 2-bar phrase starts every this many bars")),
     "candidates": (8, "an integer from 1 to 64 (GAN phrases ranked by the critic)"),
+    "answer_candidates": (16, "an integer from 0 to 64 (call and response: whole answers planned and ranked when "
+                              "the phrase ends; 0 = drawn step by step)"),
     "sigma": (0.5, param_allowed("sigma", "variation: spread around the performer's encoded phrase")),
     "walk_step": (0.25, param_allowed("walk_step", "latent walk step / interpolation advance per phrase")),
     "anchors": ([1, 2], "[seed_a, seed_b]: two integers 0..2**31-1 naming the interpolation anchors"),
@@ -343,6 +349,9 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
     duet_model = get(raw, "duet_model", f, where)
     if not isinstance(duet_model, str) or not duet_model:
         raise bad(where, "duet_model", duet_model, f)
+    duet_predictor = get(raw, "duet_predictor", f, where)
+    if not isinstance(duet_predictor, str) or not duet_predictor:
+        raise bad(where, "duet_predictor", duet_predictor, f)
     anchors = get(raw, "anchors", f, where)
     if (not isinstance(anchors, list) or len(anchors) != 2
             or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31 for x in anchors)):
@@ -370,12 +379,14 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         take=take or None,
         voice=choice(raw, "voice", VOICES, f, where),
         duet_model=duet_model,
+        duet_predictor=duet_predictor,
         phrase_model=choice(raw, "phrase_model", PHRASE_MODELS, f, where),
         gan_models=names(raw, "gan_models", f, where),
         vae_models=names(raw, "vae_models", f, where),
         latent=choice(raw, "latent", LATENTS, f, where),
         phrase_every_bars=param(raw, "phrase_every_bars", f, where),
         candidates=number(raw, "candidates", 1, 64, f, where, integer=True),
+        answer_candidates=number(raw, "answer_candidates", 0, 64, f, where, integer=True),
         sigma=param(raw, "sigma", f, where),
         walk_step=param(raw, "walk_step", f, where),
         anchors=(anchors[0], anchors[1]),

@@ -39,10 +39,16 @@ from liveperf.modes.build import SongModels, build_modes
 from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
 from liveperf.setlist import Setlist, Song
+from liveperf.setlist_warnings import setlist_warnings
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
 from liveperf.show_report import ShowReport, SongReport
 from liveperf.show_stage import StageFeed
+
+
+def log_line(text: str) -> None:
+    """The show's log: one line on stdout, flushed at once (a rig's log file or a pipe sees it as it happens)."""
+    print(text, flush=True)
 
 
 @dataclass
@@ -106,10 +112,10 @@ def song_take(setlist: Setlist, song: Song, options: ShowOptions) -> Take | None
 
 
 class Show:
-    def __init__(self, setlist: Setlist, options: ShowOptions, log: Callable[[str], None] = print) -> None:
+    def __init__(self, setlist: Setlist, options: ShowOptions, log: Callable[[str], None] | None = None) -> None:
         self.setlist = setlist
         self.options = options
-        self.log = log
+        self.log = log if log is not None else log_line
         self.stop_event = threading.Event()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # the engine thread's only input: (ts_ns, bytes|Command)
         self.osc: OscServer | None = None  # after run() has started it: the bound ports are on it
@@ -123,6 +129,9 @@ class Show:
         Songs follow each other in ``indices`` order; show control (OSC, Program Change, Song Select) may jump to
         any song of the setlist, at the next bar line."""
         setlist, opts = self.setlist, self.options
+        warnings = setlist_warnings(setlist)  # songs that can never sound; any song can be selected live
+        for w in warnings:
+            self.log(f"warning: {w}")
         # The show's clock: the jack-native port's frame clock (its stamps and due times are on it), else monotonic.
         self.now_ns = getattr(out_port, "now_ns", time.monotonic_ns)
         every = list(range(len(setlist.songs)))
@@ -133,7 +142,7 @@ class Show:
             if in_port is None and takes[i] is None:
                 raise ValueError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}) has no take and no "
                                  f"--input was given; in file mode every song needs a performer take")
-        report = ShowReport(backend=backend)
+        report = ShowReport(backend=backend, warnings=warnings)
         if opts.record_dir is not None:
             # A show killed last time left journals: make them MIDI files before this show writes its own.
             report.recovered = recover(opts.record_dir, on_error=lambda p, why: self.log(f"recover {p}: {why}"))

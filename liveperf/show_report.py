@@ -53,6 +53,7 @@ class ShowReport:
     osc_in: dict = field(default_factory=dict)  # OSC input counters (OscServer.stats)
     osc_feedback: dict = field(default_factory=dict)
     osc_error: str = ""
+    warnings: list[str] = field(default_factory=list)  # songs whose settings can never sound (setlist_warnings)
     input: dict = field(default_factory=dict)  # performer input: port counters and what the engines ignored
     unheld_offs: int = 0  # note-offs not sent: their note was not sounding (see scheduler.TimingStats)
     cancelled: int = 0

@@ -25,12 +25,15 @@ class ScriptedStepper:
 
     steps_per_beat = 4
 
-    def __init__(self, script: dict[int, int], fail_at: int | None = None) -> None:
+    def __init__(self, script: dict[int, int], fail_at: int | None = None, strength: float = 20.0) -> None:
         self.script = script
         self.fail_at = fail_at
+        self.strength = strength  # the scripted token's logit (every other token: 0)
         self.fed: list[tuple[int, int]] = []
         self.resets = 0
         self._n = 0
+        self.forks: list[int] = []  # candidates of every fork (answer plans)
+        self.batches: list = []
 
     def reset(self) -> None:
         self.resets += 1
@@ -44,7 +47,28 @@ class ScriptedStepper:
         if self.fail_at is not None and len(self.fed) == self.fail_at:
             raise StepError("scripted failure")
         logits = np.zeros(melody.NUM_CLASSES, dtype=np.float32)
-        logits[self.script.get(self._n, melody.HOLD)] = 20.0
+        logits[self.script.get(self._n, melody.HOLD)] = self.strength
+        return logits
+
+    def fork(self, n: int) -> "ScriptedBatch":
+        self.forks.append(n)
+        return ScriptedBatch(self, n)
+
+
+class ScriptedBatch:
+    """``ScriptedStepper.fork``: n rows that all go on with the parent's script from its current feed count
+    (the script ignores what is fed, like the parent). Records every batched feed as (tokens, step)."""
+
+    def __init__(self, parent: ScriptedStepper, n: int) -> None:
+        self.parent, self.n, self._n = parent, n, parent._n
+        self.fed: list[tuple[list[int], int]] = []
+        parent.batches.append(self)
+
+    def feed(self, tokens, step: int) -> np.ndarray:
+        self.fed.append(([int(t) for t in tokens], step))
+        self._n += 1
+        logits = np.zeros((self.n, melody.NUM_CLASSES), dtype=np.float32)
+        logits[:, self.parent.script.get(self._n, melody.HOLD)] = self.parent.strength
         return logits
 
 

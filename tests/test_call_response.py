@@ -19,7 +19,10 @@ def test_answer_exact_events():
         (14 * S, ("off", 0, 62)),
         (14 * S, ("on", 0, 64, vel)),
         (16 * S, ("off", 0, 64)),
-        # step 18 wanted C#4 (61): not in C major, masked; greedy falls to HOLD.
+        # Step 18 wanted C#4 (61): not in C major, masked. The model expects a note there, so greedy plays the
+        # likeliest note in key and range (liveperf.modes.note_choice); in this fake the rest tie: the lowest, C3.
+        (18 * S, ("on", 0, 48, vel)),
+        (20 * S, ("off", 0, 48)),
         (20 * S, ("on", 0, 67, vel)),
         (28 * S, ("off", 0, 67)),  # the answer's end (12 + 16)
     ]
@@ -30,9 +33,9 @@ def test_model_is_primed_with_the_phrase_then_fed_its_own_answer():
     stepper = ScriptedStepper(ANSWER)
     run_virtual(performer(PHRASE), stepper)
     performer_tokens = [on(60), HOLD, on(62), HOLD, on(64), HOLD, on(65), HOLD, OFF, HOLD, HOLD, HOLD]
-    own = [on(62), HOLD, on(64), HOLD, OFF, HOLD, HOLD, HOLD, on(67)] + [HOLD] * 7
+    own = [on(62), HOLD, on(64), HOLD, OFF, HOLD, on(48), HOLD, on(67)] + [HOLD] * 7
     assert [t for t, _ in stepper.fed] == performer_tokens + own
-    assert [p for _, p in stepper.fed] == [s % 4 for s in range(28)]
+    assert [p for _, p in stepper.fed] == list(range(28))  # song steps (the real stepper makes its position input)
     assert stepper.resets == 1
 
 
@@ -43,21 +46,28 @@ def test_performer_interrupts_answer_at_once():
     back_ns = 21 * S - 3_000_000
     events = performer(PHRASE) + [(back_ns, bytes((0x90, 72, 100))), (back_ns + 2 * S, bytes((0x80, 72, 0)))]
     wire, mode, sched = run_virtual(events, ScriptedStepper(script), steps=40)
-    assert wire[:5] == [
+    assert wire[:7] == [
         (12 * S, ("on", 0, 62, 95)),
         (14 * S, ("off", 0, 62)),
         (14 * S, ("on", 0, 64, 95)),
         (16 * S, ("off", 0, 64)),
+        (18 * S, ("on", 0, 48, 95)),  # C#4 masked: the likeliest allowed note (see test_answer_exact_events)
+        (20 * S, ("off", 0, 48)),
         (20 * S, ("on", 0, 67, 95)),
     ]
     # The pending ON(69) at step 21 is cancelled; 67 stops when the performer plays. The new phrase (72, steps
-    # 21..23) is answered from step 27: after the reset, feed 12 predicts phrase step 12 = step 33.
-    assert wire[5:] == [
+    # 21..23) is answered from step 27: greedy, its first step needs a note (the model says HOLD, every other
+    # logit ties: C3); after the reset, feed 12 predicts phrase step 12 = step 33, feed 18 the masked C#4 again.
+    assert wire[7:] == [
         (back_ns, ("off", 0, 67)),
+        (27 * S, ("on", 0, 48, 100)),
+        (33 * S, ("off", 0, 48)),
         (33 * S, ("on", 0, 62, 100)),
         (35 * S, ("off", 0, 62)),
         (35 * S, ("on", 0, 64, 100)),
         (37 * S, ("off", 0, 64)),
+        (39 * S, ("on", 0, 48, 100)),
+        (40 * S, ("off", 0, 48)),  # the run ends at step 40
     ]
     assert sched.stats.cancelled == 1 and mode.stats.interrupted == 1
     assert ("on", 0, 69, 95) not in [e for _, e in wire]
@@ -119,7 +129,7 @@ def test_answer_respects_tempo_grid():
     step_ns = 60e9 / (97 * 4)
     phrase = performer(PHRASE, step_ns=int(step_ns))
     wire, _, _ = run_virtual(phrase, ScriptedStepper(ANSWER), tempo_bpm=97)
-    assert [t for t, _ in wire] == [clock.ns_at_step(s) for s in (12, 14, 14, 16, 20, 28)]
+    assert [t for t, _ in wire] == [clock.ns_at_step(s) for s in (12, 14, 14, 16, 18, 20, 20, 28)]
     assert melody.NUM_CLASSES == 130
 
 

@@ -107,7 +107,7 @@ def test_each_mode_times_its_own_unit_of_work(tmp_path):
     assert main(["check", str(p), "--json", str(out), "--steps", "200", "--no-midi"]) == 0
     songs = json.loads(out.read_text())["songs"]
     assert [s["mode"] for s in songs] == ["harmonize", "duet", "phrase"]
-    assert songs[0]["unit"].startswith("harmonize reaction") and songs[1]["unit"].startswith("duet DNN step")
+    assert songs[0]["unit"].startswith("harmonize reaction") and songs[1]["unit"].startswith("duet: anticipation")
     assert songs[2]["unit"].startswith("VAE phrase") and songs[2]["step_us"]["n"] == 50
 
 

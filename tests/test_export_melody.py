@@ -34,12 +34,14 @@ def _run_both(model: MelodyGRU, sess, tokens: np.ndarray):
     state_ort = np.zeros((model.layers, batch, model.hidden), np.float32)
     state_pt = torch.zeros(model.layers, batch, model.hidden)
     worst_logits = worst_state = 0.0
+    back = np.stack([melody.lookback_tokens(row, 16) for row in tokens.astype(np.int64)])  # [B, T, 2]
     for t in range(steps):
         tok = tokens[:, t].astype(np.int64)
-        pos = np.full(batch, t % 4, dtype=np.int64)
-        logits_ort, state_ort = sess.run(OUTPUT_NAMES, {"token": tok, "pos": pos, "state": state_ort})
+        pos = np.full(batch, melody.position_codes(t, (6, 8) if t > 32 else (4, 4)), dtype=np.int64)
+        lb = np.ascontiguousarray(back[:, t])
+        logits_ort, state_ort = sess.run(OUTPUT_NAMES, {"token": tok, "pos": pos, "lookback": lb, "state": state_ort})
         with torch.no_grad():
-            logits_pt, state_pt = step(torch.from_numpy(tok), torch.from_numpy(pos), state_pt)
+            logits_pt, state_pt = step(torch.from_numpy(tok), torch.from_numpy(pos), torch.from_numpy(lb), state_pt)
         worst_logits = max(worst_logits, float(np.abs(logits_ort - logits_pt.numpy()).max()))
         worst_state = max(worst_state, float(np.abs(state_ort - state_pt.numpy()).max()))
     return worst_logits, worst_state
@@ -62,35 +64,40 @@ def test_step_model_equals_sequence_model():
     torch.manual_seed(2)
     model = MelodyGRU(embed=16, hidden=32, layers=2).eval()
     tokens = torch.randint(0, melody.NUM_CLASSES, (2, 20))
-    pos = torch.arange(20).remainder(4).expand(2, 20)
+    pos = torch.from_numpy(np.asarray(melody.position_codes(np.arange(20), (3, 4)))).expand(2, 20)
+    back = torch.from_numpy(np.stack([melody.lookback_tokens(r, 12) for r in tokens.numpy()]))
     with torch.no_grad():
-        seq_logits, seq_state = model(tokens, pos)
+        seq_logits, seq_state = model(tokens, pos, back)
         state = model.zero_state(2)
         step = MelodyStep(model)
         for t in range(20):
-            logits, state = step(tokens[:, t], pos[:, t], state)
+            logits, state = step(tokens[:, t], pos[:, t], back[:, t], state)
             assert torch.allclose(logits, seq_logits[:, t], atol=1e-5)
     assert torch.allclose(state, seq_state, atol=1e-5)
 
 
-def test_shipped_model_contract():
-    assert SHIPPED.exists(), f"{SHIPPED} missing: run python -m export.train_melody"
-    assert SHIPPED.stat().st_size < 8_000_000
-    sess = _session(SHIPPED)
-    info = parse_metadata(sess.get_modelmeta().custom_metadata_map, str(SHIPPED))
-    assert (info.name, info.family, info.steps_per_beat) == ("melody_dnn", "dnn_step", 4)
+@pytest.mark.parametrize("name", ["melody_dnn", "soprano_dnn"])
+def test_shipped_model_contract(name):
+    path = SHIPPED.with_name(f"{name}.onnx")
+    assert path.exists(), f"{path} missing: run python -m export.train_melody (--corpus chorales for soprano_dnn)"
+    assert path.stat().st_size < 8_000_000
+    sess = _session(path)
+    info = parse_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+    assert (info.name, info.family, info.steps_per_beat) == (name, "dnn_step", 4)
     assert list(info.inputs) == INPUT_NAMES and list(info.outputs) == OUTPUT_NAMES
     layers, hidden = info.state_shape
-    assert info.split["method"] == "by tune"
+    assert info.split["method"].startswith("by content") and info.representation_version == 2
     test_metrics = info.metrics["test"]
-    assert {"melody_dnn", "bigram_addk", "kneser_ney"} <= set(test_metrics)
-    assert all(test_metrics["melody_dnn"]["nll"] < m["nll"] for k, m in test_metrics.items() if k != "melody_dnn")
+    assert {name, "bigram_addk", "kneser_ney"} <= set(test_metrics)
+    assert all(test_metrics[name]["nll"] < m["nll"] for k, m in test_metrics.items() if k != name)
     assert not info.training["time_capped"]
     batch = 2
     state = np.zeros((layers, batch, hidden), np.float32)
     tok = np.array([melody.on(67), melody.HOLD], dtype=np.int64)
     for t in range(16):
-        logits, state = sess.run(None, {"token": tok, "pos": np.full(batch, t % 4, np.int64), "state": state})
+        feeds = {"token": tok, "pos": np.full(batch, melody.position_codes(t, (4, 4)), np.int64),
+                 "lookback": np.zeros((batch, 2), np.int64), "state": state}
+        logits, state = sess.run(None, feeds)
         assert logits.shape == (batch, melody.NUM_CLASSES) and logits.dtype == np.float32
         assert state.shape == (layers, batch, hidden)
         assert np.isfinite(logits).all() and np.isfinite(state).all()

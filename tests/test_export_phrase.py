@@ -163,7 +163,11 @@ def test_duet_batches_and_consonance():
     sop = np.array([on(72), H, H, H, on(74), H, H, H])
     bass = np.array([on(48), H, H, H, on(55), H, H, H])  # 72-48: two octaves; 74-55 = 19 -> 7 (P5)
     assert consonance(sop, bass) == (2, 2)
-    perf, prev, voice, pos, tgt, mask = make_batch([(sop, bass, 0), (sop[:4], bass[:4], 2)])
+    codes = np.asarray(melody.position_codes(np.arange(8), (4, 4)))
+    perf, prev, voice, pos, tgt, mask = make_batch([(sop, bass, 0, codes), (sop[:4], bass[:4], 2, codes[:4])], lag=0)
+    assert perf[0].tolist() == sop.tolist() and pos[0].tolist() == codes.tolist()
     assert prev[0, 1:].tolist() == bass[:-1].tolist() and prev[0, 0] == melody.HOLD
     assert mask[0].tolist() == [False] + [True] * 7 and mask[1].tolist() == [False, True, True, True] + [False] * 4
     assert voice[1].tolist() == [2] * 8
+    late, *_ = make_batch([(sop, bass, 0, codes)], lag=1)  # the causal duet hears the soprano a step late
+    assert late[0].tolist() == [melody.HOLD] + sop[:-1].tolist()

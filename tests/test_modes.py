@@ -50,10 +50,13 @@ def test_duet_plays_every_step_fed_with_the_performer_one_step_late():
 
 
 def test_duet_masks_out_of_key_and_range_and_caps_note_length():
-    # C#3 (49) is out of C major: greedy falls back to HOLD. A note held past max_note_steps is ended.
+    # C#3 (49) is out of C major: the model expects a note, so greedy plays the likeliest one in key and range
+    # (liveperf.modes.note_choice; in this fake the rest tie: the lowest, C3). A note held past max_note_steps is
+    # ended.
     stepper = ScriptedDuet({1: on(49), 3: on(50)})
     wire, engine, _ = run_engine([], duet_engine(stepper, max_note_steps=4), InternalClock(120, 4, 0), steps=10)
-    assert wire == [(2 * S, ("on", 1, 50, 90)), (6 * S, ("off", 1, 50))]
+    assert wire == [(0, ("on", 1, 48, 90)), (2 * S, ("off", 1, 48)), (2 * S, ("on", 1, 50, 90)),
+                    (6 * S, ("off", 1, 50))]
 
 
 def test_duet_model_failure_silences_resets_and_goes_on():

@@ -1,14 +1,18 @@
 """Model metadata carried inside each ONNX file (``metadata_props``): what the runtime needs to trust a model.
 
 Keys (all values are strings; JSON where structured):
-- ``liveperf.representation`` / ``liveperf.representation_version``: must match ``liveperf.melody``;
+- ``liveperf.representation`` / ``liveperf.representation_version``: must be ``liveperf.melody`` and a version in
+  ``melody.READABLE_VERSIONS`` (the version decides the ``pos`` input: ``melody.position_codes``);
 - ``liveperf.family``: what kind of model (``dnn_step`` for the stateful next-note model);
 - ``liveperf.name``: short model name (e.g. ``melody_dnn``);
 - ``liveperf.steps_per_beat``: the grid the model was trained on;
 - ``liveperf.vocabulary``: JSON list, must equal ``liveperf.melody.VOCABULARY``;
 - ``liveperf.io``: JSON ``{"inputs": [...], "outputs": [...]}`` (names, in order);
 - ``liveperf.state_shape``: JSON ``[layers, hidden]`` for step models;
-- ``liveperf.training_data``, ``liveperf.split``, ``liveperf.metrics``, ``liveperf.training``: JSON, informational.
+- ``liveperf.training_data``, ``liveperf.split``, ``liveperf.metrics``, ``liveperf.training``: JSON, informational;
+- ``liveperf.performer_lag_steps`` (duet models, optional, default 0): the model's performer input at step t is the
+  performer's token at t - lag. 1 = trained the way the live duet plays (causal); 0 = it hears the performer's
+  note of the same step (harmonize, which answers a note already played).
 
 ``build_metadata`` is used by ``export/``; ``parse_metadata`` by the runtime loader, which refuses anything it does
 not understand with a message naming the file and the key. Pure functions; no threads.
@@ -43,6 +47,8 @@ class ModelInfo:
     metrics: Any = None
     training: Any = None
     extra: dict = field(default_factory=dict)
+    performer_lag_steps: int = 0
+    representation_version: int = 1  # decides the ``pos`` input (``melody.position_codes``)
 
 
 def build_metadata(
@@ -57,8 +63,10 @@ def build_metadata(
     split: Any = None,
     metrics: Any = None,
     training: Any = None,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The ``metadata_props`` dict for an exported model (string values only, as ONNX requires)."""
+    """The ``metadata_props`` dict for an exported model (string values only, as ONNX requires). ``extra``: more
+    keys a model family defines (e.g. the duet's ``performer_lag_steps``)."""
     if family not in KNOWN_FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {KNOWN_FAMILIES}")
     props = {
@@ -74,6 +82,7 @@ def build_metadata(
         "split": json.dumps(split),
         "metrics": json.dumps(metrics),
         "training": json.dumps(training),
+        **{k: str(v) for k, v in (extra or {}).items()},
     }
     return {PREFIX + k: v for k, v in props.items()}
 
@@ -103,9 +112,10 @@ def parse_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
     if rep != melody.REPRESENTATION:
         raise ModelMetadataError(f"{source}: representation {rep!r}, this runtime reads {melody.REPRESENTATION!r}")
     ver = _require(props, "representation_version", source)
-    if ver != str(melody.REPRESENTATION_VERSION):
+    if ver not in {str(v) for v in melody.READABLE_VERSIONS}:
         raise ModelMetadataError(
-            f"{source}: representation version {ver}, this runtime reads version {melody.REPRESENTATION_VERSION}"
+            f"{source}: representation version {ver}, this runtime reads versions "
+            f"{', '.join(str(v) for v in melody.READABLE_VERSIONS)}"
         )
     family = _require(props, "family", source)
     if family not in KNOWN_FAMILIES:
@@ -127,6 +137,9 @@ def parse_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
     if not isinstance(io, dict) or not isinstance(io.get("inputs"), list) or not isinstance(io.get("outputs"), list):
         raise ModelMetadataError(f"{source}: metadata 'io' must be {{\"inputs\": [...], \"outputs\": [...]}}")
     state_shape = _json(props, "state_shape", source) if PREFIX + "state_shape" in props else []
+    lag_raw = props.get(PREFIX + "performer_lag_steps", "0")
+    if lag_raw not in ("0", "1"):
+        raise ModelMetadataError(f"{source}: performer_lag_steps {lag_raw!r} must be 0 or 1")
     return ModelInfo(
         name=_require(props, "name", source),
         family=family,
@@ -139,4 +152,6 @@ def parse_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
         metrics=_json(props, "metrics", source) if PREFIX + "metrics" in props else None,
         training=_json(props, "training", source) if PREFIX + "training" in props else None,
         extra={k: v for k, v in props.items() if not k.startswith(PREFIX)},
+        performer_lag_steps=int(lag_raw),
+        representation_version=int(ver),
     )

@@ -234,19 +234,24 @@ class GanModel:
 class DuetStepper:
     """The partner voice one step at a time over a ``duet_step`` model; owns its state [L, B, H].
 
-    ``feed(performer_token, partner_prev, voice, pos)``: the performer's token at step t, the partner's token at
-    t - 1 (``HOLD`` at the first step), the voice (0 bass, 1 tenor, 2 alto, ``DUET_VOICES``) and t (reduced
-    modulo ``steps_per_beat``); returns float32 logits for the partner's token at t: (130,) when every argument
+    ``feed(performer_token, partner_prev, voice, pos)``: the performer's token at step t - ``performer_lag_steps``
+    (the model's metadata: 0 for a model that hears the performer's note of the same step, 1 for one trained the way
+    the live duet hears it), the partner's token at t - 1 (``HOLD`` at the first step), the voice (0 bass, 1 tenor,
+    2 alto, ``DUET_VOICES``) and the song step t (the stepper makes the model's position input of it for ``meter``); returns float32 logits for the partner's token at t: (130,) when every argument
     is a scalar, else [B, 130] (B = ``batch``). A failed or non-finite step raises ``StepError`` and keeps the
     previous state.
     """
 
-    def __init__(self, model: LoadedModel, batch: int = 1):
+    def __init__(self, model: LoadedModel, batch: int = 1, meter: tuple[int, int] = (4, 4)):
         _checked(model, DUET_STEP)
         if len(model.info.state_shape) != 2:
             raise ModelLoadError(f"{model.path}: state_shape {model.info.state_shape} must be [layers, hidden]")
         self.model = model
         self.steps_per_beat = model.info.steps_per_beat
+        self.meter = tuple(meter)
+        self.version = model.info.representation_version
+        #: steps the performer input lags the partner's step: 1 = trained as the live duet hears (causal)
+        self.performer_lag_steps = model.info.performer_lag_steps
         self._session = model.session
         self.reset(batch)
 
@@ -283,7 +288,7 @@ class DuetStepper:
         feeds = {"performer_token": np.ascontiguousarray(performer_tokens, dtype=np.int64),
                  "partner_prev": np.full(n, partner_prev, dtype=np.int64),
                  "voice": np.full(n, voice, dtype=np.int64),
-                 "pos": np.ascontiguousarray(np.asarray(positions, dtype=np.int64) % self.steps_per_beat),
+                 "pos": np.ascontiguousarray(self._positions(np.asarray(positions, dtype=np.int64))),
                  "state": np.ascontiguousarray(np.broadcast_to(self._state, (layers, n, hidden)))}
         try:
             logits, _ = self._session.run(None, feeds)
@@ -293,11 +298,15 @@ class DuetStepper:
             raise StepError(f"{self.model.path.name}: non-finite or mis-shaped logits {logits.shape}")
         return logits
 
+    def _positions(self, steps: np.ndarray) -> np.ndarray:
+        """The model's ``pos`` input at song ``steps`` (``melody.position_codes`` for its version)."""
+        return melody.position_codes(steps, self.meter, self.steps_per_beat, self.version)
+
     def feed(self, performer_token, partner_prev, voice, pos) -> np.ndarray:
         scalar = all(np.ndim(x) == 0 for x in (performer_token, partner_prev, voice, pos))
         feeds = {name: np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=np.int64), (self.batch,)))
                  for name, value in (("performer_token", performer_token), ("partner_prev", partner_prev),
-                                     ("voice", voice), ("pos", np.asarray(pos) % self.steps_per_beat))}
+                                     ("voice", voice), ("pos", self._positions(np.asarray(pos))))}
         feeds["state"] = self._state
         try:
             logits, state = self._session.run(None, feeds)

@@ -1,7 +1,8 @@
 """Build a song's four modes from its loaded models (the one place that knows which model each mode plays).
 
 ``SongModels.load`` loads (and validates) every model a song can switch to live: the melody DNN (call and
-response), the duet DNN (duet, harmonize) and the phrase model named by the song (GAN or VAE). Models are cached
+response, and the duet's predictor of the performer), the duet DNN (duet, harmonize) and the phrase model named
+by the song (GAN or VAE). Models are cached
 by path across songs (``cache``), so a setlist that reuses them loads each file once. Loading happens before the
 show; ``build_modes`` only makes the per-song objects (steppers with their own state, seeded RNG per mode).
 """
@@ -15,6 +16,7 @@ from typing import Callable
 from liveperf.models.onnx_model import LoadedModel, load_model, resolve_model_path
 from liveperf.models.phrase_models import DuetStepper, GanModel, VaeModel
 from liveperf.models.step_model import OnnxStepper
+from liveperf.modes.anticipation import Anticipation
 from liveperf.modes.call_response import CallAndResponse
 from liveperf.modes.duet import Duet
 from liveperf.modes.harmonize import Harmonize
@@ -29,6 +31,7 @@ class SongModels:
     melody: LoadedModel
     duet: LoadedModel
     phrase: GanModel | VaeModel
+    predictor: LoadedModel | None = None  # the duet's predictor of the performer (None: the melody model)
 
     @property
     def steps_per_beat(self) -> int:
@@ -38,7 +41,8 @@ class SongModels:
     def paths(self) -> list[Path]:
         p = self.phrase
         pair = (p.generator, p.critic) if isinstance(p, GanModel) else (p.encoder, p.decoder)
-        return [self.melody.path, self.duet.path] + [m.path for m in pair]
+        extra = [self.predictor.path] if self.predictor is not None else []
+        return [self.melody.path, self.duet.path] + extra + [m.path for m in pair]
 
     @classmethod
     def load(cls, song: Song, base_dir: Path | None, provider: str = "cpu",
@@ -58,8 +62,19 @@ class SongModels:
         else:
             phrase = VaeModel(get(song.vae_models[0]), get(song.vae_models[1]))
         DuetStepper(duet)  # validates the duet contract now, not at the first switch to duet
-        OnnxStepper(melody)
-        return cls(melody, duet, phrase)
+        OnnxStepper(melody, song.meter)
+        predictor = get(song.duet_predictor)
+        OnnxStepper(predictor, song.meter)
+        return cls(melody, duet, phrase, predictor)
+
+
+def duet_anticipation(models: SongModels, song: Song, s) -> Anticipation | None:
+    """The duet's anticipation (its own duet stepper and melody predictor), for a same-step duet model; None for a
+    model trained hearing the performer a step late, which the duet feeds directly."""
+    if models.duet.info.performer_lag_steps != 0:
+        return None
+    return Anticipation(DuetStepper(models.duet, meter=song.meter),
+                        OnnxStepper(models.predictor or models.melody, song.meter), s.voice)
 
 
 def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
@@ -69,8 +84,10 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
     s = settings_for(song, models.steps_per_beat)
     source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
     return {
-        "call_response": CallAndResponse(s, OnnxStepper(models.melody), clock, sink, new_rng_state(seed)),
-        "duet": Duet(s, DuetStepper(models.duet), clock, sink, new_rng_state(seed + 1)),
-        "harmonize": Harmonize(s, DuetStepper(models.duet), clock, sink, new_rng_state(seed + 2), now_fn, reflex),
+        "call_response": CallAndResponse(s, OnnxStepper(models.melody, song.meter), clock, sink, new_rng_state(seed)),
+        "duet": Duet(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 1),
+                     anticipation=duet_anticipation(models, song, s)),
+        "harmonize": Harmonize(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 2),
+                               now_fn, reflex),
         "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3)),
     }

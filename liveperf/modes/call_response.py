@@ -6,25 +6,41 @@ Policy, per song (``ModeSettings``):
 - Every step, the model is fed the token of the step before (the performer's grid token, or the partner's own
   token while it answers) and returns logits for this step. One model step per grid step, whatever happens.
 - The phrase ends when no performer note has sounded for ``silence_steps`` steps, or at an explicit trigger.
-  The answer starts at that step and lasts ``response_bars`` bars, sampled in the song's key and range.
+  The answer starts at that step and lasts ``response_bars`` bars, sampled in the song's key and range. Settings
+  that leave no note to draw (temperature 0, top_k 1, a narrow top_p or range) play the likeliest allowed note
+  where the model expects one, and always at the answer's first step (``liveperf.modes.note_choice``).
 - A performer note-on during the answer stops it at once: pending partner notes are cancelled and the sounding
   one gets its note-off at the time of the performer's note.
+- Planning (``answer_candidates`` > 0, ``liveperf.modes.answer_plan``): one step after the phrase's last note
+  ended, while the answer is still ``silence_steps`` away, the whole answer is planned from the model's state
+  (several candidates in one batched model call per step, scored by likelihood, reuse of the call's beats,
+  cadence and no drone) on the assumption that the silence holds; the answer then plays the plan. A performer
+  note during the silence drops the plan (the phrase goes on). Where there is no time to plan (an explicit
+  trigger, ``silence_steps`` 1, a model error) the answer is drawn step by step as before. Planning runs on the
+  engine thread inside one step's computation: a few ms, in the silence, never on the step that plays the plan
+  (``liveperf check`` times it per song).
 
 Owned by the engine thread; it sees time only as steps and the clock's ``ns_at_step``.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from liveperf import melody
 from liveperf.clock import InternalClock
 from liveperf.models.step_model import StepError, StepModel
+from liveperf.modes.answer_plan import Plan, plan_answer
+from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats, settings_for  # noqa: F401  (re-exported)
 from liveperf.performer_grid import PerformerGrid
-from liveperf.sampler import sample
 from liveperf.scheduler import OutputSink
+
+
+MAX_CALL_STEPS = 256  # the call a plan looks back at: its last 16 bars of 4/4 at most
 
 
 class CallAndResponse:
@@ -40,6 +56,7 @@ class CallAndResponse:
         self.stats = ModeStats()
         self.spb = clock.steps_per_beat
         self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
+        self.choice = NoteChoice()
         self.begin(0)
 
     def begin(self, step: int) -> None:
@@ -55,6 +72,11 @@ class CallAndResponse:
         self._velocity = 100
         self._trigger = False
         self._finalized = step - 1
+        self._call: list[int] = []  # the performer's tokens of the open phrase (its last MAX_CALL_STEPS) ...
+        self._call_start = step  # ... from this step
+        self._plan: Plan | None = None
+        self.last_plan: Plan | None = None  # the latest plan made (reports, tests)
+        self.plan_ns: list[int] = []  # wall time of each plan (for ``liveperf check``; not read on the hot path)
 
     # ---- state -----------------------------------------------------------------------------------------------
     @property
@@ -72,10 +94,12 @@ class CallAndResponse:
             self.stats.interrupted += 1
             self._stop_answer(ts_ns, cancel=True)
         step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        self._plan = None  # planned for a silence that did not hold: the phrase goes on
         if self._phrase_start is None:
             self._phrase_start = step
             self._fed_through = step - 1
             self._logits = None
+            self._call, self._call_start = [], step
             self.grid.velocities = [velocity]
             self.stepper.reset()
 
@@ -103,6 +127,38 @@ class CallAndResponse:
                 self._start_answer(step)
         if self.answering:
             self._play(step)
+        elif self.s.answer_candidates > 0 and self._plan is None and self._phrase_start is not None:
+            self._plan_ahead(step)
+
+    def _plan_ahead(self, step: int) -> None:
+        """Plan the answer now if the phrase has gone silent and the answer is still ahead (module docstring)."""
+        if self.grid.sounding or self.grid.last_note_end_step < self._begin_step or self._logits is None:
+            return
+        if step - self.grid.last_note_end_step < 1:
+            return  # a gap between detached notes, not yet a silence: a plan for every gap would be wasted work
+        start = self.grid.last_note_end_step + self.s.silence_steps
+        call = self._call[:self.grid.last_note_end_step - self._call_start + 1]  # without the silence after it
+        if start <= step or self._fed_through != step - 1 or not call:
+            return
+        t0 = time.perf_counter_ns()
+        try:
+            batch = self.stepper.fork(self.s.answer_candidates)
+            self._plan = plan_answer(
+                batch, self._logits, [(melody.HOLD, t) for t in range(step, start)], start, self.s.response_steps,
+                np.asarray(call, dtype=np.int64), self._call_start, self.s.allowed, self._choose, self.spb,
+                self.s.steps_per_bar, self.s.tonic_pcs)
+        except StepError as exc:
+            self.stats.model_errors += 1
+            self.stats.last_error = str(exc)
+            self._plan = None
+            return
+        self.plan_ns.append(time.perf_counter_ns() - t0)
+        self.stats.plans += 1
+        self.last_plan = self._plan
+
+    def _choose(self, logits: np.ndarray, need_note: bool) -> int:
+        token = self.choice.choose(logits, self.s.allowed, self.s, self.rng, melody.HOLD, need_note=need_note)
+        return token if self.s.allowed[token] else melody.HOLD
 
     def _feed_until(self, last: int) -> None:
         """Finalise the performer's grid through ``last`` and feed the model every step of an open phrase."""
@@ -111,9 +167,14 @@ class CallAndResponse:
             self._finalized = s
             if self._phrase_start is None or s < self._phrase_start or s <= self._fed_through:
                 continue
+            if not self.answering:
+                self._call.append(performer_token)
+                if len(self._call) > MAX_CALL_STEPS:
+                    del self._call[0]
+                    self._call_start += 1
             token = self._answer_tokens.get(s, performer_token)
             try:
-                self._logits = self.stepper.feed(token, s % self.spb)
+                self._logits = self.stepper.feed(token, s)
             except StepError as exc:
                 self._model_failed(exc, self.clock.ns_at_step(s + 1))
                 return
@@ -130,12 +191,20 @@ class CallAndResponse:
             vel = int(round(sum(heard) / len(heard)))
         self._velocity = min(127, max(1, vel))
         self.stats.responses += 1
+        if self._plan is not None and self._plan.start != step:
+            self._plan = None  # planned for another start (a trigger came first): draw step by step
 
     def _play(self, step: int) -> None:
+        if self._plan is not None:
+            i = step - self._plan.start
+            token = int(self._plan.tokens[i]) if 0 <= i < len(self._plan.tokens) else melody.HOLD
+            self.stats.tokens += 1
+            self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token, self._velocity)
+            return
         if self._logits is None or self._fed_through != step - 1:
             return  # the model could not be fed up to here (error counted): stay silent this step
-        token = int(sample(self._logits, self.s.allowed, self.s.temperature, self.s.top_k, self.s.top_p,
-                           self.rng, melody.HOLD))
+        token = self.choice.choose(self._logits, self.s.allowed, self.s, self.rng, melody.HOLD,
+                                   need_note=step == self._answer_start)
         if not self.s.allowed[token]:
             token = melody.HOLD
         self.stats.tokens += 1
@@ -146,6 +215,7 @@ class CallAndResponse:
         self.voice.silence(at_ns, cancel)
         self._answer_start = None
         self._answer_tokens = {}
+        self._plan = None
         self._phrase_start = None
         self._logits = None
 

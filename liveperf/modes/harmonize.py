@@ -1,4 +1,4 @@
-"""Harmonize: each performer note-on is answered at once with a partner note below it.
+"""Harmonize: each performer note-on (a chord: once) is answered at once with a partner note below it.
 
 On a note-on, the duet model is asked (``DuetStepper.peek``: one model step that does not advance its state) what
 the partner would play against ``ON(pitch)`` now; the answer is sampled among the song's key/range mask AND the
@@ -7,6 +7,18 @@ consonant intervals below the performer's pitch (``CONSONANT_BELOW``: minor/majo
 for the moment it was computed (``now_fn``), so it goes out as soon as the scheduler can send it. The partner holds
 it until the performer releases the note that caused it (or plays a new one, or the note-length cap). The partner
 is one voice: a new performer note replaces the harmony.
+
+Chords get one answer. Note-ons within ``CHORD_WINDOW_NS`` (30 ms) of the first note-on of a chord the partner
+answers, while that note is still held, are one chord: a block chord (its notes in the same millisecond) or a
+rolled one. The answer is the harmony of the chord's *first* note-on (the one that arrives first; for a block chord
+whichever the keyboard sends first): it goes out at once, as for a single note, and waiting for the chord's top
+note would delay every answer by the window. The other notes are heard (the grid's token, the velocity) but not
+answered (``chord_notes`` counts them); the harmony ends when the first note is released. A density rest counts as
+the chord's answer; a first note with no consonant candidate (or a failed peek) lets the next note of the chord try.
+A note-on after the window, or after the chord's first note was released (a grace note into the next), is a new
+note with its own answer. Every harmony sounds at least ``MIN_NOTE_NS`` (30 ms; ``PartnerVoice.min_note_ns``), so a
+note-off is never due with its note-on, however soon the performer lets go or plays on: a new harmony may overlap
+the last one's tail by less than that.
 
 Every grid step the model state is advanced with both voices' tokens of the step before, so the peeks hear the
 context. The state then stays as it is until the next step, so the step also computes, in one batched call
@@ -22,6 +34,11 @@ send it in the cycle of the note-on. A note-on the port answered is *adopted* (`
 (the partner was still sounding, say) plays the answer drawn ahead all the same, the usual way, and tells the
 port (``hold``) so that the port can end it on the frame of its cause's release, as it ends its own answers.
 The port answers only while the partner channel is quiet on the wire; the mode lets it while a table is drawn.
+With a chord the port answers the first note-on (its answer marks the partner busy for the rest of the cycle) and
+leaves the others to the engine, which hears them as the chord's. The port cannot know chords: when the first note
+has no answer in the table (out of key, a rest drawn ahead) it may answer a later note of the chord; that answer is
+adopted as the chord's one partner note. The port ends its answers, and the engine's (``hold``), on the frame of
+the cause's release, without ``MIN_NOTE_NS``; ``VirtualReflex`` leaves that end to the engine.
 Engine thread only; the measured reaction is in the README's benchmark.
 """
 
@@ -44,6 +61,8 @@ from liveperf.scheduler import OutputSink
 
 # Semitones below the performer's note that sound consonant under it.
 CONSONANT_BELOW = (3, 4, 7, 8, 9, 12, 15, 16, 19, 20, 21, 24)
+CHORD_WINDOW_NS = 30_000_000  # note-ons this close to an answered chord's first note-on join that chord
+MIN_NOTE_NS = 30_000_000  # the shortest harmony: its note-off comes at least this long after its note-on
 REST = -2  # an answer drawn ahead: the density made this note-on a rest
 
 
@@ -70,7 +89,8 @@ class Harmonize:
         self.rng = rng_state
         self.now_fn = now_fn
         self.stats = ModeStats()
-        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
+        self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density,
+                                  min_note_ns=MIN_NOTE_NS)
         self._mask = np.zeros(melody.NUM_CLASSES, dtype=np.bool_)
         self._table: np.ndarray | None = None  # [rows, 130] peeks for this step interval
         self._rows: dict[tuple[int, int], int] = {}  # (position mod steps_per_beat, pitch) -> row of _table
@@ -82,6 +102,7 @@ class Harmonize:
         # (step, pitch) -> the answer drawn ahead: an ON token, REST or NO_CANDIDATE
         self._drawn: dict[tuple[int, int], int] = {}
         self.reflex_answers = 0  # harmonies the port sent itself (adopted)
+        self.chord_notes = 0  # note-ons heard as part of a chord already answered (not answered themselves)
         self._velocity_for: ModeSettings | None = None
         self._velocity = np.zeros(128, dtype=np.int64)
         self.begin(0)
@@ -94,6 +115,7 @@ class Harmonize:
         self.grid = PerformerGrid(step)
         self._first = step
         self._cause: int | None = None  # the performer pitch the sounding harmony answers
+        self._chord: tuple[int, int] | None = None  # (stamp, pitch) of the answered chord's first note-on, held
         self._partner_steps: dict[int, int] = {}  # step -> partner token there (ON at onsets, OFF at ends)
         self._partner_prev = melody.HOLD
         self._velocities: deque[int] = deque(maxlen=8)
@@ -105,12 +127,20 @@ class Harmonize:
     def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
         step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
         self._velocities.append(velocity)
-        drawn = self._drawn.get((step, pitch))
-        if drawn is not None:
-            self._play_drawn(ts_ns, step, pitch, velocity, drawn)
+        if self._in_chord(ts_ns):
+            self.chord_notes += 1  # the chord has its answer (module docstring)
         else:
-            self._answer(ts_ns, step, pitch, velocity)
+            self._chord = None
+            drawn = self._drawn.get((step, pitch))
+            if drawn is not None:
+                self._play_drawn(ts_ns, step, pitch, velocity, drawn)
+            else:
+                self._answer(ts_ns, step, pitch, velocity)
         self._sync_reflex()
+
+    def _in_chord(self, ts_ns: int) -> bool:
+        """Whether a note-on at ``ts_ns`` joins the chord answered last (module docstring)."""
+        return self._chord is not None and abs(ts_ns - self._chord[0]) <= CHORD_WINDOW_NS
 
     def adopt(self, ts_ns: int, pitch: int, velocity: int, answer: ReflexAnswer) -> bool:
         """The port answered this note-on itself (``answer``): hold what it sent. False (the engine ends the
@@ -120,6 +150,8 @@ class Harmonize:
         step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
         self._velocities.append(velocity)
         self.voice.adopt(answer.answer[1], answer.answer[2], step, answer.sent_ns)
+        # On the wire already: the chord's one answer, even if the chord had one (module docstring).
+        self._chord = (self._chord[0] if self._in_chord(ts_ns) else ts_ns, pitch)
         self._cause = pitch
         self._partner_steps[step] = melody.on(answer.answer[1])
         self.stats.harmonies += 1
@@ -137,10 +169,12 @@ class Harmonize:
         elif drawn == REST:
             self.voice.end(at_ns)
             self._cause = None
+            self._chord = (ts_ns, pitch)
         else:
             self.voice.start(melody.pitch_of(drawn), self._velocity_of(velocity), step, at_ns, roll=False)
             self.reflex.hold(pitch, self.voice.channel, melody.pitch_of(drawn))
             self._cause = pitch
+            self._chord = (ts_ns, pitch)
             self._partner_steps[step] = drawn
             self.stats.harmonies += 1
             self.stats.tokens += 1
@@ -149,7 +183,7 @@ class Harmonize:
         return self.s.velocity if self.s.velocity is not None else max(1, round(velocity * 0.85))
 
     def _answer(self, ts_ns: int, step: int, pitch: int, velocity: int) -> None:
-        row = self._rows.get((step % self.clock.steps_per_beat, pitch)) if self._table is not None else None
+        row = self._rows.get((step, pitch)) if self._table is not None else None
         try:
             if row is not None:
                 self.table_hits += 1
@@ -169,6 +203,7 @@ class Harmonize:
             self.stats.no_candidate += 1
             self._end(at_ns, step)
             return
+        self._chord = (ts_ns, pitch)
         if not self.voice.start(melody.pitch_of(token), self._velocity_of(velocity), step, at_ns):
             self._cause = None  # density made this one a rest
             return
@@ -182,6 +217,8 @@ class Harmonize:
     def note_off(self, ts_ns: int, pitch: int) -> None:
         step = self.clock.nearest_step(ts_ns)
         self.grid.note_off(step, pitch)
+        if self._chord is not None and pitch == self._chord[1]:
+            self._chord = None  # the chord's first note is up: the next note-on is a new note
         if pitch == self._cause:
             at_ns = ts_ns if self.now_fn is None else max(ts_ns, self.now_fn())
             self._end(at_ns, step)
@@ -195,6 +232,7 @@ class Harmonize:
 
     def release_performer(self, ts_ns: int) -> None:
         self.grid.release_all(self.clock.nearest_step(ts_ns))
+        self._chord = None
         self._end(ts_ns, self.clock.nearest_step(ts_ns))
         self._sync_reflex()
 
@@ -240,8 +278,7 @@ class Harmonize:
             self._pitches = [p for p in range(128) if p % 12 in in_key and harmony_mask(self.s.allowed, p).any()]
         if not self._pitches:
             return
-        spb = self.clock.steps_per_beat
-        positions = [step % spb, (step + 1) % spb]
+        positions = [step, step + 1]  # song steps: the stepper makes the model's position input (beat or bar)
         keys = [(q, p) for q in positions for p in self._pitches]
         tokens = np.array([melody.on(p) for _, p in keys], dtype=np.int64)
         pos = np.array([q for q, _ in keys], dtype=np.int64)
@@ -257,11 +294,10 @@ class Harmonize:
         self._drawn = {}
         if self._table is None:
             return
-        spb = self.clock.steps_per_beat
         answers = np.full((2, 128), -1, dtype=np.int64)
         for i, s in enumerate((step, step + 1)):
             for p in self._pitches:
-                row = self._rows.get((s % spb, p))
+                row = self._rows.get((s, p))
                 if row is None:
                     continue
                 mask = self._masks.get(p)
@@ -287,5 +323,6 @@ class Harmonize:
     def stop(self, now_ns: int) -> None:
         self.voice.silence(now_ns, cancel=True)
         self._cause = None
+        self._chord = None
         self._drawn = {}
         self._sync_reflex()

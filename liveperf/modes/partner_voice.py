@@ -9,7 +9,11 @@ Every mode plays through a ``PartnerVoice``, so the rules that keep notes from s
   next step, computed ahead; a harmony on that pitch answering the performer *now* waits for it, at most the
   lookahead) — otherwise the synth hears on, on, off: a double strike, and a stuck voice on synths that stack;
 - ``density`` < 1 turns that share of note-ons into rests (drawn from the voice's own seeded RNG, so a density of 1
-  draws nothing and leaves every other random stream as it was).
+  draws nothing and leaves every other random stream as it was);
+- ``min_note_ns`` > 0 (harmonize: notes end when the performer lets go, which can be at once): a note this voice ends
+  (a new note, ``end``, ``adopt``) sounds at least that long; its note-off is never due with its note-on. A new note
+  may then overlap the end of the last one by less than ``min_note_ns`` (on the same pitch it waits, as above).
+  ``silence`` (stop, panic, mode switch) still ends at once.
 Engine thread only; times in ns from the clock, steps on the song's grid.
 """
 
@@ -24,11 +28,12 @@ from liveperf.scheduler import OutputSink
 
 class PartnerVoice:
     def __init__(self, channel: int, sink: OutputSink, max_note_steps: int, density: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, min_note_ns: int = 0) -> None:
         self.channel = channel
         self.sink = sink
         self.max_note_steps = max_note_steps
         self.density = density
+        self.min_note_ns = min_note_ns
         self._rng = np.random.default_rng(seed)
         self._off_due: dict[int, int] = {}  # pitch -> due ns of the latest note-off scheduled for it
         self.held: tuple[int, int, int] | None = None  # (pitch, onset step, onset ns) of the sounding note
@@ -37,13 +42,18 @@ class PartnerVoice:
         self.sink.schedule(due_ns, note_off(self.channel, pitch))
         self._off_due[pitch] = max(due_ns, self._off_due.get(pitch, due_ns))
 
+    def _end_held(self, at_ns: int) -> None:
+        """Note-off for the sounding note at ``at_ns``, or once it has sounded ``min_note_ns``, if later."""
+        pitch, _step, onset_ns = self.held
+        self._off(max(at_ns, onset_ns + self.min_note_ns), pitch)
+        self.held = None
+
     def play(self, step: int, due_ns: int, token: int, velocity: int) -> int:
         """Play ``token`` at grid ``step`` (due at ``due_ns``); returns the token actually played."""
         if self.held is not None and token == melody.HOLD and step - self.held[1] >= self.max_note_steps:
             token = melody.OFF
         if token != melody.HOLD and self.held is not None:
-            self._off(due_ns, self.held[0])
-            self.held = None
+            self._end_held(due_ns)
         if melody.is_on(token) and not self.start(melody.pitch_of(token), velocity, step, due_ns):
             return melody.OFF
         return token
@@ -52,8 +62,7 @@ class PartnerVoice:
         """A note-on at ``due_ns`` (ending the sounding note there first); False when ``density`` made it a rest.
         ``roll=False``: the density was rolled already (``rests``, for answers drawn ahead)."""
         if self.held is not None:
-            self._off(due_ns, self.held[0])
-            self.held = None
+            self._end_held(due_ns)
         if roll and self.rests():
             return False
         due_ns = max(due_ns, self._off_due.get(pitch, due_ns))
@@ -67,9 +76,11 @@ class PartnerVoice:
 
     def adopt(self, pitch: int, velocity: int, step: int, sent_ns: int) -> None:
         """The port already sent this note-on at ``sent_ns`` (``liveperf.reflex``): end what sounded, hold it."""
-        if self.held is not None:
-            self._off(sent_ns, self.held[0])
+        if self.held is not None and self.held[0] == pitch:  # struck again on the wire: the old note ends there
+            self._off(sent_ns, pitch)
             self.held = None
+        if self.held is not None:
+            self._end_held(sent_ns)
         self.sink.adopt(sent_ns, note_on(self.channel, pitch, velocity))
         self.held = (pitch, step, sent_ns)
 
@@ -80,10 +91,9 @@ class PartnerVoice:
             self.channel = channel
 
     def end(self, at_ns: int) -> None:
-        """Note-off for the sounding note at ``at_ns`` (nothing if silent)."""
+        """Note-off for the sounding note at ``at_ns`` (nothing if silent; never before ``min_note_ns``)."""
         if self.held is not None:
-            self._off(max(at_ns, self.held[2]), self.held[0])
-            self.held = None
+            self._end_held(at_ns)
 
     def cap(self, step: int, due_ns: int) -> None:
         """End a note that has sounded for ``max_note_steps`` by ``step``."""

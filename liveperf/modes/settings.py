@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from liveperf.scales import token_mask
+from liveperf.modes.answer_plan import tonic_triad
+from liveperf.scales import SCALES, token_mask
 from liveperf.setlist import Song
 
 PHRASE_SOURCES = ("gan", "vae")
@@ -40,6 +41,8 @@ class ModeSettings:
     walk_step: float = 0.25  # walk: AR(1) step; interpolate: advance of t per phrase
     anchors: tuple[int, int] = (1, 2)  # interpolate: seeds of the two anchor latents
     density: float = 1.0  # chance that a partner note-on is played (else a rest)
+    answer_candidates: int = 0  # call and response: whole answers planned at the phrase end (0 = step by step)
+    tonic_pcs: frozenset = frozenset()  # pitch classes of the key's tonic triad (answers end on a cadence)
 
 
 # Live parameters (liveperf.params) that are mode settings: parameter -> (settings field, value -> field value).
@@ -93,6 +96,8 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
         walk_step=song.walk_step,
         anchors=song.anchors,
         density=song.density,
+        answer_candidates=song.answer_candidates,
+        tonic_pcs=tonic_triad(song.key.root, SCALES[song.key.scale]),
     )
 
 
@@ -101,6 +106,7 @@ class ModeStats:
     """Counters of one mode over a song; owned by the engine thread, read after the song."""
 
     responses: int = 0  # call-and-response answers started
+    plans: int = 0  # call-and-response answers planned whole (``answer_plan``)
     interrupted: int = 0  # answers cut short by the performer
     tokens: int = 0  # partner tokens sampled
     phrases: int = 0  # phrase mode: phrases generated

@@ -1,0 +1,95 @@
+"""The live code path in virtual time: a setlist song, its shipped models, the engine, the modes and the scheduler,
+exactly as ``liveperf play`` builds them (``build_modes``, ``Engine``, ``run_loop``), fed with a performer part made
+from a held-out tune, recorded off the (virtual) wire.
+
+Nothing here re-implements a mode: the masks, resets, step-late feeding, note caps and density are the show's own.
+Only the clock is virtual (``ScriptedInput`` + ``VirtualScheduler``, as in the tests), so a harness run is
+deterministic for a seed and takes seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from liveperf import melody
+from liveperf.clock import InternalClock
+from liveperf.engine import Engine
+from liveperf.loop import ScriptedInput, run_loop
+from liveperf.modes.build import SongModels, build_modes
+from liveperf.notes import note_off, note_on
+from liveperf.setlist import Song, parse_setlist
+from liveperf.virtual_scheduler import VirtualScheduler
+
+PC_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+PERFORMER_CHANNEL = 0
+RELEASE_EARLY_NS = 1_000_000  # the performer lets go of a key 1 ms before the next step (detached, not legato)
+
+
+def key_name(tonic_pc: int, mode: str) -> str:
+    return f"{PC_NAMES[tonic_pc % 12]} {mode or 'major'}"
+
+
+def make_song(**fields) -> Song:
+    """A setlist song through the setlist's own parser (so every default is the show's)."""
+    raw = {"song": [{"title": "harness", "tempo_bpm": 120, **fields}]}
+    return parse_setlist(raw, Path("harness.toml")).songs[0]
+
+
+def performer_events(tokens: np.ndarray, start_step: int, step_ns: int, velocity: int = 90) -> list[tuple[int, bytes]]:
+    """Timed note-on/off messages for a token line placed at song step ``start_step`` (each note ends 1 ms early)."""
+    events = []
+    for n in melody.tokens_to_notes(tokens, offset_step=start_step):
+        events.append((n.start_step * step_ns, note_on(PERFORMER_CHANNEL, n.pitch, velocity)))
+        events.append((n.end_step * step_ns - RELEASE_EARLY_NS, note_off(PERFORMER_CHANNEL, n.pitch)))
+    return events
+
+
+@dataclass
+class Played:
+    """One virtual show: what went out on the partner's channel, as a token line from song step 0."""
+
+    partner: np.ndarray  # tokens, ``steps`` long
+    sent: list[tuple[int, bytes]]  # the whole wire (ns, bytes)
+    engine: Engine
+    step_ns: int
+
+
+def wire_tokens(sent: list[tuple[int, bytes]], channel: int, step_ns: int, steps: int) -> np.ndarray:
+    """The partner's note messages on ``channel`` as a monophonic token line (last event in a step wins)."""
+    toks = np.zeros(steps, dtype=np.int64)
+    sounding = None
+    for ns, data in sent:
+        if len(data) < 3 or data[0] & 0x0F != channel or data[0] & 0xE0 != 0x80:
+            continue
+        step = int(round(ns / step_ns))
+        if not 0 <= step < steps:
+            continue
+        if data[0] & 0xF0 == 0x90 and data[2] > 0:
+            toks[step] = melody.on(data[1])
+            sounding = data[1]
+        elif data[1] == sounding:
+            if toks[step] == melody.HOLD:
+                toks[step] = melody.OFF
+            sounding = None
+    return toks
+
+
+def play(song: Song, models: SongModels, events: list[tuple[int, bytes]], steps: int,
+         lookahead_ns: int = 8_000_000) -> Played:
+    """Run ``song`` (its starting mode) for ``steps`` steps in virtual time with ``events`` as the performer."""
+    spb = models.steps_per_beat
+    clock = InternalClock(song.tempo_bpm, spb, 0)
+    source = ScriptedInput(events)
+    sched = VirtualScheduler(now_fn=source.now_ns)
+    modes = build_modes(song, models, clock, sched, song.seed, now_fn=source.now_ns)
+    engine = Engine(modes, clock=clock, sink=sched, initial=song.mode, trigger_cc=song.trigger_cc,
+                    echo_guard=None, steps_per_bar=song.steps_per_bar(spb))
+    last = run_loop(engine, clock, source, lookahead_ns=lookahead_ns, stop_at_step=steps, stop_when_done=False)
+    end = clock.ns_at_step(last)
+    engine.stop(end)
+    sched.close(end)
+    step_ns = clock.ns_at_step(1) - clock.ns_at_step(0)
+    return Played(wire_tokens(sched.sent, song.channel - 1, step_ns, steps), list(sched.sent), engine, step_ns)
