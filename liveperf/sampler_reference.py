@@ -45,6 +45,27 @@ def _sum_in_token_order(tokens, w: dict[int, float]) -> float:
     return total
 
 
+def kept_tokens(logits, candidates, temperature: float, top_k: int, top_p: float) -> tuple[list[int], dict]:
+    """Steps 5-8 (temperature > 0): the tokens left after top-k and top-p, most probable first, and the softmax
+    numerators ``w`` of every candidate."""
+    m = max(logits[i] for i in candidates)
+    # 5-6: softmax numerators, most probable first (ties: lower token first).
+    w = {i: math.exp((logits[i] - m) / temperature) for i in candidates}
+    order = sorted(candidates, key=lambda i: (-w[i], i))
+
+    # 7: top-k.
+    kept = order[:top_k] if 0 < top_k < len(order) else order
+
+    # 8: top-p, over the top-k survivors: the shortest prefix whose mass reaches top_p of theirs.
+    if 0.0 < top_p < 1.0:
+        target = top_p * _sum_in_token_order(kept, w)
+        for length in range(1, len(kept) + 1):
+            if _sum_in_token_order(kept[:length], w) >= target:
+                kept = kept[:length]
+                break
+    return kept, w
+
+
 def sample_reference(logits, allowed, temperature: float, top_k: int, top_p: float, rng_state, fallback: int) -> int:
     """Same contract as ``liveperf.sampler.sample``: a token, or ``fallback`` when no token is a candidate."""
     logits = [float(x) for x in np.asarray(logits, dtype=np.float32)]
@@ -62,20 +83,7 @@ def sample_reference(logits, allowed, temperature: float, top_k: int, top_p: flo
     if not temperature > 0.0:
         return min(i for i in candidates if logits[i] == m)
 
-    # 5-6: softmax numerators, most probable first (ties: lower token first).
-    w = {i: math.exp((logits[i] - m) / temperature) for i in candidates}
-    order = sorted(candidates, key=lambda i: (-w[i], i))
-
-    # 7: top-k.
-    kept = order[:top_k] if 0 < top_k < len(order) else order
-
-    # 8: top-p, over the top-k survivors: the shortest prefix whose mass reaches top_p of theirs.
-    if 0.0 < top_p < 1.0:
-        target = top_p * _sum_in_token_order(kept, w)
-        for length in range(1, len(kept) + 1):
-            if _sum_in_token_order(kept[:length], w) >= target:
-                kept = kept[:length]
-                break
+    kept, w = kept_tokens(logits, candidates, temperature, top_k, top_p)
 
     # 9: inverse CDF in ascending token order.
     threshold = u * _sum_in_token_order(kept, w)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from liveperf import melody
+from liveperf.sampler_reference import kept_tokens
 from liveperf.clock import InternalClock
 from liveperf.melody import HOLD, OFF, on
 from liveperf.modes.note_choice import NoteChoice
@@ -192,16 +193,7 @@ def kept_reference(logits, mask, temperature, top_k, top_p) -> list[int]:
     """The tokens the sampler may draw (w > 0) after top-k and top-p, per ``liveperf.sampler``'s steps 5-8."""
     vals = [float(v) for v in logits]
     cands = [i for i in range(N) if mask[i] and math.isfinite(vals[i])]
-    m = max(vals[i] for i in cands)
-    w = {i: math.exp((vals[i] - m) / temperature) for i in cands}
-    order = sorted(cands, key=lambda i: (-w[i], i))
-    kept = order[:top_k] if 0 < top_k < len(order) else order
-    if 0.0 < top_p < 1.0:
-        target = top_p * _sum_in_token_order(kept, w)
-        for length in range(1, len(kept) + 1):
-            if _sum_in_token_order(kept[:length], w) >= target:
-                kept = kept[:length]
-                break
+    kept, w = kept_tokens(vals, cands, temperature, top_k, top_p)
     return [i for i in kept if w[i] > 0.0]
 
 
