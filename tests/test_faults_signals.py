@@ -1,12 +1,14 @@
 """Faults mid-show: SIGINT, SIGTERM and SIGHUP reach `liveperf play` while its partner note is sounding.
 
-Three shows run one after the other on one synchronous JACK server (one per signal), each with its own performer
-and wire monitor. The performer holds a note, the partner (harmonize mode) answers it, and while both notes sound
-the signal arrives. They used to run side by side on the asynchronous server: with one core kept busy, a
-fresh-clone run saw liveperf send its 4 note-offs (its report: 8 messages sent) and the wire monitor receive 3 —
-the monitor's client missed the cycle that carried the last one (an asynchronous server drops a cycle's MIDI for a
-client that has not finished the last, ``conftest.jack_server_sync``), which read as a stuck note. One show at a
-time on a synchronous server loses no cycle. On the wire every note-on must have its note-off; the process must exit 130
+Three shows run one after the other on one JACK server (one per signal), each with its own performer and wire
+monitor. The performer holds a note, the partner (harmonize mode) answers it, and while both notes sound the signal
+arrives. They used to run side by side: with one core kept busy (and training runs beside it), a fresh-clone run saw
+liveperf send its 4 note-offs (its report: 8 messages sent) and the wire monitor receive 3 — on the asynchronous
+server a client that has not finished the last cycle loses that cycle's MIDI (``conftest.jack_server_sync``), and
+three shows' clients at once make that likelier; one show at a time on it still lost one (3 of 4 runs passed with a
+core kept busy). A synchronous server loses no cycle, but lets a starved client stall the graph: with a core kept
+busy, connecting the third show's output while its models loaded timed out after 10 s. So: a synchronous server,
+one show at a time, and ``LivePlay`` connects once the song has started. On the wire every note-on must have its note-off; the process must exit 130
 (stopped by a signal) and leave its per-song recording as a readable MIDI file with the notes played.
 """
 
@@ -47,7 +49,7 @@ def test_signals_mid_note_silence_the_wire_and_keep_the_recording(jack_server_sy
     try:
         for name in SIGNALS:
             plays[name] = play = LivePlay(tmp_path, SETLIST, f"lps{name}", duration_s=60)
-            # A short phrase first: its answers show the song is running (models load after the ports open).
+            # LivePlay waited for the song to start (a phrase played before the models load is answered by nobody).
             for p in (62, 65, 69):
                 play.send((0x90, p, 90))
                 time.sleep(0.1)

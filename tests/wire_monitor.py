@@ -163,6 +163,9 @@ class LivePlay:
         try:
             wait_for(lambda: self.proc.poll() is not None or {in_port, out_port} <= set(jack_ports()),
                      30, "liveperf's JACK ports")
+            # Connect once the song has started (models loaded): the loading burst of CPU beside a busy core
+            # stalled a synchronous server's graph past jack_connect's 10 s once.
+            self.wait_started()
             if self.proc.poll() is not None:
                 self._reader.join(5)
                 raise AssertionError(f"liveperf exited early:\n{''.join(self.lines)}")
