@@ -76,3 +76,12 @@ class HeldNotes:
         msgs = [note_off(ch, p) for ch, p in sorted(self._held)]
         self._held.clear()
         return msgs
+
+
+def goes_out_late(data: bytes) -> bool:
+    """Messages that still go out when they are late, rather than being dropped: a note-off (a note must end) and
+    the messages that set the synth's state — Control Change (Bank Select, All Notes Off), Program Change — whose
+    loss would leave the synth on the wrong patch for a whole song, where a few ms late costs nothing. Only a late
+    note-on (and what sounds like one) is dropped: a note played late is worse than one not played."""
+    return bool(data) and (is_note_off(data) or data[0] & 0xF0 in (0xB0, 0xC0))
+

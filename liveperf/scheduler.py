@@ -38,7 +38,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from liveperf.notes import HeldNotes, is_note_off, is_note_on, note_off
+from liveperf.notes import HeldNotes, goes_out_late, is_note_off, is_note_on, note_off
 
 
 class OutputPort(Protocol):
@@ -81,7 +81,7 @@ class TimingStats:
 
     sent: int = 0
     late_dropped: int = 0
-    late_note_offs: int = 0
+    late_note_offs: int = 0  # late but sent: note-offs and synth-state messages (CC, Program Change)
     cancelled: int = 0
     send_errors: int = 0
     port_dropped: int = 0  # refused by a port that was down (JACK restarting): never sounded
@@ -334,11 +334,11 @@ class Scheduler:
             now = self._clock_ns()
 
     def _dropped_as_late(self, item: _Item, data: bytes, now: int) -> bool:
-        """Past the tolerance at ``now``: a note-on (or other message) is dropped (True); a note-off still goes,
-        counted. A cut's note-offs always go."""
+        """Past the tolerance at ``now``: a note-on (or other message) is dropped (True); a note-off or a synth-state
+        message (``notes.goes_out_late``) still goes, counted. A cut's note-offs always go."""
         if now - item.due_ns <= self.late_tolerance_ns or item.cut is not None:
             return False
-        if is_note_off(data):
+        if goes_out_late(data):
             self.stats.late_note_offs += 1
             return False
         self.stats.late_dropped += 1

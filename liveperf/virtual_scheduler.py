@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from liveperf.notes import is_note_off
+from liveperf.notes import goes_out_late
 from liveperf.scheduler import TimingStats, _Plan
 
 
@@ -36,7 +36,7 @@ class VirtualScheduler:
         now = self._now_fn() if self._now_fn else due_ns
         self._advance(now)
         if due_ns < now - self.late_tolerance_ns:
-            if not is_note_off(data):
+            if not goes_out_late(data):
                 self.stats.late_dropped += 1
                 return
             self.stats.late_note_offs += 1

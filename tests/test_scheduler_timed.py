@@ -86,6 +86,22 @@ def test_a_message_handed_over_late_beyond_the_tolerance_is_dropped_note_offs_st
     assert s.stats.late_dropped == 1 and s.stats.unheld_offs == 1  # its off is not sent: the note never sounded
 
 
+def test_a_late_program_change_still_goes_out_a_late_note_on_does_not():
+    """A song change that ran late must not leave the synth on the old patch: Program Change and Control Change
+    (Bank Select) go out late and are counted; a late note-on is dropped."""
+    port = TimedPort()
+    s = _scheduler(port)
+    port.now = 0
+    s.pump(0)
+    s.schedule(10 * MS, bytes((0xB1, 0, 1)))
+    s.schedule(10 * MS, bytes((0xC1, 4)))
+    s.schedule(10 * MS, note_on(1, 60, 90))
+    port.now = 16 * MS  # 6 ms past due: beyond the 2 ms tolerance
+    s.pump(0)
+    assert [h[2] for h in port.handed] == [bytes((0xB1, 0, 1)), bytes((0xC1, 4))]
+    assert s.stats.late_dropped == 1 and s.stats.late_note_offs == 2
+
+
 def test_panic_and_close_revoke_everything_handed_over():
     port = TimedPort()
     s = _scheduler(port)
