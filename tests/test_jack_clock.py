@@ -325,7 +325,10 @@ def test_follows_jack_midi_clock_at_123_4_bpm_through_stop_and_continue(jack_rt,
 
     listener, out = run_show(tmp_path, ["-b", "123.4", "-B"], drive, backend)
     stretches, errors = check_follows(listener, out, backend == "jack-native", 123.4)
-    assert len(stretches) == 2 and stretches[1]["pos0"] > 200 and len(errors) >= 4
+    # The second stretch continues (Continue, not Start: its position is not 0). How far the first one got is the
+    # transport's business: 5 s of wall time were 246 ticks on a quiet run and 174 in a fresh-clone run (this VM's
+    # dummy server slips against the wall clock); it was asserted > 200 until this session.
+    assert len(stretches) == 2 and stretches[1]["pos0"] > 0 and len(errors) >= 4
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
