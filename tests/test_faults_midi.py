@@ -248,7 +248,10 @@ def note_burst(rng: random.Random, n: int) -> list[bytes]:
 
 @pytest.mark.jack
 @pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")
-def test_liveperf_plays_on_through_garbage_and_bursts(jack_server, tmp_path):
+def test_liveperf_plays_on_through_garbage_and_bursts(jack_server_sync, tmp_path):
+    # A synchronous server (``conftest.jack_server_sync``): under the flood, an asynchronous one let a client that
+    # ran late miss a cycle's MIDI, and the monitor once heard a note-off whose note-on it had lost (1 unmatched
+    # note-off among 2,381 notes; liveperf's scheduler never sends an off for a note it did not send).
     rng = random.Random(11)
     # The flood and the phrase take ~5 s on a quiet machine; --duration leaves room for a loaded one (at 7 s liveperf
     # once ended mid-flood in CI, see LivePlay.send).
@@ -277,7 +280,8 @@ def test_liveperf_plays_on_through_garbage_and_bursts(jack_server, tmp_path):
     summary = play.monitor.check()
     print(summary.line(), f"; liveperf sent {report and report['sent']}, dropped as late {report and report['late_dropped']}")
     assert code == 0, out
-    assert summary.stuck == [] and summary.unmatched_offs == 0, summary.line()
+    sent = report and report["sent"]
+    assert summary.stuck == [] and summary.unmatched_offs == 0, f"{summary.line()}; liveperf sent {sent}"
     assert summary.note_ons > 50, summary.line()
     assert "Traceback" not in out and "recorder" not in out, out
     assert play.record_dir.is_dir() and any(play.record_dir.glob("*.mid"))

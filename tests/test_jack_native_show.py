@@ -34,7 +34,8 @@ channel = 3
 
 
 @pytest.mark.parametrize("mode", ["duet", "harmonize"])
-def test_a_native_show_plays_and_a_signal_leaves_the_wire_silent(jack_server, tmp_path, mode):
+def test_a_native_show_plays_and_a_signal_leaves_the_wire_silent(jack_server_sync, tmp_path, mode):
+    # Synchronous (``conftest.jack_server_sync``): an asynchronous server loses a late client's cycle of MIDI.
     play = LivePlay(tmp_path, SETLIST.format(mode=mode), f"lpn{mode[:3]}", duration_s=60, backend="jack-native")
     try:
         play.wait_started()
@@ -65,7 +66,7 @@ def test_a_native_show_plays_and_a_signal_leaves_the_wire_silent(jack_server, tm
     assert errors and errors[len(errors) // 2] < bound_ns, errors[:20]
 
 
-def test_a_native_show_says_when_the_server_is_lost_and_ends_cleanly(jack_server, tmp_path, monkeypatch):
+def test_a_native_show_says_when_the_server_is_lost_and_ends_cleanly(jack_server_sync, tmp_path, monkeypatch):
     """jack-native does not reconnect (the rtmidi backend does, tests/test_faults_reconnect.py): when the server
     dies mid-show it must say so at once, play on without MIDI, and end cleanly on a signal."""
     server = jack.start_jack_server(sync=True)  # its own server, killed here; the module's stays up for the other tests
