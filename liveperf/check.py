@@ -169,14 +169,22 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
         prev, choice = [melody.HOLD], NoteChoice()
         anticipation = duet_anticipation(models, song, s)
 
+        line = [performer[(k // 4) % len(performer)] if k % 4 == 0 else melody.HOLD for k in range(64)]
+        voice = {"before": melody.HOLD, "held": None}
+
         def duet_step(i: int) -> None:
             if anticipation is not None:  # as Duet.on_step: hear step i - 1, then the partner's logits for i
-                anticipation.hear(performer[i % len(performer)] if i % 2 == 0 else melody.HOLD, prev[0], i - 1)
-                logits = anticipation.partner_logits(prev[0], i)
+                if i:
+                    anticipation.hear(line[(i - 1) % 64], voice["before"], i - 1)
+                logits = anticipation.partner_logits(prev[0], i, voice["held"])
             else:
                 logits = stepper.feed(performer[i % len(performer)], prev[0], s.voice, i)
             token = choice.choose(logits, s.allowed, s, rng, melody.HOLD)
-            prev[0] = token
+            voice["before"], prev[0] = prev[0], token
+            if melody.is_on(token):
+                voice["held"] = melody.pitch_of(token)
+            elif token == melody.OFF:
+                voice["held"] = None
 
         def reaction(i: int) -> None:
             tok = performer[i % len(performer)]
@@ -187,7 +195,7 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
                 stepper.feed(tok, prev[0], s.voice, i % spb)  # the grid moves on between note-ons
 
         if song.mode == "duet":
-            unit = "duet: anticipation (melody step, duet step, batched peek) + sampling" if anticipation else \
+            unit = "duet: anticipation (melody step, batched duet peek) + sampling" if anticipation else \
                 "duet DNN step + sampling"
             return unit, _timed(duet_step, steps, warmup)
         return "harmonize reaction (duet peek + masked sampling)", _timed(reaction, steps, warmup)

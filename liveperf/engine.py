@@ -232,6 +232,15 @@ class Engine:
         for t in range(step * tps, (step + 1) * tps):
             self.sink.schedule(self.clock.ns_at_tick(t, TICKS_PER_BEAT), b"\xf8")
 
+    def wake_ns(self) -> int | None:
+        """When the mode wants ``on_wake`` between steps (the duet's listening window), or None."""
+        return None if self.halted else getattr(self.mode, "wake_ns", None)
+
+    def on_wake(self, now_ns: int) -> None:
+        wake = getattr(self.mode, "on_wake", None)
+        if wake is not None:
+            wake(now_ns)
+
     # ---- transport (external clock) and ending -------------------------------------------------------------------
     def relocate(self, step: int, at_ns: int) -> None:
         """The transport jumped (Start, Continue, Song Position, a clock that came back): silence, begin at ``step``."""

@@ -101,7 +101,8 @@ def run_loop(
     consumed it (a Program Change that selects a song is not for the engine). Inbox items whose data is not bytes are
     control commands (OSC, stage keys) and go to ``on_control``. ``on_step(step, due_ns)`` runs just before the
     engine computes each step (glides, beat feedback); ``on_step_done(ns)`` gets how long the engine took (wall
-    time, for the stage view's latency figure; it changes nothing).
+    time, for the stage view's latency figure; it changes nothing). Between steps the loop also wakes the engine
+    when its mode asks (``engine.wake_ns()``: the end of the duet's listening window).
 
     ``clock`` is an ``InternalClock`` (always running) or a ``MidiClockFollower``: MIDI clock and transport bytes
     from the input go to it, and its events move the engine: start/continue/locate/resume -> ``relocate`` at the
@@ -129,6 +130,9 @@ def run_loop(
         dropout = clock.dropout_deadline_ns()
         if dropout is not None:
             deadline = min(deadline, dropout + 1)
+        wake = engine.wake_ns() if clock.running else None
+        if wake is not None:
+            deadline = min(deadline, wake)
         ev = source.wait_until(deadline)
         if ev is not None:
             data = ev[1]
@@ -143,6 +147,8 @@ def run_loop(
                 continue
             engine.on_input(ev[0], data)
             continue
+        if wake is not None and source.now_ns() >= wake:
+            engine.on_wake(source.now_ns())
         step = _transport(engine, clock, clock.poll(source.now_ns()), step)
         if not clock.running or source.now_ns() < clock.ns_at_step(step) - lookahead_ns:
             continue  # woken for a dropout check or while stopped, not for this step

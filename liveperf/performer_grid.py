@@ -46,6 +46,12 @@ class PerformerGrid:
         self._closed.append((start, end, pitch))
         self.last_note_end_step = max(self.last_note_end_step, end)
 
+    def struck_at(self, step: int) -> int | None:
+        """The highest pitch whose note-on was quantised to ``step`` (heard so far), or None."""
+        starts = [p for p, (start, _v) in self._open.items() if start == step]
+        starts += [p for start, _end, p in self._closed if start == step]
+        return max(starts) if starts else None
+
     @property
     def last_finalized(self) -> int:
         return self._last_finalized

@@ -79,3 +79,19 @@ def test_anticipation_answers_the_note_the_performer_is_about_to_play():
     assert tokens.tolist() == [on(76)] and weights.tolist() == [1.0]
     bass = [p for p in range(36, 64) if logits[on(p)] > logits.max() - 3.0]
     assert bass and all((76 - p) % 12 in (0, 3, 4, 7, 8, 9) for p in bass), bass
+
+
+def test_a_peeked_state_is_the_state_a_feed_leaves():
+    """``Anticipation.hear`` takes the peek's state for the performer's real token instead of feeding it again."""
+    duet = load_model(resolve_model_path("duet_dnn", None))
+    fed, peeked = DuetStepper(duet), DuetStepper(duet)
+    for t, tok in enumerate([on(72), HOLD, on(74), HOLD]):
+        fed.feed(tok, HOLD, 0, t)
+        peeked.feed(tok, HOLD, 0, t)
+    tokens = np.array([HOLD, on(76), on(71)])
+    logits, states = peeked.peek_many(tokens, HOLD, 0, np.full(3, 4), with_states=True)
+    expect = fed.feed(on(76), HOLD, 0, 4)
+    peeked.set_state(states[:, 1:2])
+    assert np.allclose(logits[1], expect, atol=1e-5)
+    assert np.allclose(peeked.state, fed.state, atol=1e-5)
+    assert np.allclose(peeked.feed(HOLD, HOLD, 0, 5), fed.feed(HOLD, HOLD, 0, 5), atol=1e-5)

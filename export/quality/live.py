@@ -38,13 +38,42 @@ def make_song(**fields) -> Song:
     return parse_setlist(raw, Path("harness.toml")).songs[0]
 
 
-def performer_events(tokens: np.ndarray, start_step: int, step_ns: int, velocity: int = 90) -> list[tuple[int, bytes]]:
-    """Timed note-on/off messages for a token line placed at song step ``start_step`` (each note ends 1 ms early)."""
+def performer_events(tokens: np.ndarray, start_step: int, step_ns: int, velocity: int = 90, jitter_ns: int = 0,
+                     rng: np.random.Generator | None = None) -> list[tuple[int, bytes]]:
+    """Timed note-on/off messages for a token line placed at song step ``start_step``. Each note ends 1 ms before
+    the next step (or the next note-on, if that comes earlier). ``jitter_ns``: a human performer's timing, each
+    note-on moved by a normal draw of that standard deviation (from ``rng``), at most 3 of them and less than half
+    a step either way."""
+    notes = melody.tokens_to_notes(tokens, offset_step=start_step)
+    onsets = [n.start_step * step_ns for n in notes]
+    if jitter_ns and notes:
+        bound = min(3 * jitter_ns, step_ns // 2 - 1)
+        onsets = [t + int(np.clip(rng.normal(0.0, jitter_ns), -bound, bound)) for t in onsets]
     events = []
-    for n in melody.tokens_to_notes(tokens, offset_step=start_step):
-        events.append((n.start_step * step_ns, note_on(PERFORMER_CHANNEL, n.pitch, velocity)))
-        events.append((n.end_step * step_ns - RELEASE_EARLY_NS, note_off(PERFORMER_CHANNEL, n.pitch)))
+    for i, n in enumerate(notes):
+        end = n.end_step * step_ns - RELEASE_EARLY_NS
+        if i + 1 < len(notes):
+            end = min(end, onsets[i + 1] - RELEASE_EARLY_NS)
+        events.append((onsets[i], note_on(PERFORMER_CHANNEL, n.pitch, velocity)))
+        events.append((max(end, onsets[i] + RELEASE_EARLY_NS), note_off(PERFORMER_CHANNEL, n.pitch)))
     return events
+
+
+def onset_delays_ns(performer: list[tuple[int, bytes]], sent: list[tuple[int, bytes]], channel: int,
+                    step_ns: int) -> np.ndarray:
+    """For each partner note-on on ``channel`` whose nearest step has a performer note-on: partner time minus
+    performer time (ns; negative: the partner was first)."""
+    struck = {}
+    for ns, data in performer:
+        if data[0] & 0xF0 == 0x90 and data[2] > 0:
+            struck.setdefault(int(round(ns / step_ns)), ns)
+    out = []
+    for ns, data in sent:
+        if len(data) == 3 and data[0] == 0x90 | channel and data[2] > 0:
+            at = struck.get(int(round(ns / step_ns)))
+            if at is not None:
+                out.append(ns - at)
+    return np.array(out, dtype=np.int64)
 
 
 @dataclass

@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="measure one mode only (tuning runs); the table needs both")
     ap.add_argument("--candidates", type=int, default=None,
                     help="answer candidates planned per answer (0 = draw step by step); default: the setlist's")
+    ap.add_argument("--performer-jitter-ms", type=float, default=15.0,
+                    help="the duet's soprano, played by a human: each note-on moved by a normal draw of this many "
+                         "ms (standard deviation; 0 = exactly on the grid)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--figures", type=Path, default=DEFAULT_FIGURES)
@@ -157,7 +160,7 @@ def call_response(tunes, metas, train_tunes, args, models_cache) -> tuple[dict, 
 
 # ---- duet ----------------------------------------------------------------------------------------------------
 def duet(chorales, metas, args, models_cache) -> tuple[dict, list]:
-    ours, bach, rolls = [], [], []
+    ours, bach, rolls, delays, listening = [], [], [], [], [0, 0]
     sop_row, bass_row = duet_corpus.ROW["soprano"], duet_corpus.ROW["bass"]
     for i, (c, meta) in enumerate(zip(chorales, metas)):
         sop, bass = c[sop_row].astype(np.int64), c[bass_row].astype(np.int64)
@@ -171,14 +174,27 @@ def duet(chorales, metas, args, models_cache) -> tuple[dict, list]:
         bar = song.steps_per_bar(models.steps_per_beat)
         start = (-meta.downbeat_step) % bar  # the chorale's first bar line on a bar line of the song
         step_ns = int(round(60e9 / song.tempo_bpm / models.steps_per_beat))
-        played = live.play(song, models, live.performer_events(sop, start, step_ns), start + len(sop) + 1)
+        events = live.performer_events(sop, start, step_ns, jitter_ns=int(args.performer_jitter_ms * 1e6),
+                                       rng=np.random.default_rng(args.seed + i))
+        played = live.play(song, models, events, start + len(sop) + 1)
+        delays.append(live.onset_delays_ns(events, played.sent, song.channel - 1, step_ns))
+        mode = played.engine.modes["duet"]
+        listening[0] += mode.listened
+        listening[1] += mode.reactions
         partner = played.partner[start:start + len(sop)]
         compound = den == 8 and num % 3 == 0
         ours.append(measures.duet_figures(sop, partner, start, bar, compound=compound))
         bach.append(measures.duet_figures(sop, bass, start, bar, compound=compound))
         if not rolls:
             rolls.append((sop, partner, bass, start, bar))
-    return {"partner": measures.sum_duets(ours), "bach": measures.sum_duets(bach), "chorales": len(chorales)}, rolls
+    d = np.concatenate(delays) / 1e6 if delays else np.zeros(0)
+    timing = {"performer_jitter_ms": args.performer_jitter_ms, "listened_steps": listening[0],
+              "reactions": listening[1],
+              "partner_onsets_with_the_performer": int(d.size),
+              "delay_behind_performer_ms": {"p50": float(np.median(d)), "p90": float(np.percentile(d, 90)),
+                                            "max": float(d.max())} if d.size else None}
+    return {"partner": measures.sum_duets(ours), "bach": measures.sum_duets(bach), "chorales": len(chorales),
+            "timing": timing}, rolls
 
 
 # ---- likelihood ------------------------------------------------------------------------------------------------
@@ -231,6 +247,12 @@ def table(res: dict) -> str:
         ("duet parallel 5ths/8ves per 100 beats", f"{du['partner']['parallels_per_100_beats']:.2f}",
          f"{du['bach']['parallels_per_100_beats']:.2f}"),
     ]
+    tm = du.get("timing") or {}
+    if tm.get("delay_behind_performer_ms"):
+        d = tm["delay_behind_performer_ms"]
+        rows.append((f"duet onset behind the performer's, same step (ms p50 / p90 / max; performer timing sd "
+                     f"{tm['performer_jitter_ms']:g} ms)", f"{d['p50']:.1f} / {d['p90']:.1f} / {d['max']:.1f}",
+                     "—"))
     out = ["| measure | liveperf (live path) | real music |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     for name, b in res.get("baselines", {}).items():

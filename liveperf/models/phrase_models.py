@@ -277,10 +277,12 @@ class DuetStepper:
         finally:
             self._state = state
 
-    def peek_many(self, performer_tokens: np.ndarray, partner_prev: int, voice: int, positions: np.ndarray) -> np.ndarray:
+    def peek_many(self, performer_tokens: np.ndarray, partner_prev: int, voice: int, positions: np.ndarray,
+                  with_states: bool = False):
         """``peek`` for many rows at once (batch 1 stepper): row i answers ``performer_tokens[i]`` at ``positions[i]``
-        from the current state; returns [N, 130]; the state is unchanged. One batched call costs far less than N
-        calls (measured: 70 rows ~0.9 ms vs 70 x 0.08 ms), and none of it on the path of a later lookup."""
+        from the current state; returns [N, 130] (and, ``with_states``, the N states after each row, [L, N, H], for
+        ``set_state``); the state is unchanged. One batched call costs far less than N calls (measured: 70 rows
+        ~0.9 ms vs 70 x 0.08 ms), and none of it on the path of a later lookup."""
         if self.batch != 1:
             raise ValueError("peek_many needs a batch-1 stepper")
         n = len(performer_tokens)
@@ -291,12 +293,19 @@ class DuetStepper:
                  "pos": np.ascontiguousarray(self._positions(np.asarray(positions, dtype=np.int64))),
                  "state": np.ascontiguousarray(np.broadcast_to(self._state, (layers, n, hidden)))}
         try:
-            logits, _ = self._session.run(None, feeds)
+            logits, states = self._session.run(None, feeds)
         except Exception as exc:  # onnxruntime's own exception types are private
             raise StepError(f"{self.model.path.name}: step failed ({type(exc).__name__}: {exc})") from exc
         if logits.shape != (n, melody.NUM_CLASSES) or not np.isfinite(logits).all():
             raise StepError(f"{self.model.path.name}: non-finite or mis-shaped logits {logits.shape}")
-        return logits
+        return (logits, states) if with_states else logits
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Take a state [L, 1, H] from ``peek_many(..., with_states=True)``: the same as feeding that row's inputs,
+        without running the model again (batch 1 stepper)."""
+        if self.batch != 1 or state.shape != self._state.shape:
+            raise ValueError(f"state shape {state.shape}, this stepper's is {self._state.shape}")
+        self._state = np.ascontiguousarray(state, dtype=np.float32)
 
     def _positions(self, steps: np.ndarray) -> np.ndarray:
         """The model's ``pos`` input at song ``steps`` (``melody.position_codes`` for its version)."""

@@ -86,7 +86,7 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
     return {
         "call_response": CallAndResponse(s, OnnxStepper(models.melody, song.meter), clock, sink, new_rng_state(seed)),
         "duet": Duet(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 1),
-                     anticipation=duet_anticipation(models, song, s)),
+                     anticipation=duet_anticipation(models, song, s), now_fn=now_fn),
         "harmonize": Harmonize(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 2),
                                now_fn, reflex),
         "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3)),
