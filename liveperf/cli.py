@@ -224,6 +224,10 @@ def _print_report(report) -> None:
         print(f"{report.reflex_sent} harmonies sent by the port in the note-on's own JACK cycle (reflex)"
               + (f"; {report.wire_offs} note-offs sent at the end for notes still sounding on the wire"
                  if report.wire_offs else ""))
+    if report.clock_out:
+        c = report.clock_out
+        print(f"MIDI clock out: {c['ticks_sent']} ticks sent of {c['ticks_expected']} for the songs' length, "
+              f"{c['starts']} Start, {c['stops']} Stop")
     if report.record_files:
         print(f"recorded {len(report.record_files)} song(s) to {report.record_files[0].parent}/"
               + (f" ({report.record_errors} write errors)" if report.record_errors else ""))

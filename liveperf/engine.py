@@ -8,7 +8,8 @@ The engine holds one object per mode (``call_response``, ``duet``, ``harmonize``
 the active one. Changes that must not land mid-bar wait for the next bar line: a mode switch
 (``request_mode``; the old mode's sounding note ends at the bar line, the new mode begins there). A tempo change
 (``request_tempo``, tap tempo) applies at the next step computed, on the internal clock only. When we are the
-clock master (``send_clock``), every step schedules its 24-ppqn MIDI clock ticks (Start before the first).
+clock master (``send_clock``), every step schedules its 24-ppqn MIDI clock ticks on the show's ``ClockOut``
+(``liveperf.clock_out``: Start before the first; a song change or a panic keeps it running).
 Transport changes from an external clock (``relocate``, ``halt``) silence the mode at once and begin it again.
 With a ``reflex`` (``liveperf.reflex``: the port answered a note-on itself), every answer the port sent is taken
 over here: by the mode that can hold it (harmonize's ``adopt``), or else adopted and ended at once (the note-on was
@@ -20,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from liveperf.clock_out import ClockOut
 from liveperf.notes import note_off
 from liveperf.tap_tempo import TapTempo
 from liveperf.modes.settings import with_param
 
-TICKS_PER_BEAT = 24  # MIDI clock
 
 
 class Mode(Protocol):
@@ -65,7 +66,8 @@ class Engine:
 
     def __init__(self, modes, *, clock=None, sink=None, initial: str | None = None, trigger_cc: int | None = None,
                  tap_cc: int | None = None, mode_cc: int | None = None, input_channel: int | None = None,
-                 echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16, reflex=None) -> None:
+                 echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16, reflex=None,
+                 clock_out: ClockOut | None = None) -> None:
         self.modes: dict[str, Mode] = modes if isinstance(modes, dict) else {modes.name: modes}
         self.mode_name = initial if initial is not None else next(iter(self.modes))
         self.mode = self.modes[self.mode_name]
@@ -82,7 +84,8 @@ class Engine:
         self.tap = TapTempo()
         self._pending_mode: str | None = None
         self._pending_tempo: float | None = None
-        self._clock_started = False
+        # The show's MIDI clock out (shared by its songs), or this engine's own when none is given.
+        self.clock_out = (clock_out if clock_out is not None else ClockOut()) if self.send_clock else None
         self.halted = False  # the external transport stopped us; ``relocate`` starts again
         self.switches: list[tuple[int, str]] = []  # (step, mode) of every switch, for reports and tests
         self.reflex = reflex
@@ -225,12 +228,7 @@ class Engine:
         self.mode.on_step(step)
 
     def _send_clock(self, step: int) -> None:
-        tps = TICKS_PER_BEAT // self.clock.steps_per_beat
-        if not self._clock_started:
-            self.sink.schedule(self.clock.ns_at_step(step), b"\xfa")
-            self._clock_started = True
-        for t in range(step * tps, (step + 1) * tps):
-            self.sink.schedule(self.clock.ns_at_tick(t, TICKS_PER_BEAT), b"\xf8")
+        self.clock_out.step(self.sink, self.clock, step)
 
     def wake_ns(self) -> int | None:
         """When the mode wants ``on_wake`` between steps (the duet's listening window), or None."""
@@ -253,13 +251,13 @@ class Engine:
         self.mode.stop(at_ns)
         self.halted = True
 
-    def stop(self, now_ns: int) -> None:
-        """Silence the partner now (song end, panic, shutdown); a clock master also sends Stop."""
+    def stop(self, now_ns: int, keep_clock: bool = False) -> None:
+        """Silence the partner now (song end, panic, shutdown); a clock master also sends Stop, unless
+        ``keep_clock`` (a panic, a song change at a bar line: the drum machine must not restart)."""
         self.mode.stop(now_ns)
         if self.reflex is not None:
             self.reflex.enable(False)
             for answer in self.reflex.leftovers(1 << 62):
                 self._end_answer(answer)
-        if self.send_clock and self._clock_started:
-            self.sink.schedule(now_ns, b"\xfc")
-            self._clock_started = False
+        if self.clock_out is not None and not keep_clock:
+            self.clock_out.stop(self.sink, now_ns)

@@ -78,10 +78,14 @@ class HeldNotes:
         return msgs
 
 
+_TRANSPORT = frozenset((0xF2, 0xF8, 0xFA, 0xFB, 0xFC))  # Song Position, clock tick, Start, Continue, Stop
+
+
 def goes_out_late(data: bytes) -> bool:
-    """Messages that still go out when they are late, rather than being dropped: a note-off (a note must end) and
-    the messages that set the synth's state — Control Change (Bank Select, All Notes Off), Program Change — whose
-    loss would leave the synth on the wrong patch for a whole song, where a few ms late costs nothing. Only a late
-    note-on (and what sounds like one) is dropped: a note played late is worse than one not played."""
-    return bool(data) and (is_note_off(data) or data[0] & 0xF0 in (0xB0, 0xC0))
+    """Messages that still go out when they are late, rather than being dropped: a note-off (a note must end), the
+    messages that set the synth's state — Control Change (Bank Select, All Notes Off), Program Change — whose
+    loss would leave the synth on the wrong patch for a whole song, where a few ms late costs nothing, and MIDI
+    clock and transport (a drum machine takes its tempo from the tick count: a lost tick slows it for good). Only a
+    late note-on (and what sounds like one) is dropped: a note played late is worse than one not played."""
+    return bool(data) and (is_note_off(data) or data[0] & 0xF0 in (0xB0, 0xC0) or data[0] in _TRANSPORT)
 

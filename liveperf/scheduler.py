@@ -81,13 +81,14 @@ class TimingStats:
 
     sent: int = 0
     late_dropped: int = 0
-    late_note_offs: int = 0  # late but sent: note-offs and synth-state messages (CC, Program Change)
+    late_note_offs: int = 0  # late but sent: note-offs, synth-state messages (CC, Program Change), MIDI clock
     cancelled: int = 0
     send_errors: int = 0
     port_dropped: int = 0  # refused by a port that was down (JACK restarting): never sounded
     unheld_offs: int = 0  # note-offs not sent: their note was not sounding (never sent, or already ended)
     reflex_sent: int = 0  # sent by the port itself and adopted (``adopt``); also in ``sent``
     wire_offs: int = 0  # note-offs for notes the port still had sounding at the end (the last safety net)
+    clock_ticks: int = 0  # MIDI clock ticks (0xF8) sent
     # 8 bytes per message sent (a 3-hour show at 20 messages/s: 1.7 MB), not a Python int object each
     errors_ns: array = field(default_factory=lambda: array("q"))
 
@@ -366,6 +367,8 @@ class Scheduler:
         sent_ns = due_ns if self._lead_ns else self._clock_ns()
         self._plan.held.update(data)
         self.stats.sent += 1
+        if data == b"\xf8":
+            self.stats.clock_ticks += 1
         if self._keep_errors and not self._lead_ns:
             self.stats.errors_ns.append(sent_ns - due_ns)
         if self._on_sent is not None:

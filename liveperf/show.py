@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from liveperf.clock import InternalClock
+from liveperf.clock_out import TICKS_PER_BEAT, ClockOut
 from liveperf.echo_guard import EchoGuardSink
 from liveperf.engine import Engine
 from liveperf.io.file_input import TakePlayer, take_events
@@ -121,6 +122,7 @@ class Show:
         self.osc: OscServer | None = None  # after run() has started it: the bound ports are on it
         self.osc_ready = threading.Event()  # set once the OSC server is listening (or has failed to)
         self.controller: ShowController | None = None
+        self.clock_out: ClockOut | None = None  # the MIDI clock we send (``[show] send_clock``), for the whole show
         self.stopped_by = ""  # "stop command" when OSC or the stage view asked; a signal leaves it empty
         self.now_ns: Callable[[], int] = time.monotonic_ns  # the show's clock (``run`` sets it for its port)
 
@@ -182,6 +184,8 @@ class Show:
         # Following MIDI clock, one follower serves the whole show: a song change keeps the band's grid.
         shared_clock = (MidiClockFollower(spb, setlist.songs[indices[0]].tempo_bpm, on_dropout=setlist.clock_dropout)
                         if follow else None)
+        # One MIDI clock out for the whole show: a song change at a bar line or a panic keeps it running.
+        clock_out = self.clock_out = ClockOut() if setlist.send_clock and not follow else None
         try:
             index: int | None = indices[0]
             start_ns, first_step = self.now_ns() + int(opts.lead_in_ms * 1e6), 0
@@ -200,6 +204,9 @@ class Show:
                     if shared_clock is None:
                         first_step = 0
         finally:
+            if clock_out is not None and clock_out.running:  # the show ended mid song change (a signal): Stop
+                clock_out.stop(scheduler, self.now_ns())
+                scheduler.wait_idle(1.0)
             stage.close()
             self.log = stage._print
             for line in stage.lines:  # what the view showed only briefly, for the record
@@ -292,6 +299,11 @@ class Show:
         report.port_dropped = scheduler.stats.port_dropped
         report.reflex_sent = scheduler.stats.reflex_sent
         report.wire_offs = scheduler.stats.wire_offs
+        if self.clock_out is not None:
+            c = self.clock_out
+            expected = sum(round(r.steps * TICKS_PER_BEAT / r.steps_per_beat) for r in report.songs)
+            report.clock_out = {"starts": c.starts, "stops": c.stops, "ticks_scheduled": c.ticks,
+                                "ticks_sent": scheduler.stats.clock_ticks, "ticks_expected": expected}
         report.input = {k: getattr(in_port, k) for k in ("received", "malformed", "salvaged", "filtered", "dropped")
                         if in_port is not None and hasattr(in_port, k)}
         report.input["ignored"] = sum(s.input_ignored for s in report.songs)
@@ -329,8 +341,9 @@ class Show:
         bar = song.steps_per_bar(spb)
         engine = Engine(modes, clock=clock, sink=sink, initial=song.mode, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
-                        send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex)
-        rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns,
+                        send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex,
+                        clock_out=self.clock_out)
+        rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns, steps_per_beat=spb,
                          clock="MIDI clock" if follow else "internal")
         _send_patch(scheduler, song, start_ns)
         ctl.bind(index, engine, clock, start_ns, bar)
@@ -369,7 +382,7 @@ class Show:
                 # A song change ends the old song's notes exactly at the bar line (computed ahead, not yet due).
                 at_bar = ctl.pending_song is not None and clock.running and not rep.error
                 end[0] = max(now, clock.ns_at_step(end[1])) if at_bar else now
-                engine.stop(end[0])
+                engine.stop(end[0], keep_clock=at_bar)  # a song change keeps the MIDI clock out running
 
         if player is not None:
             player.start()

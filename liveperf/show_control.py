@@ -138,7 +138,7 @@ class ShowController:
             self.log(f"MIDI learn: move a knob to control {value}")
         elif kind == "panic":
             if self.engine is not None:
-                self.engine.stop(ts_ns)
+                self.engine.stop(ts_ns, keep_clock=True)  # notes off; a drum machine following us keeps going
             self.on_panic(ts_ns)
         elif kind == "stop":
             self.on_stop()

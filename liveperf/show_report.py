@@ -12,6 +12,7 @@ class SongReport:
     title: str
     tempo_bpm: float
     steps: int = 0
+    steps_per_beat: int = 4
     performer_notes: int = 0
     responses: int = 0
     interrupted: int = 0
@@ -61,3 +62,5 @@ class ShowReport:
     reflex_sent: int = 0  # notes the port sent itself (harmonize's reflex), adopted by the scheduler
     wire_offs: int = 0  # note-offs the scheduler's last net sent for notes the port still had sounding at the end
     port: dict = field(default_factory=dict)  # the output port's own counters (jack-native: its JACK thread's)
+    # MIDI clock out (``[show] send_clock``): starts, stops, ticks scheduled / sent / what the songs' lengths call for
+    clock_out: dict = field(default_factory=dict)

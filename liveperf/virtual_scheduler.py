@@ -31,6 +31,8 @@ class VirtualScheduler:
         self.sent.append((at_ns, data))
         self.held.update(data)
         self.stats.sent += 1
+        if data == b"\xf8":
+            self.stats.clock_ticks += 1
 
     def schedule(self, due_ns: int, data: bytes) -> None:
         now = self._now_fn() if self._now_fn else due_ns
