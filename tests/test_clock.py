@@ -42,3 +42,21 @@ def test_ticks_map_to_steps():
     c = InternalClock(100, 4, 0)
     assert c.ns_at_tick(480, 480) == c.ns_at_step(4)
     assert c.ns_at_tick(120, 480) == c.ns_at_step(1)
+
+
+def _fraction_clock(bpm: float, spb: int, anchor_ns: int, anchor_step: int):
+    """The clock's maps as they were computed with ``Fraction`` per call (the reference for the integer ones)."""
+    step_ns = Fraction(60_000_000_000) / (Fraction(str(bpm)) * spb)
+    return (lambda step: anchor_ns + int((step - anchor_step) * step_ns),
+            lambda tick, tpb: anchor_ns + int((Fraction(tick * spb, tpb) - anchor_step) * step_ns))
+
+
+@given(st.floats(20, 400), st.integers(-10**6, 10**12), st.integers(-10**4, 10**4), st.integers(-10**7, 10**7),
+       st.integers(-10**8, 10**8), st.sampled_from([24, 96, 480, 960]))
+def test_integer_maps_equal_the_exact_fraction_ones(bpm, start, change_at, step, tick, tpb):
+    bpm = round(bpm, 3)
+    c = InternalClock(120, 4, start)
+    c.set_tempo(bpm, change_at)  # re-anchored at a step: the maps run from (change_at, its ns)
+    at_step, at_tick = _fraction_clock(bpm, 4, InternalClock(120, 4, start).ns_at_step(change_at), change_at)
+    assert c.ns_at_step(step) == at_step(step)
+    assert c.ns_at_tick(tick, tpb) == at_tick(tick, tpb)

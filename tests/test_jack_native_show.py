@@ -61,9 +61,13 @@ def test_a_native_show_plays_and_a_signal_leaves_the_wire_silent(jack_server_syn
         assert report["reflex_sent"] >= 3 and report["songs"][0]["reflex_answers"] >= 3, report
     errors = sorted(report["errors_ns"])
     # Loose bounds on the median. Grid notes are handed over ahead and go out on their frame (~10 µs here); a
-    # harmony is due the moment it is computed, and JACK can only send it in the next cycle (256 frames: 5.3 ms).
-    bound_ns = 2_000_000 if mode == "duet" else 5_400_000 + 2_000_000
-    assert errors and errors[len(errors) // 2] < bound_ns, errors[:20]
+    # harmony, and the duet's answer to a note it listened for (liveperf.modes.duet), is due the moment it is
+    # computed, and JACK can only send it in the next cycle (256 frames: 5.3 ms). This performer's notes are mostly
+    # answered that way by the duet too (a fresh-clone run: median 2.47 ms), so both modes get the reaction's bound;
+    # the duet's grid notes still go out on their frame.
+    assert errors and errors[len(errors) // 2] < 5_400_000 + 2_000_000, errors[:20]
+    if mode == "duet":
+        assert errors[0] < 200_000, errors[:20]
 
 
 def test_a_native_show_says_when_the_server_is_lost_and_ends_cleanly(jack_server_sync, tmp_path, monkeypatch):
