@@ -8,6 +8,7 @@ setlist accepts is always a value OSC and MIDI mappings can set too.
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Any
 
 from liveperf.params import PARAMS, ParamError, coerce
@@ -46,7 +47,9 @@ def bad(where: str, name: str, value: Any, fields: dict) -> SetlistError:
 def number(table, name, lo, hi, fields, where, integer=False, lo_open=False):
     v = get(table, name, fields, where)
     ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok_type or v > hi or v < lo or (lo_open and v == lo):
+    # ``not lo <= v <= hi`` also refuses NaN (every comparison with it is false); TOML also reads ``inf``.
+    if isinstance(v, bool) or not ok_type or (isinstance(v, float) and not math.isfinite(v)) or \
+            not lo <= v <= hi or (lo_open and v == lo):
         raise bad(where, name, v, fields)
     return v
 

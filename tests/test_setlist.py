@@ -155,3 +155,62 @@ def test_show_control_fields_parse(tmp_path):
     s = sl.songs[0]
     assert (s.program, s.bank, s.select_program, s.select_bank, s.density) == (5, 130, 12, None, 0.5)
     assert sl.song_for_program(11, None) == 0 and sl.song_for_program(0, None) is None
+
+
+# ---- property: any wrong value for any field is an error that names the file, the song and the field -------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from liveperf.setlist import OSC_FIELDS, SHOW_FIELDS, SONG_FIELDS, parse_setlist  # noqa: E402
+
+WRONG = st.one_of(st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, -1e308, -5, 10**30, True, "",
+                                   "nan", [], [float("nan")], {}]),
+                  st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**20, 10**20), st.text(max_size=8))
+SONG_BASE = {"title": "A", "tempo_bpm": 100, "key": "D dorian"}
+
+
+def _numbers(obj, seen=None):
+    """Every int and float reachable from a parsed setlist (dataclasses, tuples, lists, dicts)."""
+    import dataclasses
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield obj
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _numbers(getattr(obj, f.name))
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _numbers(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from _numbers(x)
+
+
+def _check(raw, where_parts):
+    import math
+    try:
+        setlist = parse_setlist(raw, Path("/stage/set.toml"))
+    except SetlistError as exc:  # the one allowed failure: it names where
+        assert all(part in str(exc) for part in where_parts), (str(exc), where_parts)
+        return
+    # Accepted: then no value in it may be NaN or infinite (a NaN tempo once passed as GO and failed mid-show).
+    assert all(math.isfinite(x) for x in _numbers(setlist)), raw
+
+
+@settings(max_examples=5000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(sorted(SONG_FIELDS)), WRONG)
+def test_any_song_field_value_parses_or_names_file_song_and_field(field, value):
+    _check({"song": [SONG_BASE, {**SONG_BASE, "title": "B", field: value}]},
+           ["/stage/set.toml", "song 2", f"'{field}'"] if field != "title" else ["/stage/set.toml", "song 2"])
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(sorted(set(SHOW_FIELDS) - {"osc"})), WRONG)
+def test_any_show_field_value_parses_or_names_file_and_field(field, value):
+    _check({"show": {field: value}, "song": [SONG_BASE]}, ["/stage/set.toml", "[show]", field])
+
+
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(sorted(OSC_FIELDS)), WRONG)
+def test_any_osc_field_value_parses_or_names_file_and_field(field, value):
+    _check({"show": {"osc": {field: value}}, "song": [SONG_BASE]}, ["/stage/set.toml", "osc", field])
