@@ -145,6 +145,23 @@ def measure_plan(models: SongModels, song, n: int = 30, warmup: int = 3) -> dict
     return _timed(plan, n, warmup)
 
 
+def probe_song(models: SongModels, song) -> str | None:
+    """A few steps of every model ``song`` can play (any mode can be switched to live): the melody model, the duet
+    model (with its anticipation) and the phrase model, fed as ``check`` feeds them. None, or why one fails: a model
+    whose metadata is right but whose output is NaN or mis-shaped loads fine, and would leave the song silent."""
+    import dataclasses
+    try:
+        measure_song(OnnxStepper(models.melody, song.meter), song, 8, 0)
+        measure_mode(models, dataclasses.replace(song, mode="duet"), 8, 0)
+        s = settings_for(song, models.steps_per_beat)
+        source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
+        history = np.full(source.phrase_steps, melody.on(sum(song.pitch_range) // 2), dtype=np.int64)
+        source.next_phrase(s, history, new_rng_state(song.seed))
+    except (StepError, ValueError) as exc:  # a phrase model's non-finite output is a ValueError (as PhraseMode's)
+        return f"a model fails a probe step: {exc}"
+    return None
+
+
 def _timed(fn, n: int, warmup: int) -> dict:
     times = []
     for i in range(warmup + n):

@@ -138,6 +138,13 @@ class Show:
         self.now_ns = getattr(out_port, "now_ns", time.monotonic_ns)
         every = list(range(len(setlist.songs)))
         models = load_song_models(setlist, every, opts.provider)  # any song can be selected live
+        from liveperf.check import probe_song  # check's own probe: play says before the first note what check would
+        for i in every:
+            why = probe_song(models[i], setlist.songs[i])
+            if why is not None:
+                warnings.append(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}): {why}; the partner stays "
+                                f"silent where it fails")
+                self.log(f"warning: {warnings[-1]}")
         # Takes are the performer only in file mode; with a live input port the musician is the performer.
         takes = {i: song_take(setlist, setlist.songs[i], opts) if in_port is None else None for i in every}
         for i in indices:

@@ -128,3 +128,22 @@ def test_live_mode_ignores_song_takes_and_stops_at_duration(tmp_path):
     # The song has a take, but with a live port nothing is played from it and nothing is echoed.
     assert out.sent == [] and report.songs[0].performer_notes == 0
     assert inp.started and inp.closed
+
+
+def test_a_model_that_fails_its_probe_is_named_before_the_first_note(tmp_path):
+    """A duet model with the right metadata whose output is NaN for most inputs loads fine; ``play`` now runs
+    ``check``'s probe and says so, naming the setlist and the song, before the song starts."""
+    from liveperf.setlist import load_setlist
+    from liveperf.show import Show, ShowOptions
+    from tests.test_faults_gauntlet import nan_duet
+
+    nan_duet(tmp_path / "nan_duet.onnx")
+    (tmp_path / "set.toml").write_text('[[song]]\ntitle = "Broken"\ntempo_bpm = 200\nkey = "C major"\nmode = "duet"\n'
+                                       'duet_model = "nan_duet.onnx"\n')
+    lines = []
+    show = Show(load_setlist(tmp_path / "set.toml"), ShowOptions(duration_s=0.3), log=lines.append)
+    report = show.run([0], "fake", RecordingOutPort(), FakeInPort())
+    warning = next(i for i, line in enumerate(lines) if "fails a probe step" in line)
+    start = next(i for i, line in enumerate(lines) if line.startswith("[1. Broken]"))
+    assert warning < start and f"{tmp_path / 'set.toml'}: song 1 ('Broken')" in lines[warning]
+    assert any("nan_duet.onnx: non-finite" in w for w in report.warnings), report.warnings
