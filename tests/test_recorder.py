@@ -208,6 +208,20 @@ def test_recover_converts_leftover_journals_and_is_idempotent(tmp_path):
     assert jr.recover(tmp_path / "missing") == []
 
 
+def test_a_recovered_journal_ends_the_notes_that_were_sounding_at_the_kill(tmp_path):
+    # Killed while the performer held E4 and the partner C3 (struck twice): the journal stops there.
+    song = jr.SongRecord("Cut short", 120, 0, 4, 960, events=[
+        ("performer", 0, on(60)), ("performer", EIGHTH_120_NS, off(60)), ("performer", EIGHTH_120_NS, on(64)),
+        ("partner", EIGHTH_120_NS, on(48, ch=1)), ("partner", 2 * EIGHTH_120_NS, on(48, ch=1)),
+        ("partner", 3 * EIGHTH_120_NS, bytes((0xB0 | 1, 1, 64)))])
+    (tmp_path / "01-cut-short.journal").write_bytes(jr.journal_bytes(song))
+    assert jr.recover(tmp_path) == [tmp_path / "01-cut-short.mid"]
+    tracks = read_song_file(tmp_path / "01-cut-short.mid")[2]
+    assert tracks["performer"] == [(0, on(60)), (480, off(60)), (480, on(64)), (1440, off(64))]
+    assert tracks["partner"] == [(480, on(48, ch=1)), (960, on(48, ch=1)), (1440, bytes((0xB1, 1, 64))),
+                                 (1440, off(48, ch=1))]
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from liveperf.io.recorder import Recorder

@@ -14,7 +14,8 @@ MIDI layout (``song_midi``, and ``show_midi`` for a whole show in one file): typ
 tempo and a marker holding the title, tracks 1 "performer" and 2 "partner". Ticks come from nanoseconds through the
 song's tempo map (``TempoMap``), so a note recorded at a grid time lands on that grid's exact tick.
 
-``recover(folder)`` turns every leftover ``*.journal`` into its ``.mid``. Plain functions and data; no threads.
+``recover(folder)`` turns every leftover ``*.journal`` into its ``.mid``; the notes still sounding where a journal
+stops (the process was killed) end there. Plain functions and data; no threads.
 """
 
 from __future__ import annotations
@@ -234,6 +235,25 @@ def song_events(song: SongRecord, tick0: int = 0):
     return conductor, tracks, end_tick
 
 
+def close_open_notes(song: SongRecord) -> int:
+    """Append a note-off, at the last event's time, for every note still sounding at the end of ``song`` (a journal
+    cut short by a kill ends with the notes that were sounding then); returns how many. One note-off ends a pitch
+    however many note-ons came before it, as on the wire."""
+    sounding: dict[tuple[str, int, int], None] = {}
+    last_ns = song.start_ns
+    for track, ts_ns, data in song.events:
+        last_ns = max(last_ns, ts_ns)
+        if len(data) == 3 and data[0] & 0xE0 == 0x80:
+            key = (track, data[0] & 0x0F, data[1])
+            if data[0] & 0xF0 == 0x90 and data[2] > 0:
+                sounding[key] = None
+            else:
+                sounding.pop(key, None)
+    for track, channel, pitch in sounding:
+        song.events.append((track, last_ns, bytes((0x80 | channel, pitch, 0))))
+    return len(sounding)
+
+
 def song_midi(song: SongRecord) -> mido.MidiFile:
     """One song as a type-1 file (conductor, performer, partner), the song's start at tick 0."""
     return show_midi([song], song.ticks_per_beat)
@@ -333,7 +353,9 @@ def recover(folder: str | Path, on_error: Callable[[Path, str], None] | None = N
         mid_path = journal.with_suffix(".mid")
         try:
             if not mid_path.exists():
-                save_midi_atomic(song_midi(read_journal(journal)), mid_path)
+                song = read_journal(journal)
+                close_open_notes(song)  # the notes sounding at the kill end where the recovered part ends
+                save_midi_atomic(song_midi(song), mid_path)
                 written.append(mid_path)
             os.replace(journal, journal.with_name(journal.stem + RECOVERED_SUFFIX))
         except (OSError, JournalError) as exc:
