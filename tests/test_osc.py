@@ -669,3 +669,28 @@ def test_feedback_to_a_closed_udp_port_never_raises():
         fb.beat(1, 1)
     assert fb.sent + fb.dropped + fb.errors == 300
     fb.close()
+
+
+def test_idle_tcp_connections_never_lock_a_genuine_client_out(collector):
+    # 16 connections that say nothing (a crashed tablet's, a port scanner's), all from this machine: 8 are held (the
+    # per-source limit), 8 refused. A genuine client from here still connects: the longest-idle one makes room.
+    with OscServer(collector, tcp_port=0, tcp_evict_idle_s=0.5) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.tcp_port), timeout=TIMEOUT_S) for _ in range(16)]
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        client = SimpleTCPClient("127.0.0.1", server.tcp_port, mode=MODE_1_0, timeout=TIMEOUT_S)
+        client.send_message("/liveperf/ping", [])
+        assert [OscMessage(d).address for d in client.receive(TIMEOUT_S)] == ["/liveperf/pong"]
+        assert time.monotonic() - t0 < 1.0
+        s = server.stats
+        assert s.tcp_evicted >= 1 and "too_many_clients" in s.errors_by_kind  # connections 9-16 were refused
+        client.close()
+        for sock in idle:
+            sock.close()
+
+
+def test_a_tcp_connection_silent_past_the_idle_timeout_is_closed(collector):
+    with OscServer(collector, tcp_port=0, tcp_idle_timeout_s=0.3) as server:
+        with socket.create_connection(("127.0.0.1", server.tcp_port), timeout=5.0) as silent:
+            assert silent.recv(1) == b""  # closed by the server (the sweep runs at least once a second)
+        wait_until(lambda: server.stats.tcp_idle_closed == 1, what="the idle close to be counted")

@@ -78,7 +78,7 @@ from collections.abc import Callable, Iterable, Mapping
 # OSC API stays ``liveperf.io.osc``.
 from liveperf.io.osc_feedback import OscFeedback, _TcpTarget, _UdpTarget  # noqa: F401
 from liveperf.io.osc_protocol import (  # noqa: F401
-    COMMAND_KINDS, MAX_BUNDLE_DEPTH, MAX_MESSAGES_PER_PACKET, MAX_PACKET_BYTES, MAX_TCP_CLIENTS, TRIGGERS, _PONG,
+    COMMAND_KINDS, MAX_BUNDLE_DEPTH, MAX_MESSAGES_PER_PACKET, MAX_PACKET_BYTES, MAX_TCP_CLIENTS, MAX_TCP_PER_SOURCE, TCP_EVICT_IDLE_S, TCP_IDLE_TIMEOUT_S, TRIGGERS, _PONG,
     _READS_PER_WAKE, Command, OscInputError, OscStats, _build, _feedback_target, _reply_dgram, command_for,
     decode_message, split_packet)
 from liveperf.params import PARAMS, Param
@@ -136,6 +136,7 @@ class _Peer:
     def __init__(self, ip: str, sock: socket.socket, udp_address: tuple | None = None) -> None:
         self.ip, self.sock, self.udp_address = ip, sock, udp_address
         self.buf = bytearray()  # TCP: bytes of a frame not yet complete
+        self.last_ns = time.monotonic_ns()  # TCP: when it connected or last sent something
 
     def send(self, dgram: bytes) -> bool:
         """Send without blocking; False if it could not go out (for TCP the connection is then unusable)."""
@@ -157,12 +158,19 @@ class OscServer:
     bound ports. ``host``: the interface to bind (127.0.0.1 by default: OSC has no authentication). ``allow``: source
     IPs or networks accepted; any loopback source is accepted too when ``host`` is loopback. ``rate_limit_per_s``:
     packets per second per source IP (bursts up to one second's worth), None for no limit.
+
+    TCP connections: at most ``max_tcp_clients`` at once and ``max_tcp_per_source`` from one IP. When a new one
+    would pass a limit, the longest-idle connection it competes with (of its source, or of all) is closed to make
+    room if it has sent nothing for ``tcp_evict_idle_s``; otherwise the new one is refused (``too_many_clients``).
+    So idle or abandoned connections can never lock a genuine client (a tablet reconnecting) out. A connection
+    that sends nothing for ``tcp_idle_timeout_s`` is closed anyway.
     """
 
     def __init__(self, on_command: Callable[[int, Command], None], *, host: str = "127.0.0.1",
                  udp_port: int | None = None, tcp_port: int | None = None, allow: Iterable[str] = ("127.0.0.1",),
                  rate_limit_per_s: float | None = 200, params: Mapping[str, Param] = PARAMS,
-                 max_tcp_clients: int = MAX_TCP_CLIENTS) -> None:
+                 max_tcp_clients: int = MAX_TCP_CLIENTS, max_tcp_per_source: int = MAX_TCP_PER_SOURCE,
+                 tcp_evict_idle_s: float = TCP_EVICT_IDLE_S, tcp_idle_timeout_s: float = TCP_IDLE_TIMEOUT_S) -> None:
         if udp_port is None and tcp_port is None:
             raise ValueError("OscServer: give a udp_port and/or a tcp_port (0 = any free port)")
         if rate_limit_per_s is not None and not rate_limit_per_s > 0:
@@ -177,6 +185,9 @@ class OscServer:
             raise ValueError(f"OscServer: host {host!r} is not an IP address") from None
         self._policy = _SourcePolicy(allow, loopback, rate_limit_per_s)
         self._max_tcp_clients = max_tcp_clients
+        self._max_tcp_per_source = max_tcp_per_source
+        self._evict_idle_ns = int(tcp_evict_idle_s * 1e9)
+        self._idle_timeout_ns = int(tcp_idle_timeout_s * 1e9)
         self._stats = OscStats()
         self._lock = threading.Lock()
         self._selector: selectors.BaseSelector | None = None
@@ -249,7 +260,7 @@ class OscServer:
         with self._lock:
             s = self._stats
             return OscStats(s.received, s.accepted, dict(s.errors_by_kind), s.rejected_sources, s.rate_limited,
-                            s.replies_failed)
+                            s.replies_failed, s.tcp_evicted, s.tcp_idle_closed)
 
     def _count(self, counter: str, n: int = 1) -> None:
         with self._lock:
@@ -263,7 +274,8 @@ class OscServer:
     def _serve(self) -> None:
         assert self._selector is not None
         while True:
-            for key, _ in self._selector.select():
+            self._close_idle()
+            for key, _ in self._selector.select(timeout=1.0 if self._clients else None):
                 if key.data is None:  # the wake-up socket: close() was called
                     return
                 try:
@@ -292,7 +304,7 @@ class OscServer:
             self._count("rejected_sources")
             conn.close()
             return
-        if len(self._clients) >= self._max_tcp_clients:
+        if not self._make_room(source[0]):
             self._count_error("too_many_clients")
             conn.close()
             return
@@ -301,6 +313,32 @@ class OscServer:
         self._clients[conn] = _Peer(source[0], conn)
         assert self._selector is not None
         self._selector.register(conn, selectors.EVENT_READ, self._on_tcp)
+
+    def _make_room(self, ip: str) -> bool:
+        """True when a new connection from ``ip`` may be held: under both limits, or after closing the longest-idle
+        connection it competes with, if that one has been idle long enough (class docstring)."""
+        mine = [c for c, p in self._clients.items() if p.ip == ip]
+        if len(mine) >= self._max_tcp_per_source:
+            rivals = mine
+        elif len(self._clients) >= self._max_tcp_clients:
+            rivals = list(self._clients)
+        else:
+            return True
+        victim = min(rivals, key=lambda c: self._clients[c].last_ns)
+        if time.monotonic_ns() - self._clients[victim].last_ns < self._evict_idle_ns:
+            return False
+        self._count("tcp_evicted")
+        self._drop_client(victim)
+        return True
+
+    def _close_idle(self) -> None:
+        """Close the connections that have sent nothing for ``tcp_idle_timeout_s``."""
+        if not self._clients:
+            return
+        before = time.monotonic_ns() - self._idle_timeout_ns
+        for conn in [c for c, p in self._clients.items() if p.last_ns < before]:
+            self._count("tcp_idle_closed")
+            self._drop_client(conn)
 
     def _drop_client(self, conn: socket.socket) -> None:
         assert self._selector is not None
@@ -319,6 +357,7 @@ class OscServer:
         if not chunk:
             self._drop_client(conn)
             return
+        peer.last_ns = time.monotonic_ns()
         peer.buf += chunk
         while len(peer.buf) >= 4:
             n = int.from_bytes(peer.buf[:4], "big")

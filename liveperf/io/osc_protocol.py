@@ -20,7 +20,10 @@ from liveperf.params import OSC_PARAM_PREFIX, PARAMS, Param, ParamError, coerce
 MAX_PACKET_BYTES = 8192
 MAX_MESSAGES_PER_PACKET = 32
 MAX_BUNDLE_DEPTH = 4
-MAX_TCP_CLIENTS = 8
+MAX_TCP_CLIENTS = 16  # TCP connections held at once ...
+MAX_TCP_PER_SOURCE = 8  # ... and from one source IP
+TCP_EVICT_IDLE_S = 5.0  # when full, a new connection replaces the longest-idle one if it has been idle this long
+TCP_IDLE_TIMEOUT_S = 600.0  # a connection that sends nothing for this long is closed
 _READS_PER_WAKE = 64  # UDP datagrams read per wake-up before the selector looks at the other sockets
 _PATTERN_CHARS = frozenset("*?[]{}")
 _KNOWN_TAGS = frozenset("ifdhsTF")
@@ -46,6 +49,8 @@ class OscStats:
     (passed on, answered, or a button release). ``rejected_sources``: packets and TCP connections from sources not on
     the allow-list. ``rate_limited``: packets dropped over a source's rate. ``errors_by_kind``: see the module doc.
     ``replies_failed``: error replies or pongs that could not be sent (a TCP client that does not read is dropped).
+    ``tcp_evicted``: idle TCP connections closed to make room for a new one; ``tcp_idle_closed``: closed after
+    ``TCP_IDLE_TIMEOUT_S`` without a packet.
     """
 
     received: int = 0
@@ -54,6 +59,8 @@ class OscStats:
     rejected_sources: int = 0
     rate_limited: int = 0
     replies_failed: int = 0
+    tcp_evicted: int = 0
+    tcp_idle_closed: int = 0
 
 
 class OscInputError(ValueError):
