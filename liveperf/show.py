@@ -28,14 +28,15 @@ from liveperf.engine import Engine
 from liveperf.io.file_input import TakePlayer, take_events
 from liveperf.io.jack_probe import jack_server_priority
 from liveperf.io.journal import recover
-from liveperf.io.midi_file import Take, read_take
+from liveperf.io.midi_file import MidiFileError, Take, read_take
 from liveperf.io.osc import OscServer
 from liveperf.io.osc_feedback import OscFeedback
 from liveperf.io.recorder import Recorder
 from liveperf.io.timed_worker import TimedWorker
 from liveperf.loop import QueueInput, run_loop
 from liveperf.midi_clock import MidiClockFollower
-from liveperf.models.onnx_model import LoadedModel
+from liveperf.models.metadata import ModelMetadataError
+from liveperf.models.onnx_model import LoadedModel, ModelLoadError
 from liveperf.modes.build import SongModels, build_modes
 from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
@@ -81,7 +82,13 @@ def load_song_models(setlist: Setlist, indices: list[int], provider: str) -> dic
     """Load (and validate) every model the selected songs can play; raises ModelLoadError naming the file.
     A file used by several songs is loaded once."""
     cache: dict[Path, LoadedModel] = {}
-    return {i: SongModels.load(setlist.songs[i], setlist.path.parent, provider, cache) for i in indices}
+    out = {}
+    for i in indices:
+        try:
+            out[i] = SongModels.load(setlist.songs[i], setlist.path.parent, provider, cache)
+        except (ModelLoadError, ModelMetadataError) as exc:
+            raise ModelLoadError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}): {exc}") from None
+    return out
 
 
 def sending_priority(backend: str) -> int | None:
@@ -107,9 +114,18 @@ def song_take(setlist: Setlist, song: Song, options: ShowOptions) -> Take | None
         return read_take(options.input_path)
     if not song.take:
         return None
+    index = setlist.songs.index(song) if song in setlist.songs else -1
+    where = f"{setlist.path}: song {index + 1} ({song.title!r}): field 'take' = {song.take!r}"
     if song.take.endswith(".mid"):
-        return read_take(setlist.path.parent / song.take)
-    return read_take(shipped_takes_dir() / f"{song.take}.mid")
+        try:
+            return read_take(setlist.path.parent / song.take)
+        except MidiFileError as exc:
+            raise MidiFileError(f"{where}: {exc}") from None
+    shipped = shipped_takes_dir() / f"{song.take}.mid"
+    if not shipped.exists():
+        names = sorted(p.stem for p in shipped_takes_dir().glob("*.mid"))
+        raise MidiFileError(f"{where}: no shipped take of that name ({', '.join(names)}); a file must end in .mid")
+    return read_take(shipped)
 
 
 class Show:

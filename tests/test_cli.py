@@ -50,3 +50,23 @@ def test_models_lists_the_shipped_model(capsys):
     assert "melody_dnn" in out and "dnn_step" in out
     assert main(["models", "--json"]) == 0
     assert '"melody_dnn"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("model", "nope", "field 'model' = 'nope'"),
+    ("duet_model", "gone.onnx", "field 'duet_model' = 'gone.onnx'"),
+    ("take", "model.txt", "field 'take' = 'model.txt': no shipped take of that name"),
+    ("take", "missing.mid", "field 'take' = 'missing.mid'"),
+])
+def test_a_missing_model_or_take_names_the_setlist_the_song_and_the_field(tmp_path, capsys, field, value, says):
+    p = tmp_path / "s.toml"
+    p.write_text('[[song]]\ntitle = "ok"\ntempo_bpm = 100\nkey = "C major"\ntake = "demo_reel_a"\n'
+                 f'[[song]]\ntitle = "x"\ntempo_bpm = 100\nkey = "C major"\n{field} = "{value}"\n')
+    for command in (["play", str(p), "--backend", "file"], ["check", str(p), "--no-midi"]):
+        code = main(command)
+        out = capsys.readouterr()
+        text = out.err + out.out
+        assert code == (2 if command[0] == "play" else 1), text
+        assert f"song 2 ('x'): {says}" in text or (command[0] == "check" and says in text), text
+        if command[0] == "play":
+            assert f"{p}: song 2 ('x')" in text

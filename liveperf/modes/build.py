@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from liveperf.models.onnx_model import LoadedModel, load_model, resolve_model_path
+from liveperf.models.metadata import ModelMetadataError
+from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, resolve_model_path, shipped_model_names
 from liveperf.models.phrase_models import DuetStepper, GanModel, VaeModel
 from liveperf.models.step_model import OnnxStepper
 from liveperf.modes.anticipation import Anticipation
@@ -50,21 +51,30 @@ class SongModels:
         """Raises ModelLoadError naming the file (and what is wrong with it)."""
         cache = {} if cache is None else cache
 
-        def get(name: str) -> LoadedModel:
+        def get(name: str, field: str, check=None) -> LoadedModel:
+            """The model the song's ``field`` names; errors say which field and value, and what would do."""
             path = resolve_model_path(name, base_dir)
-            if path not in cache:
-                cache[path] = load_model(path, provider)
+            try:
+                if path not in cache:
+                    cache[path] = load_model(path, provider)
+                if check is not None:
+                    check(cache[path])
+            except (ModelLoadError, ModelMetadataError) as exc:
+                hint = ""
+                if not name.endswith(".onnx") and not path.exists():
+                    hint = (f" ({name!r} is not a shipped model: {', '.join(shipped_model_names())}; a file must "
+                            f"end in .onnx)")
+                raise ModelLoadError(f"field '{field}' = {name!r}: {exc}{hint}") from None
             return cache[path]
 
-        melody, duet = get(song.model), get(song.duet_model)
+        melody = get(song.model, "model", lambda m: OnnxStepper(m, song.meter))
+        duet = get(song.duet_model, "duet_model", DuetStepper)  # its contract now, not at the first switch to duet
         if song.phrase_model == "gan":
-            phrase: GanModel | VaeModel = GanModel(get(song.gan_models[0]), get(song.gan_models[1]))
+            phrase: GanModel | VaeModel = GanModel(get(song.gan_models[0], "gan_models"),
+                                                   get(song.gan_models[1], "gan_models"))
         else:
-            phrase = VaeModel(get(song.vae_models[0]), get(song.vae_models[1]))
-        DuetStepper(duet)  # validates the duet contract now, not at the first switch to duet
-        OnnxStepper(melody, song.meter)
-        predictor = get(song.duet_predictor)
-        OnnxStepper(predictor, song.meter)
+            phrase = VaeModel(get(song.vae_models[0], "vae_models"), get(song.vae_models[1], "vae_models"))
+        predictor = get(song.duet_predictor, "duet_predictor", lambda m: OnnxStepper(m, song.meter))
         return cls(melody, duet, phrase, predictor)
 
 
