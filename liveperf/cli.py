@@ -224,6 +224,16 @@ def _print_report(report) -> None:
         print(f"{report.reflex_sent} harmonies sent by the port in the note-on's own JACK cycle (reflex)"
               + (f"; {report.wire_offs} note-offs sent at the end for notes still sounding on the wire"
                  if report.wire_offs else ""))
+    if report.osc_in:
+        o = report.osc_in
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(o["errors_by_kind"].items())) or "none"
+        print(f"OSC in: {o['received']} packets, {o['accepted']} accepted; errors: {errors}; "
+              f"{o['rejected_sources']} from sources not allowed, {o['rate_limited']} over the rate limit, "
+              f"{o['replies_failed']} replies not sent; TCP: {o['tcp_evicted']} idle connections replaced, "
+              f"{o['tcp_idle_closed']} closed idle")
+    if report.osc_feedback:
+        f = report.osc_feedback
+        print(f"OSC feedback out: {f['sent']} sent, {f['dropped']} dropped, {f['errors']} errors")
     if report.clock_out:
         c = report.clock_out
         print(f"MIDI clock out: {c['ticks_sent']} ticks sent of {c['ticks_expected']} for the songs' length, "

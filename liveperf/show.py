@@ -40,7 +40,7 @@ from liveperf.models.onnx_model import LoadedModel, ModelLoadError
 from liveperf.modes.build import SongModels, build_modes
 from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
-from liveperf.setlist import Setlist, Song
+from liveperf.setlist import Setlist, SetlistError, Song
 from liveperf.setlist_warnings import setlist_warnings
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
@@ -264,13 +264,23 @@ class Show:
         self.stopped_by = "stop command"
         self.stop_event.set()
 
+    def _no_such_song(self, value) -> str | None:
+        """OSC thread: why ``/liveperf/song/select value`` selects no song (the sender gets it as an error reply), or
+        None. The setlist is immutable, so reading it here is safe."""
+        try:
+            self.setlist.find(str(value))
+        except SetlistError as exc:
+            return str(exc)
+        return None
+
     def _start_osc(self, report: ShowReport) -> None:
         osc = self.setlist.osc
         try:
             if osc.enabled and (osc.udp_port is not None or osc.tcp_port is not None):
                 server = OscServer(lambda ts, cmd: self.inbox.put((self._show_ts(ts), cmd)), host=osc.host,
                                    udp_port=osc.udp_port, tcp_port=osc.tcp_port, allow=osc.allow + ("127.0.0.1", "::1"),
-                                   rate_limit_per_s=osc.rate_limit_per_s)  # this machine may always control it
+                                   rate_limit_per_s=osc.rate_limit_per_s,  # this machine may always control it
+                                   song_check=self._no_such_song)
                 self.osc = server.start()
                 report.osc_ports = {"udp": server.udp_port, "tcp": server.tcp_port}
                 self.log(f"OSC: listening on {osc.host} udp {server.udp_port} tcp {server.tcp_port}"

@@ -694,3 +694,23 @@ def test_a_tcp_connection_silent_past_the_idle_timeout_is_closed(collector):
         with socket.create_connection(("127.0.0.1", server.tcp_port), timeout=5.0) as silent:
             assert silent.recv(1) == b""  # closed by the server (the sweep runs at least once a second)
         wait_until(lambda: server.stats.tcp_idle_closed == 1, what="the idle close to be counted")
+
+
+def test_selecting_a_song_the_setlist_does_not_have_gets_an_error_reply(collector):
+    # The show passes its setlist's check; here a setlist of 3 songs, one titled "Blue Moon".
+    def no_such_song(value):
+        if isinstance(value, int):
+            return None if 1 <= value <= 3 else f"no song number {value}; the setlist has songs 1..3"
+        return None if value.lower() in "blue moon" else f"no song matches {value!r}"
+
+    with OscServer(collector, udp_port=0, song_check=no_such_song) as server:
+        peer = UdpPeer(server.udp_port)
+        peer.send("/liveperf/song/select", 99)
+        assert peer.reply() == ("/liveperf/error", ["/liveperf/song/select",
+                                                    "no_such_song: no song number 99; the setlist has songs 1..3"])
+        peer.send("/liveperf/song/select", "Yesterday")
+        assert peer.reply()[1][1] == "no_such_song: no song matches 'Yesterday'"
+        peer.send("/liveperf/song/select", 2)
+        assert collector.wait(1) == [Command("song_select", 2)]
+        assert server.stats.errors_by_kind == {"no_such_song": 2}
+        peer.close()

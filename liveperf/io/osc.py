@@ -44,8 +44,8 @@ with ``/liveperf/error ss`` (the address or "", and "kind: reason") -- over UDP 
 TCP on the connection. Kinds: ``not_osc`` (neither ``/...`` nor ``#bundle``: an address without '/' lands here),
 ``malformed``, ``too_large`` (over ``MAX_PACKET_BYTES``; a TCP connection is closed, its framing is lost),
 ``too_many_messages`` (a bundle with more than ``MAX_MESSAGES_PER_PACKET``), ``pattern``, ``unknown_address``,
-``unknown_param``, ``bad_type``, ``bad_arg_count``, ``out_of_range``, ``not_allowed``, ``too_many_clients``
-(TCP, no reply), ``handler`` (``on_command`` raised: a bug, logged with its traceback). Sources not on the
+``unknown_param``, ``bad_type``, ``bad_arg_count``, ``out_of_range``, ``no_such_song`` (a song number or title the
+setlist does not have: ``song_check``), ``not_allowed``, ``too_many_clients`` (TCP, no reply), ``handler`` (``on_command`` raised: a bug, logged with its traceback). Sources not on the
 allow-list are dropped unanswered (``rejected_sources``); so is a source over its rate (``rate_limited``).
 
 Feedback out: ``OscFeedback`` sends plain messages (never bundles; grandMA3 and most desks want plain OSC messages):
@@ -170,7 +170,8 @@ class OscServer:
                  udp_port: int | None = None, tcp_port: int | None = None, allow: Iterable[str] = ("127.0.0.1",),
                  rate_limit_per_s: float | None = 200, params: Mapping[str, Param] = PARAMS,
                  max_tcp_clients: int = MAX_TCP_CLIENTS, max_tcp_per_source: int = MAX_TCP_PER_SOURCE,
-                 tcp_evict_idle_s: float = TCP_EVICT_IDLE_S, tcp_idle_timeout_s: float = TCP_IDLE_TIMEOUT_S) -> None:
+                 tcp_evict_idle_s: float = TCP_EVICT_IDLE_S, tcp_idle_timeout_s: float = TCP_IDLE_TIMEOUT_S,
+                 song_check: Callable[[object], str | None] | None = None) -> None:
         if udp_port is None and tcp_port is None:
             raise ValueError("OscServer: give a udp_port and/or a tcp_port (0 = any free port)")
         if rate_limit_per_s is not None and not rate_limit_per_s > 0:
@@ -186,6 +187,7 @@ class OscServer:
         self._policy = _SourcePolicy(allow, loopback, rate_limit_per_s)
         self._max_tcp_clients = max_tcp_clients
         self._max_tcp_per_source = max_tcp_per_source
+        self._song_check = song_check  # answers /liveperf/song/select with an error when no song matches
         self._evict_idle_ns = int(tcp_evict_idle_s * 1e9)
         self._idle_timeout_ns = int(tcp_idle_timeout_s * 1e9)
         self._stats = OscStats()
@@ -394,7 +396,8 @@ class OscServer:
         for dgram in messages:
             try:
                 address, tags, args = decode_message(dgram)
-                command = command_for(address, tags, args, params=self._params, host_allowed=self._policy.allows)
+                command = command_for(address, tags, args, params=self._params, host_allowed=self._policy.allows,
+                                      song_check=self._song_check)
             except OscInputError as r:
                 ok = self._reject(r, peer) and ok
                 continue

@@ -192,8 +192,10 @@ def _trigger(address: str, tags: str, args: tuple) -> bool:
 
 
 def command_for(address: str, tags: str, args: tuple, *, params: Mapping[str, Param] = PARAMS,
-                host_allowed: Callable[[str], bool] = lambda ip: ipaddress.ip_address(ip).is_loopback) -> Any:
+                host_allowed: Callable[[str], bool] = lambda ip: ipaddress.ip_address(ip).is_loopback,
+                song_check: Callable[[Any], str | None] | None = None) -> Any:
     """The ``Command`` for one decoded message; None for a button release; ``_PONG`` for a ping.
+    ``song_check(value)``: why a song number or title selects no song of the setlist, or None (the show's).
 
     Raises ``OscInputError`` naming the kind of error. Pure: no sockets, no clock (tests call it directly too).
     """
@@ -214,6 +216,9 @@ def command_for(address: str, tags: str, args: tuple, *, params: Mapping[str, Pa
         value = _one_arg(address, tags, args, "ihs", "a song number (i) or title (s)")
         if value == "" or (isinstance(value, int) and value < 1):
             raise OscInputError("out_of_range", address, f"{value!r}: songs are numbered from 1; titles are not empty")
+        why = song_check(value) if song_check is not None else None
+        if why is not None:
+            raise OscInputError("no_such_song", address, why)
         return Command("song_select", value)
     if address == "/liveperf/learn":
         name = _one_arg(address, tags, args, "s", "a parameter name (s)")
