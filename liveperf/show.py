@@ -227,6 +227,7 @@ class Show:
                     if shared_clock is None:
                         first_step = 0
         finally:
+            ctl.flush_log()
             if clock_out is not None and clock_out.running:  # the show ended mid song change (a signal): Stop
                 clock_out.stop(scheduler, self.now_ns())
                 scheduler.wait_idle(1.0)

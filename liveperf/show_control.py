@@ -14,10 +14,12 @@ its current value.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from liveperf.io.osc_protocol import Command
+from liveperf.log_limit import RepeatLimiter
 from liveperf.params import MidiLearn, ParamError, ParamStore
 from liveperf.setlist import Setlist, SetlistError, Song
 
@@ -70,6 +72,7 @@ class ShowController:
         self.params = ParamStore()
         self.learn = MidiLearn(setlist.cc)
         self.stats = ControlStats()
+        self._repeats = RepeatLimiter()  # garbage input must not bury the log in refusals
         self.current: int | None = None
         self.pending_song: int | None = None
         self.engine = None
@@ -248,8 +251,15 @@ class ShowController:
     def _refuse(self, why: str) -> bool:
         self.stats.refused += 1
         self.stats.log = (self.stats.log + [why])[-5:]
-        self.log(f"control: {why}")
+        line = self._repeats.line(f"control: {why}", time.monotonic())
+        if line is not None:
+            self.log(line)
         return False
+
+    def flush_log(self) -> None:
+        """At the end of the show: say how many refusals were not printed (``RepeatLimiter``)."""
+        for line in self._repeats.flush():
+            self.log(f"control: {line}")
 
     def _feedback(self, due_ns: int, what: str, *args) -> None:
         if self.feedback is not None and self.worker is not None:

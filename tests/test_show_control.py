@@ -169,6 +169,27 @@ def test_program_change_ignored_when_the_setlist_says_so(tmp_path):
     assert ctl.on_midi(0, bytes((0xC0, 1))) and ctl.pending_song is None
 
 
+def test_a_burst_of_junk_program_changes_prints_a_few_lines_and_counts_them_all(tmp_path):
+    sl = load_setlist(write_setlist(tmp_path))
+    lines = []
+    ctl = ShowController(sl, [0, 1, 2], log=lines.append)
+    for program in range(20, 120):  # garbage: 100 Program Changes no song answers
+        ctl.on_midi(0, bytes((0xC0, program)))
+    assert ctl.stats.refused == 100
+    assert lines == [f"control: Program Change {p}: no such song" for p in (21, 22, 23)]
+    ctl.flush_log()
+    assert lines[3:] == ["control: 97 more lines like 'control: Program Change #: no such song' not printed"]
+
+
+def test_repeat_limiter_windows():
+    from liveperf.log_limit import RepeatLimiter
+    lim = RepeatLimiter(burst=2, window_s=10.0)
+    got = [lim.line(f"song {n}: no such song", t) for n, t in ((1, 0.0), (2, 1.0), (3, 2.0), (4, 3.0), (5, 12.0))]
+    assert got == ["song 1: no such song", "song 2: no such song", None, None,
+                   "song 5: no such song (2 more like it not printed)"]
+    assert lim.line("another kind", 12.5) == "another kind" and lim.flush() == []
+
+
 def test_next_prev_select_and_their_refusals(tmp_path):
     sl = load_setlist(write_setlist(tmp_path))
     ctl = ShowController(sl, [0, 2], log=lambda *_: None)  # the set plays songs 1 and 3
