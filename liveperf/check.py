@@ -20,10 +20,12 @@ Runs in the caller's thread; the result is plain data (``CheckReport``) for the 
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -264,8 +266,22 @@ def check_midi(require: bool) -> tuple[str, list[str], list[str]]:
     return f"{backend}: opened {names}", [], []
 
 
+def _measure_key(song) -> str:
+    """What a song's measured step cost depends on: everything but its title, tempo, take, channel and the like
+    (the budgets, which do depend on the tempo, are per song)."""
+    import dataclasses
+    fields = dataclasses.asdict(song)
+    for name in ("title", "tempo_bpm", "take", "channel", "program", "bank", "select_program", "select_bank",
+                 "seed"):
+        fields.pop(name, None)
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require_midi: bool = False,
-              midi: bool = True, provider: str = "cpu") -> CheckReport:
+              midi: bool = True, provider: str = "cpu",
+              on_progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """``on_progress(songs done, songs)`` after each song (a long setlist says how far it is). Songs that differ
+    only in title, tempo, take, channel and such are measured once (the figures are marked as shared)."""
     t_start = time.perf_counter()
     report = CheckReport(setlist=str(path))
     try:
@@ -277,7 +293,10 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
     from liveperf.show import ShowOptions, song_take
 
     cache: dict = {}
+    measured: dict[str, tuple] = {}  # _measure_key -> (song number, unit, step_us, plan_us)
     for i, song in enumerate(setlist.songs):
+        if on_progress is not None and i:
+            on_progress(i, len(setlist.songs))
         sc = SongCheck(i + 1, song.title, song.tempo_bpm, song.model, mode=song.mode)
         sc.warnings = song_warnings(song, i, setlist.path)
         report.songs.append(sc)
@@ -293,11 +312,17 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
         step_ns = 60e9 / (song.tempo_bpm * models.steps_per_beat)
         sc.song_budget_us = round(step_ns * SONG_BUDGET_MARGIN / 1e3, 1)
         sc.stage_budget_us = round(setlist.lookahead_ms * 1e3, 1)
-        try:
-            sc.unit, sc.step_us = measure_mode(models, song, steps, warmup)
-        except StepError as exc:
-            sc.problems.append(f"model step failed: {exc}")
-            continue
+        key = _measure_key(song)
+        same = measured.get(key)
+        if same is not None:
+            sc.unit, sc.step_us = f"{same[1]} (as song {same[0]}: same models and settings)", same[2]
+        else:
+            try:
+                sc.unit, sc.step_us = measure_mode(models, song, steps, warmup)
+            except StepError as exc:
+                sc.problems.append(f"model step failed: {exc}")
+                continue
+            measured[key] = (i + 1, sc.unit, sc.step_us, None)
         if sc.step_us["p99"] > sc.stage_budget_us:
             sc.problems.append(f"{sc.unit}: p99 {sc.step_us['p99']:.0f} µs > stage budget {sc.stage_budget_us:.0f} "
                                f"µs (lookahead_ms): notes would be dropped as late")
@@ -306,7 +331,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
                                f"{sc.song_budget_us:.0f} µs (half a step at {song.tempo_bpm:g} BPM)")
         if song.mode == "call_response":
             try:
-                sc.plan_us = measure_plan(models, song)
+                sc.plan_us = same[3] if same is not None else measure_plan(models, song)
             except StepError as exc:
                 sc.problems.append(f"answer planning failed: {exc}")
                 continue
@@ -314,6 +339,8 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
             # less than half of that, and less than one step (the next step waits for it).
             budget = step_ns * min(max(song.silence_steps - 1, 0) / 2, 1.0) / 1e3
             sc.plan_budget_us = round(budget, 1)
+            if same is None:
+                measured[key] = measured[key][:3] + (sc.plan_us,)
             if sc.plan_us is not None and sc.plan_us["p99"] > budget:
                 sc.problems.append(f"answer planning ({song.answer_candidates} candidates): p99 "
                                    f"{sc.plan_us['p99']:.0f} µs > {budget:.0f} µs (half the silence before the "

@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="pre-gig check: GO / NO-GO for a setlist on this machine",
                            description="Validate the setlist, load every model and take, measure each song's step "
                                        "latency against its budgets, check the MIDI ports. Exit 0 = GO, 1 = NO-GO.")
-    check.add_argument("setlist", type=Path)
-    check.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    check.add_argument("setlist", type=Path, nargs="+", help="one or more setlists (GO only if every one is GO)")
+    check.add_argument("--json", type=Path, help="also write the result as JSON to this file (a list for several)")
     check.add_argument("--steps", type=int, default=2000, help="timed steps per song (default 2000, after warm-up)")
     check.add_argument("--require-midi", action="store_true", help="NO-GO when no MIDI system is running")
     check.add_argument("--no-midi", action="store_true", help="skip the MIDI port check")
@@ -248,13 +248,28 @@ def _print_report(report) -> None:
 def _check(args) -> int:
     from liveperf.check import format_table, run_check
 
-    report = run_check(args.setlist, steps=max(100, args.steps), require_midi=args.require_midi,
-                       midi=not args.no_midi, provider=args.provider)
-    print(format_table(report))
+    reports = []
+    for path in args.setlist:
+        t0, last = time.monotonic(), [time.monotonic()]
+
+        def progress(done: int, total: int) -> None:  # a long setlist says how far it is, every 2 s
+            if time.monotonic() - last[0] >= 2.0:
+                last[0] = time.monotonic()
+                print(f"liveperf check {path}: {done} of {total} songs checked ({last[0] - t0:.0f} s)",
+                      file=sys.stderr, flush=True)
+
+        report = run_check(path, steps=max(100, args.steps), require_midi=args.require_midi,
+                           midi=not args.no_midi, provider=args.provider, on_progress=progress)
+        print(format_table(report), flush=True)
+        reports.append(report)
+    if len(reports) > 1:
+        print(f"\n{'GO' if all(r.go for r in reports) else 'NO-GO'}: "
+              + ", ".join(f"{r.setlist} {'GO' if r.go else 'NO-GO'}" for r in reports))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_json(), indent=2))
-    return 0 if report.go else 1
+        doc = reports[0].to_json() if len(reports) == 1 else [r.to_json() for r in reports]
+        args.json.write_text(json.dumps(doc, indent=2))
+    return 0 if all(r.go for r in reports) else 1
 
 
 def _ports(args) -> int:

@@ -124,3 +124,20 @@ def test_osc_port_in_use_is_no_go(tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"OSC udp cannot listen on 127.0.0.1:{port}" in text and "NO-GO" in text
     assert json.loads(out.read_text())["songs"][0]["verdict"] == "GO"  # the songs are fine; the rig is not
+
+
+def test_several_setlists_and_a_long_one_measured_once_per_kind_of_song(tmp_path, capsys):
+    from liveperf.check import run_check
+
+    a = setlist(tmp_path, *[(f"Song {i}", "melody_dnn") for i in range(40)])
+    calls = []
+    report = run_check(a, steps=100, warmup=10, midi=False, on_progress=lambda done, n: calls.append((done, n)))
+    assert calls == [(i, 40) for i in range(1, 40)] and report.go
+    # 40 songs that differ only in title: measured once, the others say whose figures they share.
+    assert report.songs[0].step_us["n"] == 100 and all("(as song 1:" in s.unit for s in report.songs[1:])
+    b_dir = tmp_path / "b"
+    b_dir.mkdir()
+    b = setlist(b_dir, ("Broken", "gone.onnx"))
+    assert main(["check", str(a), str(b), "--no-midi", "--steps", "100", "--json", str(tmp_path / "c.json")]) == 1
+    assert f"NO-GO: {a} GO, {b} NO-GO" in capsys.readouterr().out
+    assert [d["verdict"] for d in json.loads((tmp_path / "c.json").read_text())] == ["GO", "NO-GO"]
