@@ -143,21 +143,45 @@ def _play(args) -> int:
         # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
         # [show] midi_out / midi_in name the synth and the controller to connect to; else connect by hand.
         try:
+            later = ("it is connected when it appears" if backend in ("jack", "jack-native") else
+                     "connect it by hand when it is there")
+
+            def missing(field: str, target: str, ours: str) -> None:  # plugged in late: the show starts anyway
+                print(f"liveperf: warning: [show] {field} = {target!r}: no such MIDI port yet; liveperf's port is "
+                      f"{ours}; {later}", flush=True)
+
             if backend == "jack-native":
                 out_port, in_port = _open_native(args, setlist)
                 out_port.client.on_lost = lambda: show.log(
                     "ports: JACK server lost: the jack-native backend does not reconnect, MIDI is off until liveperf "
                     "is restarted (the `jack` backend reconnects)")
-            elif setlist.midi_out:
-                out_port = midi_ports.MidiOutPort.open_existing(setlist.midi_out, f"{args.client_name}-out", "out",
-                                                                backend)
+                for side, target in out_port.missing.items():
+                    missing(f"midi_{side}", target, out_port.client.out_name if side == "out" else
+                            out_port.client.in_name)
             else:
-                out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
+                out_port = None
+                if setlist.midi_out:
+                    try:
+                        out_port = midi_ports.MidiOutPort.open_existing(setlist.midi_out, f"{args.client_name}-out",
+                                                                        "out", backend)
+                    except midi_ports.PortNotFound:
+                        pass
+                if out_port is None:
+                    out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
+                    if setlist.midi_out:
+                        missing("midi_out", setlist.midi_out, out_port.full_name)
             if args.input is None and backend != "jack-native":
                 kw = dict(timing=setlist.clock == "midi")
-                in_port = (midi_ports.MidiInPort.open_existing(setlist.midi_in, f"{args.client_name}-in", "in",
-                                                               backend, **kw) if setlist.midi_in else
-                           midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend, **kw))
+                if setlist.midi_in:
+                    try:
+                        in_port = midi_ports.MidiInPort.open_existing(setlist.midi_in, f"{args.client_name}-in",
+                                                                      "in", backend, **kw)
+                    except midi_ports.PortNotFound:
+                        pass
+                if in_port is None:
+                    in_port = midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend, **kw)
+                    if setlist.midi_in:
+                        missing("midi_in", setlist.midi_in, in_port.full_name)
             if backend == "jack":  # survive a JACK restart and a synth or controller that goes and comes back
                 from liveperf.io.port_watch import PortWatch
                 watch = PortWatch(out_port, in_port, out_target=setlist.midi_out, in_target=setlist.midi_in,

@@ -21,7 +21,7 @@ import threading
 import time
 
 from liveperf.io.jack_native import JackMidiClient
-from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, _find_port
+from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, PortNotFound, _find_port
 from liveperf.reflex import PortReflex
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,9 @@ class NativeOutPort:
         return len(offs)
 
     def close(self) -> None:
+        watch = getattr(self, "link_watch", None)
+        if watch is not None:
+            watch.stop()
         _release(self.client, "out")
 
 
@@ -150,6 +153,7 @@ def open_ports(client_name: str, *, in_target: str | None = None, out_target: st
     client = JackMidiClient.open(client_name, inputs=inputs, outputs=True, drop_late_ns=drop_late_ns)
     with _sides_lock:
         _open_sides[id(client)] = {"out", "in"} if inputs else {"out"}
+    missing: dict[str, str] = {}  # side -> target not there yet: watched for, connected when it appears
     try:
         out_to = in_from = None
         if out_target or in_target:
@@ -159,20 +163,69 @@ def open_ports(client_name: str, *, in_target: str | None = None, out_target: st
             try:
                 # the rtmidi backend's rule: exactly one port of the other side matches (ours are left out)
                 if out_target:
-                    _, out_to = _find_port(_others(watch.midi_ports(IS_INPUT), client_name), out_target, "out")
-                    client.connect(client.out_name, out_to)
+                    try:
+                        _, out_to = _find_port(_others(watch.midi_ports(IS_INPUT), client_name), out_target, "out")
+                        client.connect(client.out_name, out_to)
+                    except PortNotFound:
+                        missing["out"] = out_target
                 if in_target and inputs:
-                    _, in_from = _find_port(_others(watch.midi_ports(IS_OUTPUT), client_name), in_target, "in")
-                    client.connect(in_from, client.in_name)
+                    try:
+                        _, in_from = _find_port(_others(watch.midi_ports(IS_OUTPUT), client_name), in_target, "in")
+                        client.connect(in_from, client.in_name)
+                    except PortNotFound:
+                        missing["in"] = in_target
             finally:
                 watch.close()
     except BaseException:
         client.close()
         raise
     out = NativeOutPort(client, out_to)
+    out.missing = missing
+    if missing:
+        out.link_watch = LinkWatch(client, client_name, missing).start()
     if inputs and reflex:
         out.reflex = PortReflex(client)
     return out, (NativeInPort(client, in_from, timing=timing) if inputs else None)
+
+
+class LinkWatch:
+    """Connects our ports to a controller or synth named in the setlist that was not there at start, when it
+    appears (checked every ``interval_s`` on its own thread and JACK client, ``port_watch._Link``'s rule: exactly
+    one port matches), and again whenever it comes back. ``connected`` counts the links made. Stops with the
+    client (``stop``)."""
+
+    def __init__(self, client: JackMidiClient, client_name: str, targets: dict[str, str],
+                 interval_s: float = 0.5) -> None:
+        from liveperf.io.port_watch import _Link
+        self.client, self.name, self.interval_s = client, client_name, interval_s
+        self.links = {side: _Link(side, target) for side, target in targets.items()}
+        self.connected = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jack-native-links", daemon=True)
+
+    def start(self) -> LinkWatch:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from liveperf.io.midi_backends import JackWatchClient
+        watch = JackWatchClient.open(f"{self.name}-watch", 5.0)
+        if watch is None:
+            return
+        try:
+            while not self._stop.wait(self.interval_s):
+                for side, link in self.links.items():
+                    own = self.client.out_name if side == "out" else self.client.in_name
+                    _, made = link.poll(watch, own, False)
+                    self.connected += len(made)
+                    for peer in made:
+                        log.warning("MIDI %s: connected %s, which was not there at start", side, peer)
+        finally:
+            watch.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
 
 
 def _others(names: list[str], own: str) -> list[str]:

@@ -30,6 +30,10 @@ class MidiUnavailable(RuntimeError):
     """No MIDI system (or not the one asked for) can be opened; the message says what to start or use instead."""
 
 
+class PortNotFound(MidiUnavailable):
+    """No port of the other side matches a name asked for (a controller or synth not plugged in yet)."""
+
+
 def _unavailable_reason(backend: str) -> str | None:
     """None if ``backend`` can be opened now, else a short reason. Fast (a hung JACK server: 5 s), silent; starts
     nothing."""

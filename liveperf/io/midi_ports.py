@@ -27,7 +27,8 @@ import rtmidi
 
 from liveperf.io.jack_probe import _quiet
 from liveperf.io.midi_backends import (  # noqa: F401 - re-exported: the backend names were first defined here
-    _RTMIDI_API, ALSA_SEQ_DEVICE, BACKENDS, FILE_MODE_HINT, JACK_PROBE_TIMEOUT_S, MidiUnavailable, _explain,
+    _RTMIDI_API, ALSA_SEQ_DEVICE, BACKENDS, FILE_MODE_HINT, JACK_PROBE_TIMEOUT_S, MidiUnavailable, PortNotFound,
+    _explain,
     _port_names, _unavailable_reason, available_backends, detect_backend, list_ports)
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _find_port(names: Sequence[str], target: str, side: str) -> tuple[int, str]:
     hits = [(i, n) for i, n in enumerate(names) if target in n]
     if len(hits) != 1:
         what = "no" if not hits else "more than one"
-        raise MidiUnavailable(
+        raise (PortNotFound if not hits else MidiUnavailable)(
             f"{what} MIDI {'source' if side == 'in' else 'destination'} matches {target!r}; "
             f"available: {', '.join(names) or '(none)'}"
         )
