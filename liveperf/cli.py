@@ -267,6 +267,8 @@ def _print_report(report) -> None:
               + (f" ({report.record_errors} write errors)" if report.record_errors else ""))
     if report.record_path:
         print(f"recorded to {report.record_path}")
+    for path in report.record_fallback_files:
+        print(f"recorded to {path} instead (the recording folder could not take it)")
 
 
 def _check(args) -> int:

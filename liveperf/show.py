@@ -349,6 +349,7 @@ class Show:
             report.osc_feedback = {"sent": feedback.sent, "dropped": feedback.dropped, "errors": feedback.errors}
         report.record_files = list(recorder.stats.paths)
         report.record_errors = recorder.stats.write_errors
+        report.record_fallback_files = list(recorder.stats.fallback_paths)
         if not recorder.healthy:
             self.log(f"recorder: some of the recording could not be written ({recorder.stats.last_error})")
         if opts.record_path is not None:

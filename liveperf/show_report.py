@@ -45,6 +45,7 @@ class ShowReport:
     record_path: Path | None = None
     record_files: list[Path] = field(default_factory=list)
     record_errors: int = 0
+    record_fallback_files: list[Path] = field(default_factory=list)  # written elsewhere at the end: disk full
     recovered: list[Path] = field(default_factory=list)
     stopped: str = "end"
     scheduling: str = ""

@@ -273,10 +273,16 @@ def test_kill_9_mid_song_keeps_every_note_before_the_last_bar_line(tmp_path):
     _, conductor, tracks = read_song_file(tmp_path / "01-kill-me.mid")
     assert conductor == [(0, "set_tempo", 120.0), (0, "marker", "Kill me")]
     bar3_tick = 3 * 3840
+    last_tick = max(e[0] for t in tracks.values() for e in t)
     for track in ("performer", "partner"):
         before = [e for e in expected[track] if e[0] < bar3_tick]
         assert [e for e in tracks[track] if e[0] < bar3_tick] == before  # all of bars 1-3, exact
-        assert tracks[track] == expected[track][:len(tracks[track])]  # later: only what was played, in order
+        played = [e for e in tracks[track] if e in expected[track]]
+        assert played == expected[track][:len(played)]  # later: only what was played, in order
+        # ... and a note sounding at the kill ends where the recovered part ends (recover closes it)
+        closing = [e for e in tracks[track] if e not in expected[track]]
+        assert all(t == last_tick and d[0] & 0xF0 == 0x80 for t, d in closing), closing
+        assert sum(d[0] & 0xF0 == 0x90 for _, d in tracks[track]) == sum(d[0] & 0xF0 == 0x80 for _, d in tracks[track])
     assert len(expected["performer"]) + len(expected["partner"]) > sum(len(t) for t in tracks.values())
 
 
@@ -335,6 +341,34 @@ def test_disk_full_keeps_recording_in_memory_and_writes_everything_once_there_is
     assert read_song_file(tmp_path / "01-full.mid")[2]["performer"] == [(k * 480, on(60 + k)) for k in range(8)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01-full.mid"]
     assert len(reports) == 1
+
+
+class FullDiskUnder(FullDisk):
+    """Full only under ``folder`` (the recordings' disk); other file systems have room."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(full=True)
+        self.folder = folder
+
+    def __call__(self, path, mode):
+        return _FullDiskFile(open(path, mode), self) if Path(path).is_relative_to(self.folder) else open(path, mode)
+
+
+def test_a_disk_still_full_at_the_end_puts_the_whole_recording_in_a_fallback_folder_and_says_where(tmp_path):
+    show_dir, elsewhere, reports = tmp_path / "rec", tmp_path / "other-disk", []
+    rec = Recorder(folder=show_dir, opener=FullDiskUnder(show_dir), on_error=reports.append,
+                   fallback_dirs=[show_dir / "no", elsewhere])
+    rec.begin_song("Full to the end", 120, 0, 4)
+    for k in range(8):
+        rec.add("performer", k * EIGHTH_120_NS, on(60 + k))
+        rec.add("partner", k * EIGHTH_120_NS, on(48 + k, ch=1))
+    assert not rec.close()  # not healthy: the show's folder never got it
+    assert rec.stats.fallback_paths == [elsewhere / "01-full-to-the-end.mid"]
+    tracks = read_song_file(elsewhere / "01-full-to-the-end.mid")[2]
+    assert tracks["performer"] == [(k * 480, on(60 + k)) for k in range(8)]
+    assert tracks["partner"] == [(k * 480, on(48 + k, ch=1)) for k in range(8)]
+    assert reports[-1] == (f"{show_dir / '01-full-to-the-end.mid'} could not be written; the whole song is in "
+                           f"{elsewhere / '01-full-to-the-end.mid'} instead")
 
 
 def test_journal_write_error_mid_song_is_healed_by_rewriting_it_whole(tmp_path):

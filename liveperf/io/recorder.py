@@ -19,6 +19,11 @@ stay in memory, and the writer tries again (journal: rewritten whole at the next
 boundary, ``sync`` and ``close``). ``healthy`` says whether the recording is currently safe on disk; ``on_error``
 hears each change from healthy to failing.
 
+At ``close``, a song whose ``.mid`` still cannot be written (the disk is still full) is written to the first of
+``fallback_dirs`` that takes it (by default ``$LIVEPERF_FALLBACK_DIR``, the system's temporary folder, /dev/shm and
+the home folder, each under ``liveperf-recordings/``: another file system, most likely) and ``on_error`` says where
+(``stats.fallback_paths``); the in-memory copy is never lost at exit while any of them has room.
+
 Whole-show file: ``save(path)`` writes every song recorded so far, in memory or folder mode, in the layout of
 ``liveperf.io.journal.show_midi``.
 """
@@ -50,6 +55,7 @@ class RecorderStats:
     write_errors: int = 0  # OSErrors from open/write/flush/fsync/rename, all files
     last_error: str = ""
     paths: list[Path] = field(default_factory=list)  # per-song .mid files written, in song order
+    fallback_paths: list[Path] = field(default_factory=list)  # .mid files written elsewhere at close (disk full)
 
 
 @dataclass
@@ -83,7 +89,8 @@ class Recorder:
     def __init__(self, ticks_per_beat: int = 960, *, folder: str | Path | None = None,
                  sync_delay_ns: int = 50_000_000, opener: Callable = open,
                  clock_ns: Callable[[], int] = time.monotonic_ns,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None,
+                 fallback_dirs: list[Path] | None = None) -> None:
         """``folder``: per-song files and journals go there (created if missing); None keeps everything in memory
         for ``save``. ``sync_delay_ns``: how long after a bar line the journal is synced, so messages stamped just
         before the line (enqueued a little later) are in it. ``opener(path, mode)``: opens the journal and ``.mid``
@@ -98,6 +105,7 @@ class Recorder:
         self._opener = opener
         self._clock_ns = clock_ns
         self._on_error = on_error
+        self.fallback_dirs = default_fallback_dirs() if fallback_dirs is None else list(fallback_dirs)
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _songs between the writer and save
         self._songs: list[_Song] = []
@@ -249,6 +257,8 @@ class Recorder:
             self._sync_if_due(force=bool(waiters))
             if waiters or stop or boundary:
                 self._write_pending_mids()
+            if stop:
+                self._write_fallbacks()
         for done in waiters:
             done.set()
         return stop
@@ -400,6 +410,25 @@ class Recorder:
         except OSError as exc:  # harmless: recover() retires a journal whose .mid exists
             self._count_error(f"{song.stem}{jr.JOURNAL_SUFFIX}: cannot remove ({exc})")
 
+    def _write_fallbacks(self) -> None:
+        """At close: every song whose ``.mid`` could not be written goes to the first fallback folder that takes it."""
+        for song in self._songs:
+            if song.mid_ok:
+                continue
+            for folder in self.fallback_dirs:
+                path = folder / (song.stem + ".mid")
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    jr.save_midi_atomic(jr.song_midi(song.record), path, self._opener)
+                except OSError as exc:
+                    self._count_error(f"fallback {path}: {exc}")
+                    continue
+                self.stats.fallback_paths.append(path)
+                if self._on_error is not None:
+                    self._on_error(f"{self.folder / (song.stem + '.mid')} could not be written; the whole song is "
+                                   f"in {path} instead")
+                break
+
     def _fail(self, problem: str, message: str) -> None:
         was_healthy = not self._problems
         self._problems.add(problem)
@@ -410,6 +439,13 @@ class Recorder:
     def _count_error(self, message: str) -> None:
         self.stats.write_errors += 1
         self.stats.last_error = message
+
+
+def default_fallback_dirs() -> list[Path]:
+    """Where a recording goes at close when its folder cannot take it (see the module docstring)."""
+    import tempfile
+    dirs = [os.environ.get("LIVEPERF_FALLBACK_DIR", ""), tempfile.gettempdir(), "/dev/shm", str(Path.home())]
+    return [Path(d) / "liveperf-recordings" for d in dirs if d]
 
 
 def _fsync(f) -> None:
