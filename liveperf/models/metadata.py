@@ -136,7 +136,12 @@ def parse_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
     io = _json(props, "io", source)
     if not isinstance(io, dict) or not isinstance(io.get("inputs"), list) or not isinstance(io.get("outputs"), list):
         raise ModelMetadataError(f"{source}: metadata 'io' must be {{\"inputs\": [...], \"outputs\": [...]}}")
+    if not all(isinstance(x, str) and x for x in io["inputs"] + io["outputs"]):
+        raise ModelMetadataError(f"{source}: metadata 'io' inputs and outputs must be names (strings)")
     state_shape = _json(props, "state_shape", source) if PREFIX + "state_shape" in props else []
+    if not isinstance(state_shape, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65536 for x in state_shape):
+        raise ModelMetadataError(f"{source}: state_shape {state_shape!r} must be a list of sizes from 1 to 65536")
     lag_raw = props.get(PREFIX + "performer_lag_steps", "0")
     if lag_raw not in ("0", "1"):
         raise ModelMetadataError(f"{source}: performer_lag_steps {lag_raw!r} must be 0 or 1")
