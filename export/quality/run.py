@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--chorales", type=int, default=0, help="held-out chorales for the duet (0 = all)")
     ap.add_argument("--melody-model", default="melody_dnn", help="shipped name or .onnx path")
     ap.add_argument("--duet-model", default="duet_dnn", help="the duet mode's model: shipped name or .onnx path")
+    ap.add_argument("--duet-predictor", default="soprano_dnn",
+                    help="the duet's predictor of the performer: shipped name or .onnx path")
     ap.add_argument("--only", choices=("call_response", "duet"), default=None,
                     help="measure one mode only (tuning runs); the table needs both")
     ap.add_argument("--candidates", type=int, default=None,
@@ -168,7 +170,7 @@ def duet(chorales, metas, args, models_cache) -> tuple[dict, list]:
         num, den = meta.meter
         meter = f"{num}/{den}" if meta.meter_known and den in (2, 4, 8, 16) else "4/4"
         song = live.make_song(key=live.key_name(meta.tonic_pc, meta.mode), meter=meter, mode="duet", voice="bass",
-                              duet_model=args.duet_model, seed=args.seed + i,
+                              duet_model=args.duet_model, duet_predictor=args.duet_predictor, seed=args.seed + i,
                               pitch_range=[int(bp.min()) - 2, int(bp.max()) + 2])
         models = load_song_models(song, models_cache)
         bar = song.steps_per_bar(models.steps_per_beat)
@@ -275,7 +277,7 @@ def main(argv=None) -> int:
     train_tunes = [corpus.tokens[i] for i in split["train"]]
     cache: dict = {}
     res = {"label": args.label, "split": args.split, "seed": args.seed, "melody_model": args.melody_model,
-           "duet_model": args.duet_model, "candidates": args.candidates, "content_split": split["stats"]}
+           "duet_model": args.duet_model, "duet_predictor": args.duet_predictor, "candidates": args.candidates, "content_split": split["stats"]}
     cr_rolls = du_rolls = []
     if args.only != "duet":
         res["call_response"], cr_rolls = call_response(tunes, metas, train_tunes, args, cache)
