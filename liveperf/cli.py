@@ -1,6 +1,7 @@
 """Command line: ``liveperf play | check | ports | models``. Parses arguments (argparse), wires a ``Show``, prints results.
 
-Exit codes: 0 success, 1 the show ran but something failed (errors in a song), 2 bad input before the show
+Exit codes: 0 success, 1 the show ran but something failed (errors in a song; or a shutdown or port opening that
+hung past its limit, ended by faulthandler), 2 bad input before the show
 (setlist, model, MIDI file, no MIDI system), 130 stopped by a signal.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import json
 import signal
 import sys
@@ -20,6 +22,8 @@ from liveperf.models.onnx_model import ModelLoadError, load_model, shipped_model
 from liveperf.setlist import SetlistError, load_setlist
 
 BACKENDS = ("auto", "jack", "alsa", "coremidi", "file")
+SHUTDOWN_LIMIT_S = 2.0  # a signal ends the process within this, whatever a library call does on the way out
+PORTS_LIMIT_S = 10.0  # opening the MIDI ports gives up after this
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,10 +140,24 @@ def _play(args) -> int:
                           provider=args.provider, client_name=args.client_name, seed=args.seed,
                           realtime=not args.no_realtime, stage_view=not args.no_stage_view)
     show = Show(setlist, options)
+
+    def on_signal(*_) -> None:
+        # The show ends at once (every note off, recordings closed: ~0.1 s). Should a MIDI library call block on the
+        # way out (rtmidi's jack_client_close once waited for good on a lock held by libjack's own thread, holding
+        # the GIL, so no Python code could run), faulthandler's own C thread ends the process SHUTDOWN_LIMIT_S after
+        # the signal, with every thread's traceback on stderr, exit status 1.
+        if not show.stop_event.is_set():
+            faulthandler.dump_traceback_later(SHUTDOWN_LIMIT_S, exit=True)
+        show.stop_event.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: show.stop_event.set())
+        signal.signal(sig, on_signal)
     out_port, in_port, watch = NullPort(), None, None
     if backend != "file":
+        # Opening ports calls into libjack / ALSA, which can block for good (a wedged server): give up after
+        # PORTS_LIMIT_S, saying so (faulthandler's C thread, as on shutdown), rather than hang before the show.
+        print(f"liveperf: opening {backend} ports (at most {PORTS_LIMIT_S:g} s)", flush=True)
+        faulthandler.dump_traceback_later(PORTS_LIMIT_S, exit=True)
         # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
         # [show] midi_out / midi_in name the synth and the controller to connect to; else connect by hand.
         try:
@@ -188,11 +206,13 @@ def _play(args) -> int:
                                   on_event=lambda text: show.log(f"ports: {text}")).start()
                 out_port, in_port = watch.output, watch.input
         except (midi_ports.MidiUnavailable, LookupError, ValueError, RuntimeError) as exc:
+            faulthandler.cancel_dump_traceback_later()
             print(f"liveperf: {exc}", file=sys.stderr)
             close = getattr(out_port, "close", None)
             if close:
                 close()
             return 2
+        faulthandler.cancel_dump_traceback_later()
         print(f"liveperf: {backend} ports open: {out_port.full_name}"
               + (f", {in_port.full_name}" if in_port else "") + " — connect your controller and synth to them",
               flush=True)

@@ -86,11 +86,13 @@ def small_disk() -> None:  # in the child: every file may hold 1 KB, then writes
 
 
 @pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo-tools not installed")
-def test_one_show_under_many_faults_keeps_the_wire_clean(jack_server_sync, tmp_path):
+def test_one_show_under_many_faults_keeps_the_wire_clean(jack_server_sync, tmp_path, monkeypatch):
     # Synchronous (``conftest.jack_server_sync``): an asynchronous server loses a late client's cycle of MIDI, which
     # the monitor would read as a stuck or unmatched note.
     udp = free_udp_port()
     nan_duet(tmp_path / "nan_duet.onnx")
+    # The recordings that cannot be written at the end go to a fallback folder: this test's, not the machine's.
+    monkeypatch.setenv("LIVEPERF_FALLBACK_DIR", str(tmp_path / "fallback"))
     # The report goes to stdout (a pipe: no file-size limit) as the last line.
     play = LivePlay(tmp_path, SETLIST.format(udp=udp), "lpg", duration_s=60, preexec_fn=small_disk,
                     extra=["--report-json", "/dev/stdout"])

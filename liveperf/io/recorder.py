@@ -20,8 +20,8 @@ boundary, ``sync`` and ``close``). ``healthy`` says whether the recording is cur
 hears each change from healthy to failing.
 
 At ``close``, a song whose ``.mid`` still cannot be written (the disk is still full) is written to the first of
-``fallback_dirs`` that takes it (by default ``$LIVEPERF_FALLBACK_DIR``, the system's temporary folder, /dev/shm and
-the home folder, each under ``liveperf-recordings/``: another file system, most likely) and ``on_error`` says where
+``fallback_dirs`` that takes it (by default ``$LIVEPERF_FALLBACK_DIR`` if set, else the system's temporary folder,
+/dev/shm and the home folder, each under ``liveperf-recordings/``: another file system, most likely) and ``on_error`` says where
 (``stats.fallback_paths``); the in-memory copy is never lost at exit while any of them has room.
 
 Whole-show file: ``save(path)`` writes every song recorded so far, in memory or folder mode, in the layout of
@@ -442,10 +442,12 @@ class Recorder:
 
 
 def default_fallback_dirs() -> list[Path]:
-    """Where a recording goes at close when its folder cannot take it (see the module docstring)."""
+    """Where a recording goes at close when its folder cannot take it (see the module docstring): only
+    ``$LIVEPERF_FALLBACK_DIR`` when it is set, else the temporary folder, /dev/shm and home."""
     import tempfile
-    dirs = [os.environ.get("LIVEPERF_FALLBACK_DIR", ""), tempfile.gettempdir(), "/dev/shm", str(Path.home())]
-    return [Path(d) / "liveperf-recordings" for d in dirs if d]
+    chosen = os.environ.get("LIVEPERF_FALLBACK_DIR", "")
+    dirs = [chosen] if chosen else [tempfile.gettempdir(), "/dev/shm", str(Path.home())]
+    return [Path(d) / "liveperf-recordings" for d in dirs]
 
 
 def _fsync(f) -> None:
