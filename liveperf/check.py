@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -151,10 +151,9 @@ def probe_song(models: SongModels, song) -> str | None:
     """A few steps of every model ``song`` can play (any mode can be switched to live): the melody model, the duet
     model (with its anticipation) and the phrase model, fed as ``check`` feeds them. None, or why one fails: a model
     whose metadata is right but whose output is NaN or mis-shaped loads fine, and would leave the song silent."""
-    import dataclasses
     try:
         measure_song(OnnxStepper(models.melody, song.meter), song, 8, 0)
-        measure_mode(models, dataclasses.replace(song, mode="duet"), 8, 0)
+        measure_mode(models, replace(song, mode="duet"), 8, 0)
         s = settings_for(song, models.steps_per_beat)
         source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
         history = np.full(source.phrase_steps, melody.on(sum(song.pitch_range) // 2), dtype=np.int64)
@@ -269,8 +268,7 @@ def check_midi(require: bool) -> tuple[str, list[str], list[str]]:
 def _measure_key(song) -> str:
     """What a song's measured step cost depends on: everything but its title, tempo, take, channel and the like
     (the budgets, which do depend on the tempo, are per song)."""
-    import dataclasses
-    fields = dataclasses.asdict(song)
+    fields = asdict(song)
     for name in ("title", "tempo_bpm", "take", "channel", "program", "bank", "select_program", "select_bank",
                  "seed"):
         fields.pop(name, None)
@@ -290,7 +288,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
         report.problems.append(str(exc))
         report.seconds = time.perf_counter() - t_start
         return report
-    from liveperf.show import ShowOptions, song_take
+    from liveperf.show_load import song_take
 
     cache: dict = {}
     measured: dict[str, tuple] = {}  # _measure_key -> (song number, unit, step_us, plan_us)
@@ -306,7 +304,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
             sc.problems.append(f"model: {exc}")
             continue
         try:
-            song_take(setlist, song, ShowOptions())
+            song_take(setlist, song)
         except MidiFileError as exc:
             sc.problems.append(f"take: {exc}")
         step_ns = 60e9 / (song.tempo_bpm * models.steps_per_beat)

@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -28,15 +27,13 @@ from liveperf.engine import Engine
 from liveperf.io.file_input import TakePlayer, take_events
 from liveperf.io.jack_probe import jack_server_priority
 from liveperf.io.journal import recover
-from liveperf.io.midi_file import MidiFileError, Take, read_take
+from liveperf.io.midi_file import Take
 from liveperf.io.osc import OscServer
 from liveperf.io.osc_feedback import OscFeedback
 from liveperf.io.recorder import Recorder
 from liveperf.io.timed_worker import TimedWorker
 from liveperf.loop import QueueInput, run_loop
 from liveperf.midi_clock import MidiClockFollower
-from liveperf.models.metadata import ModelMetadataError
-from liveperf.models.onnx_model import LoadedModel, ModelLoadError
 from liveperf.modes.build import SongModels, build_modes
 from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
@@ -44,6 +41,7 @@ from liveperf.setlist import Setlist, SetlistError, Song
 from liveperf.setlist_warnings import setlist_warnings
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
+from liveperf.show_load import load_song_models, probe_warnings, song_take
 from liveperf.show_report import ShowReport, SongReport
 from liveperf.show_stage import StageFeed
 
@@ -78,19 +76,6 @@ class NullPort:
         pass
 
 
-def load_song_models(setlist: Setlist, indices: list[int], provider: str) -> dict[int, SongModels]:
-    """Load (and validate) every model the selected songs can play; raises ModelLoadError naming the file.
-    A file used by several songs is loaded once."""
-    cache: dict[Path, LoadedModel] = {}
-    out = {}
-    for i in indices:
-        try:
-            out[i] = SongModels.load(setlist.songs[i], setlist.path.parent, provider, cache)
-        except (ModelLoadError, ModelMetadataError) as exc:
-            raise ModelLoadError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}): {exc}") from None
-    return out
-
-
 def sending_priority(backend: str) -> int | None:
     """SCHED_FIFO priority for the sending thread. Under JACK it must stay below the server: JACK runs every
     client in one cycle, so a sending thread that preempts the server only makes the cycle (and every clock tick
@@ -102,30 +87,6 @@ def sending_priority(backend: str) -> int | None:
     if prio is None:
         return 70
     return None if prio == 0 else max(1, min(70, prio - 10))
-
-
-def shipped_takes_dir() -> Path:
-    return Path(str(resources.files("liveperf") / "data" / "takes"))
-
-
-def song_take(setlist: Setlist, song: Song, options: ShowOptions) -> Take | None:
-    """The performer take for ``song``: --input, else the song's take (a shipped take name or a .mid path)."""
-    if options.input_path is not None:
-        return read_take(options.input_path)
-    if not song.take:
-        return None
-    index = setlist.songs.index(song) if song in setlist.songs else -1
-    where = f"{setlist.path}: song {index + 1} ({song.title!r}): field 'take' = {song.take!r}"
-    if song.take.endswith(".mid"):
-        try:
-            return read_take(setlist.path.parent / song.take)
-        except MidiFileError as exc:
-            raise MidiFileError(f"{where}: {exc}") from None
-    shipped = shipped_takes_dir() / f"{song.take}.mid"
-    if not shipped.exists():
-        names = sorted(p.stem for p in shipped_takes_dir().glob("*.mid"))
-        raise MidiFileError(f"{where}: no shipped take of that name ({', '.join(names)}); a file must end in .mid")
-    return read_take(shipped)
 
 
 class Show:
@@ -154,15 +115,11 @@ class Show:
         self.now_ns = getattr(out_port, "now_ns", time.monotonic_ns)
         every = list(range(len(setlist.songs)))
         models = load_song_models(setlist, every, opts.provider)  # any song can be selected live
-        from liveperf.check import probe_song  # check's own probe: play says before the first note what check would
-        for i in every:
-            why = probe_song(models[i], setlist.songs[i])
-            if why is not None:
-                warnings.append(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}): {why}; the partner stays "
-                                f"silent where it fails")
-                self.log(f"warning: {warnings[-1]}")
+        for w in probe_warnings(setlist, models):  # what check would find, said before the first note
+            warnings.append(w)
+            self.log(f"warning: {w}")
         # Takes are the performer only in file mode; with a live input port the musician is the performer.
-        takes = {i: song_take(setlist, setlist.songs[i], opts) if in_port is None else None for i in every}
+        takes = {i: song_take(setlist, setlist.songs[i], opts.input_path) if in_port is None else None for i in every}
         for i in indices:
             if in_port is None and takes[i] is None:
                 raise ValueError(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}) has no take and no "

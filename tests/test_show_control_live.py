@@ -202,7 +202,7 @@ def test_a_show_killed_with_sigkill_leaves_a_recoverable_recording(tmp_path):
     from liveperf.clock import InternalClock
     from liveperf.io.file_input import take_events
     from liveperf.io.midi_file import read_take
-    from liveperf.show import shipped_takes_dir
+    from liveperf.show_load import shipped_takes_dir
     from test_recorder import read_song_file
 
     (tmp_path / "set.toml").write_text(KILL_SET)

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -313,6 +314,33 @@ def save_midi_atomic(mid: mido.MidiFile, path: Path, opener: Callable = open) ->
         unlink_quietly(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def default_fallback_dirs() -> list[Path]:
+    """Where a recording goes at close when its folder cannot take it (see ``liveperf.io.recorder``): only
+    ``$LIVEPERF_FALLBACK_DIR`` when it is set, else the temporary folder, /dev/shm and home."""
+    chosen = os.environ.get("LIVEPERF_FALLBACK_DIR", "")
+    dirs = [chosen] if chosen else [tempfile.gettempdir(), "/dev/shm", str(Path.home())]
+    return [Path(d) / "liveperf-recordings" for d in dirs]
+
+
+def recordable(data: bytes) -> bool:
+    """A complete channel message, or a whole sysex: what a standard MIDI file track can hold."""
+    if not data:
+        return False
+    status = data[0]
+    if 0x80 <= status < 0xF0:
+        want = 2 if status & 0xE0 == 0xC0 else 3
+        return len(data) == want and all(b < 0x80 for b in data[1:])
+    return status == 0xF0 and len(data) >= 2 and data[-1] == 0xF7 and all(b < 0x80 for b in data[1:-1])
+
+
+def close_quietly(f) -> None:
+    """Close ``f``; closing after a write error flushes again and fails again, and that error is already counted."""
+    try:
+        f.close()
+    except OSError:
+        pass
 
 
 def unlink_quietly(path: Path) -> None:

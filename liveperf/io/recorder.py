@@ -105,7 +105,7 @@ class Recorder:
         self._opener = opener
         self._clock_ns = clock_ns
         self._on_error = on_error
-        self.fallback_dirs = default_fallback_dirs() if fallback_dirs is None else list(fallback_dirs)
+        self.fallback_dirs = jr.default_fallback_dirs() if fallback_dirs is None else list(fallback_dirs)
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _songs between the writer and save
         self._songs: list[_Song] = []
@@ -133,7 +133,7 @@ class Recorder:
         if track not in TRACKS:
             raise ValueError(f"recorder track {track!r}: want one of {TRACKS}")
         data = bytes(data)
-        if not _recordable(data):
+        if not jr.recordable(data):
             self.unrecordable += 1  # a plain counter: a lost increment between two threads is harmless
             return
         self._q.put((track, ts_ns, data))
@@ -335,7 +335,7 @@ class Recorder:
         song.open = False
         self._next_bar_ns = None
         if song.journal is not None and self._journal_sync(song):
-            _close_file(song.journal)
+            jr.close_quietly(song.journal)
             song.journal = None
         # its .mid is written by _write_pending_mids, at the end of this batch
 
@@ -355,12 +355,12 @@ class Recorder:
             f = self._opener(tmp, "wb")
             f.write(jr.journal_bytes(song.record))
             f.flush()
-            _fsync(f)
+            os.fsync(f.fileno())
             os.replace(tmp, path)
             jr.fsync_dir(self.folder)
         except OSError as exc:
             if f is not None:
-                _close_file(f)
+                jr.close_quietly(f)
             jr.unlink_quietly(tmp)
             self._fail(f"journal {song.stem}", f"{path}: {exc}")
             return
@@ -380,7 +380,7 @@ class Recorder:
             return song.journal is not None
         try:
             song.journal.flush()
-            _fsync(song.journal)
+            os.fsync(song.journal.fileno())
         except OSError as exc:
             self._journal_broken(song, exc)
             return False
@@ -388,15 +388,21 @@ class Recorder:
         return True
 
     def _journal_broken(self, song: _Song, exc: OSError) -> None:
-        _close_file(song.journal)
+        jr.close_quietly(song.journal)
         song.journal = None  # rewritten whole from memory at the next bar line
         self._fail(f"journal {song.stem}", f"{self.folder / (song.stem + jr.JOURNAL_SUFFIX)}: {exc}")
+
+    def _save_mid(self, song: _Song, folder: Path) -> Path:
+        """The song's ``.mid`` in ``folder`` (created if missing); raises OSError."""
+        path = folder / (song.stem + ".mid")
+        folder.mkdir(parents=True, exist_ok=True)
+        jr.save_midi_atomic(jr.song_midi(song.record), path, self._opener)
+        return path
 
     def _write_mid(self, song: _Song) -> None:
         path = self.folder / (song.stem + ".mid")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            jr.save_midi_atomic(jr.song_midi(song.record), path, self._opener)
+            self._save_mid(song, self.folder)
         except OSError as exc:
             self._fail(f"mid {song.stem}", f"{path}: {exc}")
             return
@@ -416,12 +422,10 @@ class Recorder:
             if song.mid_ok:
                 continue
             for folder in self.fallback_dirs:
-                path = folder / (song.stem + ".mid")
                 try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    jr.save_midi_atomic(jr.song_midi(song.record), path, self._opener)
+                    path = self._save_mid(song, folder)
                 except OSError as exc:
-                    self._count_error(f"fallback {path}: {exc}")
+                    self._count_error(f"fallback {folder / (song.stem + '.mid')}: {exc}")
                     continue
                 self.stats.fallback_paths.append(path)
                 if self._on_error is not None:
@@ -439,34 +443,3 @@ class Recorder:
     def _count_error(self, message: str) -> None:
         self.stats.write_errors += 1
         self.stats.last_error = message
-
-
-def default_fallback_dirs() -> list[Path]:
-    """Where a recording goes at close when its folder cannot take it (see the module docstring): only
-    ``$LIVEPERF_FALLBACK_DIR`` when it is set, else the temporary folder, /dev/shm and home."""
-    import tempfile
-    chosen = os.environ.get("LIVEPERF_FALLBACK_DIR", "")
-    dirs = [chosen] if chosen else [tempfile.gettempdir(), "/dev/shm", str(Path.home())]
-    return [Path(d) / "liveperf-recordings" for d in dirs]
-
-
-def _fsync(f) -> None:
-    os.fsync(f.fileno())
-
-
-def _close_file(f) -> None:
-    try:
-        f.close()
-    except OSError:  # closing after a write error flushes again and fails again; the error is already counted
-        pass
-
-
-def _recordable(data: bytes) -> bool:
-    """A complete channel message, or a whole sysex: what a standard MIDI file track can hold."""
-    if not data:
-        return False
-    status = data[0]
-    if 0x80 <= status < 0xF0:
-        want = 2 if status & 0xE0 == 0xC0 else 3
-        return len(data) == want and all(b < 0x80 for b in data[1:])
-    return status == 0xF0 and len(data) >= 2 and data[-1] == 0xF7 and all(b < 0x80 for b in data[1:-1])
