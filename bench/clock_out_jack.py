@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from frame_listener import FrameListener  # noqa: E402
-from jack_server import jack_connect, start_jack_server  # noqa: E402
+from jack_server import jack_connect, start_jack_server, use_server  # noqa: E402
 from wire_monitor import LivePlay  # noqa: E402
 
 TEMPOS = (116, 137)
@@ -58,9 +57,7 @@ mode = "harmonize"
 
 
 def run(minutes: float, change_s: float = 20.0, busy: bool = False, backend: str = "jack", log=print) -> dict:
-    server = start_jack_server(period=256, sync=True)
-    env_before = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    os.environ["JACK_DEFAULT_SERVER"], os.environ["JACK_NO_START_SERVER"] = server.name, "1"
+    server_done = use_server(start_jack_server(period=256, sync=True))
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-clockout-"))
     seconds = minutes * 60
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
@@ -88,12 +85,7 @@ def run(minutes: float, change_s: float = 20.0, busy: bool = False, backend: str
             listener.close()
         if play is not None:
             play.kill()
-        server.stop()
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        server_done()
     events = play.monitor.snapshot()
     system = [(t, d[0]) for t, d in events if d and d[0] >= 0xF0]
     ticks = np.array([t for t, b in system if b == 0xF8], dtype=np.int64)

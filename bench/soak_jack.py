@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench.proc import rss_kib  # noqa: E402
-from jack_server import start_jack_server  # noqa: E402
+from jack_server import start_jack_server, use_server  # noqa: E402
 from wire_monitor import LivePlay  # noqa: E402
 
 TEMPO = 180
@@ -82,9 +81,7 @@ def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
 
 def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
     # Synchronous: no client misses a cycle (and its MIDI) on a busy machine; see tests/conftest.py jack_server_sync
-    server = start_jack_server(period=64, sync=True)
-    env_before = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    os.environ["JACK_DEFAULT_SERVER"], os.environ["JACK_NO_START_SERVER"] = server.name, "1"
+    server_done = use_server(start_jack_server(period=64, sync=True))
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-soak-"))
     seconds = minutes * 60
     rss: list[tuple[float, int]] = []
@@ -127,12 +124,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
         stop.set()
         if play is not None:
             play.kill()
-        server.stop()
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        server_done()
     summary = play.monitor.check()
     after = [k for t, k in rss if t >= warmup_s] or [k for _, k in rss]
     n = max(1, len(after) // 10)

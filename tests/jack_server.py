@@ -145,6 +145,24 @@ def start_jack_server(name: str | None = None, rate: int = 48000, period: int = 
     return server
 
 
+def use_server(server: JackServer):
+    """Point this process's JACK clients (and the ``jack_*`` tools, LivePlay's children) at ``server``; returns the
+    function that stops the server and puts the environment back (call it in a ``finally``). The benchmarks' form
+    of the ``jack_server`` fixtures."""
+    keys = ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ.update(zip(keys, (server.name, "1")))
+
+    def done() -> None:
+        server.stop()
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return done
+
+
 def _run(args: list[str], server_name: str | None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if server_name:
