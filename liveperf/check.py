@@ -193,7 +193,7 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
         def duet_step(i: int) -> None:
             if anticipation is not None:  # as Duet.on_step: hear step i - 1, then the partner's logits for i
                 if i:
-                    anticipation.hear(line[(i - 1) % 64], voice["before"], i - 1)
+                    anticipation.hear(line[(i - 1) % 64], voice["before"], i - 1, prev[0])
                 logits = anticipation.partner_logits(prev[0], i, voice["held"])
             else:
                 logits = stepper.feed(performer[i % len(performer)], prev[0], s.voice, i)
@@ -213,7 +213,9 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
                 stepper.feed(tok, prev[0], s.voice, i % spb)  # the grid moves on between note-ons
 
         if song.mode == "duet":
-            unit = "duet: anticipation (melody step, batched duet peek) + sampling" if anticipation else \
+            unit = ("duet: anticipation, one fused model call (predictor step, duet step, peek) + sampling"
+                    if anticipation.fused is not None else
+                    "duet: anticipation (melody step, batched duet peek) + sampling") if anticipation else \
                 "duet DNN step + sampling"
             return unit, _timed(duet_step, steps, warmup)
         return "harmonize reaction (duet peek + masked sampling)", _timed(reaction, steps, warmup)

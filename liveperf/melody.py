@@ -208,6 +208,15 @@ def position_codes(steps: np.ndarray | int, meter: tuple[int, int], steps_per_be
     return meter_id(meter) * MAX_BAR_STEPS + (steps % bar) % MAX_BAR_STEPS
 
 
+def position_coder(meter: tuple[int, int], steps_per_beat: int = DEFAULT_STEPS_PER_BEAT,
+                   version: int = REPRESENTATION_VERSION):
+    """``position_codes`` for one int step, with the meter's constants worked out once (a per-step hot path)."""
+    if version == 1:
+        return lambda step: step % steps_per_beat
+    bar, base = steps_per_bar(meter, steps_per_beat), meter_id(meter) * MAX_BAR_STEPS
+    return lambda step: base + (step % bar) % MAX_BAR_STEPS
+
+
 def lookback_tokens(history: np.ndarray, steps_per_bar_: int) -> np.ndarray:
     """For a line ``history`` (tokens fed so far, from a model reset), the lookback input of every step: row t
     holds the tokens one and two bars before step t + 1 (the step the model predicts), ``HOLD`` before the start.

@@ -108,6 +108,7 @@ def test_each_mode_times_its_own_unit_of_work(tmp_path):
     songs = json.loads(out.read_text())["songs"]
     assert [s["mode"] for s in songs] == ["harmonize", "duet", "phrase"]
     assert songs[0]["unit"].startswith("harmonize reaction") and songs[1]["unit"].startswith("duet: anticipation")
+    assert "fused" in songs[1]["unit"]  # the shipped pair has its fused graph (liveperf.models.fused_duet)
     assert songs[2]["unit"].startswith("VAE phrase") and songs[2]["step_us"]["n"] == 50
 
 

@@ -27,7 +27,8 @@ from typing import Any, Mapping
 from liveperf import melody
 
 PREFIX = "liveperf."
-KNOWN_FAMILIES = ("dnn_step", "vae_encoder", "vae_decoder", "gan_generator", "gan_critic", "duet_step")
+KNOWN_FAMILIES = ("dnn_step", "vae_encoder", "vae_decoder", "gan_generator", "gan_critic", "duet_step",
+                  "duet_anticipation")
 
 
 class ModelMetadataError(ValueError):

@@ -252,6 +252,7 @@ class DuetStepper:
         self.version = model.info.representation_version
         #: steps the performer input lags the partner's step: 1 = trained as the live duet hears (causal)
         self.performer_lag_steps = model.info.performer_lag_steps
+        self._position = melody.position_coder(self.meter, self.steps_per_beat, self.version)
         self._session = model.session
         self.reset(batch)
 
@@ -306,6 +307,10 @@ class DuetStepper:
         if self.batch != 1 or state.shape != self._state.shape:
             raise ValueError(f"state shape {state.shape}, this stepper's is {self._state.shape}")
         self._state = np.ascontiguousarray(state, dtype=np.float32)
+
+    def position(self, step: int) -> int:
+        """The model's ``pos`` input at song ``step``."""
+        return self._position(step)
 
     def _positions(self, steps: np.ndarray) -> np.ndarray:
         """The model's ``pos`` input at song ``steps`` (``melody.position_codes`` for its version)."""

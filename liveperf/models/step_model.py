@@ -59,6 +59,7 @@ class OnnxStepper:
         self.meter = tuple(meter)
         self.steps_per_beat = info.steps_per_beat
         self.steps_per_bar = melody.steps_per_bar(self.meter, self.steps_per_beat)
+        self._position = melody.position_coder(self.meter, self.steps_per_beat, version)
         self._session = model.session
         layers, hidden = info.state_shape
         self._zero = np.zeros((layers, 1, hidden), dtype=np.float32)
@@ -77,7 +78,7 @@ class OnnxStepper:
         self._fed = 0
 
     def position(self, step: int) -> int:
-        return int(melody.position_codes(step, self.meter, self.steps_per_beat, self.version))
+        return self._position(step)
 
     def lookback(self, fed: int, ring: np.ndarray) -> tuple[int, int]:
         """Tokens one and two bars before the step after the ``fed``-th token (HOLD before the reset)."""
@@ -85,28 +86,42 @@ class OnnxStepper:
         one, two = fed + 1 - bar, fed + 1 - 2 * bar
         return (int(ring[one % size]) if one >= 0 else melody.HOLD, int(ring[two % size]) if two >= 0 else melody.HOLD)
 
+    def stage(self, token: int, step: int) -> tuple[int, tuple[int, int], int]:
+        """Take ``token`` (fed at song ``step``) into the lookback history before the model runs; returns the
+        model's ``pos`` input, its ``lookback`` input and what ``unstage`` needs to take the token back out (a failed
+        step). ``commit`` counts it once the step succeeded. ``feed`` does all three; a fused graph that runs this
+        model's step itself (``liveperf.models.fused_duet``) calls them directly."""
+        n = self._fed
+        prev = int(self._ring[n % self._ring.size])
+        back = (melody.HOLD, melody.HOLD)
+        if self.version >= 2:
+            self._ring[n % self._ring.size] = token
+            back = self.lookback(n, self._ring)
+        return self.position(step), back, prev
+
+    def unstage(self, prev: int) -> None:
+        self._ring[self._fed % self._ring.size] = prev
+
+    def commit(self) -> None:
+        self._fed += 1
+
     def feed(self, token: int, step: int) -> np.ndarray:
         self._token[0] = token
-        self._pos[0] = self.position(step)
+        self._pos[0], back, prev = self.stage(token, step)
         if self.version >= 2:
-            n = self._fed
-            prev = self._ring[n % self._ring.size]
-            self._ring[n % self._ring.size] = token
-            self._back[0] = self.lookback(n, self._ring)
+            self._back[0] = back
         self._feeds["state"] = self._state
         try:
             logits, state = self._session.run(None, self._feeds)
         except Exception as exc:  # onnxruntime's own exception types are private
-            if self.version >= 2:
-                self._ring[self._fed % self._ring.size] = prev
+            self.unstage(prev)
             raise StepError(f"{self.model.path.name}: step failed ({type(exc).__name__}: {exc})") from exc
         out = logits[0]
         if out.shape != (NUM_CLASSES,) or not np.isfinite(out).all():
-            if self.version >= 2:
-                self._ring[self._fed % self._ring.size] = prev
+            self.unstage(prev)
             raise StepError(f"{self.model.path.name}: non-finite or mis-shaped logits {out.shape}")
         self._state = state
-        self._fed += 1
+        self.commit()
         return out
 
     def fork(self, n: int) -> "BatchStepper":

@@ -21,17 +21,25 @@ waits a few ms for it and answers the note it heard (``partner_logits(..., given
 row for exactly that token, weighted by the consonance it really has); with no note, it plays its answer to the
 performer holding on (``given=STILL``).
 
-Cost per step: one predictor step and one batched peek of at most ``MAX_CANDIDATES`` + 1 rows (the likely
-performer tokens, and ``HOLD``). The peek's states are kept: when the performer's real token of a step was one of
-the rows, ``hear`` takes that row's state instead of running the duet model again (measured: a step took 3 model
-calls, 515 µs p50, before). Engine thread only; deterministic (no sampling here: the mode samples from the result).
+Cost per step. With the fused graph of the shipped pair (``liveperf.models.fused_duet``: built by
+``export/fuse_duet.py`` from exactly the song's duet model and predictor), one onnxruntime call does the predictor's
+step, the duet model's step on the performer's real token and the batched peek of the ``MAX_CANDIDATES`` likeliest
+tokens and ``HOLD`` (``hear``, given the partner's token of that step too). Otherwise: one predictor step and one
+batched peek of at most ``MAX_CANDIDATES`` + 1 rows; the peek's states are kept, and when the performer's real
+token was one of the rows, ``hear`` takes that row's state instead of running the duet model again. Choosing the
+candidates and mixing run compiled (numba, ``_candidates`` / ``_mix``; the numpy specification they are tested
+against: ``liveperf.modes.anticipation_reference``). Measured in ``liveperf check`` (README, the duet's per-step
+cost). Engine thread only; deterministic (no sampling here: the mode samples from the result).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba import types
 
 from liveperf import melody
+from liveperf.models.step_model import StepError
 
 MAX_CANDIDATES = 6  # performer tokens asked about per step, the likeliest first ...
 CANDIDATE_MASS = 0.95  # ... until they hold this much of the predictor's probability
@@ -51,77 +59,230 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 STILL = -1  # ``partner_logits(given=STILL)``: the performer strikes no new note at the step (holds on, or lets go)
+_NONE = -2  # the kernels' ``given`` for None: the likely tokens
+
+_JIT = dict(cache=True, nogil=True)
+_F64, _I64, _F32 = types.float64[::1], types.int64[::1], types.float32[::1]
+
+
+@numba.njit([types.int64(_F64, _I64, _F64), types.int64(_F32, _I64, _F64)], **_JIT)
+def _candidates(predicted, tokens, weights):
+    """The likeliest performer tokens (ties to the lower token), at most ``MAX_CANDIDATES``, until they hold
+    ``CANDIDATE_MASS``, into ``tokens`` / ``weights`` (normalised); returns how many."""
+    n = 0
+    total = 0.0
+    for k in range(MAX_CANDIDATES):
+        best = -1
+        for t in range(predicted.size):
+            taken = False
+            for j in range(k):
+                if tokens[j] == t:
+                    taken = True
+                    break
+            if not taken and (best < 0 or predicted[t] > predicted[best]):
+                best = t
+        tokens[k] = best
+        weights[k] = np.exp(np.float64(predicted[best]))
+        total += weights[k]
+        n = k + 1
+        if total >= CANDIDATE_MASS:
+            break
+    for k in range(n):
+        weights[k] /= total
+    return n
+
+
+@numba.njit([types.float64(_F64), types.float64(_F32)], **_JIT)
+def _strike(predicted):
+    """The probability of a note-on under log-probabilities ``predicted``."""
+    acc = 0.0
+    for t in range(melody.PITCH_OFFSET, predicted.size):
+        acc += np.exp(np.float64(predicted[t]))
+    return acc
+
+
+@numba.njit(types.int64(_I64, _F64, types.int64, types.int64, _I64, _F64), **_JIT)
+def _select(tokens, weights, n, given, out_tokens, out_weights):
+    """The performer tokens the partner answers (``partner_logits``' ``given``: ``_NONE``, ``STILL`` or a token)
+    into ``out_*``; returns how many."""
+    if given >= 0:
+        out_tokens[0], out_weights[0] = given, 1.0
+        return 1
+    m = 0
+    total = 0.0
+    for k in range(n):
+        if given == _NONE or tokens[k] < melody.PITCH_OFFSET:
+            out_tokens[m], out_weights[m] = tokens[k], weights[k]
+            total += weights[k]
+            m += 1
+    if m == 0 or total <= 0.0:
+        out_tokens[0], out_weights[0] = melody.HOLD, 1.0
+        return 1
+    for k in range(m):
+        out_weights[k] /= total
+    return m
+
+
+@numba.njit([types.void(types.float64[:, ::1], _I64, _I64, _F64, types.int64, types.int64, types.int64, _F32),
+             types.void(types.float32[:, ::1], _I64, _I64, _F64, types.int64, types.int64, types.int64, _F32)],
+            **_JIT)
+def _mix(rows, row_of, tokens, weights, n, sounding, partner_sounding, out):
+    """``out`` = log of the ``weights``-mixture of the duet model's answer to each of ``tokens[:n]`` (row
+    ``row_of[token]`` of ``rows``), plus the agreement weight per partner pitch (the reference's ``agreement``;
+    sounding / partner_sounding: a pitch, or -1 for none)."""
+    for c in range(rows.shape[1]):
+        acc = 0.0
+        for k in range(n):
+            acc += np.exp(np.float64(rows[row_of[tokens[k]], c]) + np.log(weights[k]))
+        out[c] = np.log(acc)
+    # The performer's pitch under each token: a note-on its own, HOLD the one sounding, OFF none (-1).
+    pitch = np.empty(n, dtype=np.int64)
+    silent = 0.0
+    for k in range(n):
+        t = tokens[k]
+        pitch[k] = t - melody.PITCH_OFFSET if t >= melody.PITCH_OFFSET else (sounding if t == melody.HOLD else -1)
+        if pitch[k] < 0:
+            silent += weights[k]
+    before = -1
+    if sounding >= 0 and partner_sounding >= 0 and ((sounding - partner_sounding) % 12 == 0 or
+                                                     (sounding - partner_sounding) % 12 == 7):
+        before = (sounding - partner_sounding) % 12
+    hold_weight = 0.0
+    for q in range(melody.NUM_PITCHES):
+        agree = silent
+        parallel = 0.0
+        for k in range(n):
+            p = pitch[k]
+            if p < 0:
+                continue
+            agree += weights[k] * _CONSONANT_F[(p - q) % 12]
+            if before >= 0 and p != sounding:
+                moves = q > partner_sounding if p > sounding else q < partner_sounding
+                if moves and (p - q) % 12 == before:
+                    parallel += weights[k]
+        w = CONSONANCE_POWER * np.log(_FLOOR + agree) + PARALLEL_POWER * np.log(_FLOOR + 1.0 - parallel)
+        out[melody.PITCH_OFFSET + q] += w
+        if q == partner_sounding:
+            hold_weight = w
+    out[melody.OFF] += CONSONANCE_POWER * np.log(_FLOOR + REST_AGREEMENT)
+    if partner_sounding >= 0:
+        out[melody.HOLD] += hold_weight
 
 
 class Anticipation:
-    """Owns the duet stepper's and the predictor's states; ``partner_logits`` is called once per step (and again,
-    with ``given``, when the duet listened)."""
+    """Owns the duet stepper's and the predictor's states (or the fused graph's); ``partner_logits`` is called once
+    per step (and again, with ``given``, when the duet listened)."""
 
-    def __init__(self, duet, predictor, voice: int) -> None:
+    def __init__(self, duet, predictor, voice: int, fused=None) -> None:
         self.duet = duet  # DuetStepper over a same-step model (performer_lag_steps 0)
         self.predictor = predictor  # OnnxStepper over the melody model
         self.voice = voice
-        self._pitches = np.arange(melody.NUM_PITCHES)
+        self.fused = fused  # a FusedDuetStep built from exactly these two models, or None
+        self._row_numbers = np.arange(fused.candidates + 1) if fused is not None else None
         self.state_reused = self.state_fed = 0  # how ``hear`` advanced the duet model (reuse saves a model call)
+        self._tokens, self._weights = np.zeros(MAX_CANDIDATES, np.int64), np.zeros(MAX_CANDIDATES)
+        self._sel_tokens, self._sel_weights = np.zeros(MAX_CANDIDATES, np.int64), np.zeros(MAX_CANDIDATES)
+        self._first_tokens, self._first_weights = np.array([melody.HOLD], np.int64), np.ones(1)  # nothing heard
+        self._strike = 0.0
+        self._n = 0
         self.reset()
 
     def reset(self) -> None:
         self.duet.reset()
         self.predictor.reset()
-        self._predicted: np.ndarray | None = None  # predictor log-probabilities for the next performer token
-        self._sounding: int | None = None  # the performer's pitch sounding after the last fed step
-        self._peek: dict | None = None  # the last step's peek: step, partner_prev, {token: row}, rows, states
+        if self.fused is not None:
+            self.fused.reset()
+        self._predicted: np.ndarray | None = None  # predictor log-probabilities (float64) for the next token
+        self._n = 0  # candidates of ``_predicted`` in ``_tokens`` / ``_weights``
+        self._sounding = -1  # the performer's pitch sounding after the last fed step (-1: none)
+        # The last peek: step, partner_prev, rows (log-softmax), row_of (token -> row, -1: not peeked), states
+        # (per row, for ``hear``; None when not kept), covers (every candidate and HOLD peeked).
+        self._peek: dict | None = None
+        self._duet_synced = True  # the duet stepper holds the fused graph's duet state (its off-table peeks)
 
-    def hear(self, performer: int, partner_prev: int, step: int) -> None:
-        """The real tokens of ``step`` (the performer's, and the partner's of step - 1): advance both models."""
-        pk = self._peek
-        row = pk["index"].get(performer) if pk is not None and pk["step"] == step and \
-            pk["partner_prev"] == partner_prev else None
-        if row is not None:
-            self.duet.set_state(pk["states"][:, row:row + 1])
-            self.state_reused += 1
+    def hear(self, performer: int, partner_prev: int, step: int, partner_now: int | None = None) -> None:
+        """The real tokens of ``step`` (the performer's, and the partner's of step - 1): advance both models.
+        ``partner_now``: the partner's token at ``step``; with it, the fused graph also peeks ``step + 1``."""
+        if self.fused is not None and partner_now is not None:
+            self._hear_fused(performer, partner_prev, step, partner_now)
         else:
-            self.duet.feed(performer, partner_prev, self.voice, step)
-            self.state_fed += 1
-        self._peek = None
-        self._predicted = _log_softmax(self.predictor.feed(performer, step))
+            pk = self._peek
+            row = int(pk["row_of"][performer]) if pk is not None and pk["step"] == step and \
+                pk["partner_prev"] == partner_prev and pk["states"] is not None else -1
+            self._sync_duet()
+            if row >= 0:
+                self.duet.set_state(pk["states"][:, row:row + 1])
+                self.state_reused += 1
+            else:
+                self.duet.feed(performer, partner_prev, self.voice, step)
+                self.state_fed += 1
+            self._peek = None
+            self._predict(_log_softmax(self.predictor.feed(performer, step)))
         if melody.is_on(performer):
             self._sounding = melody.pitch_of(performer)
         elif performer == melody.OFF:
-            self._sounding = None
+            self._sounding = -1
+
+    def _hear_fused(self, performer: int, partner_prev: int, step: int, partner_now: int) -> None:
+        pos, back, undo = self.predictor.stage(performer, step)
+        position = self.duet.position
+        try:
+            rows, tokens, predicted = self.fused.step(performer, pos, back, partner_prev, self.voice,
+                                                      position(step), partner_now, position(step + 1))
+        except StepError:
+            self.predictor.unstage(undo)
+            self._peek = None  # its rows are the fused step's buffer, which the failed call may have written
+            raise
+        self.predictor.commit()
+        self._duet_synced = False
+        self.state_fed += 1
+        row_of = np.full(melody.NUM_CLASSES, -1, dtype=np.int64)
+        row_of[tokens] = self._row_numbers  # HOLD is last; as a candidate too, the row is the same
+        self._peek = {"step": step + 1, "partner_prev": partner_now, "rows": rows, "row_of": row_of,
+                      "states": None, "covers": True}
+        self._predict(predicted)
+
+    def _predict(self, predicted: np.ndarray) -> None:
+        self._predicted = predicted
+        self._n = _candidates(predicted, self._tokens, self._weights)
+        self._strike = _strike(predicted)
+
+    def _sync_duet(self) -> None:
+        if not self._duet_synced:
+            state = self.fused.duet_state
+            self.duet.set_state(state.reshape(1, 1, state.shape[-1]).copy())  # the fused step's buffer
+            self._duet_synced = True
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(performer tokens, weights summing to 1) likely at the next step."""
         if self._predicted is None:
             return np.array([melody.HOLD], dtype=np.int64), np.ones(1)
-        p = np.exp(self._predicted)
-        order = np.argsort(-p, kind="stable")[:MAX_CANDIDATES]
-        keep = int(np.searchsorted(np.cumsum(p[order]), CANDIDATE_MASS)) + 1
-        order = order[:keep]
-        return order.astype(np.int64), p[order] / p[order].sum()
+        return self._tokens[:self._n].copy(), self._weights[:self._n].copy()
 
     def strike_probability(self) -> float:
         """The predictor's probability that the performer strikes a new note at the next step."""
-        if self._predicted is None:
-            return 0.0
-        return float(np.exp(self._predicted[melody.PITCH_OFFSET:]).sum())
+        return 0.0 if self._predicted is None else self._strike
 
-    def _rows(self, tokens: np.ndarray, partner_prev: int, step: int) -> np.ndarray:
-        """Log-softmax rows of the duet model's answer to each performer token at ``step`` (peeked once per step;
-        a token not peeked yet gets its own peek, kept for ``hear`` too)."""
+    def _peeked(self, tokens: list[int], partner_prev: int, step: int) -> dict:
+        """The step's peek, holding the duet model's answer to each of ``tokens`` at ``step`` (peeked once per
+        step; a token not peeked yet gets its own peek, kept for ``hear`` too)."""
         pk = self._peek
         if pk is None or pk["step"] != step or pk["partner_prev"] != partner_prev:
-            pk = self._peek = {"step": step, "partner_prev": partner_prev, "index": {}, "rows": None, "states": None}
-        missing = [t for t in dict.fromkeys(tokens.tolist()) if t not in pk["index"]]
+            pk = self._peek = {"step": step, "partner_prev": partner_prev, "rows": None, "states": None,
+                               "row_of": np.full(melody.NUM_CLASSES, -1, dtype=np.int64), "covers": False}
+        row_of = pk["row_of"]
+        missing = [t for t in dict.fromkeys(tokens) if row_of[t] < 0]
         if missing:
+            self._sync_duet()
             logits, states = self.duet.peek_many(np.array(missing, dtype=np.int64), partner_prev, self.voice,
                                                  np.full(len(missing), step), with_states=True)
             base = 0 if pk["rows"] is None else len(pk["rows"])
-            pk["rows"] = _log_softmax(logits) if pk["rows"] is None else np.vstack([pk["rows"], _log_softmax(logits)])
-            pk["states"] = states if pk["states"] is None else np.concatenate([pk["states"], states], axis=1)
-            for i, t in enumerate(missing):
-                pk["index"][t] = base + i
-        return pk["rows"][[pk["index"][t] for t in tokens.tolist()]]
+            rows = _log_softmax(logits)
+            pk["rows"] = rows if pk["rows"] is None else np.vstack([pk["rows"].astype(np.float64), rows])
+            if base == 0 or pk["states"] is not None:  # kept only while every row has its state
+                pk["states"] = states if pk["states"] is None else np.concatenate([pk["states"], states], axis=1)
+            row_of[missing] = base + np.arange(len(missing))
+        return pk
 
     def partner_logits(self, partner_prev: int, step: int, partner_sounding: int | None = None,
                        given: int | None = None) -> np.ndarray:
@@ -131,49 +292,20 @@ class Anticipation:
 
         ``given``: None, the likely tokens; ``STILL``, only the tokens that strike no new note (``HOLD``, ``OFF``);
         a token, exactly that one (the performer played it: its consonance is known, not expected)."""
-        tokens, weights = self.candidates()
-        # HOLD is always peeked: the answer to "no new note" is there when the duet listens and hears none.
-        peek = tokens if melody.HOLD in tokens else np.append(tokens, melody.HOLD)
-        rows = self._rows(peek, partner_prev, step)
-        if given is not None:
-            if given == STILL:
-                still = tokens < melody.PITCH_OFFSET
-                tokens, weights = (tokens[still], weights[still]) if still.any() and weights[still].sum() > 0 else \
-                    (np.array([melody.HOLD], dtype=np.int64), np.ones(1))
-                weights = weights / weights.sum()
-            else:
-                tokens, weights = np.array([given], dtype=np.int64), np.ones(1)
-            rows = self._rows(tokens, partner_prev, step)
+        if self._predicted is None:
+            tokens, weights, n = self._first_tokens, self._first_weights, 1
         else:
-            rows = rows[:len(tokens)]
-        mix = np.log(np.exp(rows + np.log(weights)[:, None]).sum(axis=0))
-        weight = self._agreement(tokens, weights, partner_sounding)
-        mix[melody.PITCH_OFFSET:] += weight
-        # A rest dodges every clash but leaves the performer alone (Bach's basses rest on 1 % of steps): it
-        # weighs as a note that agrees half the time.
-        mix[melody.OFF] += CONSONANCE_POWER * np.log(_FLOOR + REST_AGREEMENT)
-        if partner_sounding is not None:
-            mix[melody.HOLD] += weight[partner_sounding]
-        return mix.astype(np.float32)
-
-    def _agreement(self, tokens: np.ndarray, weights: np.ndarray, partner_sounding: int | None) -> np.ndarray:
-        """Per partner pitch: ``CONSONANCE_POWER`` x log expected consonance with the performer's pitch under each
-        token, plus ``PARALLEL_POWER`` x log expected share of *no* parallel 5th / octave (both voices moving the
-        same way into the same perfect interval they left)."""
-        sounding = self._sounding
-        pitch = np.where(tokens >= melody.PITCH_OFFSET, tokens - melody.PITCH_OFFSET,
-                         sounding if (sounding is not None) else -1)
-        pitch = np.where(tokens == melody.OFF, -1, pitch)
-        sounds = pitch >= 0
-        agree = np.full(melody.NUM_PITCHES, weights[~sounds].sum())
-        if sounds.any():
-            p, w = pitch[sounds], weights[sounds]
-            agree += w @ _CONSONANT_F[(p[:, None] - self._pitches[None, :]) % 12]
-        parallel = np.zeros(melody.NUM_PITCHES)
-        if sounding is not None and partner_sounding is not None and (sounding - partner_sounding) % 12 in (0, 7):
-            before = (sounding - partner_sounding) % 12
-            moved = sounds & (pitch != sounding)
-            for q, w in zip(pitch[moved].tolist(), weights[moved].tolist()):
-                moves = (self._pitches > partner_sounding) if q > sounding else (self._pitches < partner_sounding)
-                parallel += w * (moves & ((q - self._pitches) % 12 == before))
-        return CONSONANCE_POWER * np.log(_FLOOR + agree) + PARALLEL_POWER * np.log(_FLOOR + 1.0 - parallel)
+            tokens, weights, n = self._tokens, self._weights, self._n
+        pk = self._peek
+        if pk is None or pk["step"] != step or pk["partner_prev"] != partner_prev or not pk["covers"]:
+            # One batched peek of every candidate and HOLD: the answer to "no new note" is there when the duet
+            # listens and hears none.
+            pk = self._peeked(tokens[:n].tolist() + [melody.HOLD], partner_prev, step)
+            pk["covers"] = True
+        m = _select(tokens, weights, n, _NONE if given is None else given, self._sel_tokens, self._sel_weights)
+        if given is not None and given >= 0 and pk["row_of"][given] < 0:
+            pk = self._peeked([given], partner_prev, step)
+        out = np.empty(melody.NUM_CLASSES, dtype=np.float32)
+        _mix(pk["rows"], pk["row_of"], self._sel_tokens, self._sel_weights, m, self._sounding,
+             -1 if partner_sounding is None else partner_sounding, out)
+        return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from liveperf.models.fused_duet import FusedDuetStep, find_fused
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, resolve_model_path, shipped_model_names
 from liveperf.models.phrase_models import DuetStepper, GanModel, VaeModel
@@ -33,6 +34,7 @@ class SongModels:
     duet: LoadedModel
     phrase: GanModel | VaeModel
     predictor: LoadedModel | None = None  # the duet's predictor of the performer (None: the melody model)
+    fused: LoadedModel | None = None  # the duet and its predictor in one graph (``liveperf.models.fused_duet``)
 
     @property
     def steps_per_beat(self) -> int:
@@ -42,7 +44,7 @@ class SongModels:
     def paths(self) -> list[Path]:
         p = self.phrase
         pair = (p.generator, p.critic) if isinstance(p, GanModel) else (p.encoder, p.decoder)
-        extra = [self.predictor.path] if self.predictor is not None else []
+        extra = [m.path for m in (self.predictor, self.fused) if m is not None]
         return [self.melody.path, self.duet.path] + extra + [m.path for m in pair]
 
     @classmethod
@@ -75,7 +77,7 @@ class SongModels:
         else:
             phrase = VaeModel(get(song.vae_models[0], "vae_models"), get(song.vae_models[1], "vae_models"))
         predictor = get(song.duet_predictor, "duet_predictor", lambda m: OnnxStepper(m, song.meter))
-        return cls(melody, duet, phrase, predictor)
+        return cls(melody, duet, phrase, predictor, find_fused(duet, predictor or melody, cache, provider))
 
 
 def duet_anticipation(models: SongModels, song: Song, s) -> Anticipation | None:
@@ -84,7 +86,8 @@ def duet_anticipation(models: SongModels, song: Song, s) -> Anticipation | None:
     if models.duet.info.performer_lag_steps != 0:
         return None
     return Anticipation(DuetStepper(models.duet, meter=song.meter),
-                        OnnxStepper(models.predictor or models.melody, song.meter), s.voice)
+                        OnnxStepper(models.predictor or models.melody, song.meter), s.voice,
+                        FusedDuetStep(models.fused) if models.fused is not None else None)
 
 
 def build_modes(song: Song, models: SongModels, clock, sink, seed: int,

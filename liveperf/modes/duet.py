@@ -98,7 +98,7 @@ class Duet(ListensToPerformer):
         try:
             if self.anticipation is not None:
                 if step > self._first:
-                    self.anticipation.hear(performer, self._partner_before, step - 1)
+                    self.anticipation.hear(performer, self._partner_before, step - 1, self._partner_prev)
                 held = self.voice.held[0] if self.voice.held is not None else None
                 early = self.grid.struck_at(step)  # played before this step was computed: heard, not predicted
                 if early is not None:
