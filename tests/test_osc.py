@@ -26,8 +26,8 @@ from pythonosc.tcp_client import SimpleTCPClient
 from pythonosc.udp_client import SimpleUDPClient
 
 from liveperf.io import osc
-from liveperf.io.osc import (Command, OscFeedback, OscInputError, OscServer, command_for, decode_message,
-                             split_packet)
+from liveperf.io.osc import (Command, OscFeedback, OscInputError, OscServer, _SourcePolicy, command_for,
+                             decode_message, split_packet)
 
 TIMEOUT_S = 5.0
 
@@ -401,12 +401,23 @@ def test_flood_from_one_source_is_rate_limited_without_stalling(collector):
         t0 = time.monotonic()
         for _ in range(5_000):
             flooder.send_raw(tap)
-        # Another loopback source has its own bucket and is answered at once.
+        # The server goes on serving another source (its own bucket: test_every_source_has_its_own_bucket). It
+        # pings again while unanswered, as a desk would: a flood can fill the socket's receive buffer, and the
+        # kernel then drops *any* datagram, the other source's too, before liveperf sees it (measured: 2 of 8
+        # single pings lost that way, on an idle machine and with a busy core; the 1 s single ping this test sent
+        # failed 11 of 25 runs with a core kept busy).
         other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         bind_or_skip(other, "127.0.0.2")
-        other.settimeout(1.0)
-        other.sendto(_msg("/liveperf/ping"), ("127.0.0.1", server.udp_port))
-        assert OscMessage(other.recvfrom(65536)[0]).address == "/liveperf/pong"
+        other.settimeout(0.2)
+
+        def other_pong():
+            other.sendto(_msg("/liveperf/ping"), ("127.0.0.1", server.udp_port))
+            try:
+                return OscMessage(other.recvfrom(65536)[0]).address == "/liveperf/pong"
+            except TimeoutError:
+                return False
+
+        wait_until(other_pong, timeout_s=10.0, what="another source answered during the flood")
         other.close()
         # The flooder itself is answered as soon as its bucket refills (a token every 5 ms).
         flooder.sock.settimeout(0.05)
@@ -420,13 +431,27 @@ def test_flood_from_one_source_is_rate_limited_without_stalling(collector):
 
         wait_until(pong, timeout_s=2.0, what="a pong after the flood")
         elapsed_s = time.monotonic() - t0
-        s = server.stats
-        taps = sum(1 for c in collector.commands if c == Command("tap"))
-        assert s.rate_limited > 0 and s.errors_by_kind == {}
-        assert s.received == s.accepted + s.rate_limited  # the kernel may have dropped some of the 5,000 itself
-        assert taps <= 200 + 200 * elapsed_s + 2, (taps, elapsed_s)
-        assert taps + 2 <= s.accepted  # + the two pongs (the flooder may have pinged more than once)
-        flooder.close()
+    # Read the counters once the server's thread has ended (``close`` joins it): a ping that ``pong`` sent before
+    # the one answered may still be in the middle of ``_packet`` (counted received, not yet accepted) otherwise.
+    # Seen once in a full run: the equality below failed on a live snapshot.
+    s = server.stats
+    taps = sum(1 for c in collector.commands if c == Command("tap"))
+    assert s.rate_limited > 0 and s.errors_by_kind == {}
+    assert s.received == s.accepted + s.rate_limited  # the kernel may have dropped some of the 5,000 itself
+    assert taps <= 200 + 200 * elapsed_s + 2, (taps, elapsed_s)
+    assert taps + 2 <= s.accepted  # + the two pongs (the flooder may have pinged more than once)
+    flooder.close()
+
+
+def test_every_source_has_its_own_bucket():
+    """The rate limiter in virtual time: a burst takes one second's worth of tokens from its own source's bucket;
+    another source still has all of its own; a token comes back every 1/rate seconds."""
+    policy = _SourcePolicy((), True, 200)
+    t = 10**9
+    assert sum(policy.take("127.0.0.1", t) for _ in range(1000)) == 200
+    assert not policy.take("127.0.0.1", t) and policy.take("127.0.0.2", t)
+    assert sum(policy.take("127.0.0.2", t) for _ in range(1000)) == 199
+    assert policy.take("127.0.0.1", t + 5_000_000) and not policy.take("127.0.0.1", t + 5_000_000)
 
 
 def test_source_not_on_the_allow_list_is_rejected(collector):
@@ -522,6 +547,7 @@ def play_feedback(fb: OscFeedback) -> None:
     fb.state("playing")
     fb.counts(1, 2, 3)
     fb.tempo(121.5)
+    fb.chord("Am7/C", 9, "minor")
 
 
 FEEDBACK = [
@@ -529,6 +555,7 @@ FEEDBACK = [
     ("/liveperf/beat", "ii", [3, 2]), ("/liveperf/note/on", "ii", [60, 100]), ("/liveperf/note/off", "i", [60]),
     ("/liveperf/song", "is", [2, "Blue Moon"]), ("/liveperf/mode", "s", ["duet"]),
     ("/liveperf/state", "s", ["playing"]), ("/liveperf/stats", "iii", [1, 2, 3]), ("/liveperf/tempo", "f", [121.5]),
+    ("/liveperf/chord", "sis", ["Am7/C", 9, "minor"]),
 ]
 
 
