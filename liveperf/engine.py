@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from liveperf.chords import SUSTAIN_CC, Chord, ChordListener
 from liveperf.clock_out import ClockOut
 from liveperf.notes import note_off
 from liveperf.tap_tempo import TapTempo
@@ -90,6 +91,7 @@ class Engine:
         self.switches: list[tuple[int, str]] = []  # (step, mode) of every switch, for reports and tests
         self.reflex = reflex
         self.reflex_ended = 0  # answers the port sent that no mode could hold: adopted and ended at once
+        self.chords = ChordListener()  # the chord the performer holds (``chord_at``; OSC /liveperf/chord)
         if reflex is not None:
             reflex.input_channel = input_channel
 
@@ -171,15 +173,18 @@ class Engine:
             return
         if kind == 0x90 and data[2] > 0:
             self.input_stats.note_ons += 1
+            self.chords.note_on(data[1])
             adopt = getattr(self.mode, "adopt", None)
             if answer is None or adopt is None or not adopt(ts_ns, data[1], data[2], answer):
                 self._end_answer(answer)
                 self.mode.note_on(ts_ns, data[1], data[2])
         elif kind == 0x80 or kind == 0x90:
             self.input_stats.note_offs += 1
+            self.chords.note_off(data[1])
             self.mode.note_off(ts_ns, data[1])
         elif kind == 0xB0 and data[1] in (120, 123):  # All Sound Off / All Notes Off: every key is up
             self.input_stats.all_notes_off += 1
+            self.chords.release_all()
             self.mode.release_performer(ts_ns)
         elif kind == 0xB0 and data[1] == self.trigger_cc and data[2] >= 64:
             self.input_stats.triggers += 1
@@ -190,6 +195,8 @@ class Engine:
             names = list(self.modes)
             self.input_stats.mode_changes += 1
             self.request_mode(names[min(len(names) - 1, data[2] * len(names) // 128)])
+        elif kind == 0xB0 and data[1] == SUSTAIN_CC:
+            self.chords.control(data[1], data[2])  # the pedal holds released notes in the chord
         else:
             self.input_stats.ignored += 1
 
@@ -202,7 +209,14 @@ class Engine:
 
     def input_ended(self, now_ns: int) -> None:
         """The performer's source is finished: release whatever it still holds, as if the keys came up now."""
+        self.chords.release_all()
         self.mode.release_performer(now_ns)
+
+    def chord_at(self, step: int) -> Chord | None:
+        """The chord the performer holds as ``step`` is computed (``liveperf.chords.ChordListener``: the last chord
+        named, kept through single notes and rests). The show control asks before the step, to send it on time."""
+        self.chords.on_step(step)
+        return self.chords.current
 
     # ---- the grid ------------------------------------------------------------------------------------------------
     def begin(self, step: int) -> None:
@@ -210,6 +224,7 @@ class Engine:
         self.mode.begin(step)
 
     def on_step(self, step: int) -> None:
+        self.chords.on_step(step)
         if self._pending_tempo is not None:
             if hasattr(self.clock, "set_tempo"):
                 self.clock.set_tempo(self._pending_tempo, step)

@@ -392,6 +392,8 @@ class Show:
         rep.echoes = engine.input_stats.echoes
         rep.input_ignored = engine.input_stats.ignored
         rep.all_notes_off = engine.input_stats.all_notes_off
+        rep.chord_changes = engine.chords.changes
+        rep.last_chord = engine.chords.current.name if engine.chords.current is not None else ""
         rep.switches = list(engine.switches)
         rep.end_ns = end[0]
         rep.next_song = ctl.pending_song

@@ -81,6 +81,7 @@ class ShowController:
         self._gliding: dict[str, int] = {}  # float parameter -> ns its glide ends
         self._bank: list[int | None] = [None, None]  # Bank Select MSB, LSB (performer input, any channel)
         self._mode_shown: str | None = None
+        self._chord_shown = None  # the last chord sent on /liveperf/chord (the engine's ``chord_at``)
 
     # ---- songs -------------------------------------------------------------------------------------------------
     def bind(self, index: int, engine, clock, start_ns: int, steps_per_bar: int) -> None:
@@ -92,6 +93,7 @@ class ShowController:
             self.params.set(name, value, start_ns, glide=False)
         self._gliding.clear()
         self._mode_shown = engine.mode_name
+        self._chord_shown = None  # the new song's first chord is sent, whatever the last song ended on
         self._feedback(start_ns, "song", index + 1, song.title)
         self._feedback(start_ns, "mode", engine.mode_name)
         self._feedback(start_ns, "tempo", clock.tempo_bpm)
@@ -223,6 +225,11 @@ class ShowController:
             self._apply(name, self.params.value(name, due_ns), due_ns)
             if due_ns >= end_ns:
                 del self._gliding[name]
+        if self.engine is not None:
+            chord = self.engine.chord_at(step)
+            if chord is not None and chord != self._chord_shown:
+                self._chord_shown = chord
+                self._feedback(due_ns, "chord", chord.name, chord.root, chord.quality)
         spb = self.clock.steps_per_beat if self.clock is not None else 4
         if step % spb == 0:
             bar, beat = step // self._steps_per_bar + 1, (step % self._steps_per_bar) // spb + 1

@@ -32,6 +32,8 @@ class SongReport:
     next_song: int | None = None  # setlist index of the song that followed by a song change (None: in order/end)
     input_ignored: int = 0  # performer messages the engine did not use (wrong kind, channel, garbage)
     all_notes_off: int = 0
+    chord_changes: int = 0  # how often the chord the performer holds changed (``liveperf.chords``)
+    last_chord: str = ""
 
 
 @dataclass

@@ -79,6 +79,7 @@ class StageFeed:
             tempo_bpm=float(clock.tempo_bpm), clock_source=_clock_text(clock),
             transport="playing" if clock.running else "stopped", mode=engine.mode_name,
             pending_mode=engine.pending_mode,
+            chord=engine.chords.current.name if engine.chords.current is not None else "",
             pending_song=sl.songs[pending].title if pending is not None else None,
             params={name: ctl.params.target(name) for name in SHOWN_PARAMS},
             notes_in=engine.input_stats.note_ons, notes_out=scheduler.stats.sent, step_p99_us=p99_us,

@@ -58,6 +58,7 @@ class StageState:
     ``clock_source`` and ``transport`` are display text ("internal", "MIDI clock", "MIDI clock (freewheel)";
     "playing", "stopped", "waiting"). ``pending_mode`` / ``pending_song`` say what happens at the next bar line.
     ``params``: parameter name -> value (units come from ``liveperf.params.PARAMS``; other names are shown as is).
+    ``chord``: the name of the chord the performer holds ("Am7", "G/B"; "" before the first).
     ``last_pitch_in`` / ``last_pitch_out``: MIDI note numbers (0..127) or None. ``step_p99_us``: step latency p99
     in microseconds, None while unknown. ``late_dropped``: steps dropped or deferred because they would have been
     late. ``learn_armed``: the parameter waiting for a MIDI controller, or None. ``messages``: a few recent
@@ -77,6 +78,7 @@ class StageState:
     transport: str = "stopped"
     mode: str = ""
     pending_mode: str | None = None
+    chord: str = ""  # the chord the performer holds (``liveperf.chords``), "" before the first
     pending_song: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     notes_in: int = 0
@@ -231,6 +233,9 @@ class StageRenderable:
         mode = Text()
         mode.append("mode ")
         mode.append(s.mode or "-", style="bold magenta")
+        if s.chord:
+            mode.append(dot + "chord ")
+            mode.append(s.chord, style="bold green")
         parts.append(mode)
         if s.params:
             items = [format_param(k, v) for k, v in s.params.items()]

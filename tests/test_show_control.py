@@ -296,3 +296,45 @@ def test_beat_feedback_is_due_on_the_beat(tmp_path):
         ctl.on_step(step, clock.ns_at_step(step))
     beats = [(t, args) for t, name, args in worker.jobs if name == "beat"]
     assert beats == [(clock.ns_at_step(4 * k), (1 + k // 4, 1 + k % 4)) for k in range(5)]
+
+
+def test_chord_feedback_when_the_held_chord_changes(tmp_path):
+    """/liveperf/chord goes out at the step the performer's chord changes: kept through a single note and a rest,
+    the sustain pedal holding released notes in it; a new song sends its first chord again."""
+    sl = load_setlist(write_setlist(tmp_path))
+    worker = Worker()
+    ctl = ShowController(sl, [0], worker=worker, feedback=Feedback(), log=lambda *_: None)
+    clock = InternalClock(120, 4, 0)
+    engine = duet({})(clock, VirtualScheduler())
+    ctl.bind(0, engine, clock, 0, 16)
+    worker.jobs.clear()
+
+    def keys(kind, *pitches):
+        return [bytes([kind, p, 100 if kind == 0x90 else 0]) for p in pitches]
+
+    play = {
+        1: keys(0x90, 48, 64, 67),                    # C E G, C in the bass
+        3: keys(0x90, 72),                            # a doubled root: the same chord
+        5: keys(0x80, 64) + keys(0x90, 63),           # E -> Eb: C minor
+        6: keys(0x80, 48, 63, 67, 72),                # every key up: the chord stays
+        8: keys(0x90, 62),                            # one note: no chord of its own
+        9: keys(0x80, 62) + [control_change(0, 64, 127)] + keys(0x90, 53, 57, 60),  # pedal down, F A C
+        10: keys(0x80, 53, 57, 60) + keys(0x90, 62),  # keys up under the pedal, D: D F A C, F in the bass
+        12: [control_change(0, 64, 0)],               # pedal up: only D sounds, the chord stays
+    }
+    for step in range(14):
+        for msg in play.get(step, []):
+            engine.on_input(clock.ns_at_step(step) - 1_000_000, msg)
+        ctl.on_step(step, clock.ns_at_step(step))
+        engine.on_step(step)
+    chords = [(t, args) for t, name, args in worker.jobs if name == "chord"]
+    assert chords == [(clock.ns_at_step(1), ("C", 0, "major")), (clock.ns_at_step(5), ("Cm", 0, "minor")),
+                      (clock.ns_at_step(9), ("F", 5, "major")), (clock.ns_at_step(10), ("Dm7/F", 2, "minor"))]
+    assert engine.chords.changes == 4
+    worker.jobs.clear()
+    fresh = duet({})(clock, VirtualScheduler())
+    ctl.bind(0, fresh, clock, 0, 16)
+    for msg in keys(0x90, 50, 53, 57, 60):
+        fresh.on_input(clock.ns_at_step(20) - 1_000_000, msg)
+    ctl.on_step(20, clock.ns_at_step(20))
+    assert [args for _, name, args in worker.jobs if name == "chord"] == [("Dm7", 2, "minor")]

@@ -61,6 +61,9 @@ Feedback out: ``OscFeedback`` sends plain messages (never bundles; grandMA3 and 
 /liveperf/state             s      playing | stopped | waiting
 /liveperf/stats             iii    late, dropped, errors
 /liveperf/tempo             f      BPM
+/liveperf/chord             sis    the chord the performer holds, when it changes: name (``Am7``, ``G/B``), root
+                                   pitch class (0..11, C = 0), quality (major, minor, diminished, augmented,
+                                   suspended); kept through single notes and rests (``liveperf.chords``)
 ==========================  =====  ==================================================
 """
 

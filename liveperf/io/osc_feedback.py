@@ -168,5 +168,8 @@ class OscFeedback:
     def counts(self, late: int, dropped: int, errors: int) -> None:
         self.send("/liveperf/stats", int(late), int(dropped), int(errors))
 
+    def chord(self, name: str, root: int, quality: str) -> None:
+        self.send("/liveperf/chord", name, int(root), quality)
+
     def tempo(self, bpm: float) -> None:
         self.send("/liveperf/tempo", float(bpm))
