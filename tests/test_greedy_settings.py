@@ -73,14 +73,14 @@ def test_before_the_sampler_alone_answered_these_logits_with_silence():
                       new_rng_state(0), HOLD) == HOLD
 
 
-GREEDY_ANSWER = [
+GREEDY_ANSWER = [  # velocities: the call's 95, +1 between beats (the performer's accent, test_call_response)
     (12 * S, ("on", 0, 60, 95)),  # the answer's first step needs a note: the likeliest (C4)
     (14 * S, ("off", 0, 60)),
-    (14 * S, ("on", 0, 64, 95)),  # notes outweigh HOLD: the likeliest note, E4
+    (14 * S, ("on", 0, 64, 96)),  # notes outweigh HOLD: the likeliest note, E4
     (18 * S, ("off", 0, 64)),
-    (18 * S, ("on", 0, 67, 95)),
+    (18 * S, ("on", 0, 67, 96)),
     (22 * S, ("off", 0, 67)),
-    (22 * S, ("on", 0, 72, 95)),
+    (22 * S, ("on", 0, 72, 96)),
     (28 * S, ("off", 0, 72)),  # the answer's end
 ]
 
@@ -99,11 +99,11 @@ def test_a_narrow_range_with_top_p_plays_the_likeliest_note_in_range():
     assert wire == [
         (12 * S, ("on", 0, 60, 95)),
         (14 * S, ("off", 0, 60)),
-        (14 * S, ("on", 0, 64, 95)),
+        (14 * S, ("on", 0, 64, 96)),
         (18 * S, ("off", 0, 64)),
-        (18 * S, ("on", 0, 60, 95)),  # the model wants G4 (out of range): a note is due, the likeliest in range
+        (18 * S, ("on", 0, 60, 96)),  # the model wants G4 (out of range): a note is due, the likeliest in range
         (22 * S, ("off", 0, 60)),
-        (22 * S, ("on", 0, 62, 95)),  # mostly C5 / D5 out of range; D4 is the likeliest in range
+        (22 * S, ("on", 0, 62, 96)),  # mostly C5 / D5 out of range; D4 is the likeliest in range
         (28 * S, ("off", 0, 62)),
     ]
 

@@ -35,7 +35,7 @@ def test_duet_plays_every_step_fed_with_the_performer_one_step_late():
     assert wire == [
         (1 * S, ("on", 1, 48, 80)),  # velocity follows the performer (only 80 heard by step 1)
         (5 * S, ("off", 1, 48)),
-        (5 * S, ("on", 1, 52, 90)),  # mean of 80 and 100
+        (5 * S, ("on", 1, 52, 87)),  # the level moves 35 % of the way to 100 (liveperf.dynamics): 86.8
         (7 * S, ("off", 1, 52)),
     ]
     # Step t is fed the performer's token of t - 1 (HOLD at the first step) and the partner's own token of t - 1.

@@ -31,6 +31,7 @@ import numpy as np
 
 from liveperf import melody
 from liveperf.clock import InternalClock
+from liveperf.dynamics import Dynamics
 from liveperf.models.step_model import StepError, StepModel
 from liveperf.modes.answer_plan import Plan, plan_answer
 from liveperf.modes.note_choice import NoteChoice
@@ -57,6 +58,7 @@ class CallAndResponse:
         self.spb = clock.steps_per_beat
         self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
         self.choice = NoteChoice()
+        self.dynamics = Dynamics(settings.steps_per_bar, clock.steps_per_beat)  # the performer's accents
         self.begin(0)
 
     def begin(self, step: int) -> None:
@@ -94,6 +96,7 @@ class CallAndResponse:
             self.stats.interrupted += 1
             self._stop_answer(ts_ns, cancel=True)
         step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        self.dynamics.heard(step, velocity)
         self._plan = None  # planned for a silence that did not hold: the phrase goes on
         if self._phrase_start is None:
             self._phrase_start = step
@@ -199,7 +202,8 @@ class CallAndResponse:
             i = step - self._plan.start
             token = int(self._plan.tokens[i]) if 0 <= i < len(self._plan.tokens) else melody.HOLD
             self.stats.tokens += 1
-            self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token, self._velocity)
+            self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token,
+                                                        self._velocity_at(step))
             return
         if self._logits is None or self._fed_through != step - 1:
             return  # the model could not be fed up to here (error counted): stay silent this step
@@ -208,7 +212,14 @@ class CallAndResponse:
         if not self.s.allowed[token]:
             token = melody.HOLD
         self.stats.tokens += 1
-        self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token, self._velocity)
+        self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token, self._velocity_at(step))
+
+    def _velocity_at(self, step: int) -> int:
+        """The answer's level (the call's mean velocity, or the song's number) with the performer's own accent for
+        this place in the bar (``liveperf.dynamics``; none when the song fixes the velocity)."""
+        if self.s.velocity is not None:
+            return self._velocity
+        return min(127, max(1, int(round(self._velocity + self.dynamics.accent(step)))))
 
     def _stop_answer(self, at_ns: int, cancel: bool) -> None:
         """End the answer at ``at_ns``; ``cancel`` also drops what was computed ahead and is not yet due."""

@@ -9,7 +9,7 @@ performer's token of t - 1 directly. The partner's previous token is what the pa
 and the note-length cap).
 Sampling uses the song's key/range mask, temperature and top-k/top-p (settings that leave no note to draw play the
 likeliest allowed note where the model expects one: ``liveperf.modes.note_choice``); velocity follows the
-performer (mean of the last 8 note-ons) unless the song fixes it. A failed model step silences the partner, resets
+performer's level and accents (``liveperf.dynamics``) unless the song fixes it. A failed model step silences the partner, resets
 the model and the next step carries on: the clock never waits for the model.
 
 The partner *listens* on the steps where the performer is likely to play a new note (the predictor gives it at
@@ -124,7 +124,7 @@ class Duet(ListensToPerformer):
             self._listening = {"step": step, "due_ns": due, "deadline_ns": due + window, "fallback": token,
                                "partner_prev": self._partner_before, "held": held}
             return
-        self._partner_prev = self.voice.play(step, due, token, self._velocity())
+        self._partner_prev = self.voice.play(step, due, token, self._velocity(step))
 
     def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
         super().note_on(ts_ns, pitch, velocity)
@@ -140,7 +140,7 @@ class Duet(ListensToPerformer):
             return
         self.reactions += 1
         self._partner_prev = self.voice.play(lis["step"], max(lis["due_ns"], now), self._choose(logits),
-                                             self._velocity())
+                                             self._velocity(lis["step"]))
 
     def on_wake(self, now_ns: int) -> None:
         """The engine's call at ``wake_ns``: no note came in the listening window."""
@@ -150,7 +150,7 @@ class Duet(ListensToPerformer):
     def _end_listening(self, at_ns: int) -> None:
         lis, self._listening = self._listening, None
         self.fallbacks += 1
-        self._partner_prev = self.voice.play(lis["step"], at_ns, lis["fallback"], self._velocity())
+        self._partner_prev = self.voice.play(lis["step"], at_ns, lis["fallback"], self._velocity(lis["step"]))
 
     def _now(self, default_ns: int) -> int:
         return self.now_fn() if self.now_fn is not None else default_ns

@@ -1,14 +1,11 @@
 """What duet, harmonize and phrase modes share about hearing the performer: the notes reduced to grid tokens
-(``PerformerGrid``) and the dynamics (mean velocity of the last 8 note-ons, unless the song fixes it).
-Engine thread only."""
+(``PerformerGrid``) and the dynamics (``liveperf.dynamics``: the performer's level and accents, unless the song
+fixes the velocity). Engine thread only."""
 
 from __future__ import annotations
 
-from collections import deque
-
+from liveperf.dynamics import Dynamics
 from liveperf.performer_grid import PerformerGrid
-
-DEFAULT_VELOCITY = 90  # before the performer has played anything
 
 
 class ListensToPerformer:
@@ -16,11 +13,12 @@ class ListensToPerformer:
 
     def _listen_from(self, step: int) -> None:
         self.grid = PerformerGrid(step)
-        self._velocities: deque[int] = deque(maxlen=8)
+        if getattr(self, "dynamics", None) is None:  # kept across a mode switch: the performer's touch is the same
+            self.dynamics = Dynamics(self.s.steps_per_bar, self.clock.steps_per_beat)
 
     def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
-        self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
-        self._velocities.append(velocity)
+        step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        self.dynamics.heard(step, velocity)
 
     def note_off(self, ts_ns: int, pitch: int) -> None:
         self.grid.note_off(self.clock.nearest_step(ts_ns), pitch)
@@ -31,7 +29,6 @@ class ListensToPerformer:
     def trigger(self) -> None:
         pass  # only call-and-response has a phrase to end on a trigger
 
-    def _velocity(self) -> int:
-        if self.s.velocity is not None:
-            return self.s.velocity
-        return int(round(sum(self._velocities) / len(self._velocities))) if self._velocities else DEFAULT_VELOCITY
+    def _velocity(self, step: int) -> int:
+        """The partner's velocity for a note at song ``step``: the song's number, or the performer's dynamics."""
+        return self.s.velocity if self.s.velocity is not None else self.dynamics.velocity(step)

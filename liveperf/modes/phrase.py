@@ -158,7 +158,7 @@ class PhraseMode(ListensToPerformer):
         token = int(self._tokens[i])
         if i == 0 and token == melody.HOLD:
             token = melody.OFF  # a new phrase does not continue the last phrase's note
-        self.voice.play(step, due, token, self._velocity())
+        self.voice.play(step, due, token, self._velocity(step))
 
     def _generate(self, start: int) -> None:
         try:
