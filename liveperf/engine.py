@@ -148,6 +148,8 @@ class Engine:
                 continue
             mode.voice.set_channel(new.channel, now_ns)
             mode.voice.density = new.density
+            if name == "swing" and getattr(mode, "feel", None) is not None:
+                mode.feel.set(new.swing)  # the song's modes share one Feel
             mode.s = new
             applied = True
         if applied and self.reflex is not None:

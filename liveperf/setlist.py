@@ -63,6 +63,7 @@ class Song:
     tap_cc: int | None = None
     mode_cc: int | None = None
     density: float = 1.0
+    swing: float | None = 0.5  # the partner's off-beat eighths (liveperf.feel); None: follow the performer
     program: int | None = None  # 1..128: Program Change sent to the partner's synth at the song's start
     bank: int | None = None  # 0..16383: Bank Select (CC0 MSB, CC32 LSB) sent before ``program``
     select_program: int | None = None  # 1..128: the incoming Program Change that selects this song
@@ -153,6 +154,7 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "silence_steps": (4, param_allowed("silence_steps", "steps of silence that end a phrase")),
     "response_bars": (2, param_allowed("response_bars")),
     "velocity": ("follow", "'follow' or " + param_allowed("velocity")),
+    "swing": (0.5, "'follow' or " + param_allowed("swing", "0.5 straight, 0.67 triplet swing")),
     "trigger_cc": (-1, "a CC number 0..127, or -1 for none"),
     "max_note_beats": (4, "an integer from 1 to 64"),
     "seed": (0, "an integer from 0 to 2**63-1"),
@@ -393,6 +395,7 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         tap_cc=None if tap < 0 else tap,
         mode_cc=None if mode_cc < 0 else mode_cc,
         density=param(raw, "density", f, where),
+        swing=None if raw.get("swing") == "follow" else param(raw, "swing", f, where),
         program=_optional(raw, "program", 1, 128, where),
         bank=_optional(raw, "bank", 0, 16383, where),
         select_program=_optional(raw, "select_program", 1, 128, where),

@@ -393,6 +393,12 @@ class Show:
         rep.input_ignored = engine.input_stats.ignored
         rep.all_notes_off = engine.input_stats.all_notes_off
         rep.chord_changes = engine.chords.changes
+        feel = next((m.feel for m in engine.modes.values() if getattr(m, "feel", None) is not None), None)
+        if feel is not None:
+            est = feel.estimator
+            rep.swing = round(feel.swing, 3)
+            rep.swing_heard = round(est.swing, 3) if est.confident else None
+            rep.late_ms = round(est.offset_ns / 1e6, 1) if est.confident else None
         rep.last_chord = engine.chords.current.name if engine.chords.current is not None else ""
         rep.switches = list(engine.switches)
         rep.end_ns = end[0]

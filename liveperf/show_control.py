@@ -35,6 +35,8 @@ def song_params(song: Song) -> dict:
               "tempo_bpm": song.tempo_bpm}
     if song.velocity is not None:
         values["velocity"] = song.velocity
+    if song.swing is not None:
+        values["swing"] = song.swing
     return values
 
 

@@ -16,7 +16,7 @@ MS = 1_000_000
 
 def test_table_is_consistent():
     expected = {"temperature", "top_p", "top_k", "velocity", "tempo_bpm", "sigma", "walk_step", "density",
-                "silence_steps", "response_bars", "phrase_every_bars", "mode", "partner_channel", "anchor_t"}
+                "silence_steps", "response_bars", "phrase_every_bars", "mode", "partner_channel", "anchor_t", "swing"}
     assert set(PARAMS) == expected
     for name, p in PARAMS.items():
         assert isinstance(p, Param) and p.name == name and p.doc

@@ -55,6 +55,13 @@ def test_bad_values_name_song_field_and_allowed(tmp_path, field, value, allowed)
     assert str(p) in msg and "song 1 ('A')" in msg and f"'{field}'" in msg and allowed in msg
 
 
+def test_swing_is_a_ratio_or_follow(tmp_path):
+    songs = "".join(f'[[song]]\n{GOOD_SONG.replace("title = ", "title = " + repr(str(i)) + " # ")}swing = {v}\n'
+                    for i, v in enumerate(("0.6", '"follow"')))
+    sl = load_setlist(write(tmp_path, songs + "[[song]]\n" + GOOD_SONG))
+    assert [s.swing for s in sl.songs] == [0.6, None, 0.5]  # a number, the performer's, straight by default
+
+
 def test_unknown_field_is_an_error(tmp_path):
     with pytest.raises(SetlistError, match=r"unknown field\(s\) \['tempo'\].*allowed fields"):
         load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + "tempo = 90\n"))
@@ -112,6 +119,8 @@ def test_find_songs(tmp_path):
     ("sigma", "3.5", "0.0 to 3.0"),
     ("top_k", "130", "0 to 129"),
     ("velocity", "0", "'follow'"),
+    ("swing", "0.9", "'follow'"),
+    ("swing", '"lazy"', "0.5 to 0.75"),
 ])
 def test_bad_show_control_song_fields(tmp_path, field, value, allowed):
     test_bad_values_name_song_field_and_allowed(tmp_path, field, value, allowed)

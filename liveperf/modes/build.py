@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from liveperf.feel import Feel
 from liveperf.models.fused_duet import FusedDuetStep, find_fused
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, resolve_model_path, shipped_model_names
@@ -96,11 +97,13 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
     ``reflex`` (``liveperf.reflex``, the jack-native port's): harmonize draws its answers ahead for it."""
     s = settings_for(song, models.steps_per_beat)
     source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
+    feel = Feel(clock, models.steps_per_beat, s.swing)  # one per song: the performer's swing heard by every mode
     return {
-        "call_response": CallAndResponse(s, OnnxStepper(models.melody, song.meter), clock, sink, new_rng_state(seed)),
+        "call_response": CallAndResponse(s, OnnxStepper(models.melody, song.meter), clock, sink, new_rng_state(seed),
+                                         feel=feel),
         "duet": Duet(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 1),
-                     anticipation=duet_anticipation(models, song, s), now_fn=now_fn),
+                     anticipation=duet_anticipation(models, song, s), now_fn=now_fn, feel=feel),
         "harmonize": Harmonize(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 2),
                                now_fn, reflex),
-        "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3)),
+        "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3), feel=feel),
     }

@@ -32,6 +32,7 @@ import numpy as np
 from liveperf import melody
 from liveperf.clock import InternalClock
 from liveperf.dynamics import Dynamics
+from liveperf.feel import Feel
 from liveperf.models.step_model import StepError, StepModel
 from liveperf.modes.answer_plan import Plan, plan_answer
 from liveperf.modes.note_choice import NoteChoice
@@ -48,7 +49,7 @@ class CallAndResponse:
     name = "call_response"
 
     def __init__(self, settings: ModeSettings, stepper: StepModel, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray) -> None:
+                 rng_state: np.ndarray, feel=None) -> None:
         self.s = settings
         self.stepper = stepper
         self.clock = clock
@@ -59,6 +60,7 @@ class CallAndResponse:
         self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
         self.choice = NoteChoice()
         self.dynamics = Dynamics(settings.steps_per_bar, clock.steps_per_beat)  # the performer's accents
+        self.feel = feel if feel is not None else Feel(clock, clock.steps_per_beat, settings.swing)
         self.begin(0)
 
     def begin(self, step: int) -> None:
@@ -95,7 +97,8 @@ class CallAndResponse:
         if self.answering:
             self.stats.interrupted += 1
             self._stop_answer(ts_ns, cancel=True)
-        step = self.grid.note_on(self.clock.nearest_step(ts_ns), pitch, velocity)
+        self.feel.heard(ts_ns)
+        step = self.grid.note_on(self.feel.nearest_step(ts_ns), pitch, velocity)
         self.dynamics.heard(step, velocity)
         self._plan = None  # planned for a silence that did not hold: the phrase goes on
         if self._phrase_start is None:
@@ -107,11 +110,11 @@ class CallAndResponse:
             self.stepper.reset()
 
     def note_off(self, ts_ns: int, pitch: int) -> None:
-        self.grid.note_off(self.clock.nearest_step(ts_ns), pitch)
+        self.grid.note_off(self.feel.nearest_step(ts_ns), pitch)
 
     def release_performer(self, ts_ns: int) -> None:
         """Release every performer note still held (their note-offs will never come)."""
-        self.grid.release_all(self.clock.nearest_step(ts_ns))
+        self.grid.release_all(self.feel.nearest_step(ts_ns))
 
     def trigger(self) -> None:
         """End the phrase now (explicit trigger): the answer starts at the next step computed."""
@@ -202,7 +205,7 @@ class CallAndResponse:
             i = step - self._plan.start
             token = int(self._plan.tokens[i]) if 0 <= i < len(self._plan.tokens) else melody.HOLD
             self.stats.tokens += 1
-            self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token,
+            self._answer_tokens[step] = self.voice.play(step, self.feel.due_ns(step), token,
                                                         self._velocity_at(step))
             return
         if self._logits is None or self._fed_through != step - 1:
@@ -212,7 +215,7 @@ class CallAndResponse:
         if not self.s.allowed[token]:
             token = melody.HOLD
         self.stats.tokens += 1
-        self._answer_tokens[step] = self.voice.play(step, self.clock.ns_at_step(step), token, self._velocity_at(step))
+        self._answer_tokens[step] = self.voice.play(step, self.feel.due_ns(step), token, self._velocity_at(step))
 
     def _velocity_at(self, step: int) -> int:
         """The answer's level (the call's mean velocity, or the song's number) with the performer's own accent for

@@ -51,11 +51,12 @@ class Duet(ListensToPerformer):
     name = "duet"
 
     def __init__(self, settings: ModeSettings, stepper, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray, anticipation=None, now_fn=None) -> None:
+                 rng_state: np.ndarray, anticipation=None, now_fn=None, feel=None) -> None:
         self.s = settings
         self.stepper = stepper  # a DuetStepper (or a fake with the same feed/reset)
         self.anticipation = anticipation  # an Anticipation over the same duet model, or None: feed step - 1
         self.clock = clock
+        self.feel = self._feel_for(feel)
         self.sink = sink
         self.rng = rng_state
         self.stats = ModeStats()
@@ -91,9 +92,9 @@ class Duet(ListensToPerformer):
 
     def on_step(self, step: int) -> None:
         if self._listening is not None:  # a window the engine did not wake us for (no wake support): close it now
-            self._end_listening(max(self._listening["deadline_ns"], self._now(self.clock.ns_at_step(step))))
+            self._end_listening(max(self._listening["deadline_ns"], self._now(self.feel.due_ns(step))))
         performer = self.grid.finalize(step - 1) if step > self._first else melody.HOLD
-        due = self.clock.ns_at_step(step)
+        due = self.feel.due_ns(step)  # swung off-beats later (liveperf.feel)
         listen, held = False, None
         try:
             if self.anticipation is not None:
@@ -120,7 +121,7 @@ class Duet(ListensToPerformer):
             # answer to no new note; HOLD until then.
             self.listened += 1
             self._partner_prev = melody.HOLD
-            window = min(LISTEN_NS, (self.clock.ns_at_step(step + 1) - due) // 3)
+            window = min(LISTEN_NS, max(0, self.feel.due_ns(step + 1) - due) // 3)
             self._listening = {"step": step, "due_ns": due, "deadline_ns": due + window, "fallback": token,
                                "partner_prev": self._partner_before, "held": held}
             return
@@ -129,7 +130,7 @@ class Duet(ListensToPerformer):
     def note_on(self, ts_ns: int, pitch: int, velocity: int) -> None:
         super().note_on(ts_ns, pitch, velocity)
         lis = self._listening
-        if lis is None or ts_ns > lis["deadline_ns"] or self.clock.nearest_step(ts_ns) != lis["step"]:
+        if lis is None or ts_ns > lis["deadline_ns"] or self.feel.nearest_step(ts_ns) != lis["step"]:
             return
         self._listening = None
         now = self._now(ts_ns)

@@ -109,10 +109,11 @@ class PhraseMode(ListensToPerformer):
     name = "phrase"
 
     def __init__(self, settings: ModeSettings, source: PhraseSource, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray) -> None:
+                 rng_state: np.ndarray, feel=None) -> None:
         self.s = settings
         self.source = source
         self.clock = clock
+        self.feel = self._feel_for(feel)
         self.sink = sink
         self.rng = rng_state
         self.stats = ModeStats()
@@ -149,7 +150,7 @@ class PhraseMode(ListensToPerformer):
             self._pending = None
         if self._tokens is None or step < self._start:
             return
-        due = self.clock.ns_at_step(step)
+        due = self.feel.due_ns(step)
         i = step - self._start
         if i >= len(self._tokens):  # the phrase is over: end its last note
             self.voice.play(step, due, melody.OFF, 0)

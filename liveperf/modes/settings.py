@@ -41,6 +41,7 @@ class ModeSettings:
     walk_step: float = 0.25  # walk: AR(1) step; interpolate: advance of t per phrase
     anchors: tuple[int, int] = (1, 2)  # interpolate: seeds of the two anchor latents
     density: float = 1.0  # chance that a partner note-on is played (else a rest)
+    swing: float | None = 0.5  # the off-beat eighths' place in the beat (liveperf.feel); None: follow the performer
     answer_candidates: int = 0  # call and response: whole answers planned at the phrase end (0 = step by step)
     tonic_pcs: frozenset = frozenset()  # pitch classes of the key's tonic triad (answers end on a cadence)
 
@@ -55,6 +56,7 @@ _SETTING_OF_PARAM = {
     "sigma": ("sigma", lambda v, bar: float(v)),
     "walk_step": ("walk_step", lambda v, bar: float(v)),
     "density": ("density", lambda v, bar: float(v)),
+    "swing": ("swing", lambda v, bar: float(v)),
     "silence_steps": ("silence_steps", lambda v, bar: int(v)),
     "response_bars": ("response_steps", lambda v, bar: int(v) * bar),
     "phrase_every_bars": ("phrase_every_steps", lambda v, bar: int(v) * bar),
@@ -96,6 +98,7 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
         walk_step=song.walk_step,
         anchors=song.anchors,
         density=song.density,
+        swing=song.swing,
         answer_candidates=song.answer_candidates,
         tonic_pcs=tonic_triad(song.key.root, SCALES[song.key.scale]),
     )
