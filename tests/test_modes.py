@@ -12,8 +12,9 @@ from liveperf.modes.call_response import CallAndResponse
 from liveperf.modes.duet import Duet
 from liveperf.modes.harmonize import Harmonize
 from liveperf.modes.phrase import PhraseMode
-from liveperf.notes import control_change, note_off, note_on
+from liveperf.notes import control_change, describe, note_off, note_on
 from liveperf.sampler import new_rng_state
+from liveperf.virtual_scheduler import VirtualScheduler
 from tests.fakes import STEP_NS_120 as S
 from tests.fakes import FixedPhrases, ScriptedDuet, ScriptedStepper, performer, run_engine, settings
 
@@ -160,6 +161,29 @@ def test_phrase_mode_is_generated_one_step_early_and_hears_the_performer():
     # The second phrase (for step 32) is made while step 31 is computed: the history ends with step 30.
     second = source.histories[1]
     assert len(second) == 32 and second[-32 + 21:] == [on(65), HOLD, OFF, HOLD, on(69), HOLD, OFF] + [HOLD] * 4
+
+
+def test_the_next_phrase_is_made_after_the_step_before_it_is_scheduled():
+    """Issue 14, item 5: the generation is off the step that plays. At step 31 the phrase's own last note is
+    scheduled first, then the phrase for step 32 is made (the GAN's best-of-8 takes milliseconds)."""
+    log = []
+
+    class Logged(FixedPhrases):
+        def next_phrase(self, *args):
+            log.append("make")
+            return super().next_phrase(*args)
+
+    clock, sched = InternalClock(120, 4, 0), VirtualScheduler()
+    schedule = sched.schedule
+    sched.schedule = lambda due, data: (log.append((due, describe(data))), schedule(due, data))
+    mode = PhraseMode(settings(channel=1, velocity=70, phrase_every_steps=32), Logged([[HOLD] * 31 + [on(64)]]),
+                      clock, sched, new_rng_state(0))
+    for step in range(33):
+        mode.on_step(step)
+    assert log[0] == "make"  # the first phrase starts at step 0, where the mode began: made before it plays
+    at = log.index((31 * S, ("on", 1, 64, 70)))
+    assert log[at + 1] == "make" and log.count("make") == 2
+    assert log[at + 2:] == [(32 * S, ("off", 1, 64))]  # step 32: the new phrase (silent at first) ends it
 
 
 def test_phrase_generation_failure_skips_that_phrase_only():
