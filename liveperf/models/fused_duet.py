@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from liveperf import melody
+from liveperf.models.metadata import ModelMetadataError, json_field
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, shipped_models_dir
 from liveperf.models.step_model import StepError
 
@@ -50,13 +50,10 @@ def file_sha256(path: Path) -> str:
 
 
 def _meta(model: LoadedModel, key: str):
-    raw = model.session.get_modelmeta().custom_metadata_map.get("liveperf." + key)
-    if raw is None:
-        raise ModelLoadError(f"{model.path}: metadata key 'liveperf.{key}' is missing (not a fused duet model)")
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{model.path}: metadata key 'liveperf.{key}' is not valid JSON ({exc})") from None
+        return json_field(model.session.get_modelmeta().custom_metadata_map, key, str(model.path))
+    except ModelMetadataError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 class FusedDuetStep:

@@ -88,7 +88,9 @@ def build_metadata(
     return {PREFIX + k: v for k, v in props.items()}
 
 
-def _json(props: Mapping[str, str], key: str, source: str) -> Any:
+def json_field(props: Mapping[str, str], key: str, source: str) -> Any:
+    """The JSON value of metadata key ``liveperf.<key>``; ``ModelMetadataError`` naming ``source`` when it is missing
+    or not JSON (model families with keys of their own read them with this too)."""
     raw = props.get(PREFIX + key)
     if raw is None:
         raise ModelMetadataError(f"{source}: metadata key '{PREFIX}{key}' is missing")
@@ -121,7 +123,7 @@ def parse_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
     family = _require(props, "family", source)
     if family not in KNOWN_FAMILIES:
         raise ModelMetadataError(f"{source}: model family {family!r} unknown; this runtime knows {KNOWN_FAMILIES}")
-    vocab = _json(props, "vocabulary", source)
+    vocab = json_field(props, "vocabulary", source)
     if vocab != list(melody.VOCABULARY):
         raise ModelMetadataError(
             f"{source}: vocabulary differs from {melody.REPRESENTATION} v{melody.REPRESENTATION_VERSION} "
@@ -134,12 +136,12 @@ def parse_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
         raise ModelMetadataError(f"{source}: steps_per_beat {spb_raw!r} is not an integer") from None
     if not 1 <= spb <= 24:
         raise ModelMetadataError(f"{source}: steps_per_beat {spb} outside 1..24")
-    io = _json(props, "io", source)
+    io = json_field(props, "io", source)
     if not isinstance(io, dict) or not isinstance(io.get("inputs"), list) or not isinstance(io.get("outputs"), list):
         raise ModelMetadataError(f"{source}: metadata 'io' must be {{\"inputs\": [...], \"outputs\": [...]}}")
     if not all(isinstance(x, str) and x for x in io["inputs"] + io["outputs"]):
         raise ModelMetadataError(f"{source}: metadata 'io' inputs and outputs must be names (strings)")
-    state_shape = _json(props, "state_shape", source) if PREFIX + "state_shape" in props else []
+    state_shape = json_field(props, "state_shape", source) if PREFIX + "state_shape" in props else []
     if not isinstance(state_shape, list) or not all(
             isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65536 for x in state_shape):
         raise ModelMetadataError(f"{source}: state_shape {state_shape!r} must be a list of sizes from 1 to 65536")
@@ -153,10 +155,10 @@ def parse_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
         inputs=tuple(io["inputs"]),
         outputs=tuple(io["outputs"]),
         state_shape=tuple(int(x) for x in state_shape),
-        training_data=_json(props, "training_data", source) if PREFIX + "training_data" in props else None,
-        split=_json(props, "split", source) if PREFIX + "split" in props else None,
-        metrics=_json(props, "metrics", source) if PREFIX + "metrics" in props else None,
-        training=_json(props, "training", source) if PREFIX + "training" in props else None,
+        training_data=json_field(props, "training_data", source) if PREFIX + "training_data" in props else None,
+        split=json_field(props, "split", source) if PREFIX + "split" in props else None,
+        metrics=json_field(props, "metrics", source) if PREFIX + "metrics" in props else None,
+        training=json_field(props, "training", source) if PREFIX + "training" in props else None,
         extra={k: v for k, v in props.items() if not k.startswith(PREFIX)},
         performer_lag_steps=int(lag_raw),
         representation_version=int(ver),

@@ -9,8 +9,8 @@ performer's token of t - 1 directly. The partner's previous token is what the pa
 and the note-length cap).
 Sampling uses the song's key/range mask, temperature and top-k/top-p (settings that leave no note to draw play the
 likeliest allowed note where the model expects one: ``liveperf.modes.note_choice``); velocity follows the
-performer's level and accents (``liveperf.dynamics``) unless the song fixes it. A failed model step silences the partner, resets
-the model and the next step carries on: the clock never waits for the model.
+performer's level and accents (``liveperf.dynamics``) unless the song fixes it. A failed model step silences the
+partner, resets the model and the next step carries on: the clock never waits for the model.
 
 The partner *listens* on the steps where the performer is likely to play a new note (the predictor gives it at
 least ``LISTEN_PROBABILITY``, anticipation only): it plays nothing at the step's time and waits up to
