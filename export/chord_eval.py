@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export import clean_split, duet_corpus
+from export import duet_corpus
 from liveperf import melody
 from liveperf.chords import chord_of
 
 ROOT = Path(__file__).resolve().parents[1]
-CHORALE_WINDOW_STEPS = 64  # as export.quality and export.train_duet
 TRIADS = ("major", "minor", "diminished", "augmented")
 
 
@@ -106,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "export" / "results" / "chord_recognition.json")
     args = ap.parse_args(argv)
     data = duet_corpus.load_chorales(progress=False)
-    sops = [c[duet_corpus.ROW["soprano"]] for c in data.tokens]
-    split = clean_split.split_by_content(sops, 0, (0.8, 0.1, 0.1), CHORALE_WINDOW_STEPS, max_held_group=8)
+    split = duet_corpus.content_split([c[duet_corpus.ROW["soprano"]] for c in data.tokens])
     idx = split[args.split]
     res = {"split": args.split, "chorales": len(idx), **evaluate([data.tokens[i] for i in idx])}
     print(f"{len(idx)} held-out chorales ({args.split}), {res['beats']} beats music21 names a triad quality "

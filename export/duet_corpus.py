@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export import clean_split
 from export.corpus import DEFAULT_CACHE_DIR, TOKEN_FORMAT, TuneMeta, _disable_beaming, score_to_notes, tune_meta
 from liveperf import melody
 
@@ -28,6 +29,15 @@ VOICES = ("soprano", "alto", "tenor", "bass")
 #: The partner voices the duet model can play, and the ``voice`` input id of each.
 PARTNER_VOICES = {"bass": 0, "tenor": 1, "alto": 2}
 ROW = {name: i for i, name in enumerate(VOICES)}
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+CONTENT_WINDOW_STEPS = 64  # 4 bars of 4/4: chorale phrases open alike; a shared 4-bar run is the same melody
+
+
+def content_split(sopranos: list[np.ndarray], seed: int = 0) -> dict:
+    """Train / valid / test chorale indices by content on the soprano (``export.clean_split``: a melody Bach
+    harmonised twice lies in one split), with ``stats`` and ``groups``: the split the duet and soprano models train
+    on and every evaluation of them uses."""
+    return clean_split.split_by_content(sopranos, seed, SPLIT_FRACTIONS, CONTENT_WINDOW_STEPS, max_held_group=8)
 
 
 @dataclass

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export import clean_split, duet_corpus
+from export import duet_corpus
 from export.quality import live
-from export.quality.run import CHORALE_WINDOW_STEPS, load_song_models
+from export.quality.run import load_song_models
 from liveperf import melody
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,22 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="")
     args = ap.parse_args(argv)
     data = duet_corpus.load_chorales(progress=False)
-    sops = [c[duet_corpus.ROW["soprano"]] for c in data.tokens]
-    split = clean_split.split_by_content(sops, args.seed, (0.8, 0.1, 0.1), CHORALE_WINDOW_STEPS, max_held_group=8)
+    split = duet_corpus.content_split([c[duet_corpus.ROW["soprano"]] for c in data.tokens], args.seed)
     cache: dict = {}
     xs, ys, per_chorale, accents = [], [], [], []
     for i in (int(k) for k in split[args.split]):
         c, meta = data.tokens[i], data.meta[i]
         sop, bass = c[duet_corpus.ROW["soprano"]].astype(np.int64), c[duet_corpus.ROW["bass"]].astype(np.int64)
-        bp = bass[bass >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET
-        num, den = meta.meter
-        meter = f"{num}/{den}" if meta.meter_known and den in (2, 4, 8, 16) else "4/4"
-        song = live.make_song(key=live.key_name(meta.tonic_pc, meta.mode), meter=meter, mode="duet", voice="bass",
-                              seed=args.seed + i, pitch_range=[int(bp.min()) - 2, int(bp.max()) + 2])
+        song = live.chorale_duet_song(meta, bass, args.seed + i)
         models = load_song_models(song, cache)
         spb = models.steps_per_beat
         bar = song.steps_per_bar(spb)
-        start = (-meta.downbeat_step) % bar
+        start = live.first_bar_line(meta, bar)
         step_ns = int(round(60e9 / song.tempo_bpm / spb))
         rng = np.random.default_rng(args.seed + i)
         vel = take_velocities(sop, start, bar, spb, rng)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export import baselines, clean_split, duet_corpus, melody_data, ngram, phrase_data
+from export import baselines, duet_corpus, melody_data, ngram, phrase_data
 from export.duet_model import INPUT_NAMES, OUTPUT_NAMES, DuetGRU, export_onnx
 from export.train_melody import seed_everything
 from export.train_vae import command_line
@@ -41,9 +41,7 @@ from liveperf.models.metadata import build_metadata
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "liveperf" / "data" / "models"
 NAMES = {0: "duet_dnn", 1: "duet_causal"}  # by --lag
-CONTENT_WINDOW_STEPS = 64  # 4 bars of 4/4: chorale phrases open alike; a shared 4-bar run is the same melody
 QUICK_DIR = ROOT / "export" / "runs" / "quick"
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 V = melody.NUM_CLASSES
 
 
@@ -242,9 +240,7 @@ def main(argv=None) -> int:
     LAG["steps"] = args.lag
     data = duet_corpus.load_chorales()
     sopranos = [c[duet_corpus.ROW["soprano"]] for c in data.tokens]
-    split = clean_split.split_by_content(sopranos, args.seed, (SPLIT_FRACTIONS[0], SPLIT_FRACTIONS[1],
-                                                                SPLIT_FRACTIONS[2]), CONTENT_WINDOW_STEPS,
-                                         max_held_group=8)
+    split = duet_corpus.content_split(sopranos, args.seed)
     split_stats = split.pop("stats")
     split.pop("groups")
     log(f"content split: {split_stats}")
@@ -335,7 +331,7 @@ def main(argv=None) -> int:
                          duet_corpus.PARSER_VERSION, "stats": data.stats, "chorales": len(data.tokens),
                      "performer": "soprano", "partners": duet_corpus.PARTNER_VOICES}
     split_info = {"method": "by content (export.clean_split on the soprano)", "content": split_stats,
-                  "performer_lag_steps": args.lag, "seed": args.seed, "fractions": list(SPLIT_FRACTIONS), "sizes": sizes,
+                  "performer_lag_steps": args.lag, "seed": args.seed, "fractions": list(duet_corpus.SPLIT_FRACTIONS), "sizes": sizes,
                   "test_chorales": [data.ids[i] for i in split["test"]]}
     training = {"command": command_line("python -m export.train_duet", argv), "seed": args.seed,
                 "performer_lag_steps": args.lag,

@@ -175,8 +175,7 @@ def main(argv=None) -> int:
         chorales = duet_corpus.load_chorales(workers=args.workers)
         corpus = corpus_mod.Corpus(chorales.ids, [c[duet_corpus.ROW["soprano"]] for c in chorales.tokens],
                                    {"corpora": {}, "file_errors": [], "rule": chorales.stats["rule"]}, chorales.meta)
-        # the duet's split (export.train_duet): a chorale melody Bach harmonised twice lies in one split
-        split = clean_split.split_by_content(corpus.tokens, args.seed, (0.8, 0.1, 0.1), 64, max_held_group=8)
+        split = duet_corpus.content_split(corpus.tokens, args.seed)  # the duet's split
     else:
         corpora = ("ryansMammoth",) if args.quick else corpus_mod.CORPORA
         corpus = corpus_mod.load_corpus(corpora, workers=args.workers)

@@ -38,6 +38,21 @@ def make_song(**fields) -> Song:
     return parse_setlist(raw, Path("harness.toml")).songs[0]
 
 
+def chorale_duet_song(meta, bass: np.ndarray, seed: int, **fields) -> Song:
+    """The duet song a held-out chorale is played as: its key and meter (4/4 when unknown), the partner as the bass,
+    the range of Bach's bass (``bass``: its tokens) widened by a tone each way."""
+    pitches = bass[bass >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET
+    num, den = meta.meter
+    meter = f"{num}/{den}" if meta.meter_known and den in (2, 4, 8, 16) else "4/4"
+    return make_song(key=key_name(meta.tonic_pc, meta.mode), meter=meter, mode="duet", voice="bass", seed=seed,
+                     pitch_range=[int(pitches.min()) - 2, int(pitches.max()) + 2], **fields)
+
+
+def first_bar_line(meta, steps_per_bar: int) -> int:
+    """The song step where a chorale starts so that its first bar line falls on one of the song's."""
+    return (-meta.downbeat_step) % steps_per_bar
+
+
 def performer_events(tokens: np.ndarray, start_step: int, step_ns: int, velocity: int = 90, jitter_ns: int = 0,
                      rng: np.random.Generator | None = None) -> list[tuple[int, bytes]]:
     """Timed note-on/off messages for a token line placed at song step ``start_step``. Each note ends 1 ms before

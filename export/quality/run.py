@@ -35,7 +35,6 @@ from liveperf.modes.build import SongModels
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "export" / "results" / "music_quality.json"
 DEFAULT_FIGURES = ROOT / "docs" / "img"
-CHORALE_WINDOW_STEPS = 64  # as export.train_duet
 CALL_BARS = 2
 EXCHANGES_PER_TUNE = 4
 
@@ -166,15 +165,12 @@ def duet(chorales, metas, args, models_cache) -> tuple[dict, list]:
     sop_row, bass_row = duet_corpus.ROW["soprano"], duet_corpus.ROW["bass"]
     for i, (c, meta) in enumerate(zip(chorales, metas)):
         sop, bass = c[sop_row].astype(np.int64), c[bass_row].astype(np.int64)
-        bp = bass[bass >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET
-        num, den = meta.meter
-        meter = f"{num}/{den}" if meta.meter_known and den in (2, 4, 8, 16) else "4/4"
-        song = live.make_song(key=live.key_name(meta.tonic_pc, meta.mode), meter=meter, mode="duet", voice="bass",
-                              duet_model=args.duet_model, duet_predictor=args.duet_predictor, seed=args.seed + i,
-                              pitch_range=[int(bp.min()) - 2, int(bp.max()) + 2])
+        song = live.chorale_duet_song(meta, bass, args.seed + i, duet_model=args.duet_model,
+                                      duet_predictor=args.duet_predictor)
         models = load_song_models(song, models_cache)
         bar = song.steps_per_bar(models.steps_per_beat)
-        start = (-meta.downbeat_step) % bar  # the chorale's first bar line on a bar line of the song
+        start = live.first_bar_line(meta, bar)
+        num, den = meta.meter
         step_ns = int(round(60e9 / song.tempo_bpm / models.steps_per_beat))
         events = live.performer_events(sop, start, step_ns, jitter_ns=int(args.performer_jitter_ms * 1e6),
                                        rng=np.random.default_rng(args.seed + i))
@@ -286,8 +282,7 @@ def main(argv=None) -> int:
             return _finish(res, args, t0, cr_rolls, du_rolls)
 
     chorales = duet_corpus.load_chorales(progress=False)
-    sops = [c[duet_corpus.ROW["soprano"]] for c in chorales.tokens]
-    csplit = clean_split.split_by_content(sops, args.seed, (0.8, 0.1, 0.1), CHORALE_WINDOW_STEPS, max_held_group=8)
+    csplit = duet_corpus.content_split([c[duet_corpus.ROW["soprano"]] for c in chorales.tokens], args.seed)
     cidx = csplit[args.split][:args.chorales or None]
     res["duet"], du_rolls = duet([chorales.tokens[i] for i in cidx], [chorales.meta[i] for i in cidx], args, cache)
     print(f"duet: {json.dumps(res['duet'])}", flush=True)
