@@ -73,7 +73,7 @@ class Worker:
 
 
 class Feedback:
-    """Stands in for OscFeedback (tested on real sockets in test_osc.py): its methods do nothing, named as called."""
+    """Stands in for OscFeedback (tested on real sockets in test_osc_feedback.py): its methods do nothing, named as called."""
 
     def __getattr__(self, name):
         def send(*args):
