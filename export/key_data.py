@@ -1,0 +1,88 @@
+"""Keys of the folk tunes, and the tunes played through the live ``KeyFinder`` (for ``train_key`` and ``key_eval``).
+
+**Labels.** O'Neill's and Ryan's K: fields name the key with its mode (``K:Ador``): used as written. Essen's K:
+fields name the *tonic* only, and the notes carry their own accidentals (``K: D`` over a tune full of ``=F``: D
+minor). An Essen tune's key is that tonic with the church mode whose scale holds the most of the tune's sounding
+time (ties: the commoner mode, ``LABEL_ORDER``). Tunes with no K: field get no label (``tune_key`` None).
+
+**Playing a tune.** ``play`` steps a ``KeyFinder`` through a tune's tokens as the engine would (step t is
+computed before the notes that start on it arrive), the tune's first downbeat placed on a bar line. ``snapshots`` also yields the heard profiles at each bar line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from liveperf import melody
+from liveperf.key_finder import MODES, KeyFinder
+from liveperf.scales import Key
+
+#: The modes an Essen tune can be labelled with, the commoner first (a tie goes to the earlier).
+LABEL_ORDER = ("major", "minor", "dorian", "mixolydian", "phrygian", "lydian", "locrian")
+
+
+def tune_key(meta, tokens: np.ndarray, corpus: str = "essenFolksong") -> Key | None:
+    """The tune's key (module docstring); None when it cannot be named."""
+    if meta.tonic_pc < 0 or meta.mode not in MODES + ("aeolian", "ionian"):
+        return None
+    if corpus != "essenFolksong":  # O'Neill's and Ryan's K: fields name the key with its mode (Ador, Em, Amix)
+        return Key(meta.tonic_pc, {"aeolian": "minor", "ionian": "major"}.get(meta.mode, meta.mode))
+    weight = pitch_class_weight(tokens)
+    if weight.sum() == 0:
+        return None
+    return max((Key(meta.tonic_pc, m) for m in LABEL_ORDER),
+               key=lambda k: (round(float(weight[list(k.pitch_classes)].sum()), 9), -LABEL_ORDER.index(k.scale)))
+
+
+def pitch_class_weight(tokens: np.ndarray) -> np.ndarray:
+    """Steps each pitch class sounds in a tune (float64 (12,))."""
+    weight = np.zeros(12)
+    sounding = None
+    for tok in np.asarray(tokens).tolist():
+        if tok >= melody.PITCH_OFFSET:
+            sounding = (tok - melody.PITCH_OFFSET) % 12
+        elif tok == melody.OFF:
+            sounding = None
+        if sounding is not None:
+            weight[sounding] += 1.0
+    return weight
+
+
+def bar_aligned(tokens: np.ndarray, downbeat_step: int, steps_per_bar: int) -> np.ndarray:
+    """The tune with silence (OFF) in front so its first downbeat lands on a bar line (step % bar == 0)."""
+    pad = (-downbeat_step) % steps_per_bar
+    return np.concatenate([np.full(pad, melody.OFF, dtype=tokens.dtype), tokens])
+
+
+def play(finder: KeyFinder, tokens: np.ndarray, start_step: int = 0, ask=None) -> None:
+    """Step ``finder`` through ``tokens`` (starting at song step ``start_step``) as the engine hears a performer:
+    at every step, the bar line's ``ask(step)`` first (before the step is computed), then the grid reaches the
+    step, then the notes that start or end on it arrive."""
+    sounding: int | None = None
+    spb = finder.steps_per_bar
+    for i, tok in enumerate(np.asarray(tokens).tolist()):
+        step = start_step + i
+        if ask is not None and step % spb == 0:
+            ask(step)
+        finder.on_step(step)
+        if tok >= melody.PITCH_OFFSET or tok == melody.OFF:
+            if sounding is not None:
+                finder.note_off(sounding, step)
+                sounding = None
+            if tok >= melody.PITCH_OFFSET:
+                sounding = tok - melody.PITCH_OFFSET
+                finder.note_on(sounding, step)
+
+
+def snapshots(finder: KeyFinder, tokens: np.ndarray, bars: int) -> list[np.ndarray]:
+    """The heard profiles at bar lines 1..``bars`` after the first (``tokens`` bar-aligned), copies."""
+    out: list[np.ndarray] = []
+    finder.clear()
+    spb = finder.steps_per_bar
+
+    def ask(step: int) -> None:
+        if 0 < step <= bars * spb:
+            out.append(finder.heard.copy())
+
+    play(finder, tokens[:bars * spb + 1], ask=ask)
+    return out
