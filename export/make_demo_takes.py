@@ -35,11 +35,15 @@ class TakeSpec:
     phrase_bars: int
     phrases: int
     gap_bars: int  # bars after each phrase: the answer (2 bars) + 1 bar
+    modulate_from: int = 0  # phrases from this one on (0: none) are moved ``modulate_by`` semitones: a new key
+    modulate_by: int = 0
 
 
 TAKES = (
     TakeSpec("demo_jig_d", "oneills1850", "D major", 150, 12, 2, 4, 3),
     TakeSpec("demo_reel_a", "oneills1850", "A dorian", 104, 16, 2, 3, 3),
+    # key = "auto": two phrases in G major, then two up a tone, in A major (the key follower's demo)
+    TakeSpec("demo_hornpipe_g_to_a", "oneills1850", "G major", 112, 16, 2, 4, 3, modulate_from=2, modulate_by=2),
 )
 
 
@@ -85,6 +89,8 @@ def write_take(path: Path, spec: TakeSpec, tokens: np.ndarray, rng: np.random.Ge
     for k in range(spec.phrases):
         at_step = k * (spec.phrase_bars + spec.gap_bars) * spec.steps_per_bar
         part = tokens[k * length:(k + 1) * length]
+        if spec.modulate_from and k >= spec.modulate_from:
+            part = melody.transpose_tokens(part, spec.modulate_by)
         for n in melody.tokens_to_notes(part, offset_step=at_step):
             # Human feel: onsets within a few ms of the grid, slightly detached, accents on the beat.
             jitter = int(np.clip(rng.normal(0, 6), -15, 15) * ms_to_ticks)

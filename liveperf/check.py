@@ -36,7 +36,7 @@ from liveperf.models.onnx_model import ModelLoadError
 from liveperf.models.phrase_models import DuetStepper, GanModel
 from liveperf.models.step_model import OnnxStepper, StepError
 from liveperf.modes.answer_plan import plan_answer
-from liveperf.modes.build import SongModels, duet_anticipation
+from liveperf.modes.build import SongModels, duet_anticipation, key_follower
 from liveperf.modes.harmonize import harmony_mask
 from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.phrase import GanPhrases, VaePhrases
@@ -63,6 +63,7 @@ class SongCheck:
     warnings: list[str] = field(default_factory=list)  # settings that make the song silent; not a NO-GO
     plan_us: dict | None = None  # call and response: planning one whole answer (all candidates), µs
     plan_budget_us: float = 0.0
+    key_us: dict | None = None  # key = "auto" / key_follow: the key finder's cost per step (bar lines included), µs
 
     @property
     def go(self) -> bool:
@@ -267,6 +268,26 @@ def check_midi(require: bool) -> tuple[str, list[str], list[str]]:
     return f"{backend}: opened {names}", [], []
 
 
+def measure_key_finder(song, steps_per_beat: int, steps: int, warmup: int) -> dict | None:
+    """p50/p99/max µs of the key finder's work per step for a song that follows the key (None otherwise): the
+    fade and count every step, the follower's question at every bar line, a performer's scale in 8th notes."""
+    bar = song.steps_per_bar(steps_per_beat)
+    keys = key_follower(song, bar, steps_per_beat)
+    if keys is None:
+        return None
+    scale = [60 + i for i in range(12) if song.key.contains(60 + i)] or [60]
+
+    def step(i: int) -> None:
+        keys.finder.on_step(i)
+        if i % bar == 0:
+            keys.ask(i)
+        if i % 2 == 0:
+            keys.finder.release_all(i)
+            keys.finder.note_on(scale[(i // 2) % len(scale)], i)
+
+    return _timed(step, steps, warmup)
+
+
 def _measure_key(song) -> str:
     """What a song's measured step cost depends on: everything but its title, tempo, take, channel and the like
     (the budgets, which do depend on the tempo, are per song)."""
@@ -329,6 +350,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
         if sc.step_us["max"] > sc.song_budget_us:
             sc.problems.append(f"{sc.unit}: slowest {sc.step_us['max']:.0f} µs > song budget "
                                f"{sc.song_budget_us:.0f} µs (half a step at {song.tempo_bpm:g} BPM)")
+        sc.key_us = measure_key_finder(song, models.steps_per_beat, steps, warmup)
         if song.mode == "call_response":
             try:
                 sc.plan_us = same[3] if same is not None else measure_plan(models, song)
@@ -372,6 +394,10 @@ def format_table(report: CheckReport) -> str:
             p = s.plan_us
             lines.append(f"      answer planning: p50 {p['p50'] / 1e3:.2f} ms, p99 {p['p99'] / 1e3:.2f} ms, max "
                          f"{p['max'] / 1e3:.2f} ms (budget {s.plan_budget_us / 1e3:.1f} ms)")
+        if s.key_us:
+            k = s.key_us
+            lines.append(f"      key finder (key follows the performer): p50 {k['p50']:.0f} µs, p99 {k['p99']:.0f} µs, "
+                         f"max {k['max']:.0f} µs per step")
         for p in s.problems:
             lines.append(f"      ! {p}")
         for w in s.warnings:

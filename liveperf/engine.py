@@ -14,6 +14,10 @@ Transport changes from an external clock (``relocate``, ``halt``) silence the mo
 With a ``reflex`` (``liveperf.reflex``: the port answered a note-on itself), every answer the port sent is taken
 over here: by the mode that can hold it (harmonize's ``adopt``), or else adopted and ended at once (the note-on was
 filtered, or the mode changed), so the scheduler always knows what sounds.
+With a ``keys`` follower (``liveperf.key_finder``: ``key = "auto"`` or ``key_follow = "modulations"``), every
+note-on and note-off is heard at its nearest step, and at each bar line the follower is asked before the step is
+computed: a new key replaces every mode's key mask and cadence there (``key_changes``), so a change never lands
+mid-bar and never cuts a note.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from liveperf.chords import SUSTAIN_CC, Chord, ChordListener
 from liveperf.clock_out import ClockOut
 from liveperf.notes import note_off
 from liveperf.tap_tempo import TapTempo
-from liveperf.modes.settings import with_param
+from liveperf.modes.settings import with_key, with_param
 
 
 
@@ -68,7 +72,7 @@ class Engine:
     def __init__(self, modes, *, clock=None, sink=None, initial: str | None = None, trigger_cc: int | None = None,
                  tap_cc: int | None = None, mode_cc: int | None = None, input_channel: int | None = None,
                  echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16, reflex=None,
-                 clock_out: ClockOut | None = None) -> None:
+                 clock_out: ClockOut | None = None, keys=None, pitch_range: tuple[int, int] = (0, 127)) -> None:
         self.modes: dict[str, Mode] = modes if isinstance(modes, dict) else {modes.name: modes}
         self.mode_name = initial if initial is not None else next(iter(self.modes))
         self.mode = self.modes[self.mode_name]
@@ -92,6 +96,11 @@ class Engine:
         self.reflex = reflex
         self.reflex_ended = 0  # answers the port sent that no mode could hold: adopted and ended at once
         self.chords = ChordListener()  # the chord the performer holds (``chord_at``; OSC /liveperf/chord)
+        self.keys = keys  # a key_finder.KeyFollower, or None: the song's key holds
+        self.pitch_range = pitch_range  # the partner's range, for the key mask of a new key
+        self.key_changes: list[tuple[int, str]] = []  # (step, key name) of every key change applied
+        self.key_errors = 0  # keys heard that had no pitch in the partner's range: not applied
+        self._key_asked_step: int | None = None
         if reflex is not None:
             reflex.input_channel = input_channel
 
@@ -176,6 +185,8 @@ class Engine:
         if kind == 0x90 and data[2] > 0:
             self.input_stats.note_ons += 1
             self.chords.note_on(data[1])
+            if self.keys is not None:
+                self.keys.finder.note_on(data[1], self.clock.nearest_step(ts_ns))
             adopt = getattr(self.mode, "adopt", None)
             if answer is None or adopt is None or not adopt(ts_ns, data[1], data[2], answer):
                 self._end_answer(answer)
@@ -183,10 +194,14 @@ class Engine:
         elif kind == 0x80 or kind == 0x90:
             self.input_stats.note_offs += 1
             self.chords.note_off(data[1])
+            if self.keys is not None:
+                self.keys.finder.note_off(data[1], self.clock.nearest_step(ts_ns))
             self.mode.note_off(ts_ns, data[1])
         elif kind == 0xB0 and data[1] in (120, 123):  # All Sound Off / All Notes Off: every key is up
             self.input_stats.all_notes_off += 1
             self.chords.release_all()
+            if self.keys is not None:
+                self.keys.finder.release_all(self.clock.nearest_step(ts_ns))
             self.mode.release_performer(ts_ns)
         elif kind == 0xB0 and data[1] == self.trigger_cc and data[2] >= 64:
             self.input_stats.triggers += 1
@@ -212,6 +227,8 @@ class Engine:
     def input_ended(self, now_ns: int) -> None:
         """The performer's source is finished: release whatever it still holds, as if the keys came up now."""
         self.chords.release_all()
+        if self.keys is not None:
+            self.keys.finder.release_all(self.clock.nearest_step(now_ns))
         self.mode.release_performer(now_ns)
 
     def chord_at(self, step: int) -> Chord | None:
@@ -227,6 +244,9 @@ class Engine:
 
     def on_step(self, step: int) -> None:
         self.chords.on_step(step)
+        if self.keys is not None:
+            self.key_at(step)
+            self.keys.finder.on_step(step)
         if self._pending_tempo is not None:
             if hasattr(self.clock, "set_tempo"):
                 self.clock.set_tempo(self._pending_tempo, step)
@@ -243,6 +263,35 @@ class Engine:
             for answer in self.reflex.leftovers(self.clock.ns_at_step(step) - 1_000_000_000):
                 self._end_answer(answer)
         self.mode.on_step(step)
+
+    def key_at(self, step: int):
+        """``(key, confidence)`` the partner plays ``step`` in, or None when the song's key holds (no follower). At a
+        bar line the follower is asked first, once per step (the show control asks before the step, to send a
+        change on time; ``on_step`` asks too)."""
+        if self.keys is None:
+            return None
+        if step % self.steps_per_bar == 0 and step != self._key_asked_step:
+            self._key_asked_step = step
+            self._follow_key(step)
+        return self.keys.key, self.keys.confidence
+
+    def _follow_key(self, step: int) -> None:
+        before = self.keys.key
+        key = self.keys.ask(step)
+        if key is None:
+            return
+        try:
+            new = {name: with_key(mode.s, key, self.pitch_range) for name, mode in self.modes.items()}
+        except ValueError:  # no pitch of that key in the partner's range: keep the last one
+            self.key_errors += 1
+            self.keys.key = before
+            self.keys.changes.pop()
+            return
+        for name, mode in self.modes.items():
+            mode.s = new[name]
+        if self.reflex is not None:
+            self.reflex.enable(False)  # the table was drawn in the old key; the next step draws anew
+        self.key_changes.append((step, str(key)))
 
     def _send_clock(self, step: int) -> None:
         self.clock_out.step(self.sink, self.clock, step)

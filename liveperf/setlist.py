@@ -26,6 +26,7 @@ CLOCKS = ("internal", "midi")
 DROPOUT_POLICIES = ("stop", "freewheel")
 PROGRAM_CHANGE = ("select", "ignore")
 FEEDBACK_PROTOCOLS = ("udp", "tcp")
+KEY_FOLLOW = ("off", "modulations")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Song:
     select_program: int | None = None  # 1..128: the incoming Program Change that selects this song
     select_bank: int | None = None  # 0..16383: with ``select_program``, the bank that must be selected too
     answer_candidates: int = 16  # call and response: whole answers planned when the phrase ends (0: step by step)
+    key_auto: bool = False  # key = "auto": the partner's key follows the performer (``liveperf.key_finder``)
+    key_follow: str = "off"  # "modulations": a named key moves when the performer clearly modulates
 
     @property
     def voice_index(self) -> int:
@@ -142,7 +145,10 @@ class Setlist:
 SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "title": (REQUIRED, "a non-empty string"),
     "tempo_bpm": (REQUIRED, "a number from 20 to 400"),
-    "key": (REQUIRED, "a key such as 'D dorian' or 'A minor'"),
+    "key": (REQUIRED, "a key such as 'D dorian' or 'A minor', or 'auto' (follow the performer), optionally with a "
+                      "starting key: 'auto G major'"),
+    "key_follow": ("off", f"one of {', '.join(KEY_FOLLOW)} (with a named key: move it when the performer clearly "
+                          f"modulates)"),
     "meter": ("4/4", "'N/D' with N 1..32 and D one of 2, 4, 8, 16"),
     "mode": ("call_response", f"one of {', '.join(MODES)}"),
     "model": ("melody_dnn", "a shipped model name or a path to an .onnx file"),
@@ -324,10 +330,18 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         raise bad(where, "title", title, f)
     tempo = number(raw, "tempo_bpm", 20, 400, f, where)
     key_text = get(raw, "key", f, where)
+    key_auto = isinstance(key_text, str) and key_text.strip().lower().split()[:1] == ["auto"]
     try:
-        key = parse_key(key_text) if isinstance(key_text, str) else parse_key("")
+        if key_auto:
+            start = key_text.strip()[4:].strip()
+            key = parse_key(start) if start else Key(0, "chromatic")  # no key yet: the first estimate sets it
+        else:
+            key = parse_key(key_text) if isinstance(key_text, str) else parse_key("")
     except ValueError as exc:
         raise SetlistError(f"{where}: field 'key' = {key_text!r}: {exc}") from None
+    key_follow = get(raw, "key_follow", f, where)
+    if key_follow not in KEY_FOLLOW:
+        raise bad(where, "key_follow", key_follow, f)
     meter = _parse_meter(get(raw, "meter", f, where), where)
     mode = get(raw, "mode", f, where)
     if mode not in MODES:
@@ -364,6 +378,8 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         title=title.strip(),
         tempo_bpm=float(tempo),
         key=key,
+        key_auto=key_auto,
+        key_follow=key_follow,
         meter=meter,
         mode=mode,
         model=model,
@@ -422,3 +438,11 @@ def _parse_meter(value: Any, where: str) -> tuple[int, int]:
     if not 1 <= n <= 32 or d not in (2, 4, 8, 16):
         raise err
     return n, d
+
+
+def key_text(song: Song) -> str:
+    """The song's key as the show log says it: "key auto", "key auto from G major", "E dorian (follows
+    modulations)" or "D major"."""
+    if song.key_auto:
+        return "key auto" + ("" if song.key.scale == "chromatic" else f" from {song.key}")
+    return str(song.key) + (" (follows modulations)" if song.key_follow == "modulations" else "")

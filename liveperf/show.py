@@ -34,10 +34,10 @@ from liveperf.io.recorder import Recorder
 from liveperf.io.timed_worker import TimedWorker
 from liveperf.loop import QueueInput, run_loop
 from liveperf.midi_clock import MidiClockFollower
-from liveperf.modes.build import SongModels, build_modes
+from liveperf.modes.build import SongModels, build_modes, key_follower
 from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
-from liveperf.setlist import Setlist, SetlistError, Song
+from liveperf.setlist import Setlist, SetlistError, Song, key_text
 from liveperf.setlist_warnings import setlist_warnings
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
@@ -334,7 +334,7 @@ class Show:
         engine = Engine(modes, clock=clock, sink=sink, initial=song.mode, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
                         send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex,
-                        clock_out=self.clock_out)
+                        clock_out=self.clock_out, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range)
         rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns, steps_per_beat=spb,
                          clock="MIDI clock" if follow else "internal")
         _send_patch(scheduler, song, start_ns)
@@ -343,7 +343,7 @@ class Show:
         clock_note = ("following MIDI clock on the input" if follow else
                       "internal clock (no live input to follow MIDI clock from)" if setlist.clock == "midi" else
                       "internal clock" + (", sending MIDI clock" if setlist.send_clock else ""))
-        self.log(f"[{index + 1}. {song.title}] {song.tempo_bpm:g} BPM, {song.key}, mode {song.mode}, {clock_note}; "
+        self.log(f"[{index + 1}. {song.title}] {song.tempo_bpm:g} BPM, {key_text(song)}, mode {song.mode}, {clock_note}; "
                  f"models {', '.join(p.name for p in models.paths)} ({models.melody.provider_note})")
         # One input source either way: the take player ends with END_OF_INPUT; a live port never ends by itself.
         player = TakePlayer(take_events(take, clock), inbox, self.now_ns) if take is not None else None
@@ -357,6 +357,15 @@ class Show:
                 scheduler.schedule(ts, data)
             return ctl.on_midi(ts, data)
 
+        keys_recorded = [0]
+
+        def on_step(step: int, due_ns: int) -> None:
+            ctl.on_step(step, due_ns)  # asks the key follower at a bar line (``Engine.key_at``)
+            while keys_recorded[0] < len(engine.key_changes):
+                at_step, name = engine.key_changes[keys_recorded[0]]
+                recorder.key_change(clock.ns_at_step(at_step), name)
+                keys_recorded[0] += 1
+
         def should_stop() -> bool:
             return self.stop_event.is_set() or (deadline_ns is not None and self.now_ns() >= deadline_ns)
 
@@ -365,7 +374,7 @@ class Show:
                 end[1] = run_loop(engine, clock, source, lookahead_ns=int(self.setlist.lookahead_ms * 1e6),
                                   first_step=first_step, should_stop=should_stop, on_input=on_input,
                                   stop_when_done=take is not None, stop_at_bar=lambda: ctl.pending_song is not None,
-                                  on_control=ctl.on_command, on_step=ctl.on_step,
+                                  on_control=ctl.on_command, on_step=on_step,
                                   on_step_done=self._stage.step_done if self._stage.view.enabled else None)
             except Exception as exc:  # one song's failure must not take the show down: silence it, report it
                 rep.error = f"{type(exc).__name__}: {exc}"
@@ -393,6 +402,9 @@ class Show:
         rep.input_ignored = engine.input_stats.ignored
         rep.all_notes_off = engine.input_stats.all_notes_off
         rep.chord_changes = engine.chords.changes
+        rep.key_changes = len(engine.key_changes)
+        key = engine.key_at(end[1])
+        rep.last_key = str(key[0]) if key is not None and key[0] is not None else ""
         feel = next((m.feel for m in engine.modes.values() if getattr(m, "feel", None) is not None), None)
         if feel is not None:
             est = feel.estimator

@@ -84,6 +84,7 @@ class ShowController:
         self._bank: list[int | None] = [None, None]  # Bank Select MSB, LSB (performer input, any channel)
         self._mode_shown: str | None = None
         self._chord_shown = None  # the last chord sent on /liveperf/chord (the engine's ``chord_at``)
+        self._key_shown = None  # the last key sent on /liveperf/key (the engine's ``key_at``)
 
     # ---- songs -------------------------------------------------------------------------------------------------
     def bind(self, index: int, engine, clock, start_ns: int, steps_per_bar: int) -> None:
@@ -96,6 +97,7 @@ class ShowController:
         self._gliding.clear()
         self._mode_shown = engine.mode_name
         self._chord_shown = None  # the new song's first chord is sent, whatever the last song ended on
+        self._key_shown = None
         self._feedback(start_ns, "song", index + 1, song.title)
         self._feedback(start_ns, "mode", engine.mode_name)
         self._feedback(start_ns, "tempo", clock.tempo_bpm)
@@ -232,6 +234,10 @@ class ShowController:
             if chord is not None and chord != self._chord_shown:
                 self._chord_shown = chord
                 self._feedback(due_ns, "chord", chord.name, chord.root, chord.quality)
+            key = self.engine.key_at(step)
+            if key is not None and key[0] is not None and key[0] != self._key_shown:
+                self._key_shown = key[0]
+                self._feedback(due_ns, "key", str(key[0]), round(float(key[1]), 3))
         spb = self.clock.steps_per_beat if self.clock is not None else 4
         if step % spb == 0:
             bar, beat = step // self._steps_per_bar + 1, (step % self._steps_per_bar) // spb + 1

@@ -34,6 +34,8 @@ class SongReport:
     all_notes_off: int = 0
     chord_changes: int = 0  # how often the chord the performer holds changed (``liveperf.chords``)
     last_chord: str = ""
+    key_changes: int = 0  # how often the partner's key moved with the performer (``liveperf.key_finder``)
+    last_key: str = ""  # the key the song ended in, when it followed the performer
     swing: float = 0.5  # the partner's swing at the end (liveperf.feel)
     swing_heard: float | None = None  # the performer's, estimated from their eighth pairs (None: none heard)
     late_ms: float | None = None  # how far behind the beat the performer plays (negative: ahead)

@@ -80,6 +80,7 @@ class StageFeed:
             transport="playing" if clock.running else "stopped", mode=engine.mode_name,
             pending_mode=engine.pending_mode,
             chord=engine.chords.current.name if engine.chords.current is not None else "",
+            key=_key_text(getattr(engine, "keys", None)),
             pending_song=sl.songs[pending].title if pending is not None else None,
             params={name: ctl.params.target(name) for name in SHOWN_PARAMS},
             notes_in=engine.input_stats.note_ons, notes_out=scheduler.stats.sent, step_p99_us=p99_us,
@@ -105,3 +106,10 @@ def _clock_text(clock) -> str:
     if not hasattr(clock, "stats"):
         return "internal"
     return "MIDI clock" + (" (freewheel)" if getattr(clock, "freewheeling", False) else "")
+
+
+def _key_text(follower) -> str:
+    """The key the partner follows and its confidence ("G major 82 %"); "" when the song's key holds."""
+    if follower is None or follower.key is None:
+        return ""
+    return f"{follower.key} {round(100 * follower.confidence)} %"

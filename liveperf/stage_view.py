@@ -59,6 +59,7 @@ class StageState:
     "playing", "stopped", "waiting"). ``pending_mode`` / ``pending_song`` say what happens at the next bar line.
     ``params``: parameter name -> value (units come from ``liveperf.params.PARAMS``; other names are shown as is).
     ``chord``: the name of the chord the performer holds ("Am7", "G/B"; "" before the first).
+    ``key``: the key the partner follows and its confidence ("G major 82 %"; "" when the song's key holds).
     ``last_pitch_in`` / ``last_pitch_out``: MIDI note numbers (0..127) or None. ``step_p99_us``: step latency p99
     in microseconds, None while unknown. ``late_dropped``: steps dropped or deferred because they would have been
     late. ``learn_armed``: the parameter waiting for a MIDI controller, or None. ``messages``: a few recent
@@ -79,6 +80,7 @@ class StageState:
     mode: str = ""
     pending_mode: str | None = None
     chord: str = ""  # the chord the performer holds (``liveperf.chords``), "" before the first
+    key: str = ""  # the key the partner follows with its confidence ("G major 82 %"), "" when the song's key holds
     pending_song: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     notes_in: int = 0
@@ -236,6 +238,9 @@ class StageRenderable:
         if s.chord:
             mode.append(dot + "chord ")
             mode.append(s.chord, style="bold green")
+        if s.key:
+            mode.append(dot + "key ")
+            mode.append(s.key, style="bold cyan")
         parts.append(mode)
         if s.params:
             items = [format_param(k, v) for k, v in s.params.items()]

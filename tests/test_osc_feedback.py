@@ -35,6 +35,7 @@ def play_feedback(fb: OscFeedback) -> None:
     fb.counts(1, 2, 3)
     fb.tempo(121.5)
     fb.chord("Am7/C", 9, "minor")
+    fb.key("E dorian", 0.75)
 
 
 FEEDBACK = [
@@ -42,7 +43,7 @@ FEEDBACK = [
     ("/liveperf/beat", "ii", [3, 2]), ("/liveperf/note/on", "ii", [60, 100]), ("/liveperf/note/off", "i", [60]),
     ("/liveperf/song", "is", [2, "Blue Moon"]), ("/liveperf/mode", "s", ["duet"]),
     ("/liveperf/state", "s", ["playing"]), ("/liveperf/stats", "iii", [1, 2, 3]), ("/liveperf/tempo", "f", [121.5]),
-    ("/liveperf/chord", "sis", ["Am7/C", 9, "minor"]),
+    ("/liveperf/chord", "sis", ["Am7/C", 9, "minor"]), ("/liveperf/key", "sf", ["E dorian", 0.75]),
 ]
 
 

@@ -62,6 +62,20 @@ def test_swing_is_a_ratio_or_follow(tmp_path):
     assert [s.swing for s in sl.songs] == [0.6, None, 0.5]  # a number, the performer's, straight by default
 
 
+def test_key_auto_with_or_without_a_start_and_key_follow(tmp_path):
+    text = "".join(f'[[song]]\ntitle = "{i}"\ntempo_bpm = 100\nkey = "{k}"\n{extra}'
+                   for i, (k, extra) in enumerate((("auto", ""), ("Auto  G major", ""), ("A minor", ""),
+                                                   ("E dorian", 'key_follow = "modulations"\n'))))
+    songs = load_setlist(write(tmp_path, text)).songs
+    assert [(str(s.key), s.key_auto, s.key_follow) for s in songs] == [
+        ("C chromatic", True, "off"),  # no key until the performer is heard: no mask
+        ("G major", True, "off"), ("A minor", False, "off"), ("E dorian", False, "modulations")]
+    with pytest.raises(SetlistError, match="song 1 .*field 'key' = 'auto H major'"):
+        load_setlist(write(tmp_path, '[[song]]\ntitle = "A"\ntempo_bpm = 90\nkey = "auto H major"\n'))
+    with pytest.raises(SetlistError, match="field 'key_follow' = 'always'.*off, modulations"):
+        load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'key_follow = "always"\n'))
+
+
 def test_unknown_field_is_an_error(tmp_path):
     with pytest.raises(SetlistError, match=r"unknown field\(s\) \['tempo'\].*allowed fields"):
         load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + "tempo = 90\n"))

@@ -338,3 +338,33 @@ def test_chord_feedback_when_the_held_chord_changes(tmp_path):
         fresh.on_input(clock.ns_at_step(20) - 1_000_000, msg)
     ctl.on_step(20, clock.ns_at_step(20))
     assert [args for _, name, args in worker.jobs if name == "chord"] == [("Dm7", 2, "minor")]
+
+
+def test_key_feedback_at_the_bar_line_the_key_moves(tmp_path):
+    """/liveperf/key goes out at the bar line where the partner's key changes (the follower is asked before the
+    step, so the message is due with it), with its confidence; nothing while the key holds."""
+    from liveperf.key_finder import FOLLOW_AUTO, KeyFinder, KeyFollower
+    from liveperf.scales import parse_key
+    from tests.test_key_finder import template_model
+
+    sl = load_setlist(write_setlist(tmp_path))
+    worker = Worker()
+    ctl = ShowController(sl, [0], worker=worker, feedback=Feedback(), log=lambda *_: None)
+    clock = InternalClock(120, 4, 0)
+    sink = VirtualScheduler()
+    keys = KeyFollower(KeyFinder(template_model(), 16, 4), parse_key("C major"), **FOLLOW_AUTO)
+    mode = Duet(settings(channel=1), ScriptedDuet({}), clock, sink, new_rng_state(0))
+    engine = Engine({"duet": mode}, clock=clock, sink=sink, keys=keys, pitch_range=(48, 84))
+    ctl.bind(0, engine, clock, 0, 16)
+    worker.jobs.clear()
+    scale = (67, 69, 71, 72, 74, 76, 78, 79)  # G major, one note every other step through bar 1
+    for step in range(20):
+        if step < 16 and step % 2 == 0:
+            if step:
+                engine.on_input(clock.ns_at_step(step) + 1_000_000, bytes([0x80, scale[step // 2 - 1], 0]))
+            engine.on_input(clock.ns_at_step(step) + 1_000_000, bytes([0x90, scale[step // 2], 90]))
+        ctl.on_step(step, clock.ns_at_step(step))
+        engine.on_step(step)
+    sent = [(t, args) for t, name, args in worker.jobs if name == "key"]
+    assert [(t, args[0]) for t, args in sent] == [(0, "C major"), (clock.ns_at_step(16), "G major")]
+    assert sent[1][1][1] >= FOLLOW_AUTO["enter"] and engine.key_changes == [(16, "G major")]

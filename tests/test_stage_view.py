@@ -36,7 +36,7 @@ S = 1_000_000_000
 SHOW = StageState(
     setlist="Club night", song_number=3, song_title="Autumn Leaves", song_count=8, next_song="Blue Bossa",
     bar=12, beat=3, tempo_bpm=123.4, clock_source="MIDI clock", transport="playing", mode="duet",
-    pending_mode="phrase", pending_song="4. Blue Bossa", chord="Am7/C",
+    pending_mode="phrase", pending_song="4. Blue Bossa", chord="Am7/C", key="E dorian 82 %",
     params={"temperature": 0.9, "top_p": 0.95, "velocity": 100, "tempo_bpm": 120.0, "silence_steps": 4},
     notes_in=123, notes_out=98, last_pitch_in=64, last_pitch_out=67, step_p99_us=850.2, osc_in=12)
 TROUBLE = StageState(song_number=2, song_title="Night Train", song_count=5, bar=3, beat=2, tempo_bpm=96,
@@ -67,7 +67,7 @@ def test_render_shows_song_position_tempo_mode_params_and_activity():
     out = text_of(SHOW)
     for expected in ("Club night", "song 3/8", "3. Autumn Leaves", "next ▸ Blue Bossa",
                      "at next bar ▸ song 4. Blue Bossa, mode phrase", "12:3 · 123.4 BPM · MIDI clock · ▶ playing",
-                     "mode duet · chord Am7/C", "temperature 0.90", "top_p 0.95", "velocity 100", "tempo_bpm 120.0 BPM",
+                     "mode duet · chord Am7/C · key E dorian 82 %", "temperature 0.90", "top_p 0.95", "velocity 100", "tempo_bpm 120.0 BPM",
                      "silence_steps 4", "notes in 123 (last E4 64) · out 98 (last G4 67)",
                      "step p99 850 µs · late/dropped 0 · OSC in 12, errors 0"):
         assert expected in out, expected

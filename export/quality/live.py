@@ -18,7 +18,7 @@ from liveperf import melody
 from liveperf.clock import InternalClock
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
-from liveperf.modes.build import SongModels, build_modes
+from liveperf.modes.build import SongModels, build_modes, key_follower
 from liveperf.notes import note_off, note_on
 from liveperf.setlist import Song, parse_setlist
 from liveperf.virtual_scheduler import VirtualScheduler
@@ -129,8 +129,9 @@ def play(song: Song, models: SongModels, events: list[tuple[int, bytes]], steps:
     source = ScriptedInput(events)
     sched = VirtualScheduler(now_fn=source.now_ns)
     modes = build_modes(song, models, clock, sched, song.seed, now_fn=source.now_ns)
+    bar = song.steps_per_bar(spb)
     engine = Engine(modes, clock=clock, sink=sched, initial=song.mode, trigger_cc=song.trigger_cc,
-                    echo_guard=None, steps_per_bar=song.steps_per_bar(spb))
+                    echo_guard=None, steps_per_bar=bar, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range)
     last = run_loop(engine, clock, source, lookahead_ns=lookahead_ns, stop_at_step=steps, stop_when_done=False)
     end = clock.ns_at_step(last)
     engine.stop(end)

@@ -5,13 +5,15 @@ Journal format (ASCII, one record a line, every line ends with ``\\n``):
 - line 1, the header: ``liveperf-journal 1 {"title": ..., "tempo_bpm": 120.0, "start_ns": ..., "beats_per_bar": 4.0,
   "ticks_per_beat": 960}`` (JSON);
 - ``performer|partner TS_NS HEXBYTES``: a raw MIDI message heard at monotonic ``TS_NS``;
-- ``tempo NS BPM``: the tempo changes to ``BPM`` at monotonic ``NS``.
+- ``tempo NS BPM``: the tempo changes to ``BPM`` at monotonic ``NS``;
+- ``key NS NAME``: the partner's key becomes ``NAME`` (spaces written as ``_``: ``E_dorian``) at monotonic ``NS``.
 
 A reader keeps only complete lines: a last line without ``\\n`` (the process was killed mid-write) is dropped, and a
 line that does not parse is skipped and counted (``SongRecord.skipped_lines``). Only the header is required.
 
 MIDI layout (``song_midi``, and ``show_midi`` for a whole show in one file): type 1; track 0 "conductor" with the
-tempo and a marker holding the title, tracks 1 "performer" and 2 "partner". Ticks come from nanoseconds through the
+tempo and a marker holding the title (and at each key change a marker ``key E dorian``, plus a key signature where
+one fits: major and minor keys), tracks 1 "performer" and 2 "partner". Ticks come from nanoseconds through the
 song's tempo map (``TempoMap``), so a note recorded at a grid time lands on that grid's exact tick.
 
 ``recover(folder)`` turns every leftover ``*.journal`` into its ``.mid``; the notes still sounding where a journal
@@ -64,6 +66,7 @@ class SongRecord:
     ticks_per_beat: int = 960
     events: list[tuple[str, int, bytes]] = field(default_factory=list)
     tempos: list[tuple[int, float]] = field(default_factory=list)
+    keys: list[tuple[int, str]] = field(default_factory=list)  # (ns, key name) where the partner's key changed
     skipped_lines: int = 0  # truncated or corrupt lines a reader dropped; 0 when built in memory
 
     def tempo_map(self) -> TempoMap:
@@ -109,10 +112,15 @@ def tempo_line(ns: int, tempo_bpm: float) -> bytes:
     return f"tempo {ns} {tempo_bpm!r}\n".encode("ascii")
 
 
+def key_line(ns: int, name: str) -> bytes:
+    return f"key {ns} {'_'.join(name.split())}\n".encode("ascii", "replace")
+
+
 def journal_bytes(song: SongRecord) -> bytes:
     """The whole journal of ``song`` as it is in memory (used to rewrite a journal after a write error)."""
     parts = [header_line(song)]
     parts += [tempo_line(ns, bpm) for ns, bpm in song.tempos]
+    parts += [key_line(ns, name) for ns, name in song.keys]
     parts += [event_line(t, ts, d) for t, ts, d in song.events]
     return b"".join(parts)
 
@@ -169,6 +177,9 @@ def _parse_line(song: SongRecord, line: bytes) -> bool:
                 return False
             song.tempos.append((int(parts[1]), bpm))
             return True
+        if kind == "key":
+            song.keys.append((int(parts[1]), parts[2].decode("ascii").replace("_", " ")))
+            return True
     except (ValueError, UnicodeDecodeError):
         return False
     return False
@@ -223,6 +234,12 @@ def song_events(song: SongRecord, tick0: int = 0):
                  (tick0, 1, mido.MetaMessage("marker", text=song.title))]
     for i, (ns, _tick, bpm) in enumerate(tmap.segments[1:]):
         conductor.append((tick0 + tmap.tick(ns), 2 + i, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))))
+    for i, (ns, name) in enumerate(song.keys):
+        tick = tick0 + tmap.tick(ns)
+        conductor.append((tick, 1000 + 2 * i, mido.MetaMessage("marker", text=f"key {name}")))
+        signature = _key_signature(name)
+        if signature is not None:
+            conductor.append((tick, 1001 + 2 * i, signature))
     tracks: dict[str, list] = {t: [] for t in TRACKS}
     end_tick = tick0
     for seq, (track, ts_ns, data) in enumerate(song.events):
@@ -234,6 +251,18 @@ def song_events(song: SongRecord, tick0: int = 0):
         end_tick = max(end_tick, tick)
         tracks[track].append((tick, seq, msg))
     return conductor, tracks, end_tick
+
+
+def _key_signature(name: str):
+    """A MIDI key signature for "G major" / "F# minor" / "E harmonic_minor"; None for the modes (no signature
+    names them) and anything MIDI cannot spell."""
+    parts = name.split()
+    if len(parts) != 2 or parts[1] not in ("major", "minor", "harmonic_minor", "melodic_minor"):
+        return None
+    try:
+        return mido.MetaMessage("key_signature", key=parts[0] + ("" if parts[1] == "major" else "m"))
+    except (ValueError, KeyError):
+        return None
 
 
 def close_open_notes(song: SongRecord) -> int:

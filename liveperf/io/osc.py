@@ -64,6 +64,9 @@ Feedback out: ``OscFeedback`` sends plain messages (never bundles; grandMA3 and 
 /liveperf/chord             sis    the chord the performer holds, when it changes: name (``Am7``, ``G/B``), root
                                    pitch class (0..11, C = 0), quality (major, minor, diminished, augmented,
                                    suspended); kept through single notes and rests (``liveperf.chords``)
+/liveperf/key               sf     the key the partner plays in, when it changes (songs with ``key = "auto"`` or
+                                   ``key_follow``; at the bar line it applies): name (``G major``, ``E dorian``),
+                                   confidence 0..1 (``liveperf.key_finder``)
 ==========================  =====  ==================================================
 """
 

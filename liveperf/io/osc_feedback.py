@@ -171,5 +171,8 @@ class OscFeedback:
     def chord(self, name: str, root: int, quality: str) -> None:
         self.send("/liveperf/chord", name, int(root), quality)
 
+    def key(self, name: str, confidence: float) -> None:
+        self.send("/liveperf/key", name, float(confidence))
+
     def tempo(self, bpm: float) -> None:
         self.send("/liveperf/tempo", float(bpm))

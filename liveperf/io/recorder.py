@@ -68,9 +68,10 @@ class _SongMark:
 
 @dataclass
 class _Control:
-    kind: str  # "end_song" | "bar" | "tempo" | "sync" | "close"
+    kind: str  # "end_song" | "bar" | "tempo" | "key" | "sync" | "close"
     ns: int = 0
     bpm: float = 0.0
+    text: str = ""
     done: threading.Event | None = None
 
 
@@ -152,6 +153,11 @@ class Recorder:
         if not jr.check_tempo(tempo_bpm):
             raise ValueError(f"tempo_change: want tempo_bpm >= {jr.MIN_TEMPO_BPM:.2f}, got {tempo_bpm}")
         self._q.put(_Control("tempo", ns=ns, bpm=tempo_bpm))
+
+    def key_change(self, ns: int, name: str) -> None:
+        """The partner's key becomes ``name`` ("G major") at monotonic ``ns``: a marker (and a key signature where
+        one fits) in the song's file."""
+        self._q.put(_Control("key", ns=ns, text=str(name)))
 
     # ---- caller's thread, blocking ----
     def sync(self, timeout_s: float = 5.0) -> bool:
@@ -244,6 +250,8 @@ class Recorder:
                 boundary = True
             elif item.kind == "tempo":
                 self._change_tempo(item.ns, item.bpm)
+            elif item.kind == "key":
+                self._mark_key(item.ns, item.text)
             elif item.kind == "bar":
                 if self.folder is not None:
                     self._bar_marks.append(item.ns)
@@ -304,6 +312,14 @@ class Recorder:
             if self._next_bar_ns is not None:
                 after_ns = min(after_ns, self._next_bar_ns - 1)  # a bar line already due still gets its sync
             self._plan_next_bar(song, after_ns)
+
+    def _mark_key(self, ns: int, name: str) -> None:
+        song = self._current()
+        if song is None:
+            return
+        song.record.keys.append((ns, name))
+        if song.journal is not None:
+            self._journal_write(song, jr.key_line(ns, name))
 
     def _plan_next_bar(self, song: _Song, after_ns: int) -> None:
         """The first bar line after monotonic ``after_ns`` (the song's own start counts as bar line 0)."""

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from liveperf.feel import Feel
+from liveperf.key_finder import FOLLOW_AUTO, FOLLOW_MODULATIONS, KeyFinder, KeyFollower
+from liveperf.key_finder import shipped_model as shipped_key_model
 from liveperf.models.fused_duet import FusedDuetStep, find_fused
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, resolve_model_path, shipped_model_names
@@ -107,3 +109,14 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
                                now_fn, reflex),
         "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3), feel=feel),
     }
+
+
+def key_follower(song: Song, steps_per_bar: int, steps_per_beat: int) -> KeyFollower | None:
+    """The song's key follower (``liveperf.key_finder``): ``key = "auto"`` follows the performer from the song's
+    starting key (none for plain "auto"); ``key_follow = "modulations"`` moves the named key only on a clear change;
+    None when the named key holds."""
+    if not song.key_auto and song.key_follow != "modulations":
+        return None
+    finder = KeyFinder(shipped_key_model(), steps_per_bar, steps_per_beat)
+    start = None if song.key.scale == "chromatic" else song.key
+    return KeyFollower(finder, start, **(FOLLOW_AUTO if song.key_auto else FOLLOW_MODULATIONS))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from liveperf.melody import PITCH_OFFSET
 from liveperf.modes.answer_plan import tonic_triad
 from liveperf.scales import SCALES, token_mask
 from liveperf.setlist import Song
@@ -100,8 +101,23 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
         density=song.density,
         swing=song.swing,
         answer_candidates=song.answer_candidates,
-        tonic_pcs=tonic_triad(song.key.root, SCALES[song.key.scale]),
+        tonic_pcs=key_tonic(song.key),
     )
+
+
+def key_tonic(key) -> frozenset:
+    """The pitch classes of ``key``'s tonic triad (answers end on a cadence); none for the chromatic scale (a song
+    with ``key = "auto"`` before its first estimate: no cadence to aim at)."""
+    return frozenset() if key.scale == "chromatic" else tonic_triad(key.root, SCALES[key.scale])
+
+
+def with_key(settings: ModeSettings, key, pitch_range: tuple[int, int]) -> ModeSettings:
+    """``settings`` in ``key`` (a key change heard by ``liveperf.key_finder``): the mask and the cadence's tonic.
+    ``ValueError`` when no pitch of ``key`` lies in ``pitch_range``."""
+    allowed = token_mask(key, pitch_range[0], pitch_range[1])
+    if not allowed[PITCH_OFFSET:].any():
+        raise ValueError(f"no pitch of {key} in the partner's range {list(pitch_range)}")
+    return replace(settings, allowed=allowed, tonic_pcs=key_tonic(key))
 
 
 @dataclass
