@@ -54,12 +54,12 @@ def bar_aligned(tokens: np.ndarray, downbeat_step: int, steps_per_bar: int) -> n
     return np.concatenate([np.full(pad, melody.OFF, dtype=tokens.dtype), tokens])
 
 
-def play(finder: KeyFinder, tokens: np.ndarray, start_step: int = 0, ask=None) -> None:
+def play(finder: KeyFinder, tokens: np.ndarray, start_step: int = 0, ask=None, ask_every: int | None = None) -> None:
     """Step ``finder`` through ``tokens`` (starting at song step ``start_step``) as the engine hears a performer:
-    at every step, the bar line's ``ask(step)`` first (before the step is computed), then the grid reaches the
-    step, then the notes that start or end on it arrive."""
+    at every step, the bar line's (or every ``ask_every`` steps') ``ask(step)`` first (before the step is computed),
+    then the grid reaches the step, then the notes that start or end on it arrive."""
     sounding: int | None = None
-    spb = finder.steps_per_bar
+    spb = ask_every or finder.steps_per_bar
     for i, tok in enumerate(np.asarray(tokens).tolist()):
         step = start_step + i
         if ask is not None and step % spb == 0:

@@ -81,7 +81,7 @@ def transposed(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
     return None
 
 
-def joins(model: KeyModel, tunes, seed: int, follower_args: dict) -> dict:
+def joins(model: KeyModel, tunes, seed: int, follower_args: dict, every: str = "bar") -> dict:
     rng = np.random.default_rng(seed)
     out = {}
     spurious = bars_played = 0
@@ -110,8 +110,8 @@ def joins(model: KeyModel, tunes, seed: int, follower_args: dict) -> dict:
             truth_a = candidate_index(key)
             song = np.concatenate([tokens[:n], b_moved])
             finder = KeyFinder(model, bar, SPB)
-            follower = KeyFollower(finder, None, **follower_args)
-            play(finder, song, ask=follower.ask)
+            follower = KeyFollower(finder, None, **{**FOLLOW_AUTO, **follower_args})
+            play(finder, song, ask=follower.ask, ask_every=SPB if every == "beat" else None)
             hit = hit4 = False
             for change in follower.changes:
                 truth = truth_a if change.step <= n else truth_b
@@ -138,7 +138,7 @@ def cost(model: KeyModel, tunes) -> dict:
     step_us, ask_us = [], []
     for tokens, bar, _ in tunes[:200]:
         finder = KeyFinder(model, bar, SPB)
-        follower = KeyFollower(finder, None)
+        follower = KeyFollower(finder, None, **FOLLOW_AUTO)
         sounding = None
         for i, tok in enumerate(tokens.tolist()):
             t0 = time.perf_counter_ns()
@@ -183,7 +183,7 @@ def take_figure(take: Path, out: Path, tempo_steps_per_beat: int = SPB, bar: int
             notes.append((held.pop(msg.note), round(tick / step_ticks), msg.note))
     end = max(e for _, e, _ in notes) + bar
     finder = KeyFinder(KeyModel.load(), bar, tempo_steps_per_beat)
-    follower = KeyFollower(finder, None)
+    follower = KeyFollower(finder, None, **FOLLOW_AUTO)
     events = sorted([(s, 1, p) for s, _, p in notes] + [(e, 0, p) for _, e, p in notes])
     asks, i = [], 0
     for step in range(end):
@@ -227,14 +227,14 @@ def take_figure(take: Path, out: Path, tempo_steps_per_beat: int = SPB, bar: int
     return [(c.step // bar, str(c.key), round(c.confidence, 3)) for c in follower.changes]
 
 
-def partner_in_key(tunes, limit: int, bars: int = 16) -> dict:
+def partner_in_key(tunes, limit: int, bars: int = 16, change_at: str = "bar") -> dict:
     """Through the live path (``export.quality.live``: the show's engine, modes and key follower in virtual time):
     each tune played by the performer in a duet song with ``key = "auto <wrong key>"``, the starting key a tritone
     away from the tune's; the share of the partner's notes after the first 2 bars that lie in the tune's key."""
     from export.quality import live
     from liveperf.modes.build import SongModels
 
-    inside = total = before = before_total = 0
+    inside = total = before = before_total = inside4 = total4 = 0
     played_tunes = 0
     cache: dict = {}
     for tokens, bar, key in tunes:
@@ -243,7 +243,7 @@ def partner_in_key(tunes, limit: int, bars: int = 16) -> dict:
         wrong = Key((key.root + 6) % 12, key.scale)
         meter = {8: "2/4", 12: "6/8", 16: "4/4"}[bar]
         song = live.make_song(key=f"auto {wrong}", meter=meter, mode="duet", seed=played_tunes,
-                              pitch_range=[36, 84])
+                              pitch_range=[36, 84], key_change_at=change_at)
         models = SongModels.load(song, ROOT, "cpu", cache)
         step_ns = int(round(60e9 / song.tempo_bpm / models.steps_per_beat))
         played = live.play(song, models, live.performer_events(tokens[:bars * bar], 0, step_ns), bars * bar)
@@ -255,10 +255,14 @@ def partner_in_key(tunes, limit: int, bars: int = 16) -> dict:
                 total += after
                 before += (not after) and ok
                 before_total += not after
+                later = ns >= 4 * bar * step_ns
+                inside4 += later and ok
+                total4 += later
         played_tunes += 1
     return {"tunes": played_tunes, "partner_notes_after_2_bars": total,
             "in_the_tunes_key_after_2_bars": round(inside / max(1, total), 4),
-            "in_the_tunes_key_in_the_first_2_bars": round(before / max(1, before_total), 4)}
+            "in_the_tunes_key_in_the_first_2_bars": round(before / max(1, before_total), 4),
+            "in_the_tunes_key_after_4_bars": round(inside4 / max(1, total4), 4)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -269,6 +273,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--enter", type=float, default=None, help="KeyFollower enter (default: the follower's)")
     ap.add_argument("--margin", type=float, default=None)
     ap.add_argument("--hold", type=int, default=None)
+    ap.add_argument("--escape", type=float, default=None)
     ap.add_argument("--json", type=Path, default=None, help="default export/results/key_eval.json for --split test")
     ap.add_argument("--live-tunes", type=int, default=100,
                     help="tunes played through the live path with a wrong starting key (0: skip)")
@@ -282,14 +287,17 @@ def main(argv=None) -> int:
     split = clean_split.split_by_content(corpus.tokens, args.seed)
     tunes = labelled(corpus, split[args.split])
     model = KeyModel.load() if args.model is None else KeyModel.load(args.model)
-    follower_args = {k: v for k, v in (("enter", args.enter), ("margin", args.margin), ("hold", args.hold))
-                     if v is not None}
+    follower_args = {k: v for k, v in (("enter", args.enter), ("margin", args.margin), ("hold", args.hold),
+                                       ("escape", args.escape)) if v is not None}
     result = {"command": "python -m export.key_eval", "split": args.split, "tunes": len(tunes),
               "estimators": {m.name: after_bars(m, tunes)
                              for m in (model, KeyModel.classic("krumhansl"), KeyModel.classic("temperley"))},
               "follower": follower_args or "defaults",
               "modulations": joins(model, tunes, args.seed, follower_args),
+              "modulations_changes_at_beats": joins(model, tunes, args.seed, follower_args, every="beat"),
               "partner_in_key": partner_in_key(tunes, args.live_tunes) if args.live_tunes else None,
+              "partner_in_key_changes_at_beats": (partner_in_key(tunes, args.live_tunes, change_at="beat")
+                                                  if args.live_tunes else None),
               "cost": cost(model, tunes)}
     if args.figure is not None:
         result["demo_take_changes"] = take_figure(DEMO_TAKE, args.figure)
@@ -299,7 +307,9 @@ def main(argv=None) -> int:
                                           for k, v in rows.items()))
     for name, row in result["modulations"].items():
         print(f"modulation {name}: {row}")
+    print(f"modulations, key_change_at = \"beat\": {result['modulations_changes_at_beats']['all']}")
     print(f"partner in key (live path, key = \"auto <a tritone off>\"): {result['partner_in_key']}")
+    print(f"the same, key_change_at = \"beat\": {result['partner_in_key_changes_at_beats']}")
     print(f"cost: {result['cost']}")
     out = args.json if args.json is not None else (ROOT / "export" / "results" / "key_eval.json"
                                                    if args.split == "test" else None)

@@ -15,9 +15,9 @@ With a ``reflex`` (``liveperf.reflex``: the port answered a note-on itself), eve
 over here: by the mode that can hold it (harmonize's ``adopt``), or else adopted and ended at once (the note-on was
 filtered, or the mode changed), so the scheduler always knows what sounds.
 With a ``keys`` follower (``liveperf.key_finder``: ``key = "auto"`` or ``key_follow = "modulations"``), every
-note-on and note-off is heard at its nearest step, and at each bar line the follower is asked before the step is
-computed: a new key replaces every mode's key mask and cadence there (``key_changes``), so a change never lands
-mid-bar and never cuts a note.
+note-on and note-off is heard at its nearest step, and at each bar line (or beat, ``key_every_steps``) the follower
+is asked before the step is computed: a new key replaces every mode's key mask and cadence there
+(``key_changes``), so a change never lands between them and never cuts a note.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class Engine:
     def __init__(self, modes, *, clock=None, sink=None, initial: str | None = None, trigger_cc: int | None = None,
                  tap_cc: int | None = None, mode_cc: int | None = None, input_channel: int | None = None,
                  echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16, reflex=None,
-                 clock_out: ClockOut | None = None, keys=None, pitch_range: tuple[int, int] = (0, 127)) -> None:
+                 clock_out: ClockOut | None = None, keys=None, pitch_range: tuple[int, int] = (0, 127),
+                 key_every_steps: int | None = None) -> None:
         self.modes: dict[str, Mode] = modes if isinstance(modes, dict) else {modes.name: modes}
         self.mode_name = initial if initial is not None else next(iter(self.modes))
         self.mode = self.modes[self.mode_name]
@@ -98,6 +99,7 @@ class Engine:
         self.chords = ChordListener()  # the chord the performer holds (``chord_at``; OSC /liveperf/chord)
         self.keys = keys  # a key_finder.KeyFollower, or None: the song's key holds
         self.pitch_range = pitch_range  # the partner's range, for the key mask of a new key
+        self.key_every_steps = key_every_steps or steps_per_bar  # the follower is asked at bar lines (or beats)
         self.key_changes: list[tuple[int, str]] = []  # (step, key name) of every key change applied
         self.key_errors = 0  # keys heard that had no pitch in the partner's range: not applied
         self._key_asked_step: int | None = None
@@ -266,11 +268,11 @@ class Engine:
 
     def key_at(self, step: int):
         """``(key, confidence)`` the partner plays ``step`` in, or None when the song's key holds (no follower). At a
-        bar line the follower is asked first, once per step (the show control asks before the step, to send a
+        bar line (or beat: ``key_every_steps``) the follower is asked first, once per step (the show control asks before the step, to send a
         change on time; ``on_step`` asks too)."""
         if self.keys is None:
             return None
-        if step % self.steps_per_bar == 0 and step != self._key_asked_step:
+        if step % self.key_every_steps == 0 and step != self._key_asked_step:
             self._key_asked_step = step
             self._follow_key(step)
         return self.keys.key, self.keys.confidence

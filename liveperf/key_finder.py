@@ -19,7 +19,9 @@ a follower with ``refine_minor`` moves between the two when that changes.
 ``KeyFollower`` decides when the partner's key moves (hysteresis), asked at bar lines (or beats): a new key must
 be the best candidate with probability >= ``enter`` at ``hold`` consecutive asks, beat the current key's
 probability by ``margin``, have heard at least ``MIN_PITCH_CLASSES`` distinct pitch classes with weight, and fit
-what was heard (>= ``MIN_IN_SCALE`` of the sounding weight in its scale). A single repeated note, an atonal
+what was heard (>= ``MIN_IN_SCALE`` of the sounding weight in its scale); with ``escape``, when what was heard
+lately plainly does not fit the current key (less than ``MIN_IN_SCALE`` in its scale), probability ``escape`` and
+no margin suffice. A single repeated note, an atonal
 cluster, 128 held notes or minutes of silence therefore never move it: the last key holds, its confidence falls.
 
 Engine thread only; bounded state (2 x 5 x 12 floats, at most 128 held notes). Per step: one fade and the held
@@ -266,16 +268,21 @@ class KeyFinder:
                 key = _HARMONIC[key.root]
         return key, float(p[best]), p
 
-    def fits(self, key: Key) -> bool:
-        """Whether what sounded lately (the short half-life) supports a move to ``key``: enough distinct pitch
-        classes, mostly in its scale."""
+    def in_scale(self, key: Key) -> float | None:
+        """The share of what sounded lately (the short half-life) that lies in ``key``'s scale; None when too
+        little was heard to say (fewer than ``MIN_PITCH_CLASSES`` pitch classes with 5 % of the weight each)."""
         sounding = self.heard[0, 0]
         total = float(sounding.sum())
         if total <= 1e-9 or int((sounding >= 0.05 * total).sum()) < MIN_PITCH_CLASSES:
-            return False
+            return None
         pcs = _PCS.get(key)
-        inside = float(sounding[pcs if pcs is not None else list(key.pitch_classes)].sum())
-        return inside >= MIN_IN_SCALE * total
+        return float(sounding[pcs if pcs is not None else list(key.pitch_classes)].sum()) / total
+
+    def fits(self, key: Key) -> bool:
+        """Whether what sounded lately supports a move to ``key``: enough distinct pitch classes, mostly
+        (``MIN_IN_SCALE``) in its scale."""
+        share = self.in_scale(key)
+        return share is not None and share >= MIN_IN_SCALE
 
 
 def candidate_index(key: Key) -> int | None:
@@ -296,8 +303,11 @@ class KeyFollower:
     ``Key`` or None; ``key`` and ``confidence`` are the current ones. Engine thread only."""
 
     def __init__(self, finder: KeyFinder, start: Key | None, *, enter: float = 0.6, margin: float = 0.25,
-                 hold: int = 1, refine_minor: bool = True) -> None:
+                 hold: int = 1, refine_minor: bool = True, escape: float | None = None) -> None:
         self.finder = finder
+        # When what was just played does not fit the current key (less than MIN_IN_SCALE in its scale), the
+        # current key is plainly wrong: a new one needs only probability ``escape`` and no margin (None: as usual).
+        self.escape = escape
         self.refine_minor = refine_minor  # minor <-> harmonic minor as the heard seventh changes
         self.key = start
         self.confidence = 0.0
@@ -316,7 +326,12 @@ class KeyFollower:
                     and self.finder.fits(best)):  # the seventh heard changed
                 return self._move(step, best, p_best)
             return None
-        if p_best < self.enter or p_best - p_current < self.margin or not self.finder.fits(best):
+        enter, margin = self.enter, self.margin
+        if self.escape is not None and self.key is not None:
+            share = self.finder.in_scale(self.key)
+            if share is not None and share < MIN_IN_SCALE:
+                enter, margin = min(enter, self.escape), 0.0
+        if p_best < enter or p_best - p_current < margin or not self.finder.fits(best):
             self._streak = (None, 0)
             return None
         seen, count = self._streak
@@ -334,7 +349,7 @@ class KeyFollower:
 
 #: Follower settings: ``key = "auto"`` follows the estimate; ``key_follow = "modulations"`` moves a named key only
 #: on a clear, lasting change.
-FOLLOW_AUTO = {"enter": 0.6, "margin": 0.25, "hold": 1, "refine_minor": True}
+FOLLOW_AUTO = {"enter": 0.6, "margin": 0.25, "hold": 1, "refine_minor": True, "escape": 0.4}
 FOLLOW_MODULATIONS = {"enter": 0.8, "margin": 0.5, "hold": 2, "refine_minor": False}
 
 

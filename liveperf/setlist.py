@@ -27,6 +27,7 @@ DROPOUT_POLICIES = ("stop", "freewheel")
 PROGRAM_CHANGE = ("select", "ignore")
 FEEDBACK_PROTOCOLS = ("udp", "tcp")
 KEY_FOLLOW = ("off", "modulations")
+KEY_CHANGE_AT = ("bar", "beat")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Song:
     answer_candidates: int = 16  # call and response: whole answers planned when the phrase ends (0: step by step)
     key_auto: bool = False  # key = "auto": the partner's key follows the performer (``liveperf.key_finder``)
     key_follow: str = "off"  # "modulations": a named key moves when the performer clearly modulates
+    key_change_at: str = "bar"  # where a followed key may change: "bar" (bar lines) or "beat"
 
     @property
     def voice_index(self) -> int:
@@ -147,6 +149,7 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "tempo_bpm": (REQUIRED, "a number from 20 to 400"),
     "key": (REQUIRED, "a key such as 'D dorian' or 'A minor', or 'auto' (follow the performer), optionally with a "
                       "starting key: 'auto G major'"),
+    "key_change_at": ("bar", f"one of {', '.join(KEY_CHANGE_AT)} (where a followed key may change)"),
     "key_follow": ("off", f"one of {', '.join(KEY_FOLLOW)} (with a named key: move it when the performer clearly "
                           f"modulates)"),
     "meter": ("4/4", "'N/D' with N 1..32 and D one of 2, 4, 8, 16"),
@@ -342,6 +345,9 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
     key_follow = get(raw, "key_follow", f, where)
     if key_follow not in KEY_FOLLOW:
         raise bad(where, "key_follow", key_follow, f)
+    key_change_at = get(raw, "key_change_at", f, where)
+    if key_change_at not in KEY_CHANGE_AT:
+        raise bad(where, "key_change_at", key_change_at, f)
     meter = _parse_meter(get(raw, "meter", f, where), where)
     mode = get(raw, "mode", f, where)
     if mode not in MODES:
@@ -380,6 +386,7 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         key=key,
         key_auto=key_auto,
         key_follow=key_follow,
+        key_change_at=key_change_at,
         meter=meter,
         mode=mode,
         model=model,

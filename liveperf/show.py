@@ -334,7 +334,8 @@ class Show:
         engine = Engine(modes, clock=clock, sink=sink, initial=song.mode, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
                         send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex,
-                        clock_out=self.clock_out, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range)
+                        clock_out=self.clock_out, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,
+                        key_every_steps=spb if song.key_change_at == "beat" else bar)
         rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns, steps_per_beat=spb,
                          clock="MIDI clock" if follow else "internal")
         _send_patch(scheduler, song, start_ns)

@@ -218,3 +218,37 @@ def test_the_recording_marks_key_changes_and_its_journal_keeps_them(tmp_path):
     song = jr.SongRecord("Tune", 120.0, 0, 4.0, keys=[(5, "E dorian")])
     journal.write_bytes(jr.journal_bytes(song))
     assert jr.read_journal(journal).keys == [(5, "E dorian")]
+
+
+def test_key_change_at_beats_moves_the_mask_on_a_beat():
+    # key_change_at = "beat": the follower is asked at every beat; here it hears G B D F# A by step 12 and moves
+    # there, on beat 4 of bar 1, and the partner's F#3 sounds from that beat on.
+    stepper = ScriptedDuet({1: on(54), 5: on(54), 9: on(54), 13: on(54), 17: on(54)})
+    keys = follower(parse_key("C major"))
+
+    def make(clock, sink, now_fn):
+        mode = Duet(settings(channel=1, velocity=90), stepper, clock, sink, new_rng_state(0))
+        return Engine(mode, clock=clock, sink=sink, keys=keys, pitch_range=(48, 84), key_every_steps=4)
+
+    arpeggio = [(2 * i, 2 * i + 2, p, 80) for i, p in enumerate((67, 71, 74, 78, 69, 72, 76, 79))]
+    wire, engine, _ = run_engine(performer(arpeggio), make, InternalClock(120, 4, 0), steps=20)
+    assert engine.key_changes == [(12, "G major")]
+    assert wire == [(0, ("on", 1, 48, 90)), (4 * S, ("off", 1, 48)), (4 * S, ("on", 1, 48, 90)),
+                    (8 * S, ("off", 1, 48)), (8 * S, ("on", 1, 48, 90)), (12 * S, ("off", 1, 48)),
+                    (12 * S, ("on", 1, 54, 90)), (16 * S, ("off", 1, 54)), (16 * S, ("on", 1, 54, 90)),
+                    (20 * S, ("off", 1, 54))]
+
+
+def test_a_key_that_plainly_does_not_fit_is_left_with_less_confidence():
+    # A starting key a tritone off (Bb major) while the performer plays E major: what sounds lies mostly outside
+    # it, so the follower's escape applies: the best key needs only probability 0.4 and no margin.
+    e_major = (64, 66, 68, 69, 71, 73, 75)
+    probs = []
+    for escape in (None, 0.4):
+        keys = follower(parse_key("Bb major"), enter=0.999, escape=escape)
+        for step in range(16):
+            strike(keys.finder, step, [e_major[step % 7]])
+        best, p, _ = keys.finder.estimate()
+        probs.append(p)
+        assert keys.ask(16) == (None if escape is None else best)
+    assert str(best) == "E major" and 0.4 <= probs[0] < 0.999

@@ -74,6 +74,11 @@ def test_key_auto_with_or_without_a_start_and_key_follow(tmp_path):
         load_setlist(write(tmp_path, '[[song]]\ntitle = "A"\ntempo_bpm = 90\nkey = "auto H major"\n'))
     with pytest.raises(SetlistError, match="field 'key_follow' = 'always'.*off, modulations"):
         load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'key_follow = "always"\n'))
+    assert {s.key_change_at for s in songs} == {"bar"}
+    beat = load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'key_change_at = "beat"\n')).songs[0]
+    assert beat.key_change_at == "beat"
+    with pytest.raises(SetlistError, match="field 'key_change_at' = 'bars'.*bar, beat"):
+        load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'key_change_at = "bars"\n'))
 
 
 def test_unknown_field_is_an_error(tmp_path):

@@ -131,7 +131,8 @@ def play(song: Song, models: SongModels, events: list[tuple[int, bytes]], steps:
     modes = build_modes(song, models, clock, sched, song.seed, now_fn=source.now_ns)
     bar = song.steps_per_bar(spb)
     engine = Engine(modes, clock=clock, sink=sched, initial=song.mode, trigger_cc=song.trigger_cc,
-                    echo_guard=None, steps_per_bar=bar, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range)
+                    echo_guard=None, steps_per_bar=bar, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,
+                    key_every_steps=spb if song.key_change_at == "beat" else bar)
     last = run_loop(engine, clock, source, lookahead_ns=lookahead_ns, stop_at_step=steps, stop_when_done=False)
     end = clock.ns_at_step(last)
     engine.stop(end)
