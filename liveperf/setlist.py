@@ -446,10 +446,3 @@ def _parse_meter(value: Any, where: str) -> tuple[int, int]:
         raise err
     return n, d
 
-
-def key_text(song: Song) -> str:
-    """The song's key as the show log says it: "key auto", "key auto from G major", "E dorian (follows
-    modulations)" or "D major"."""
-    if song.key_auto:
-        return "key auto" + ("" if song.key.scale == "chromatic" else f" from {song.key}")
-    return str(song.key) + (" (follows modulations)" if song.key_follow == "modulations" else "")

@@ -34,10 +34,10 @@ from liveperf.io.recorder import Recorder
 from liveperf.io.timed_worker import TimedWorker
 from liveperf.loop import QueueInput, run_loop
 from liveperf.midi_clock import MidiClockFollower
-from liveperf.modes.build import SongModels, build_modes, key_follower
+from liveperf.modes.build import SongModels, build_modes, key_follower, key_text
 from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
-from liveperf.setlist import Setlist, SetlistError, Song, key_text
+from liveperf.setlist import Setlist, SetlistError, Song
 from liveperf.setlist_warnings import setlist_warnings
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController

@@ -80,7 +80,7 @@ class StageFeed:
             transport="playing" if clock.running else "stopped", mode=engine.mode_name,
             pending_mode=engine.pending_mode,
             chord=engine.chords.current.name if engine.chords.current is not None else "",
-            key=_key_text(getattr(engine, "keys", None)),
+            key=_key_text(engine.keys),
             pending_song=sl.songs[pending].title if pending is not None else None,
             params={name: ctl.params.target(name) for name in SHOWN_PARAMS},
             notes_in=engine.input_stats.note_ons, notes_out=scheduler.stats.sent, step_p99_us=p99_us,

@@ -120,3 +120,11 @@ def key_follower(song: Song, steps_per_bar: int, steps_per_beat: int) -> KeyFoll
     finder = KeyFinder(shipped_key_model(), steps_per_bar, steps_per_beat)
     start = None if song.key.scale == "chromatic" else song.key
     return KeyFollower(finder, start, **(FOLLOW_AUTO if song.key_auto else FOLLOW_MODULATIONS))
+
+
+def key_text(song: Song) -> str:
+    """The song's key as the show log says it: "key auto", "key auto from G major", "E dorian (follows
+    modulations)" or "D major"."""
+    if song.key_auto:
+        return "key auto" + ("" if song.key.scale == "chromatic" else f" from {song.key}")
+    return str(song.key) + (" (follows modulations)" if song.key_follow == "modulations" else "")

@@ -106,9 +106,8 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
 
 
 def key_tonic(key) -> frozenset:
-    """The pitch classes of ``key``'s tonic triad (answers end on a cadence); none for the chromatic scale (a song
-    with ``key = "auto"`` before its first estimate: no cadence to aim at)."""
-    return frozenset() if key.scale == "chromatic" else tonic_triad(key.root, SCALES[key.scale])
+    """The pitch classes of ``key``'s tonic triad (answers end on a cadence)."""
+    return tonic_triad(key.root, SCALES[key.scale])
 
 
 def with_key(settings: ModeSettings, key, pitch_range: tuple[int, int]) -> ModeSettings:
