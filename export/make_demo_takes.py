@@ -1,4 +1,5 @@
-"""Make the shipped demo performer takes from held-out tunes (test split) of the folk corpora.
+"""Make the shipped demo performer takes from held-out tunes (test split) of the folk corpora, and one from a held-out
+Bach chorale's melody (the comp's demo).
 
 Each take is a few phrases of a real tune, transposed into the song's key, played with a little human timing and
 dynamics, and separated by room for the partner's answer (silence + answer + one bar). The takes are what the
@@ -108,6 +109,33 @@ def write_take(path: Path, spec: TakeSpec, tokens: np.ndarray, rng: np.random.Ge
     return len(events) // 2
 
 
+CHORALE_TAKE = "demo_chorale"  # the comp's demo: a held-out chorale's melody (the duet models' test split)
+CHORALE_BARS = 8
+
+
+def write_chorale_take(out_dir: Path, seed: int) -> str:
+    """The melody of the first held-out chorale in 4/4 with at least 8 bars of soprano, moved into G major (or E
+    minor), played with a little human feel at 84 BPM. Its own RNG: the folk takes stay as they were."""
+    from export import duet_corpus
+
+    data = duet_corpus.load_chorales(progress=False)
+    split = duet_corpus.content_split([c[duet_corpus.ROW["soprano"]] for c in data.tokens], 0)
+    rng = np.random.default_rng(seed)
+    for i in split["test"]:
+        meta = data.meta[i]
+        sop = data.tokens[i][duet_corpus.ROW["soprano"]].astype(np.int64)
+        if meta.meter != (4, 4) or not meta.meter_known or len(sop) - meta.downbeat_step < CHORALE_BARS * 16:
+            continue
+        key = "E minor" if meta.mode == "minor" else "G major"
+        shift = ((7 if key == "G major" else 4) - meta.tonic_pc + 6) % 12 - 6
+        start = meta.downbeat_step  # from the first bar line: the pickup is left out
+        tokens = melody.canonical(melody.transpose_tokens(sop[start:start + CHORALE_BARS * 16], shift))
+        spec = TakeSpec(CHORALE_TAKE, "chorales", key, 84, 16, CHORALE_BARS, 1, 0)
+        n = write_take(out_dir / f"{CHORALE_TAKE}.mid", spec, tokens, rng)
+        return f"{CHORALE_TAKE}.mid: {n} notes from held-out chorale {data.ids[i]} (transposed {shift:+d}) in {key}"
+    raise SystemExit("no held-out 4/4 chorale with 8 bars")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split-seed", type=int, default=0, help="the training split seed (test tunes only)")
@@ -125,6 +153,7 @@ def main() -> None:
         n = write_take(args.out / f"{spec.name}.mid", spec, toks, rng)
         print(f"{spec.name}.mid: {n} notes from held-out tune {tune_id} (transposed {shift:+d}) in {spec.key}, "
               f"{spec.tempo_bpm:g} BPM")
+    print(write_chorale_take(args.out, args.seed))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ song 5) and every performer take; warms onnxruntime and the numba sampler; measu
 The unit of work timed is the one of the song's mode: call-and-response times the melody DNN's step + sampling;
 duet the duet DNN's step + sampling; harmonize one reaction (the duet model's peek + consonance-masked sampling);
 phrase one whole 2-bar phrase (GAN best of K ranked by the critic, or VAE decode + sampling), the slowest thing
-the engine does in one step. Every model the song can switch to live is loaded and checked too.
+the engine does in one step; comp one step of the comp (its model step, the voicing chooser on a move step, the
+three voices' notes). Every model the song can switch to live is loaded and checked too.
 It also checks that the MIDI system opens virtual ports (a missing MIDI system is NO-GO only with
 ``require_midi``) and that the OSC server can listen where the setlist says (NO-GO: the desk could not reach us).
 Settings that can never sound (a key and pitch range with no pitch in common, density 0) are warned about per song
@@ -36,7 +37,11 @@ from liveperf.models.onnx_model import ModelLoadError
 from liveperf.models.phrase_models import DuetStepper, GanModel
 from liveperf.models.step_model import OnnxStepper, StepError
 from liveperf.modes.answer_plan import plan_answer
+from liveperf.clock import InternalClock
+from liveperf.models.comp_model import CompStepper
 from liveperf.modes.build import SongModels, duet_anticipation, key_follower
+from liveperf.modes.comp import Comp
+from liveperf.scheduler import DiscardSink
 from liveperf.modes.harmonize import harmony_mask
 from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.phrase import GanPhrases, VaePhrases
@@ -149,18 +154,23 @@ def measure_plan(models: SongModels, song, n: int = 30, warmup: int = 3) -> dict
 
 
 def probe_song(models: SongModels, song) -> str | None:
-    """A few steps of every model ``song`` can play (any mode can be switched to live): the melody model, the duet
-    model (with its anticipation) and the phrase model, fed as ``check`` feeds them. None, or why one fails: a model
+    """A few steps of every model ``song`` can play (any mode can be switched to live), of every partner: the melody
+    model, the duet model (with its anticipation), the comp and the phrase model, fed as ``check`` feeds them. None, or why one fails: a model
     whose metadata is right but whose output is NaN or mis-shaped loads fine, and would leave the song silent."""
     try:
         measure_song(OnnxStepper(models.melody, song.meter), song, 8, 0)
         measure_mode(models, replace(song, mode="duet"), 8, 0)
+        measure_mode(models, replace(song, mode="comp"), 8, 0)  # also compiles the voicing chooser before the show
         s = settings_for(song, models.steps_per_beat)
         source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
         history = np.full(source.phrase_steps, melody.on(sum(song.pitch_range) // 2), dtype=np.int64)
         source.next_phrase(s, history, new_rng_state(song.seed))
     except (StepError, ValueError) as exc:  # a phrase model's non-finite output is a ValueError (as PhraseMode's)
         return f"a model fails a probe step: {exc}"
+    for k, (pm, partner) in enumerate(zip(models.partners, song.partners), start=2):
+        why = probe_song(pm, partner)
+        if why is not None:
+            return f"partner {k}: {why}"
     return None
 
 
@@ -183,6 +193,9 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
     rng = new_rng_state(song.seed)
     spb = models.steps_per_beat
     performer = [melody.on(p) for p in range(song.pitch_range[0], song.pitch_range[1] + 1) if song.key.contains(p)]
+    if song.mode == "comp":
+        return "model step + voicing + 3 voices", _timed(comp_stepper(models, song, s, rng, performer),
+                                                                steps, warmup)
     if song.mode in ("duet", "harmonize"):
         stepper = DuetStepper(models.duet, meter=song.meter)
         prev, choice = [melody.HOLD], NoteChoice()
@@ -227,6 +240,22 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
             f"VAE phrase ({song.latent}): decode + sampling")
     n = max(50, steps // 10)  # a phrase every few bars: fewer, longer calls
     return unit, _timed(lambda i: source.next_phrase(s, history, rng), n, max(5, warmup // 20))
+
+
+def comp_stepper(models: SongModels, song, s, rng, performer: list[int]) -> Callable[[int], None]:
+    """One comp step as the engine runs it (``Comp.on_step`` deciding at once, with a performer note each beat)."""
+    spb = models.steps_per_beat
+    comp = Comp(s, CompStepper(models.comp, song.meter), InternalClock(song.tempo_bpm, spb, 0), DiscardSink(), rng)
+
+    def step(i: int) -> None:
+        if i % spb == 0:
+            comp.grid.release_all(i)
+            comp.grid.note_on(i, melody.pitch_of(performer[(i // spb) % len(performer)]), 90)
+        if i > comp._first:
+            comp._settle(i - 1)
+        comp._decide(i, 0)
+
+    return step
 
 
 def check_osc(osc: OscSettings) -> tuple[str, list[str]]:

@@ -259,6 +259,7 @@ def _print_report(report) -> None:
         print(f"{s.title[:28]:<28} {s.tempo_bpm:>6g} {s.steps:>6} {s.performer_notes:>9} {s.responses:>8} "
               f"{s.phrases:>8} {s.harmonies:>9} {s.partner_tokens:>12} {s.model_errors + (1 if s.error else 0):>7}"
               + (f"  mode switches {s.switches}" if s.switches else "")
+              + (f"  comp: {s.comp_chords} chords" if s.comp_chords else "")
               + (f"  key followed: {s.key_changes} change(s), ended in {s.last_key}" if s.last_key else ""))
     t = report.timing_us
     timing = (f"timing error (send - due) p50 {t['p50']:.0f} µs, p99 {t['p99']:.0f} µs, max {t['max']:.0f} µs over "

@@ -29,7 +29,9 @@ from liveperf.chords import SUSTAIN_CC, Chord, ChordListener
 from liveperf.clock_out import ClockOut
 from liveperf.notes import note_off
 from liveperf.tap_tempo import TapTempo
-from liveperf.modes.settings import with_key, with_param
+from liveperf.modes.band import apply_param
+from liveperf.modes.settings import with_key
+from liveperf.params import partner_of
 
 
 
@@ -75,8 +77,8 @@ class Engine:
                  clock_out: ClockOut | None = None, keys=None, pitch_range: tuple[int, int] = (0, 127),
                  key_every_steps: int | None = None) -> None:
         self.modes: dict[str, Mode] = modes if isinstance(modes, dict) else {modes.name: modes}
-        self.mode_name = initial if initial is not None else next(iter(self.modes))
-        self.mode = self.modes[self.mode_name]
+        self._mode_name = initial if initial is not None else next(iter(self.modes))
+        self.mode = self.modes[self._mode_name]
         self.clock = clock if clock is not None else self.mode.clock
         self.sink = sink
         self.trigger_cc = trigger_cc
@@ -113,14 +115,31 @@ class Engine:
     @property
     def pending_mode(self) -> str | None:
         """The mode this engine switches to at the next bar line, if one was asked for."""
+        if hasattr(self.mode, "parts"):
+            return self.mode.parts[0].pending
         return self._pending_mode
 
+    @property
+    def mode_name(self) -> str:
+        """The current mode (of partner 1, in a band: ``liveperf.modes.band``)."""
+        return self.mode.parts[0].mode_name if hasattr(self.mode, "parts") else self._mode_name
+
+    def mode_names(self) -> list[str]:
+        """The modes there are to switch to (partner 1's, in a band)."""
+        return list(self.mode.parts[0].modes if hasattr(self.mode, "parts") else self.modes)
+
     # ---- control (engine thread) -----------------------------------------------------------------------------
-    def request_mode(self, name: str) -> None:
-        """Switch to mode ``name`` at the next bar line (KeyError for a mode this song has no models for)."""
+    def request_mode(self, name: str, partner: int = 1) -> None:
+        """Switch to mode ``name`` at the next bar line (KeyError for a mode this song has no models for, or a
+        partner it does not have; a band switches that partner: ``liveperf.modes.band``)."""
+        if hasattr(self.mode, "request_mode"):
+            self.mode.request_mode(name, partner)
+            return
+        if partner != 1:
+            raise KeyError(f"partner {partner}: this song has one partner")
         if name not in self.modes:
             raise KeyError(f"mode {name!r} is not available in this song; available: {', '.join(self.modes)}")
-        self._pending_mode = None if name == self.mode_name else name
+        self._pending_mode = None if name == self._mode_name else name
 
     def request_tempo(self, tempo_bpm: float) -> bool:
         """Internal clock: new tempo from the next step computed. False (nothing changes) when following a clock."""
@@ -137,32 +156,29 @@ class Engine:
             self.request_tempo(bpm)
 
     def set_param(self, name: str, value, now_ns: int) -> bool:
-        """Apply live parameter ``name`` = ``value`` (checked by ``params.coerce``) to every mode of the song.
+        """Apply live parameter ``name`` = ``value`` (checked by ``params.coerce``) to every mode of the song (of
+        one partner: ``p2.density``, ``liveperf.params.partner_of``; unprefixed: partner 1).
         Mode settings change between steps; ``mode`` waits for the next bar line; ``tempo_bpm`` applies at the next
         step (internal clock only); a new ``partner_channel`` silences the old channel first. Returns False when the
-        parameter does not apply here (tempo while following MIDI clock, anchor_t without a VAE interpolation)."""
+        parameter does not apply here (tempo while following MIDI clock, anchor_t without a VAE interpolation, a
+        partner the song does not have)."""
+        partner, name = partner_of(name)
+        band = hasattr(self.mode, "request_mode")
+        if partner != 1 and (not band or partner > len(self.mode.parts)):
+            return False
         if name == "mode":
-            self.request_mode(value)
+            self.request_mode(value, partner)
             return True
         if name == "tempo_bpm":
             return self.request_tempo(value)
+        modes = self.mode.part(partner).modes if band else self.modes
         if name == "anchor_t":
-            source = getattr(self.modes.get("phrase"), "source", None)
+            source = getattr(modes.get("phrase"), "source", None)
             if not hasattr(source, "set_position"):
                 return False
             source.set_position(float(value))
             return True
-        applied = False
-        for mode in self.modes.values():
-            new = with_param(mode.s, name, value)
-            if new is None:
-                continue
-            mode.voice.set_channel(new.channel, now_ns)
-            mode.voice.density = new.density
-            if name == "swing" and getattr(mode, "feel", None) is not None:
-                mode.feel.set(new.swing)  # the song's modes share one Feel
-            mode.s = new
-            applied = True
+        applied = apply_param(modes.values(), name, value, now_ns)
         if applied and self.reflex is not None:
             self.reflex.enable(False)  # the table was drawn with the old settings; the next step draws anew
         return applied
@@ -211,7 +227,7 @@ class Engine:
         elif kind == 0xB0 and data[1] == self.tap_cc and data[2] >= 64:
             self.tap_tempo(ts_ns)
         elif kind == 0xB0 and data[1] == self.mode_cc:
-            names = list(self.modes)
+            names = self.mode_names()
             self.input_stats.mode_changes += 1
             self.request_mode(names[min(len(names) - 1, data[2] * len(names) // 128)])
         elif kind == 0xB0 and data[1] == SUSTAIN_CC:
@@ -255,10 +271,10 @@ class Engine:
             self._pending_tempo = None
         if self._pending_mode is not None and step % self.steps_per_bar == 0:
             self.mode.stop(self.clock.ns_at_step(step))
-            self.mode_name, self._pending_mode = self._pending_mode, None
-            self.mode = self.modes[self.mode_name]
+            self._mode_name, self._pending_mode = self._pending_mode, None
+            self.mode = self.modes[self._mode_name]
             self.mode.begin(step)
-            self.switches.append((step, self.mode_name))
+            self.switches.append((step, self._mode_name))
         if self.send_clock:
             self._send_clock(step)
         if self.reflex is not None:  # answers to note-ons that never reached us (a second is far beyond any queue)
@@ -283,14 +299,15 @@ class Engine:
         if key is None:
             return
         try:
-            new = {name: with_key(mode.s, key, self.pitch_range) for name, mode in self.modes.items()}
+            new = self.mode.keyed(key) if hasattr(self.mode, "keyed") else \
+                [(mode, with_key(mode.s, key, self.pitch_range)) for mode in self.modes.values()]
         except ValueError:  # no pitch of that key in the partner's range: keep the last one
             self.key_errors += 1
             self.keys.key = before
             self.keys.changes.pop()
             return
-        for name, mode in self.modes.items():
-            mode.s = new[name]
+        for mode, settings in new:
+            mode.s = settings
         if self.reflex is not None:
             self.reflex.enable(False)  # the table was drawn in the old key; the next step draws anew
         self.key_changes.append((step, str(key)))

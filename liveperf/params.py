@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-MODES = ("call_response", "duet", "harmonize", "phrase")
+MODES = ("call_response", "duet", "harmonize", "phrase", "comp")
+COMP_RHYTHMS = ("beat", "half_bar", "bar", "model")
 OSC_PARAM_PREFIX = "/liveperf/param/"
 
 
@@ -82,6 +83,8 @@ _TABLE = (
     _int("response_bars", 1, 16, 2, "length of an answer", unit="bars"),
     _int("phrase_every_bars", 2, 16, 4, "a new generated phrase every this many bars", unit="bars"),
     Param("mode", None, None, "call_response", "", "enum", 0, "how we play with the performer", MODES),
+    Param("comp_rhythm", None, None, "beat", "", "enum", 0, "comp: block chords each beat, half bar or bar, or the "
+          "model's own rhythm", COMP_RHYTHMS),
     _int("partner_channel", 1, 16, 2, "MIDI channel of the partner voice (1..16 as musicians count)",
          unit="channel"),
     _float("anchor_t", 0, 1, 0.0, "interpolation position between two latent anchors (0 = first, 1 = second)"),
@@ -90,7 +93,21 @@ _TABLE = (
 PARAMS: Mapping[str, Param] = MappingProxyType({p.name: p for p in _TABLE})
 
 
+MAX_PARTNERS = 8  # partner-prefixed names: p2. .. p8. (``liveperf.setlist_partners``)
+
+
+def partner_of(name: str) -> tuple[int, str]:
+    """``"p2.density"`` -> (2, "density"): the partner a parameter name addresses (a song's partners, 1-based; an
+    unprefixed name is partner 1's). A name that only looks prefixed stays whole (and is then unknown)."""
+    if isinstance(name, str) and len(name) > 3 and name[0] == "p" and name[2] == "." and name[1].isdigit():
+        partner = int(name[1])
+        if 1 <= partner <= MAX_PARTNERS:
+            return partner, name[3:]
+    return 1, name
+
+
 def _param(name: str, params: Mapping[str, Param] = PARAMS) -> Param:
+    name = partner_of(name)[1]
     try:
         return params[name]
     except (KeyError, TypeError):
@@ -141,7 +158,8 @@ def from_cc(name: str, cc_value: int, params: Mapping[str, Param] = PARAMS) -> f
 
 def osc_address(name: str, params: Mapping[str, Param] = PARAMS) -> str:
     """The OSC address that sets parameter ``name``: ``/liveperf/param/<name>``."""
-    return OSC_PARAM_PREFIX + _param(name, params).name
+    _param(name, params)
+    return OSC_PARAM_PREFIX + name
 
 
 class ParamStore:
@@ -166,7 +184,7 @@ class ParamStore:
         ``smoothing_ms`` starting at ``now_ns`` (``glide=False``: jump, e.g. a new song's values).
         Returns the checked target value."""
         target = coerce(name, value, self._params)
-        p = self._params[name]
+        p = _param(name, self._params)
         if glide and p.kind == "float" and p.smoothing_ms > 0:
             start = self.value(name, now_ns)
             self._ramps[name] = (start, now_ns, target, now_ns + p.smoothing_ms * 1_000_000)
@@ -176,11 +194,7 @@ class ParamStore:
 
     def value(self, name: str, now_ns: int) -> float | int | str:
         """The value of ``name`` at ``now_ns`` (mid-glide for a float that was just set)."""
-        try:
-            start, start_ns, target, end_ns = self._ramps[name]
-        except KeyError:
-            _param(name, self._params)  # raises ParamError naming the known parameters
-            raise
+        start, start_ns, target, end_ns = self._ramp(name)
         if now_ns >= end_ns:
             return target
         if now_ns <= start_ns:
@@ -189,13 +203,20 @@ class ParamStore:
 
     def glide_end_ns(self, name: str) -> int:
         """When ``name`` reaches its target (a time not after the last ``set`` for a value that jumps)."""
-        _param(name, self._params)
-        return self._ramps[name][3]
+        return self._ramp(name)[3]
 
     def target(self, name: str) -> float | int | str:
         """Where ``name`` is going (the last value set), ignoring any glide."""
-        _param(name, self._params)
-        return self._ramps[name][2]
+        return self._ramp(name)[2]
+
+    def _ramp(self, name: str) -> tuple[Any, int, Any, int]:
+        """``name``'s ramp; a partner's parameter never set yet (``p3.density``) is at its default. ParamError
+        naming the known parameters for an unknown name."""
+        ramp = self._ramps.get(name)
+        if ramp is None:
+            default = _param(name, self._params).default
+            ramp = (default, 0, default, 0)
+        return ramp
 
     def snapshot(self, now_ns: int) -> dict[str, float | int | str]:
         """All values at ``now_ns``, in table order (for the status display)."""

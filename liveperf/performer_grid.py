@@ -66,6 +66,16 @@ class PerformerGrid:
         self._closed = [n for n in self._closed if n[1] > step]
         return token
 
+    def peek(self, step: int) -> int:
+        """The token ``finalize(step)`` would give now, finalising nothing (the comp decides a step before its
+        window closes, and finalises it later)."""
+        prev = self._prev
+        token = HOLD
+        for s in range(self._last_finalized + 1, step + 1):
+            token = self._token_at(s)
+        self._prev = prev
+        return token
+
     def _token_at(self, s: int) -> int:
         top = (-1, -1)
         for start, _end, pitch in self._sounding_at(s):

@@ -75,6 +75,19 @@ class OutputSink(Protocol):
         sounding, so its note-off (and a cancel, panic or close) ends it; do not send it again."""
 
 
+class DiscardSink:
+    """An ``OutputSink`` that keeps nothing (``liveperf check`` times a mode's work playing to it)."""
+
+    def schedule(self, due_ns: int, data: bytes) -> None:
+        pass
+
+    def cancel_pending(self, channel: int, now_ns: int) -> None:
+        pass
+
+    def adopt(self, sent_ns: int, data: bytes) -> None:
+        pass
+
+
 @dataclass
 class TimingStats:
     """Counters and timing errors (send time minus due time, ns) of sent messages; owned by the scheduler thread."""

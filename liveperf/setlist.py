@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from liveperf.params import MidiLearn, ParamError
+from liveperf.params import COMP_RHYTHMS, MidiLearn, ParamError
 from liveperf.scales import Key, parse_key
+from liveperf.setlist_partners import parse_partners
 from liveperf.setlist_fields import (REQUIRED, SetlistError, bad, check_unknown, choice, flag, get, host_port_list,
                                      ip_list, names, number, param, param_allowed, text)
 
-MODES = ("call_response", "duet", "harmonize", "phrase")
+MODES = ("call_response", "duet", "harmonize", "phrase", "comp")
 VOICES = ("bass", "tenor", "alto")  # duet / harmonize partner voices (the duet model's voice input: 0, 1, 2)
 PHRASE_MODELS = ("gan", "vae")
 LATENTS = ("random", "walk", "interpolate", "variation")
@@ -74,6 +75,10 @@ class Song:
     key_auto: bool = False  # key = "auto": the partner's key follows the performer (``liveperf.key_finder``)
     key_follow: str = "off"  # "modulations": a named key moves when the performer clearly modulates
     key_change_at: str = "bar"  # where a followed key may change: "bar" (bar lines) or "beat"
+    comp_model: str = "comp_dnn"  # comp: the three voices' model (``liveperf.models.comp_model``)
+    comp_rhythm: str = "beat"  # comp: block chords each beat, half bar or bar, or "model" (the chorales' rhythm)
+    partners: tuple = ()  # more partners playing at once (``liveperf.setlist_partners``), each a Song of its own
+    partner_name: str = ""  # a partner's label (stage view, reports); the song itself: its mode
 
     @property
     def voice_index(self) -> int:
@@ -170,6 +175,9 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "take": ("", "a shipped take name, a path to a .mid file (relative to the setlist), or '' for none"),
     "voice": ("bass", f"one of {', '.join(VOICES)} (duet / harmonize partner voice)"),
     "duet_model": ("duet_dnn", "a shipped duet model name or a path to an .onnx file"),
+    "partner": ([], "[[song.partner]] tables: more partners at once (README: several partners)"),
+    "comp_model": ("comp_dnn", "a shipped comp model name or a path to an .onnx file"),
+    "comp_rhythm": ("beat", f"one of {', '.join(COMP_RHYTHMS)} (comp: when the chord moves)"),
     "duet_predictor": ("soprano_dnn", "a shipped step model name or a path to an .onnx file (the duet anticipates "
                                       "the performer's next note with it)"),
     "phrase_model": ("gan", f"one of {', '.join(PHRASE_MODELS)}"),
@@ -184,7 +192,7 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "walk_step": (0.25, param_allowed("walk_step", "latent walk step / interpolation advance per phrase")),
     "anchors": ([1, 2], "[seed_a, seed_b]: two integers 0..2**31-1 naming the interpolation anchors"),
     "tap_cc": (-1, "a CC number 0..127 whose presses tap the tempo, or -1 for none"),
-    "mode_cc": (-1, "a CC number 0..127 whose value picks the mode (4 equal ranges), or -1 for none"),
+    "mode_cc": (-1, f"a CC number 0..127 whose value picks the mode ({len(MODES)} equal ranges), or -1 for none"),
     "density": (1.0, param_allowed("density", "chance that a partner note-on is played")),
     "program": (-1, "an integer 1..128 (Program Change to the partner's synth at the song's start), or -1 for none"),
     "bank": (-1, "an integer 0..16383 (Bank Select CC0/CC32 before 'program'), or -1 for none"),
@@ -305,20 +313,6 @@ def _parse_osc(show: dict, where: str) -> OscSettings:
     )
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _parse_song(raw: Any, index: int, path: Path) -> Song:
     where = f"{path}: song {index + 1}"
     if not isinstance(raw, dict):
@@ -365,22 +359,16 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
     else:
         vel = param(raw, "velocity", f, where)
     trig = number(raw, "trigger_cc", -1, 127, f, where, integer=True)
-    take = get(raw, "take", f, where)
-    if not isinstance(take, str):
-        raise bad(where, "take", take, f)
-    duet_model = get(raw, "duet_model", f, where)
-    if not isinstance(duet_model, str) or not duet_model:
-        raise bad(where, "duet_model", duet_model, f)
-    duet_predictor = get(raw, "duet_predictor", f, where)
-    if not isinstance(duet_predictor, str) or not duet_predictor:
-        raise bad(where, "duet_predictor", duet_predictor, f)
+    take = text(raw, "take", f, where)
+    duet_model, duet_predictor, comp_model = (text(raw, n, f, where, non_empty=True)
+                                              for n in ("duet_model", "duet_predictor", "comp_model"))
     anchors = get(raw, "anchors", f, where)
     if (not isinstance(anchors, list) or len(anchors) != 2
             or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31 for x in anchors)):
         raise bad(where, "anchors", anchors, f)
     tap = number(raw, "tap_cc", -1, 127, f, where, integer=True)
     mode_cc = number(raw, "mode_cc", -1, 127, f, where, integer=True)
-    return Song(
+    song = Song(
         title=title.strip(),
         tempo_bpm=float(tempo),
         key=key,
@@ -405,6 +393,8 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         voice=choice(raw, "voice", VOICES, f, where),
         duet_model=duet_model,
         duet_predictor=duet_predictor,
+        comp_model=comp_model,
+        comp_rhythm=choice(raw, "comp_rhythm", COMP_RHYTHMS, f, where),
         phrase_model=choice(raw, "phrase_model", PHRASE_MODELS, f, where),
         gan_models=names(raw, "gan_models", f, where),
         vae_models=names(raw, "vae_models", f, where),
@@ -424,6 +414,7 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         select_program=_optional(raw, "select_program", 1, 128, where),
         select_bank=_optional(raw, "select_bank", 0, 16383, where),
     )
+    return replace(song, partners=parse_partners(raw, song, index, path, _parse_song)) if "partner" in raw else song
 
 
 def _optional(raw: dict, name: str, lo: int, hi: int, where: str) -> int | None:
@@ -445,4 +436,3 @@ def _parse_meter(value: Any, where: str) -> tuple[int, int]:
     if not 1 <= n <= 32 or d not in (2, 4, 8, 16):
         raise err
     return n, d
-

@@ -34,7 +34,7 @@ from liveperf.io.recorder import Recorder
 from liveperf.io.timed_worker import TimedWorker
 from liveperf.loop import QueueInput, run_loop
 from liveperf.midi_clock import MidiClockFollower
-from liveperf.modes.build import SongModels, build_modes, key_follower, key_text
+from liveperf.modes.build import SongModels, build_song, key_follower, key_text, partners_text
 from liveperf.notes import is_note_off, is_note_on
 from liveperf.scheduler import Scheduler
 from liveperf.setlist import Setlist, SetlistError, Song
@@ -42,7 +42,7 @@ from liveperf.setlist_warnings import setlist_warnings
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
 from liveperf.show_load import load_song_models, probe_warnings, song_take
-from liveperf.show_report import ShowReport, SongReport
+from liveperf.show_report import ShowReport, SongReport, add_engine_figures
 from liveperf.show_stage import StageFeed
 
 
@@ -329,22 +329,24 @@ class Show:
         seed = song.seed if opts.seed is None else opts.seed
         source = QueueInput(inbox, sources=1, now_ns=self.now_ns)
         reflex = getattr(out_port, "reflex", None)  # the jack-native port answers harmonize's note-ons itself
-        modes = build_modes(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex)
+        reflex = None if song.partners else reflex
+        modes, initial = build_song(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex)
         bar = song.steps_per_bar(spb)
-        engine = Engine(modes, clock=clock, sink=sink, initial=song.mode, trigger_cc=song.trigger_cc,
+        engine = Engine(modes, clock=clock, sink=sink, initial=initial, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
                         send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex,
                         clock_out=self.clock_out, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,
                         key_every_steps=spb if song.key_change_at == "beat" else bar)
         rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns, steps_per_beat=spb,
                          clock="MIDI clock" if follow else "internal")
-        _send_patch(scheduler, song, start_ns)
+        for partner in (song,) + song.partners:
+            _send_patch(scheduler, partner, start_ns)
         ctl.bind(index, engine, clock, start_ns, bar)
         recorder.begin_song(song.title, song.tempo_bpm, start_ns, song.meter[0] * 4 / song.meter[1])
         clock_note = ("following MIDI clock on the input" if follow else
                       "internal clock (no live input to follow MIDI clock from)" if setlist.clock == "midi" else
                       "internal clock" + (", sending MIDI clock" if setlist.send_clock else ""))
-        self.log(f"[{index + 1}. {song.title}] {song.tempo_bpm:g} BPM, {key_text(song)}, mode {song.mode}, {clock_note}; "
+        self.log(f"[{index + 1}. {song.title}] {song.tempo_bpm:g} BPM, {key_text(song)}, {partners_text(song)}, {clock_note}; "
                  f"models {', '.join(p.name for p in models.paths)} ({models.melody.provider_note})")
         # One input source either way: the take player ends with END_OF_INPUT; a live port never ends by itself.
         player = TakePlayer(take_events(take, clock), inbox, self.now_ns) if take is not None else None
@@ -398,35 +400,12 @@ class Show:
         if ctl.pending_song is None:
             scheduler.wait_idle(2.0)
         rep.steps = end[1] - first_step
-        rep.performer_notes = engine.input_stats.note_ons
-        rep.echoes = engine.input_stats.echoes
-        rep.input_ignored = engine.input_stats.ignored
-        rep.all_notes_off = engine.input_stats.all_notes_off
-        rep.chord_changes = engine.chords.changes
-        rep.key_changes = len(engine.key_changes)
-        key = engine.key_at(end[1])
-        rep.last_key = str(key[0]) if key is not None and key[0] is not None else ""
-        feel = next((m.feel for m in engine.modes.values() if getattr(m, "feel", None) is not None), None)
-        if feel is not None:
-            est = feel.estimator
-            rep.swing = round(feel.swing, 3)
-            rep.swing_heard = round(est.swing, 3) if est.confident else None
-            rep.late_ms = round(est.offset_ns / 1e6, 1) if est.confident else None
-        rep.last_chord = engine.chords.current.name if engine.chords.current is not None else ""
-        rep.switches = list(engine.switches)
+        add_engine_figures(rep, engine, end[1])
         rep.end_ns = end[0]
         rep.next_song = ctl.pending_song
         if follow:
             rep.clock_stats = dataclasses.asdict(clock.stats) | {"tempo_bpm": round(clock.tempo_bpm, 2)}
             self.log(f"[{song.title}] MIDI clock: {rep.clock_stats}")
-        for mode in modes.values():
-            rep.responses += mode.stats.responses
-            rep.interrupted += mode.stats.interrupted
-            rep.partner_tokens += mode.stats.tokens
-            rep.phrases += mode.stats.phrases
-            rep.harmonies += mode.stats.harmonies
-            rep.reflex_answers += getattr(mode, "reflex_answers", 0)
-            rep.model_errors += mode.stats.model_errors
         if rep.error:
             self.log(f"[{song.title}] stopped by an error: {rep.error}")
         return rep, (end[0], end[1])

@@ -27,12 +27,20 @@ _BANK_MSB, _BANK_LSB = 0, 32
 
 
 def song_params(song: Song) -> dict:
-    """A song's setlist values as live parameters (what a song change resets them to)."""
+    """A song's setlist values as live parameters (what a song change resets them to); partner k's (``[[song.
+    partner]]``) as ``pk.<name>``."""
+    values = _partner_params(song)
+    for k, partner in enumerate(song.partners, start=2):
+        values.update({f"p{k}.{name}": v for name, v in _partner_params(partner).items() if name != "tempo_bpm"})
+    return values
+
+
+def _partner_params(song: Song) -> dict:
     values = {"temperature": song.temperature, "top_p": song.top_p, "top_k": song.top_k,
               "sigma": song.sigma, "walk_step": song.walk_step, "density": song.density,
               "silence_steps": song.silence_steps, "response_bars": song.response_bars,
               "phrase_every_bars": song.phrase_every_bars, "mode": song.mode, "partner_channel": song.channel,
-              "tempo_bpm": song.tempo_bpm}
+              "tempo_bpm": song.tempo_bpm, "comp_rhythm": song.comp_rhythm}
     if song.velocity is not None:
         values["velocity"] = song.velocity
     if song.swing is not None:

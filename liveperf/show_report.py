@@ -20,6 +20,7 @@ class SongReport:
     phrases: int = 0
     harmonies: int = 0
     reflex_answers: int = 0  # harmonies the jack-native port sent in the note-on's own cycle (liveperf.reflex)
+    comp_chords: int = 0  # chords the comp chose (``liveperf.modes.comp``)
     model_errors: int = 0
     echoes: int = 0
     switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
@@ -72,3 +73,35 @@ class ShowReport:
     port: dict = field(default_factory=dict)  # the output port's own counters (jack-native: its JACK thread's)
     # MIDI clock out (``[show] send_clock``): starts, stops, ticks scheduled / sent / what the songs' lengths call for
     clock_out: dict = field(default_factory=dict)
+
+
+def add_engine_figures(rep: SongReport, engine, end_step: int) -> None:
+    """A played song's counters from its engine (engine thread done): input, chords, key, feel, mode switches (a
+    band's partners' as ``(step, "p2 comp")``) and every mode's counters."""
+    rep.performer_notes = engine.input_stats.note_ons
+    rep.echoes = engine.input_stats.echoes
+    rep.input_ignored = engine.input_stats.ignored
+    rep.all_notes_off = engine.input_stats.all_notes_off
+    rep.chord_changes = engine.chords.changes
+    rep.key_changes = len(engine.key_changes)
+    key = engine.key_at(end_step)
+    rep.last_key = str(key[0]) if key is not None and key[0] is not None else ""
+    feel = next((m.feel for m in engine.modes.values() if getattr(m, "feel", None) is not None), None)
+    if feel is not None:
+        est = feel.estimator
+        rep.swing = round(feel.swing, 3)
+        rep.swing_heard = round(est.swing, 3) if est.confident else None
+        rep.late_ms = round(est.offset_ns / 1e6, 1) if est.confident else None
+    rep.last_chord = engine.chords.current.name if engine.chords.current is not None else ""
+    rep.switches = list(engine.switches)
+    for k, part in enumerate(getattr(engine.mode, "parts", ()), start=1):
+        rep.switches += [(step, f"p{k} {name}") for step, name in part.switches]
+    for mode in engine.modes.values():
+        rep.responses += mode.stats.responses
+        rep.interrupted += mode.stats.interrupted
+        rep.partner_tokens += mode.stats.tokens
+        rep.phrases += mode.stats.phrases
+        rep.harmonies += mode.stats.harmonies
+        rep.reflex_answers += getattr(mode, "reflex_answers", 0)
+        rep.comp_chords += getattr(mode, "chords", 0)
+        rep.model_errors += mode.stats.model_errors

@@ -96,3 +96,57 @@ def test_a_native_show_says_when_the_server_is_lost_and_ends_cleanly(jack_server
     assert code == 130, out
     assert "Traceback" not in out and "jack-native does not reconnect" in out, out
     assert report["ports"] == {"outages": 1, "reconnects": 0} and report["stopped"] == "signal"
+
+
+BAND = """
+[show]
+stage_view = false
+[show.osc]
+enabled = false
+[[song]]
+title = "Native band"
+tempo_bpm = 160
+key = "D dorian"
+mode = "duet"
+voice = "bass"
+pitch_range = [36, 55]
+seed = 4
+channel = 2
+[[song.partner]]
+name = "comp"
+mode = "comp"
+channel = 3
+[[song.partner]]
+name = "lead"
+mode = "call_response"
+pitch_range = [67, 88]
+channel = 4
+"""
+
+
+def test_three_partners_play_on_their_own_channels_and_a_signal_leaves_every_one_silent(jack_server_sync, tmp_path):
+    play = LivePlay(tmp_path, BAND, "lpnband", duration_s=60, backend="jack-native")
+    try:
+        play.wait_started()
+
+        def channels():
+            return {data[0] & 0x0F for _, data in play.monitor.snapshot() if data[0] & 0xF0 == 0x90 and data[2]}
+
+        deadline = time.monotonic() + 30
+        while channels() != {1, 2, 3} and time.monotonic() < deadline:
+            for p in (62, 65, 69, 72, 69, 65):  # a phrase, then a rest the lead answers in
+                play.send((0x90, p, 90))
+                time.sleep(0.15)
+                play.send((0x80, p, 0))
+            time.sleep(1.2)
+        assert channels() == {1, 2, 3}, play.monitor.check().line()  # bass duet, comp, lead: all on the wire
+        play.send((0x90, 67, 90))  # held while the signal comes: the duet and the comp sound with it
+        time.sleep(0.4)
+        play.proc.send_signal(signal.SIGTERM)
+        code, out, report = play.finish(timeout_s=20)
+    finally:
+        play.kill()
+    summary = play.monitor.check()
+    assert code == 130, out
+    assert summary.stuck == [] and summary.unmatched_offs == 0, summary.line()
+    assert report["songs"][0]["comp_chords"] >= 2, report["songs"][0]

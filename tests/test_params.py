@@ -16,7 +16,8 @@ MS = 1_000_000
 
 def test_table_is_consistent():
     expected = {"temperature", "top_p", "top_k", "velocity", "tempo_bpm", "sigma", "walk_step", "density",
-                "silence_steps", "response_bars", "phrase_every_bars", "mode", "partner_channel", "anchor_t", "swing"}
+                "silence_steps", "response_bars", "phrase_every_bars", "mode", "partner_channel", "anchor_t", "swing",
+                "comp_rhythm"}
     assert set(PARAMS) == expected
     for name, p in PARAMS.items():
         assert isinstance(p, Param) and p.name == name and p.doc
@@ -27,7 +28,7 @@ def test_table_is_consistent():
             assert p.lo < p.hi and not p.choices
         if p.kind != "float":
             assert p.smoothing_ms == 0
-    assert PARAMS["mode"].choices == ("call_response", "duet", "harmonize", "phrase")
+    assert PARAMS["mode"].choices == ("call_response", "duet", "harmonize", "phrase", "comp")
     assert PARAMS["tempo_bpm"].smoothing_ms == 0 and PARAMS["tempo_bpm"].unit == "BPM"
     with pytest.raises(TypeError):
         PARAMS["x"] = PARAMS["mode"]  # read-only
@@ -108,8 +109,8 @@ def test_from_cc_rejects_bad_cc_values(name, cc):
 def test_from_cc_exact_values():
     assert [from_cc("velocity", cc) for cc in (0, 1, 62, 63, 64, 127)] == [1, 2, 63, 64, 64, 127]  # 63.5 rounds up
     assert [from_cc("top_k", cc) for cc in (0, 1, 127)] == [0, 1, 129]
-    assert [from_cc("mode", cc) for cc in (0, 31, 32, 63, 64, 96, 127)] == [
-        "call_response", "call_response", "duet", "duet", "harmonize", "phrase", "phrase"]
+    assert [from_cc("mode", cc) for cc in (0, 25, 26, 51, 52, 76, 77, 102, 103, 127)] == [
+        "call_response", "call_response", "duet", "duet", "harmonize", "harmonize", "phrase", "phrase", "comp", "comp"]
 
 
 def test_store_defaults_and_overrides():
@@ -170,7 +171,7 @@ def test_midi_learn_maps_the_first_cc_seen_and_disarms():
 
 def test_midi_learn_relearn_replaces_both_sides():
     learn = MidiLearn([{"param": "temperature", "channel": 1, "cc": 74}, {"param": "mode", "channel": 1, "cc": 20}])
-    assert learn.on_cc(0, 20, 127) == ("mode", "phrase")
+    assert learn.on_cc(0, 20, 127) == ("mode", "comp")
     learn.arm("temperature")
     learn.on_cc(0, 75, 0)  # temperature moves to CC 75; CC 74 is free
     learn.arm("density")

@@ -81,6 +81,17 @@ def test_key_auto_with_or_without_a_start_and_key_follow(tmp_path):
         load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'key_change_at = "bars"\n'))
 
 
+def test_a_comp_song_names_its_rhythm_and_model(tmp_path):
+    sl = load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'mode = "comp"\ncomp_rhythm = "half_bar"\n'
+                            + "[[song]]\n" + GOOD_SONG))
+    assert [(s.mode, s.comp_rhythm, s.comp_model) for s in sl.songs] == [("comp", "half_bar", "comp_dnn"),
+                                                                          ("call_response", "beat", "comp_dnn")]
+    with pytest.raises(SetlistError, match="field 'comp_rhythm' = 'swing'.*beat, half_bar, bar, model"):
+        load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'comp_rhythm = "swing"\n'))
+    with pytest.raises(SetlistError, match="field 'comp_model' = ''"):
+        load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + 'comp_model = ""\n'))
+
+
 def test_unknown_field_is_an_error(tmp_path):
     with pytest.raises(SetlistError, match=r"unknown field\(s\) \['tempo'\].*allowed fields"):
         load_setlist(write(tmp_path, "[[song]]\n" + GOOD_SONG + "tempo = 90\n"))

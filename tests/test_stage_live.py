@@ -56,7 +56,8 @@ def test_view_draws_and_the_n_key_changes_song(tmp_path):
     assert proc.returncode == 0, out[-3000:].decode(errors="replace")
     data = json.loads(report.read_text())
     songs = data["songs"]
-    assert [s["title"] for s in songs] == ["Jig answer in D", "Reel in A dorian", "Hornpipe that modulates"]
+    assert [s["title"] for s in songs] == ["Jig answer in D", "Reel in A dorian", "Hornpipe that modulates",
+                                          "Chorale with a comp"]
     assert songs[0]["next_song"] == 1  # the key, not the end of the song, moved us on
     bar_ns = 60e9 / 150 * 3  # 6/8 at 150 BPM: three quarter-note beats
     bars = (songs[0]["end_ns"] - songs[0]["start_ns"]) / bar_ns

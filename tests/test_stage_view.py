@@ -436,7 +436,8 @@ def test_keys_m_cycles_modes():
     assert kinds(feed([(0, b"m"), (2 * S, b"m")])[0]) == [("param", ("mode", "harmonize")),
                                                           ("param", ("mode", "phrase"))]
     assert kinds(feed([(0, b"m"), (2 * S + 1, b"m")])[0]) == [("param", ("mode", "harmonize"))] * 2
-    assert kinds(feed([(0, b"m")], modes_from("phrase"))[0]) == [("param", ("mode", "call_response"))]
+    assert kinds(feed([(0, b"m")], modes_from("phrase"))[0]) == [("param", ("mode", "comp"))]
+    assert kinds(feed([(0, b"m")], modes_from("comp"))[0]) == [("param", ("mode", "call_response"))]
     assert kinds(feed([(0, b"m")], modes_from("gone", ("duet", "phrase")))[0]) == [("param", ("mode", "duet"))]
     commands, notices, _ = feed([(0, b"m")], modes_from("duet", ()))
     assert commands == [] and notices == ["no modes to switch to"]

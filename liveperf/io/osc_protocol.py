@@ -14,7 +14,7 @@ from typing import Any
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from liveperf.params import OSC_PARAM_PREFIX, PARAMS, Param, ParamError, coerce
+from liveperf.params import OSC_PARAM_PREFIX, PARAMS, Param, ParamError, coerce, partner_of
 
 
 MAX_PACKET_BYTES = 8192
@@ -173,7 +173,7 @@ def _one_arg(address: str, tags: str, args: tuple, allowed_tags: str, what: str)
 
 
 def _param_value(address: str, name: str, tags: str, args: tuple, params: Mapping[str, Param]) -> Any:
-    p = params[name]
+    p = params[partner_of(name)[1]]
     allowed, what = {"float": ("fdih", "a number (f or i)"), "int": ("ih", "an integer (i)"),
                      "enum": ("s", "a string (s)")}[p.kind]
     value = _one_arg(address, tags, args, allowed, what)
@@ -205,7 +205,7 @@ def command_for(address: str, tags: str, args: tuple, *, params: Mapping[str, Pa
         return Command(TRIGGERS[address]) if _trigger(address, tags, args) else None
     if address.startswith(OSC_PARAM_PREFIX):
         name = address[len(OSC_PARAM_PREFIX):]
-        if name not in params:
+        if partner_of(name)[1] not in params:
             raise OscInputError("unknown_param", address, f"unknown parameter {name!r}; known: {', '.join(params)}")
         return Command("param", (name, _param_value(address, name, tags, args, params)))
     if address == "/liveperf/tempo":
@@ -222,7 +222,7 @@ def command_for(address: str, tags: str, args: tuple, *, params: Mapping[str, Pa
         return Command("song_select", value)
     if address == "/liveperf/learn":
         name = _one_arg(address, tags, args, "s", "a parameter name (s)")
-        if name not in params:
+        if partner_of(name)[1] not in params:
             raise OscInputError("unknown_param", address, f"unknown parameter {name!r}; known: {', '.join(params)}")
         return Command("learn", name)
     if address == "/liveperf/ping":

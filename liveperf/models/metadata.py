@@ -3,7 +3,8 @@
 Keys (all values are strings; JSON where structured):
 - ``liveperf.representation`` / ``liveperf.representation_version``: must be ``liveperf.melody`` and a version in
   ``melody.READABLE_VERSIONS`` (the version decides the ``pos`` input: ``melody.position_codes``);
-- ``liveperf.family``: what kind of model (``dnn_step`` for the stateful next-note model);
+- ``liveperf.family``: what kind of model (``dnn_step`` for the stateful next-note model, ``comp_step`` for the
+  comp's three voices);
 - ``liveperf.name``: short model name (e.g. ``melody_dnn``);
 - ``liveperf.steps_per_beat``: the grid the model was trained on;
 - ``liveperf.vocabulary``: JSON list, must equal ``liveperf.melody.VOCABULARY``;
@@ -28,7 +29,7 @@ from liveperf import melody
 
 PREFIX = "liveperf."
 KNOWN_FAMILIES = ("dnn_step", "vae_encoder", "vae_decoder", "gan_generator", "gan_critic", "duet_step",
-                  "duet_anticipation")
+                  "duet_anticipation", "comp_step")
 
 
 class ModelMetadataError(ValueError):

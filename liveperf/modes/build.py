@@ -1,28 +1,31 @@
-"""Build a song's four modes from its loaded models (the one place that knows which model each mode plays).
+"""Build a song's five modes from its loaded models (the one place that knows which model each mode plays).
 
 ``SongModels.load`` loads (and validates) every model a song can switch to live: the melody DNN (call and
-response, and the duet's predictor of the performer), the duet DNN (duet, harmonize) and the phrase model named
-by the song (GAN or VAE). Models are cached
+response, and the duet's predictor of the performer), the duet DNN (duet, harmonize), the comp DNN (comp) and the
+phrase model named by the song (GAN or VAE). Models are cached
 by path across songs (``cache``), so a setlist that reuses them loads each file once. Loading happens before the
 show; ``build_modes`` only makes the per-song objects (steppers with their own state, seeded RNG per mode).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from liveperf.feel import Feel
 from liveperf.key_finder import FOLLOW_AUTO, FOLLOW_MODULATIONS, KeyFinder, KeyFollower
 from liveperf.key_finder import shipped_model as shipped_key_model
+from liveperf.models.comp_model import CompStepper
 from liveperf.models.fused_duet import FusedDuetStep, find_fused
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, resolve_model_path, shipped_model_names
 from liveperf.models.phrase_models import DuetStepper, GanModel, VaeModel
 from liveperf.models.step_model import OnnxStepper
 from liveperf.modes.anticipation import Anticipation
+from liveperf.modes.band import Band, Part
 from liveperf.modes.call_response import CallAndResponse
+from liveperf.modes.comp import Comp
 from liveperf.modes.duet import Duet
 from liveperf.modes.harmonize import Harmonize
 from liveperf.modes.phrase import GanPhrases, PhraseMode, VaePhrases
@@ -38,6 +41,8 @@ class SongModels:
     phrase: GanModel | VaeModel
     predictor: LoadedModel | None = None  # the duet's predictor of the performer (None: the melody model)
     fused: LoadedModel | None = None  # the duet and its predictor in one graph (``liveperf.models.fused_duet``)
+    comp: LoadedModel | None = None  # the comp's three voices (``liveperf.models.comp_model``)
+    partners: list = field(default_factory=list)  # SongModels of partners 2.. (``[[song.partner]]``)
 
     @property
     def steps_per_beat(self) -> int:
@@ -47,8 +52,9 @@ class SongModels:
     def paths(self) -> list[Path]:
         p = self.phrase
         pair = (p.generator, p.critic) if isinstance(p, GanModel) else (p.encoder, p.decoder)
-        extra = [m.path for m in (self.predictor, self.fused) if m is not None]
-        return [self.melody.path, self.duet.path] + extra + [m.path for m in pair]
+        extra = [m.path for m in (self.predictor, self.fused, self.comp) if m is not None]
+        own = [self.melody.path, self.duet.path] + extra + [m.path for m in pair]
+        return list(dict.fromkeys(own + [path for p in self.partners for path in p.paths]))
 
     @classmethod
     def load(cls, song: Song, base_dir: Path | None, provider: str = "cpu",
@@ -80,7 +86,15 @@ class SongModels:
         else:
             phrase = VaeModel(get(song.vae_models[0], "vae_models"), get(song.vae_models[1], "vae_models"))
         predictor = get(song.duet_predictor, "duet_predictor", lambda m: OnnxStepper(m, song.meter))
-        return cls(melody, duet, phrase, predictor, find_fused(duet, predictor or melody, cache, provider))
+        comp = get(song.comp_model, "comp_model", lambda m: CompStepper(m, song.meter))
+        partners = []
+        for k, partner in enumerate(song.partners, start=2):
+            try:
+                partners.append(cls.load(partner, base_dir, provider, cache))
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"partner {k}: {exc}") from None
+        return cls(melody, duet, phrase, predictor, find_fused(duet, predictor or melody, cache, provider), comp,
+                   partners)
 
 
 def duet_anticipation(models: SongModels, song: Song, s) -> Anticipation | None:
@@ -108,7 +122,23 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
         "harmonize": Harmonize(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 2),
                                now_fn, reflex),
         "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3), feel=feel),
+        "comp": Comp(s, CompStepper(models.comp, meter=song.meter), clock, sink, new_rng_state(seed + 4), now_fn,
+                     feel=feel),
     }
+
+
+def build_song(song: Song, models: SongModels, clock, sink, seed: int, now_fn: Callable[[], int] | None = None,
+               reflex=None) -> tuple[dict, str]:
+    """(modes, the mode the song starts in) for the engine: the song's modes, or with ``[[song.partner]]`` tables
+    one ``Band`` of every partner's modes (``liveperf.modes.band``; the port's reflex answers a lone partner only).
+    Partner k's RNG streams start from its own seed (``song.seed`` for the first: ``seed`` overrides it)."""
+    if not song.partners:
+        return build_modes(song, models, clock, sink, seed, now_fn, reflex), song.mode
+    parts = []
+    for k, (partner, pm) in enumerate(zip((song,) + song.partners, [models] + models.partners), start=1):
+        modes = build_modes(partner, pm, clock, sink, seed if k == 1 else partner.seed + seed - song.seed, now_fn)
+        parts.append(Part(partner.partner_name or partner.mode, modes, partner.mode, partner.pitch_range))
+    return {"band": Band(parts, song.steps_per_bar(models.steps_per_beat), clock)}, "band"
 
 
 def key_follower(song: Song, steps_per_bar: int, steps_per_beat: int) -> KeyFollower | None:
@@ -128,3 +158,14 @@ def key_text(song: Song) -> str:
     if song.key_auto:
         return "key auto" + ("" if song.key.scale == "chromatic" else f" from {song.key}")
     return str(song.key) + (" (follows modulations)" if song.key_follow == "modulations" else "")
+
+
+def partners_text(song: Song) -> str:
+    """"mode duet" or, with partners, "3 partners: duet on ch 2, comp on ch 3, lead (call_response) on ch 4"."""
+    if not song.partners:
+        return f"mode {song.mode}"
+    parts = []
+    for p in (song,) + song.partners:
+        label = p.partner_name or p.mode
+        parts.append((label if label == p.mode else f"{label} ({p.mode})") + f" on ch {p.channel}")
+    return f"{len(parts)} partners: " + ", ".join(parts)

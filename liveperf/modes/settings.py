@@ -45,6 +45,9 @@ class ModeSettings:
     swing: float | None = 0.5  # the off-beat eighths' place in the beat (liveperf.feel); None: follow the performer
     answer_candidates: int = 0  # call and response: whole answers planned at the phrase end (0 = step by step)
     tonic_pcs: frozenset = frozenset()  # pitch classes of the key's tonic triad (answers end on a cadence)
+    key_allowed: np.ndarray | None = None  # bool (130,): the key's mask over all 128 pitches (the comp's voices
+    # keep their own ranges); None: every pitch
+    comp_rhythm: str = "beat"  # comp: when the voices move ("beat" | "half_bar" | "bar" | "model")
 
 
 # Live parameters (liveperf.params) that are mode settings: parameter -> (settings field, value -> field value).
@@ -62,6 +65,7 @@ _SETTING_OF_PARAM = {
     "response_bars": ("response_steps", lambda v, bar: int(v) * bar),
     "phrase_every_bars": ("phrase_every_steps", lambda v, bar: int(v) * bar),
     "partner_channel": ("channel", lambda v, bar: int(v) - 1),
+    "comp_rhythm": ("comp_rhythm", lambda v, bar: str(v)),
 }
 
 
@@ -102,6 +106,8 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
         swing=song.swing,
         answer_candidates=song.answer_candidates,
         tonic_pcs=key_tonic(song.key),
+        key_allowed=token_mask(song.key, 0, 127),
+        comp_rhythm=song.comp_rhythm,
     )
 
 
@@ -116,7 +122,7 @@ def with_key(settings: ModeSettings, key, pitch_range: tuple[int, int]) -> ModeS
     allowed = token_mask(key, pitch_range[0], pitch_range[1])
     if not allowed[PITCH_OFFSET:].any():
         raise ValueError(f"no pitch of {key} in the partner's range {list(pitch_range)}")
-    return replace(settings, allowed=allowed, tonic_pcs=key_tonic(key))
+    return replace(settings, allowed=allowed, tonic_pcs=key_tonic(key), key_allowed=token_mask(key, 0, 127))
 
 
 @dataclass

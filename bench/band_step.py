@@ -1,0 +1,129 @@
+"""Three partners at once (a bass duet, a comp, a call-and-response lead) at 180 BPM: the engine thread's work per
+grid step, against each partner alone, measured in one process.
+
+    python -m bench.band_step [--steps 960] [--pace] [--json bench/results/band_step.json]
+
+The song is built as ``liveperf play`` builds it (``build_song`` with the shipped models, the real ``Engine`` and
+``run_loop``) and runs in virtual time (``ScriptedInput`` + ``VirtualScheduler``) against a performer who plays an
+eighth-note melody for a bar and rests for a bar (the lead answers in the rests; it plans its whole answer in one
+step of the silence, ``answer_candidates`` = 16, so the same band with the lead drawing step by step is timed too). Every engine call is timed
+(``on_step``, each performer note, each listening window's end) and summed per step: that sum is "the per-step
+cost of all partners together". ``--pace`` sleeps out each step's real duration (83 ms at 180 BPM), so caches cool
+between steps as they do on stage (on this VM a model call after 100 ms idle costs 3-6x a back-to-back one);
+without it the steps run back to back. Each configuration runs twice, alternating; p50 / p99 / max in µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from liveperf.clock import InternalClock
+from liveperf.engine import Engine
+from liveperf.loop import ScriptedInput, run_loop
+from liveperf.modes.build import SongModels, build_song
+from liveperf.notes import note_off, note_on
+from liveperf.setlist import parse_setlist
+from liveperf.virtual_scheduler import VirtualScheduler
+
+TEMPO = 180
+BASS = {"mode": "duet", "voice": "bass", "pitch_range": [36, 55], "channel": 2}
+COMP = {"name": "comp", "mode": "comp", "channel": 3}
+LEAD = {"name": "lead", "mode": "call_response", "channel": 4, "pitch_range": [67, 88]}
+CONFIGS = {"three partners": (BASS, [COMP, LEAD]), "duet alone": (BASS, []), "comp alone": (COMP, []),
+           "call_response alone": (LEAD, []),
+           # the lead drawing its answers step by step: no whole-answer plan in one step
+           "three, lead unplanned": (BASS, [COMP, LEAD | {"answer_candidates": 0}])}
+
+
+def performer(steps: int, step_ns: int) -> list[tuple[int, bytes]]:
+    line = [64, 66, 67, 69, 71, 69, 67, 66]
+    events = []
+    for s in range(0, steps, 2):
+        if (s // 16) % 2 == 0:
+            p = line[(s // 2) % len(line)]
+            events.append((s * step_ns, note_on(0, p, 90)))
+            events.append((s * step_ns + step_ns * 3 // 2, note_off(0, p)))
+    return events
+
+
+def run(first: dict, partners: list[dict], steps: int, pace: bool) -> np.ndarray:
+    table = {"title": "bench", "tempo_bpm": TEMPO, "key": "E minor", "seed": 3, **{k: v for k, v in first.items()
+                                                                                    if k != "name"}}
+    if partners:
+        table["partner"] = partners
+    song = parse_setlist({"song": [table]}, Path("bench.toml")).songs[0]
+    models = SongModels.load(song, None)
+    clock = InternalClock(song.tempo_bpm, models.steps_per_beat, 0)
+    source = ScriptedInput(performer(steps, int(clock.step_ns)))
+    sched = VirtualScheduler(now_fn=source.now_ns)
+    modes, initial = build_song(song, models, clock, sched, song.seed, now_fn=source.now_ns)
+    engine = Engine(modes, clock=clock, sink=sched, initial=initial,
+                    steps_per_bar=song.steps_per_bar(models.steps_per_beat))
+    per_step = np.zeros(steps + 1, dtype=np.int64)
+    current = [0]
+
+    def timed(fn, at_step=None):
+        def wrapper(*args):
+            t0 = time.perf_counter_ns()
+            try:
+                return fn(*args)
+            finally:
+                per_step[current[0] if at_step is None else at_step(*args)] += time.perf_counter_ns() - t0
+        return wrapper
+
+    on_step = engine.on_step
+
+    def step_wrapper(step):
+        if pace:
+            time.sleep(clock.step_ns / 1e9)
+        current[0] = step
+        t0 = time.perf_counter_ns()
+        on_step(step)
+        per_step[step] += time.perf_counter_ns() - t0
+
+    engine.on_step = step_wrapper
+    engine.on_input = timed(engine.on_input)
+    engine.on_wake = timed(engine.on_wake)
+    run_loop(engine, clock, source, lookahead_ns=8_000_000, stop_at_step=steps, stop_when_done=False)
+    engine.stop(clock.ns_at_step(steps))
+    return per_step[steps // 10:steps]  # after a warm-up
+
+
+def stats_us(ns: np.ndarray) -> dict:
+    return {"p50": float(np.percentile(ns, 50) / 1e3), "p99": float(np.percentile(ns, 99) / 1e3),
+            "max": float(ns.max() / 1e3), "n": int(ns.size)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=960, help="steps per run (960 = 60 bars, 80 s paced at 180 BPM)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--pace", action="store_true", help="sleep out each step's real duration (caches cool)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    runs: dict[str, list] = {name: [] for name in CONFIGS}
+    for _ in range(args.rounds):
+        for name, (first, partners) in CONFIGS.items():
+            runs[name].append(run(first, partners, args.steps, args.pace))
+    out = {"tempo_bpm": TEMPO, "paced": args.pace, "steps": args.steps, "rounds": args.rounds}
+    for name, parts in runs.items():
+        out[name] = stats_us(np.concatenate(parts))
+        print(f"{name:<20} per step, all engine work: p50 {out[name]['p50']:7.1f} µs  p99 {out[name]['p99']:7.1f} µs  "
+              f"max {out[name]['max']:7.1f} µs", flush=True)
+    alone = sum(out[n]["p99"] for n in ("duet alone", "comp alone", "call_response alone"))
+    out["p99_three_over_sum_alone"] = out["three partners"]["p99"] / alone
+    print(f"three partners p99 / (sum of the three alone p99): {out['p99_three_over_sum_alone']:.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
