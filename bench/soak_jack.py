@@ -3,9 +3,10 @@
     flock /tmp/liveperf-quiet.lock python -m bench.soak_jack --minutes 10     # the long form
     python -m bench.soak_jack --minutes 0.25                                  # what tests/test_soak_jack.py runs
 
-A private JACK dummy server (48 kHz, 64 frames = 1.3 ms) is started. liveperf plays one song at 180 BPM as its own
+With ``--band`` the song has two more partners beside its own (a comp on channel 3, a call-and-response lead on
+4), every voice of every partner checked on the wire. A private JACK dummy server (48 kHz, 64 frames = 1.3 ms) is started. liveperf plays one song at 180 BPM as its own
 process; a performer client plays into its input (as bench/timing_jack.py: a bar of 16ths, then two bars of mod
-wheel every 16th), switches the mode every 4 bars through the song's mode CC (all four modes in turn) and sends a
+wheel every 16th), switches the mode every 4 bars through the song's mode CC (all five modes in turn) and sends a
 little garbage; the wire monitor (tests/wire_monitor.py, its own JACK client) records every output message.
 Resident memory of the liveperf process is sampled every second; growth is measured after a warm-up
 (``--warmup-s``): mean of the last 10 % of samples over the mean of the first 10 %. At the end liveperf gets
@@ -56,7 +57,19 @@ mode_cc = {MODE_CC}
 channel = 2
 seed = 1
 """
-MODE_VALUES = (0, 40, 70, 110)  # mode_cc value -> call_response, duet, harmonize, phrase (value * 4 // 128)
+MODE_VALUES = (0, 30, 60, 90, 120)  # mode_cc value -> call_response, duet, harmonize, phrase, comp (value * 5 // 128)
+# --band: two more partners beside the song's own (which still switches mode): a comp and a call-and-response lead
+BAND = """
+[[song.partner]]
+name = "comp"
+mode = "comp"
+channel = 3
+[[song.partner]]
+name = "lead"
+mode = "call_response"
+pitch_range = [67, 88]
+channel = 4
+"""
 
 
 def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
@@ -75,11 +88,11 @@ def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
             out.append(((step + rng.randrange(48)) * STEP_NS + 1000, bytes(rng.randrange(256) for _ in range(2))))
         step += 48
     for bar in range(0, step // 16, 4):
-        out.append((bar * 16 * STEP_NS - 3 * STEP_NS, bytes((0xB0, MODE_CC, MODE_VALUES[(bar // 4) % 4]))))
+        out.append((bar * 16 * STEP_NS - 3 * STEP_NS, bytes((0xB0, MODE_CC, MODE_VALUES[(bar // 4) % len(MODE_VALUES)]))))
     return sorted((t, m) for t, m in out if t >= 0)
 
 
-def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
+def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False) -> dict:
     # Synchronous: no client misses a cycle (and its MIDI) on a busy machine; see tests/conftest.py jack_server_sync
     server_done = use_server(start_jack_server(period=64, sync=True))
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-soak-"))
@@ -88,7 +101,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
     stop = threading.Event()
     play = None
     try:
-        play = LivePlay(tmp, SETLIST, "lpsoak", duration_s=seconds + 60)
+        play = LivePlay(tmp, SETLIST + (BAND if band else ""), "lpsoak", duration_s=seconds + 60)
         pid = play.proc.pid
 
         def sample_rss() -> None:
@@ -131,7 +144,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print) -> dict:
     first, last = (sum(after[:n]) / n, sum(after[-n:]) / n) if after else (float("nan"), float("nan"))
     growth = 100.0 * (last - first) / first
     return {
-        "minutes": minutes, "tempo_bpm": TEMPO, "exit_code": code, "crashed": crashed,
+        "minutes": minutes, "tempo_bpm": TEMPO, "band": band, "exit_code": code, "crashed": crashed,
         "wire": {"messages": summary.messages, "note_ons": summary.note_ons, "note_offs": summary.note_offs,
                  "stuck": summary.stuck, "unmatched_offs": summary.unmatched_offs,
                  "longest_note_ms": summary.longest_note_ns / 1e6},
@@ -154,7 +167,7 @@ def ok(r: dict) -> bool:
 def format_result(r: dict) -> str:
     w, g, m = r["wire"], r["send_minus_due_us"] or {}, r["rss_mib"]
     return "\n".join([
-        f"JACK soak: {r['minutes']:g} min at {r['tempo_bpm']} BPM; exit code {r['exit_code']} (130 = SIGTERM at the "
+        f"JACK soak{' (three partners)' if r.get('band') else ''}: {r['minutes']:g} min at {r['tempo_bpm']} BPM; exit code {r['exit_code']} (130 = SIGTERM at the "
         f"end), crashed: {r['crashed']}; {r['switches']} mode switches",
         f"wire: {w['messages']} messages, {w['note_ons']} note-ons, {w['note_offs']} note-offs, {len(w['stuck'])} stuck, "
         f"{w['unmatched_offs']} note-offs without note-on, longest note {w['longest_note_ms']:.0f} ms",
@@ -173,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--warmup-s", type=float, default=30.0, help="RSS growth is measured after this (default 30)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ap.add_argument("--band", action="store_true", help="three partners: the song's own, a comp and a lead")
     args = ap.parse_args(argv)
-    r = run(args.minutes, args.warmup_s)
+    r = run(args.minutes, args.warmup_s, band=args.band)
     print(format_result(r))
     if args.json:
         args.json.write_text(json.dumps(r, indent=2, default=str))

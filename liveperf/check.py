@@ -37,11 +37,8 @@ from liveperf.models.onnx_model import ModelLoadError
 from liveperf.models.phrase_models import DuetStepper, GanModel
 from liveperf.models.step_model import OnnxStepper, StepError
 from liveperf.modes.answer_plan import plan_answer
-from liveperf.clock import InternalClock
-from liveperf.models.comp_model import CompStepper
+from liveperf.check_units import comp_stepper, measure_band
 from liveperf.modes.build import SongModels, duet_anticipation, key_follower
-from liveperf.modes.comp import Comp
-from liveperf.scheduler import DiscardSink
 from liveperf.modes.harmonize import harmony_mask
 from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.phrase import GanPhrases, VaePhrases
@@ -242,22 +239,6 @@ def measure_mode(models: SongModels, song, steps: int, warmup: int) -> tuple[str
     return unit, _timed(lambda i: source.next_phrase(s, history, rng), n, max(5, warmup // 20))
 
 
-def comp_stepper(models: SongModels, song, s, rng, performer: list[int]) -> Callable[[int], None]:
-    """One comp step as the engine runs it (``Comp.on_step`` deciding at once, with a performer note each beat)."""
-    spb = models.steps_per_beat
-    comp = Comp(s, CompStepper(models.comp, song.meter), InternalClock(song.tempo_bpm, spb, 0), DiscardSink(), rng)
-
-    def step(i: int) -> None:
-        if i % spb == 0:
-            comp.grid.release_all(i)
-            comp.grid.note_on(i, melody.pitch_of(performer[(i // spb) % len(performer)]), 90)
-        if i > comp._first:
-            comp._settle(i - 1)
-        comp._decide(i, 0)
-
-    return step
-
-
 def check_osc(osc: OscSettings) -> tuple[str, list[str]]:
     """(description, problems): can the OSC server listen where the setlist says? Binds and closes at once."""
     if not osc.enabled:
@@ -347,7 +328,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
     for i, song in enumerate(setlist.songs):
         if on_progress is not None and i:
             on_progress(i, len(setlist.songs))
-        sc = SongCheck(i + 1, song.title, song.tempo_bpm, song.model, mode=song.mode)
+        sc = SongCheck(i + 1, song.title, song.tempo_bpm, song.model, mode="band" if song.partners else song.mode)
         sc.warnings = song_warnings(song, i, setlist.path)
         report.songs.append(sc)
         try:  # every model the song can switch to live: melody, duet and its phrase pair
@@ -368,7 +349,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
             sc.unit, sc.step_us = f"{same[1]} (as song {same[0]}: same models and settings)", same[2]
         else:
             try:
-                sc.unit, sc.step_us = measure_mode(models, song, steps, warmup)
+                sc.unit, sc.step_us = (measure_band if song.partners else measure_mode)(models, song, steps, warmup)
             except StepError as exc:
                 sc.problems.append(f"model step failed: {exc}")
                 continue
@@ -380,20 +361,23 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
             sc.problems.append(f"{sc.unit}: slowest {sc.step_us['max']:.0f} µs > song budget "
                                f"{sc.song_budget_us:.0f} µs (half a step at {song.tempo_bpm:g} BPM)")
         sc.key_us = measure_key_finder(song, models.steps_per_beat, steps, warmup)
-        if song.mode == "call_response":
+        lead = next(((p, pm) for p, pm in zip((song,) + song.partners, [models] + models.partners)
+                     if p.mode == "call_response"), None)  # a band's first call-and-response partner
+        if lead is not None:
+            lead_song, lead_models = lead
             try:
-                sc.plan_us = same[3] if same is not None else measure_plan(models, song)
+                sc.plan_us = same[3] if same is not None else measure_plan(lead_models, lead_song)
             except StepError as exc:
                 sc.problems.append(f"answer planning failed: {exc}")
                 continue
             # The plan is made in the silence before the answer (silence_steps - 1 steps ahead of it); it must take
             # less than half of that, and less than one step (the next step waits for it).
-            budget = step_ns * min(max(song.silence_steps - 1, 0) / 2, 1.0) / 1e3
+            budget = step_ns * min(max(lead_song.silence_steps - 1, 0) / 2, 1.0) / 1e3
             sc.plan_budget_us = round(budget, 1)
             if same is None:
                 measured[key] = measured[key][:3] + (sc.plan_us,)
             if sc.plan_us is not None and sc.plan_us["p99"] > budget:
-                sc.problems.append(f"answer planning ({song.answer_candidates} candidates): p99 "
+                sc.problems.append(f"answer planning ({lead_song.answer_candidates} candidates): p99 "
                                    f"{sc.plan_us['p99']:.0f} µs > {budget:.0f} µs (half the silence before the "
                                    f"answer, at most a step): lower answer_candidates")
     report.osc, problems = check_osc(setlist.osc)

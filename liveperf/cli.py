@@ -141,12 +141,15 @@ def _play(args) -> int:
                           realtime=not args.no_realtime, stage_view=not args.no_stage_view)
     show = Show(setlist, options)
 
+    signalled: list[bool] = []  # the first signal's watchdog (below) is the one that counts
+
     def on_signal(*_) -> None:
         # The show ends at once (every note off, recordings closed: ~0.1 s). Should a MIDI library call block on the
         # way out (rtmidi's jack_client_close once waited for good on a lock held by libjack's own thread, holding
         # the GIL, so no Python code could run), faulthandler's own C thread ends the process SHUTDOWN_LIMIT_S after
         # the signal, with every thread's traceback on stderr, exit status 1.
-        if not show.stop_event.is_set():
+        if not signalled:
+            signalled.append(True)
             faulthandler.dump_traceback_later(SHUTDOWN_LIMIT_S, exit=True)
         show.stop_event.set()
 
@@ -218,27 +221,41 @@ def _play(args) -> int:
               flush=True)
     try:
         report = show.run(indices, backend, out_port, in_port)
+        # The report first: should closing the ports hang below, the show's figures are written already.
+        _print_report(report)
+        ports = dataclasses.asdict(watch.stats) if watch is not None else None
+        if backend == "jack-native" and out_port.client.lost.is_set():
+            ports = {"outages": 1, "reconnects": 0}
+            print("ports: the JACK server was lost during the show (jack-native does not reconnect)")
+        if watch is not None and (ports["outages"] or ports["stalls"] or any(ports["peer_lost"].values())):
+            print(f"ports: {ports['outages']} JACK outage(s), reconnected in {ports['reconnect_ms']} ms, "
+                  f"{ports['dropped']} messages dropped while down, {ports['missed_offs_sent']} note-offs sent on "
+                  f"reconnect")
+        if args.report_json:
+            try:
+                args.report_json.parent.mkdir(parents=True, exist_ok=True)
+                args.report_json.write_text(json.dumps(dataclasses.asdict(report) | {"ports": ports}, default=str))
+            except OSError as exc:  # a full disk after the show: say so; the show itself went fine
+                print(f"liveperf: could not write the report {args.report_json}: {exc}", file=sys.stderr)
+        sys.stdout.flush()
     except ValueError as exc:
         print(f"liveperf: {exc}", file=sys.stderr)
         return 2
     finally:
         close = getattr(out_port, "close", None)
         if close:
+            # Every note is off already (the scheduler's close). Closing a JACK client can block for good (rtmidi's
+            # jack_client_close once waited on a lock libjack's own thread held, after a server restart, holding
+            # the GIL): as on a signal, faulthandler's C thread ends the process SHUTDOWN_LIMIT_S later, with every
+            # thread's traceback on stderr, exit status 1, rather than leave a process nobody can end but kill -9.
+            if not signalled:
+                try:
+                    faulthandler.dump_traceback_later(SHUTDOWN_LIMIT_S, exit=True, file=sys.__stderr__)
+                except (OSError, ValueError, AttributeError):  # no real stderr (run in-process, captured)
+                    pass
             close()
-    _print_report(report)
-    ports = dataclasses.asdict(watch.stats) if watch is not None else None
-    if backend == "jack-native" and out_port.client.lost.is_set():
-        ports = {"outages": 1, "reconnects": 0}
-        print("ports: the JACK server was lost during the show (jack-native does not reconnect)")
-    if watch is not None and (ports["outages"] or ports["stalls"] or any(ports["peer_lost"].values())):
-        print(f"ports: {ports['outages']} JACK outage(s), reconnected in {ports['reconnect_ms']} ms, "
-              f"{ports['dropped']} messages dropped while down, {ports['missed_offs_sent']} note-offs sent on reconnect")
-    if args.report_json:
-        try:
-            args.report_json.parent.mkdir(parents=True, exist_ok=True)
-            args.report_json.write_text(json.dumps(dataclasses.asdict(report) | {"ports": ports}, default=str))
-        except OSError as exc:  # a full disk after the show: say so; the show itself went fine
-            print(f"liveperf: could not write the report {args.report_json}: {exc}", file=sys.stderr)
+            if not signalled:
+                faulthandler.cancel_dump_traceback_later()
     if report.stopped == "signal":
         return 130  # a signal (Ctrl-C, SIGTERM); an OSC /liveperf/stop or a stage-view stop ends it normally
     return 1 if any(s.error for s in report.songs) else 0

@@ -202,3 +202,25 @@ def test_the_shipped_comp_plays_three_voices_under_a_melody_and_lets_every_one_g
     full = {t // (4 * STEP) for t, n in at_beats if n == 3}
     assert full == set(range(len(tune)))  # a three-note chord on every beat
     assert engine.mode.stats.model_errors == 0 and engine.mode.stats.no_candidate == 0
+
+
+def test_a_cluster_of_every_key_and_minutes_of_pedal_never_give_more_than_three_voices_or_a_stuck_note():
+    song = parse_setlist({"song": [{"title": "comp", "tempo_bpm": 120, "key": "C major", "mode": "comp",
+                                    "channel": 2}]}, Path("t.toml")).songs[0]
+    models = SongModels.load(song, None)
+    events = performer([(0, 40, p, 100) for p in range(128)])  # all 128 keys held for 10 bars
+    events += [(int(2.5 * STEP), bytes((0xB0, 64, 127))), (int(44 * STEP), bytes((0xB0, 64, 0)))]  # pedal down
+
+    def factory(clock, sink, now_fn):
+        return Engine(build_modes(song, models, clock, sink, seed=1, now_fn=now_fn), clock=clock, sink=sink,
+                      initial="comp")
+
+    wire, engine, _ = run_engine(sorted(events), factory, InternalClock(120, 4, 0), steps=64)
+    sounding: set[int] = set()
+    for _, m in wire:
+        if m[0] == "on":
+            sounding.add(m[2])
+            assert len(sounding) <= 3
+        elif m[0] == "off":
+            sounding.discard(m[2])
+    assert not sounding and engine.mode.chords > 0 and engine.mode.stats.model_errors == 0

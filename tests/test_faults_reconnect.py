@@ -247,9 +247,9 @@ def test_jack_server_killed_and_restarted_mid_show(jack_server, tmp_path):
         play.kill()
         if server is not None:
             server.stop()
+    assert code == 0 and report is not None, out  # the output says why, before anything reads the report
     print(f"ports back {ports_back_s * 1e3:.0f} ms and linked {links_back_s * 1e3:.0f} ms after the new server "
           f"was up; {report['ports']}")
-    assert code == 0, out
     summary = play.monitor.check()
     assert summary.stuck == [] and summary.note_ons >= 1, summary.line()
     assert old_monitor.check().note_ons >= 1

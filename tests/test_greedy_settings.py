@@ -324,7 +324,7 @@ def test_check_warns_per_song_and_stays_go(tmp_path, monkeypatch):
     from liveperf import check
 
     # The models and their timing are test_check's business: here every song loads and is fast.
-    monkeypatch.setattr(check.SongModels, "load", lambda *a, **k: SimpleNamespace(steps_per_beat=4))
+    monkeypatch.setattr(check.SongModels, "load", lambda *a, **k: SimpleNamespace(steps_per_beat=4, partners=[]))
     monkeypatch.setattr(check, "measure_mode", lambda *a: ("unit", {"p50": 1.0, "p99": 1.0, "max": 1.0, "n": 1}))
     monkeypatch.setattr(check, "measure_plan", lambda *a: {"p50": 1.0, "p99": 1.0, "max": 1.0, "n": 1})
     report = check.run_check(silent_setlist(tmp_path), steps=50, warmup=10, midi=False)
