@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from export import baselines, duet_corpus, melody_data, ngram, phrase_data
 from export.duet_model import INPUT_NAMES, OUTPUT_NAMES, DuetGRU, export_onnx
-from export.train_melody import seed_everything
+from export.train_melody import seed_everything, warmup_cosine_lr
 from export.train_vae import command_line
 from export.vae_model import OPSET
 from export.results_io import write_results
@@ -263,11 +263,7 @@ def main(argv=None) -> int:
     total = per_epoch * args.epochs
 
     def lr_at(step: int) -> float:
-        warm = min(100, total // 10 + 1)
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        frac = min(1.0, (step - warm) / max(1, total - warm))
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return warmup_cosine_lr(args.lr, step, total, min(100, total // 10 + 1))
 
     history, step, t0, capped = [], 0, time.perf_counter(), False
     bar = tqdm(total=total, desc="train duet", unit="batch", mininterval=2.0)

@@ -72,6 +72,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def warmup_cosine_lr(peak: float, step: int, total: int, warmup: int) -> float:
+    """Every trainer's schedule: linear warm-up over ``warmup`` steps, then cosine down to 5 % of ``peak`` at step
+    ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -110,11 +119,8 @@ def train_model(args, train: list[np.ndarray], valid: list[np.ndarray], log, met
     total = per_epoch * args.epochs
     warmup = min(200, total // 10 + 1)
 
-    def lr_at(step: int) -> float:  # linear warm-up, then cosine down to 5 % of the peak
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        frac = min(1.0, (step - warmup) / max(1, total - warmup))
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+    def lr_at(step: int) -> float:
+        return warmup_cosine_lr(args.lr, step, total, warmup)
 
     history, step, t0, capped = [], 0, time.perf_counter(), False
     bar = tqdm(total=total, desc="train GRU", unit="batch", mininterval=2.0)

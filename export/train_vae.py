@@ -13,7 +13,6 @@ with metadata and ``export/results/melody_vae.json``. ``--quick`` is a smoke run
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from export import corpus as corpus_mod, melody_data, phrase_data
-from export.train_melody import seed_everything
+from export.train_melody import seed_everything, warmup_cosine_lr
 from export.vae_model import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, OPSET, PhraseVAE,
                               export_decoder, export_encoder, num_params)
 from export.results_io import write_results
@@ -131,10 +130,7 @@ def train(args, sampler: phrase_data.WindowSampler, valid: np.ndarray, log) -> t
     total, warmup = args.steps, min(200, args.steps // 10 + 1)
 
     def lr_at(step: int) -> float:
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        frac = min(1.0, (step - warmup) / max(1, total - warmup))
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return warmup_cosine_lr(args.lr, step, total, warmup)
 
     pairs, cursor = sampler.epoch(rng), 0
     history, t0, capped = [], time.perf_counter(), False

@@ -29,7 +29,7 @@ from liveperf.chords import SUSTAIN_CC, Chord, ChordListener
 from liveperf.clock_out import ClockOut
 from liveperf.notes import note_off
 from liveperf.tap_tempo import TapTempo
-from liveperf.modes.band import apply_param
+from liveperf.modes.band import Band, apply_param
 from liveperf.modes.settings import with_key
 from liveperf.params import partner_of
 
@@ -115,24 +115,24 @@ class Engine:
     @property
     def pending_mode(self) -> str | None:
         """The mode this engine switches to at the next bar line, if one was asked for."""
-        if hasattr(self.mode, "parts"):
+        if isinstance(self.mode, Band):
             return self.mode.parts[0].pending
         return self._pending_mode
 
     @property
     def mode_name(self) -> str:
         """The current mode (of partner 1, in a band: ``liveperf.modes.band``)."""
-        return self.mode.parts[0].mode_name if hasattr(self.mode, "parts") else self._mode_name
+        return self.mode.parts[0].mode_name if isinstance(self.mode, Band) else self._mode_name
 
     def mode_names(self) -> list[str]:
         """The modes there are to switch to (partner 1's, in a band)."""
-        return list(self.mode.parts[0].modes if hasattr(self.mode, "parts") else self.modes)
+        return list(self.mode.parts[0].modes if isinstance(self.mode, Band) else self.modes)
 
     # ---- control (engine thread) -----------------------------------------------------------------------------
     def request_mode(self, name: str, partner: int = 1) -> None:
         """Switch to mode ``name`` at the next bar line (KeyError for a mode this song has no models for, or a
         partner it does not have; a band switches that partner: ``liveperf.modes.band``)."""
-        if hasattr(self.mode, "request_mode"):
+        if isinstance(self.mode, Band):
             self.mode.request_mode(name, partner)
             return
         if partner != 1:
@@ -163,7 +163,7 @@ class Engine:
         parameter does not apply here (tempo while following MIDI clock, anchor_t without a VAE interpolation, a
         partner the song does not have)."""
         partner, name = partner_of(name)
-        band = hasattr(self.mode, "request_mode")
+        band = isinstance(self.mode, Band)
         if partner != 1 and (not band or partner > len(self.mode.parts)):
             return False
         if name == "mode":
@@ -299,7 +299,7 @@ class Engine:
         if key is None:
             return
         try:
-            new = self.mode.keyed(key) if hasattr(self.mode, "keyed") else \
+            new = self.mode.keyed(key) if isinstance(self.mode, Band) else \
                 [(mode, with_key(mode.s, key, self.pitch_range)) for mode in self.modes.values()]
         except ValueError:  # no pitch of that key in the partner's range: keep the last one
             self.key_errors += 1

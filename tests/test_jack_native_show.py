@@ -12,6 +12,7 @@ import pytest
 
 from liveperf.models.onnx_model import shipped_models_dir
 import jack_server as jack
+from bench.soak_jack import BAND as BAND_PARTNERS
 from wire_monitor import LivePlay, wait_for
 
 pytestmark = [pytest.mark.jack,
@@ -112,16 +113,7 @@ voice = "bass"
 pitch_range = [36, 55]
 seed = 4
 channel = 2
-[[song.partner]]
-name = "comp"
-mode = "comp"
-channel = 3
-[[song.partner]]
-name = "lead"
-mode = "call_response"
-pitch_range = [67, 88]
-channel = 4
-"""
+""" + BAND_PARTNERS  # a comp on channel 3, a lead on 4: the band soak's (bench.soak_jack)
 
 
 def test_three_partners_play_on_their_own_channels_and_a_signal_leaves_every_one_silent(jack_server_sync, tmp_path):

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from liveperf import melody
-from liveperf.models.onnx_model import LoadedModel, ModelLoadError
-from liveperf.models.phrase_models import _checked, _load
+from liveperf.models.onnx_model import LoadedModel
+from liveperf.models.phrase_models import _checked_stepper, _load
 from liveperf.models.step_model import StepError
 
 COMP_STEP = ("comp_step", ("melody_token", "voices_prev", "pos", "state"), ("logits", "state_out"))
@@ -25,9 +25,7 @@ NUM_VOICES = 3  # bass, tenor, alto: low to high
 
 class CompStepper:
     def __init__(self, model: LoadedModel, meter: tuple[int, int] = (4, 4)):
-        _checked(model, COMP_STEP)
-        if len(model.info.state_shape) != 2:
-            raise ModelLoadError(f"{model.path}: state_shape {model.info.state_shape} must be [layers, hidden]")
+        _checked_stepper(model, COMP_STEP)
         self.model = model
         self.steps_per_beat = model.info.steps_per_beat
         self.meter = tuple(meter)

@@ -56,6 +56,14 @@ def _checked(model: LoadedModel, contract: tuple) -> LoadedModel:
     return model
 
 
+def _checked_stepper(model: LoadedModel, contract: tuple) -> LoadedModel:
+    """``_checked``, and a state of shape [layers, hidden] (the step models: duet, comp)."""
+    _checked(model, contract)
+    if len(model.info.state_shape) != 2:
+        raise ModelLoadError(f"{model.path}: state_shape {model.info.state_shape} must be [layers, hidden]")
+    return model
+
+
 def _load(name_or_path: str | Path, contract: tuple, provider: str) -> LoadedModel:
     return _checked(load_model(resolve_model_path(str(name_or_path)), provider), contract)
 
@@ -243,9 +251,7 @@ class DuetStepper:
     """
 
     def __init__(self, model: LoadedModel, batch: int = 1, meter: tuple[int, int] = (4, 4)):
-        _checked(model, DUET_STEP)
-        if len(model.info.state_shape) != 2:
-            raise ModelLoadError(f"{model.path}: state_shape {model.info.state_shape} must be [layers, hidden]")
+        _checked_stepper(model, DUET_STEP)
         self.model = model
         self.steps_per_beat = model.info.steps_per_beat
         self.meter = tuple(meter)
