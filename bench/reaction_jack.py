@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import rtmidi
 
+from bench import let_children_import_bench
 from bench.frame_taps import FrameTaps, frame_reaction
 from liveperf.io.midi_ports import DEFAULT_POLL_INTERVAL_NS
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
@@ -249,6 +250,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
         probe: bool = False, backend: str = "jack", reflex: bool = True) -> dict:
     """Play the three paths for ``minutes`` and return the figures (and the raw samples under ``samples``).
     ``probe``: run liveperf under ``bench.reaction_probe`` and add the per-stage split under ``stages_us``."""
+    let_children_import_bench()  # the echo client and the probe run as ``-m bench...``, from any directory
     server = start_jack_server(period=period)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"

@@ -1,6 +1,10 @@
 """The benchmark suite: one command, JSON + PNG plots + a printed table.
 
-    python -m bench.run [--minutes 5] [--busy] [--out bench/results/DATE]   # needs the export and bench extras
+    python -m bench.run [--minutes 5] [--busy] [--out DIR]   # needs the export and bench extras
+
+Run it as ``python -m bench.run`` in the repo root (or with the repo root on PYTHONPATH), or from any directory as
+``python /path/to/liveperf/bench/run.py``. It writes results.json and the PNG plots into ``--out``, by default
+``liveperf-bench/<date-time>/`` in the current directory; scratch files of the runs go to temporary folders.
 
 Sections (all measured in the same run, so ratios are fair on a noisy machine):
 1. model latency: every shipped ONNX model on onnxruntime CPU (1 thread; CUDA too where a GPU is offered), and every
@@ -18,12 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench import machine_floor, model_latency, plots, reaction_jack, startup, step_latency, timing_jack
+if __package__ in (None, ""):  # run as a file (python /path/to/bench/run.py): import bench and tests from its tree
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import machine_floor, model_latency, plots, reaction_jack, startup, step_latency, timing_jack  # noqa: E402
 
 ALL_MODES = ("call_response", "duet", "harmonize", "phrase")
 
@@ -41,8 +49,11 @@ def main() -> None:
                     help="modes for the per-mode grid timing, comma-separated ('' = none; default all four)")
     ap.add_argument("--mode-minutes", type=float, default=1.0, help="length of each per-mode run (default 1)")
     ap.add_argument("--calls", type=int, default=3000, help="timed calls per model (default 3000)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results") / time.strftime("%Y-%m-%d-%H%M%S"))
+    ap.add_argument("--out", type=Path, default=Path("liveperf-bench") / time.strftime("%Y-%m-%d-%H%M%S"),
+                    help="folder for results.json and the plots (default: liveperf-bench/<date-time>/ in the current "
+                         "directory)")
     args = ap.parse_args()
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {platform.machine()}",
                  "cpus": __import__("os").cpu_count(), "python": platform.python_version()}

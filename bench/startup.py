@@ -8,6 +8,10 @@ import sys
 import tempfile
 import time
 
+from bench import REPO_ROOT
+
+DEMO_SETLIST = REPO_ROOT / "setlists" / "demo.toml"  # the repo's, whatever the current directory
+
 
 def _timed(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()
@@ -22,6 +26,6 @@ def run() -> dict:
     load = [sys.executable, "-c", "import liveperf.sampler, liveperf.show"]
     cold = _timed(load, env)
     warm = _timed(load, env)
-    check = [sys.executable, "-m", "liveperf.cli", "check", "setlists/demo.toml", "--no-midi"]
+    check = [sys.executable, "-m", "liveperf.cli", "check", str(DEMO_SETLIST), "--no-midi"]
     check_warm = min(_timed(check, env) for _ in range(3))
     return {"import_cold_cache_s": cold, "import_warm_cache_s": warm, "check_demo_warm_cache_s": check_warm}

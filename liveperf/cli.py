@@ -117,7 +117,7 @@ def _play(args) -> int:
 
     setlist = load_setlist(args.setlist)
     indices = sorted({i for sel in args.song for i in setlist.find(sel)}) if args.song else list(range(len(setlist.songs)))
-    backend = args.backend
+    backend, no_midi = args.backend, None
     if backend != "file":
         try:
             backend = midi_ports.detect_backend("jack" if backend == "jack-native" else backend)
@@ -126,8 +126,7 @@ def _play(args) -> int:
             if args.backend != "auto":
                 print(f"liveperf: {exc}", file=sys.stderr)
                 return 2
-            print(f"liveperf: {exc}\nliveperf: playing in file mode (no MIDI system).")
-            backend = "file"
+            no_midi, backend = exc, "file"
     stamp = f"{setlist.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.record_dir:
         record_dir = args.record_dir
@@ -135,6 +134,8 @@ def _play(args) -> int:
         record_dir = setlist.path.parent / setlist.record_dir / stamp
     else:
         record_dir = Path("recordings") / stamp
+    if no_midi is not None:
+        print(f"liveperf: {no_midi.reason}\n{file_mode_notice(args.input, record_dir)}", flush=True)
     options = ShowOptions(input_path=args.input, record_path=args.record, record_dir=record_dir, backend=backend,
                           duration_s=args.duration,
                           provider=args.provider, client_name=args.client_name, seed=args.seed,
@@ -261,6 +262,16 @@ def _play(args) -> int:
     return 1 if any(s.error for s in report.songs) else 0
 
 
+def file_mode_notice(input_path: Path | None, record_dir: Path) -> str:
+    """What ``play`` with ``--backend auto`` does when it finds no MIDI system, in words a newcomer can act on."""
+    performer = (f"{input_path} plays the performer's part of every song" if input_path is not None else
+                 "each song's performer take (`take` in the setlist; the demo setlists use the shipped takes) "
+                 "plays the performer's part")
+    own = "" if input_path is not None else "To play your own MIDI file as the performer, add --input FILE.mid. "
+    return (f"liveperf: playing in file mode instead: {performer} in real time, the partner answers, and both are "
+            f"recorded to {record_dir}/. {own}To play live, start a MIDI system (see above) and run this again.")
+
+
 def _open_native(args, setlist):
     """The jack-native backend's ports (one JACK client, frame-exact timing; ``liveperf.io.jack_native``)."""
     from liveperf.io.jack_native_ports import open_ports
@@ -270,6 +281,8 @@ def _open_native(args, setlist):
 
 
 def _print_report(report) -> None:
+    from liveperf.show_report import send_summary
+
     print(f"\n{'song':<28} {'BPM':>6} {'steps':>6} {'notes in':>9} {'answers':>8} {'phrases':>8} {'harmonies':>9} "
           f"{'partner tok':>12} {'errors':>7}")
     for s in report.songs:
@@ -278,15 +291,12 @@ def _print_report(report) -> None:
               + (f"  mode switches {s.switches}" if s.switches else "")
               + (f"  comp: {s.comp_chords} chords" if s.comp_chords else "")
               + (f"  key followed: {s.key_changes} change(s), ended in {s.last_key}" if s.last_key else ""))
-    t = report.timing_us
-    timing = (f"timing error (send - due) p50 {t['p50']:.0f} µs, p99 {t['p99']:.0f} µs, max {t['max']:.0f} µs over "
-              f"{t['n']} messages" if t else "no messages sent")
-    print(f"\n{report.sent} messages sent, {report.late_dropped} dropped as late, {report.send_errors} send errors; "
-          f"{timing}")
-    if report.reflex_sent or report.wire_offs:
-        print(f"{report.reflex_sent} harmonies sent by the port in the note-on's own JACK cycle (reflex)"
-              + (f"; {report.wire_offs} note-offs sent at the end for notes still sounding on the wire"
-                 if report.wire_offs else ""))
+    print(f"\n{send_summary(report)}")
+    parts = ([f"{report.reflex_sent} harmonies the port sent in the note-on's own JACK cycle (reflex)"]
+             if report.reflex_sent else []) + ([f"{report.wire_offs} note-offs sent at the end for notes still "
+                                                 f"sounding on the wire"] if report.wire_offs else [])
+    if parts:
+        print("of those, " + "; ".join(parts))
     if report.osc_in:
         o = report.osc_in
         errors = ", ".join(f"{k} {v}" for k, v in sorted(o["errors_by_kind"].items())) or "none"

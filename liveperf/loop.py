@@ -94,6 +94,7 @@ def run_loop(
     on_control: Callable[[int, object], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     on_step_done: Callable[[int], None] | None = None,
+    on_transport: Callable[[str, int], None] | None = None,
 ) -> int:
     """Run until ``should_stop()``, ``stop_at_step`` is reached, the next bar line once ``stop_at_bar()`` (a song
     change), or (with ``stop_when_done``) the input is exhausted and the engine is idle. Returns the first step not
@@ -107,7 +108,8 @@ def run_loop(
     ``clock`` is an ``InternalClock`` (always running) or a ``MidiClockFollower``: MIDI clock and transport bytes
     from the input go to it, and its events move the engine: start/continue/locate/resume -> ``relocate`` at the
     event's step, stop/dropout (when it stops the transport) -> ``halt``. While the transport is stopped no step
-    is computed."""
+    is computed. ``on_transport(state, ts_ns)`` hears each of those changes as it is applied: "playing" (start,
+    continue, resume, a locate while running) or "stopped", at the stamp of the message (or poll) that caused it."""
     step = first_step
     engine.begin(step)
     ended = False
@@ -141,7 +143,7 @@ def run_loop(
                     on_control(ev[0], data)
                 continue
             if data and data[0] in CLOCK_STATUS:
-                step = _transport(engine, clock, clock.on_message(ev[0], data), step)
+                step = _transport(engine, clock, clock.on_message(ev[0], data), step, on_transport)
                 continue
             if on_input is not None and on_input(ev[0], data):
                 continue
@@ -149,7 +151,7 @@ def run_loop(
             continue
         if wake is not None and source.now_ns() >= wake:
             engine.on_wake(source.now_ns())
-        step = _transport(engine, clock, clock.poll(source.now_ns()), step)
+        step = _transport(engine, clock, clock.poll(source.now_ns()), step, on_transport)
         if not clock.running or source.now_ns() < clock.ns_at_step(step) - lookahead_ns:
             continue  # woken for a dropout check or while stopped, not for this step
         if source.exhausted and engine.idle and stop_when_done:
@@ -164,16 +166,21 @@ def run_loop(
     return step
 
 
-def _transport(engine: Engine, clock, events, step: int) -> int:
-    """Apply the clock's transport events to the engine; returns the next step to compute."""
+def _transport(engine: Engine, clock, events, step: int,
+               on_transport: Callable[[str, int], None] | None = None) -> int:
+    """Apply the clock's transport events to the engine (and tell ``on_transport``); returns the next step."""
     for ev in events:
         if ev.kind == "resume" and not engine.halted and abs(ev.step - step) <= 1:
             continue  # a freewheel bridged the gap: the music never stopped, the map just re-locked
+        state = None
         if ev.kind in ("start", "continue", "resume") or (ev.kind == "locate" and clock.running):
             engine.relocate(ev.step, ev.ts_ns)
-            step = ev.step
+            step, state = ev.step, "playing"
         elif ev.kind == "locate":
             step = ev.step
         elif ev.kind in ("stop", "dropout") and not clock.running:
             engine.halt(ev.ts_ns)
+            state = "stopped"
+        if state is not None and on_transport is not None:
+            on_transport(state, ev.ts_ns)
     return step

@@ -92,6 +92,8 @@ class DiscardSink:
 class TimingStats:
     """Counters and timing errors (send time minus due time, ns) of sent messages; owned by the scheduler thread."""
 
+    # Went out: a timed port's (jack-native) once it reports the message sent (``emitted``), not at hand-over, so
+    # what it dropped as late, revoked or swallowed is not counted here; plus notes the port sent itself (reflex)
     sent: int = 0
     late_dropped: int = 0
     late_note_offs: int = 0  # late but sent: note-offs, synth-state messages (CC, Program Change), MIDI clock
@@ -320,9 +322,11 @@ class Scheduler:
             elif sent_ns == -2:
                 self.stats.cancelled += 1
             elif sent_ns < 0:
-                pass  # counted by the port (``swallowed_offs``); it had been counted as sent when handed over
-            elif self._keep_errors:
-                self.stats.errors_ns.append(sent_ns - due_ns)
+                pass  # a note-off the port swallowed: counted by the port (``swallowed_offs``)
+            else:
+                self.stats.sent += 1
+                if self._keep_errors:
+                    self.stats.errors_ns.append(sent_ns - due_ns)
 
     def _send_due(self) -> None:
         plan = self._plan
@@ -379,7 +383,8 @@ class Scheduler:
         # A timed port sends it at due_ns; its true send time comes back through ``emitted``.
         sent_ns = due_ns if self._lead_ns else self._clock_ns()
         self._plan.held.update(data)
-        self.stats.sent += 1
+        if not self._lead_ns:  # a timed port's messages count as sent when it says so (``_collect_emitted``)
+            self.stats.sent += 1
         if data == b"\xf8":
             self.stats.clock_ticks += 1
         if self._keep_errors and not self._lead_ns:

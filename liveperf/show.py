@@ -197,8 +197,7 @@ class Show:
                 in_port.close()
             if self.osc is not None:
                 self.osc.close()
-            if feedback is not None:
-                worker.now(feedback.state, "stopped")
+            ctl.on_transport("stopped", self.now_ns())  # unless the band's Stop said so already
             worker.close()
             if feedback is not None:
                 feedback.close()
@@ -337,8 +336,8 @@ class Show:
                         send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex,
                         clock_out=self.clock_out, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,
                         key_every_steps=spb if song.key_change_at == "beat" else bar)
-        rep = SongReport(song.title, song.tempo_bpm, start_ns=start_ns, step_ns=clock.step_ns, steps_per_beat=spb,
-                         clock="MIDI clock" if follow else "internal")
+        rep = SongReport(song.title, song.tempo_bpm, setlist_tempo_bpm=song.tempo_bpm, start_ns=start_ns,
+                         step_ns=clock.step_ns, steps_per_beat=spb, clock="MIDI clock" if follow else "internal")
         for partner in (song,) + song.partners:
             _send_patch(scheduler, partner, start_ns)
         ctl.bind(index, engine, clock, start_ns, bar)
@@ -377,7 +376,7 @@ class Show:
                 end[1] = run_loop(engine, clock, source, lookahead_ns=int(self.setlist.lookahead_ms * 1e6),
                                   first_step=first_step, should_stop=should_stop, on_input=on_input,
                                   stop_when_done=take is not None, stop_at_bar=lambda: ctl.pending_song is not None,
-                                  on_control=ctl.on_command, on_step=on_step,
+                                  on_control=ctl.on_command, on_step=on_step, on_transport=ctl.on_transport,
                                   on_step_done=self._stage.step_done if self._stage.view.enabled else None)
             except Exception as exc:  # one song's failure must not take the show down: silence it, report it
                 rep.error = f"{type(exc).__name__}: {exc}"
@@ -401,6 +400,8 @@ class Show:
             scheduler.wait_idle(2.0)
         rep.steps = end[1] - first_step
         add_engine_figures(rep, engine, end[1])
+        played = ctl.played_tempo_bpm()  # following MIDI clock: the band's tempo, not the setlist's
+        rep.tempo_bpm = played if played is not None else rep.tempo_bpm
         rep.end_ns = end[0]
         rep.next_song = ctl.pending_song
         if follow:

@@ -7,6 +7,13 @@ show hands the controller from one song to the next after joining the old thread
 songs itself: it sets ``pending_song``; the loop stops at the next bar line (``stop_at_bar``) and the show starts
 that song there. Feedback and slow work (writing a learned mapping into the setlist) go to a ``TimedWorker``.
 
+Feedback follows what is played: ``/liveperf/state`` says "playing" or "stopped" (following MIDI clock: before the
+band's Start, after its Stop or a "stop" dropout; and at the end of the show), sent when it changes; ``/liveperf/tempo``
+is sent at a song's start, on a tempo change made here, and, for a tempo that moves by itself (MIDI clock followed,
+tap tempo), at a beat where it has moved ``TEMPO_FEEDBACK_BPM`` or more from the last value sent: at most once a
+beat, like the beat feedback, and never for the fit's jitter. The same once-a-beat samples give the tempo the song
+was played at (``played_tempo_bpm``) for the report.
+
 Parameters: one ``ParamStore`` for the show. A song's start sets its setlist values (``song_params``), so a live
 change lasts until the next song. Float parameters glide (``smoothing_ms``): while one glides, every step applies
 its current value.
@@ -14,6 +21,7 @@ its current value.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,6 +32,9 @@ from liveperf.params import MidiLearn, ParamError, ParamStore
 from liveperf.setlist import Setlist, SetlistError, Song
 
 _BANK_MSB, _BANK_LSB = 0, 32
+# A followed tempo moves this far from the last /liveperf/tempo before it is sent again: a 2-beat fit of MIDI clock
+# through JACK wanders up to ~0.25 BPM around the true tempo (``liveperf.midi_clock``), which is not a change.
+TEMPO_FEEDBACK_BPM = 0.5
 
 
 def song_params(song: Song) -> dict:
@@ -93,6 +104,9 @@ class ShowController:
         self._mode_shown: str | None = None
         self._chord_shown = None  # the last chord sent on /liveperf/chord (the engine's ``chord_at``)
         self._key_shown = None  # the last key sent on /liveperf/key (the engine's ``key_at``)
+        self._tempo_shown: float | None = None  # the last tempo sent on /liveperf/tempo
+        self._state_shown: str | None = None  # the last state sent on /liveperf/state
+        self._tempo_samples: list[float] = []  # the clock's tempo at each beat played of this song
 
     # ---- songs -------------------------------------------------------------------------------------------------
     def bind(self, index: int, engine, clock, start_ns: int, steps_per_bar: int) -> None:
@@ -106,10 +120,30 @@ class ShowController:
         self._mode_shown = engine.mode_name
         self._chord_shown = None  # the new song's first chord is sent, whatever the last song ended on
         self._key_shown = None
+        self._tempo_samples = []
         self._feedback(start_ns, "song", index + 1, song.title)
         self._feedback(start_ns, "mode", engine.mode_name)
-        self._feedback(start_ns, "tempo", clock.tempo_bpm)
-        self._feedback(start_ns, "state", "playing")
+        self._send_tempo(start_ns, clock.tempo_bpm)
+        self._state_shown = None  # a new song says its state, whatever the last one ended in
+        # Following MIDI clock, the engine waits for the band's Start (or Continue) before it plays.
+        self.on_transport("playing" if getattr(clock, "running", True) else "stopped", start_ns)
+
+    def on_transport(self, state: str, ts_ns: int) -> None:
+        """The transport changed (``liveperf.loop.run_loop``'s ``on_transport``, engine thread; the show's thread at
+        its end): "playing" or "stopped" goes out on ``/liveperf/state`` at ``ts_ns`` when it differs from the last
+        sent."""
+        if state != self._state_shown:
+            self._state_shown = state
+            self._feedback(ts_ns, "state", state)
+
+    def played_tempo_bpm(self) -> float | None:
+        """The tempo the bound song was played at: the median of the clock's tempo at each beat played (the
+        followed MIDI clock's fit, or the internal clock's after taps and tempo changes), so a short ramp or the
+        fit's first beats do not move it; rounded to 0.01 BPM. None when no beat was played (the band never
+        started). Engine thread, or after it has ended."""
+        if not self._tempo_samples:
+            return None
+        return round(statistics.median(self._tempo_samples), 2)
 
     def next_index(self, index: int) -> int | None:
         """The song after ``index`` in the playlist (None: end of the set)."""
@@ -229,7 +263,7 @@ class ShowController:
         if not ok:
             self.stats.params_ignored += 1
         elif name == "tempo_bpm":
-            self._feedback(at_ns, "tempo", float(value))
+            self._send_tempo(at_ns, float(value))
 
     def on_step(self, step: int, due_ns: int) -> None:
         """Before the engine computes ``step`` (due at ``due_ns``): glides, beat and state feedback."""
@@ -251,6 +285,11 @@ class ShowController:
             bar, beat = step // self._steps_per_bar + 1, (step % self._steps_per_bar) // spb + 1
             self._feedback(due_ns, "beat", bar, beat)
             self.on_beat(bar, beat)
+            if self.clock is not None:
+                tempo = float(self.clock.tempo_bpm)
+                self._tempo_samples.append(tempo)
+                if self._tempo_shown is None or abs(tempo - self._tempo_shown) >= TEMPO_FEEDBACK_BPM:
+                    self._send_tempo(due_ns, tempo)
         if step % self._steps_per_bar == 0 and self.engine is not None:
             pending = self.engine.pending_mode
             name = pending or self.engine.mode_name  # the engine switches at this bar line, after this call
@@ -283,6 +322,10 @@ class ShowController:
         """At the end of the show: say how many refusals were not printed (``RepeatLimiter``)."""
         for line in self._repeats.flush():
             self.log(f"control: {line}")
+
+    def _send_tempo(self, at_ns: int, tempo_bpm: float) -> None:
+        self._tempo_shown = tempo_bpm
+        self._feedback(at_ns, "tempo", round(tempo_bpm, 2))
 
     def _feedback(self, due_ns: int, what: str, *args) -> None:
         if self.feedback is not None and self.worker is not None:

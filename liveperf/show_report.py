@@ -10,7 +10,11 @@ from pathlib import Path
 @dataclass
 class SongReport:
     title: str
+    # The tempo played (``ShowController.played_tempo_bpm``): the median of the clock's tempo at each beat, i.e. the
+    # followed MIDI clock's when following, else the setlist's (or what taps and tempo changes made it); the
+    # setlist's when no beat was played.
     tempo_bpm: float
+    setlist_tempo_bpm: float = 0.0  # the song's ``tempo_bpm`` in the setlist
     steps: int = 0
     steps_per_beat: int = 4
     performer_notes: int = 0
@@ -73,6 +77,33 @@ class ShowReport:
     port: dict = field(default_factory=dict)  # the output port's own counters (jack-native: its JACK thread's)
     # MIDI clock out (``[show] send_clock``): starts, stops, ticks scheduled / sent / what the songs' lengths call for
     clock_out: dict = field(default_factory=dict)
+
+
+def send_summary(report: ShowReport) -> str:
+    """The report's line about sending, the same for every backend: how many messages went out, how many were
+    dropped as late or failed, and the timing error (send time minus due time) of those whose send time is known.
+
+    ``report.sent`` counts what really went out: on rtmidi every message the port took; on jack-native what its
+    JACK thread reported sent (its own late drops and revoked notes are not in it) plus the harmonies the port sent
+    itself in the note-on's cycle (``reflex_sent``), which were never scheduled and so have no due time. The timing
+    covers ``timing_us['n']`` messages: all of them on rtmidi, all but the reflex harmonies on jack-native (measured
+    on JACK's frame clock there)."""
+    counts = f"{report.late_dropped} dropped as late, {report.send_errors} send errors"
+    if report.sent == 0:
+        return f"no messages sent, {counts}"
+    head = f"{report.sent} messages sent, {counts}"
+    t = report.timing_us
+    n = t.get("n", 0) if t else 0
+    if n == 0:
+        why = ("every one was a harmony the port sent in the note-on's own JACK cycle (reflex), which has no due "
+               "time" if report.reflex_sent == report.sent else "no send times were recorded")
+        return f"{head}; no timing figures: {why}"
+    on = " on JACK's frame clock" if report.backend == "jack-native" else ""
+    of = f"{n} messages" if n == report.sent else f"{n} of them"
+    untimed = (f" (the other {report.sent - n} are reflex harmonies, with no due time)"
+               if n < report.sent and report.reflex_sent == report.sent - n else "")
+    return (f"{head}; timing error (send - due{on}) p50 {t['p50']:.0f} µs, p99 {t['p99']:.0f} µs, "
+            f"max {t['max']:.0f} µs over {of}{untimed}")
 
 
 def add_engine_figures(rep: SongReport, engine, end_step: int) -> None:

@@ -65,7 +65,8 @@ def test_auto_without_any_midi_system_explains_what_to_do(no_jack_server):
     assert str(raised.value) == (
         f"No MIDI system found: JACK server '{no_jack_server}' not running (start one: "
         f"`jackd -n {no_jack_server} -d dummy` or with your audio interface) and ALSA sequencer /dev/snd/seq "
-        "missing. Use --input FILE.mid for file mode."
+        "missing. Without one, `liveperf play` can still run in file mode (`--backend file`): each song's performer "
+        "take (`take` in the setlist), or your own MIDI file with --input FILE.mid, plays the performer's part."
     )
     assert midi_ports.available_backends() == []
 

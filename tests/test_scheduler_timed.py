@@ -69,6 +69,20 @@ def test_true_send_times_come_from_the_port_and_its_late_drops_are_counted():
     s.pump(0)
     assert list(s.stats.errors_ns) == [21_000, 0]
     assert s.stats.late_dropped == 1 and s.stats.cancelled == 1  # -2 revoked; -3 a swallowed note-off: neither
+    assert s.stats.sent == 2  # only what the port says went out: the report's "sent" and its timing agree
+
+
+def test_a_hand_over_is_not_counted_as_sent_until_the_port_reports_it():
+    port = TimedPort()
+    s = _scheduler(port)
+    s.schedule(10 * MS, note_on(0, 60, 100))
+    s.schedule(12 * MS, note_on(0, 62, 100))
+    port.now = 8 * MS
+    s.pump(0)
+    assert len(port.handed) == 2 and s.stats.sent == 0
+    port.reports = [(10 * MS, 10 * MS + 5_000), (12 * MS, -1)]  # the second went late in JACK's thread: dropped
+    s.pump(0)
+    assert (s.stats.sent, s.stats.late_dropped, list(s.stats.errors_ns)) == (1, 1, [5_000])
 
 
 def test_a_message_handed_over_late_beyond_the_tolerance_is_dropped_note_offs_still_go():

@@ -23,11 +23,21 @@ BACKENDS = ("jack", "alsa", "coremidi")
 _RTMIDI_API = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA, "coremidi": rtmidi.API_MACOSX_CORE}
 ALSA_SEQ_DEVICE = "/dev/snd/seq"
 JACK_PROBE_TIMEOUT_S = 5.0  # a live JACK server on a loaded 2-core machine was seen to need more than 2 s
-FILE_MODE_HINT = "Use --input FILE.mid for file mode."
+# Said wherever no MIDI system is found (``liveperf ports``, ``check``, ``play --backend jack``): what still works.
+FILE_MODE_HINT = ("Without one, `liveperf play` can still run in file mode (`--backend file`): each song's "
+                  "performer take (`take` in the setlist), or your own MIDI file with --input FILE.mid, plays the "
+                  "performer's part.")
 
 
 class MidiUnavailable(RuntimeError):
-    """No MIDI system (or not the one asked for) can be opened; the message says what to start or use instead."""
+    """No MIDI system (or not the one asked for) can be opened; the message says what to start or use instead.
+
+    ``reason``: the message without the closing hint (``hint``), for a caller that says itself what happens next
+    (``liveperf play`` with ``--backend auto`` goes on in file mode)."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(f"{reason} {hint}" if hint else reason)
+        self.reason, self.hint = reason, hint
 
 
 class PortNotFound(MidiUnavailable):
@@ -66,7 +76,7 @@ def _explain(reasons: dict[str, str], auto: bool) -> str:
             start = f"jackd -n {name} -d dummy" if name else "jackd -d dummy"
             reason += f" (start one: `{start}` or with your audio interface)"
         parts.append(reason)
-    return "No MIDI system found: " + " and ".join(parts) + ". " + FILE_MODE_HINT
+    return "No MIDI system found: " + " and ".join(parts) + "."
 
 
 def available_backends() -> list[str]:
@@ -89,7 +99,7 @@ def detect_backend(preferred: str = "auto") -> str:
         if reason is None:
             return backend
         reasons[backend] = reason
-    raise MidiUnavailable(_explain(reasons, auto=preferred == "auto"))
+    raise MidiUnavailable(_explain(reasons, auto=preferred == "auto"), FILE_MODE_HINT)
 
 
 def list_ports(backend: str = "auto") -> dict[str, object]:
