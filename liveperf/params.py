@@ -88,6 +88,13 @@ _TABLE = (
     _int("partner_channel", 1, 16, 2, "MIDI channel of the partner voice (1..16 as musicians count)",
          unit="channel"),
     _float("anchor_t", 0, 1, 0.0, "interpolation position between two latent anchors (0 = first, 1 = second)"),
+    # style knobs (liveperf.style): phrase mode with the VAE; each applies to the next phrase made
+    _float("style_density", -1, 1, 0.0, "VAE phrases: fewer (-1) or more (+1) notes", smoothing_ms=0),
+    _float("style_register", -1, 1, 0.0, "VAE phrases: lower (-1) or higher (+1)", smoothing_ms=0),
+    _float("style_range", -1, 1, 0.0, "VAE phrases: a narrower (-1) or wider (+1) contour", smoothing_ms=0),
+    _float("style_mood", -1, 1, 0.0, "VAE phrases: darker, minor-coloured (-1) or brighter, major-coloured (+1)",
+           smoothing_ms=0),
+    _float("style_syncopation", -1, 1, 0.0, "VAE phrases: straighter (-1) or more syncopated (+1)", smoothing_ms=0),
 )
 
 PARAMS: Mapping[str, Param] = MappingProxyType({p.name: p for p in _TABLE})

@@ -16,13 +16,14 @@ from typing import Any
 from liveperf.params import COMP_RHYTHMS, MidiLearn, ParamError
 from liveperf.scales import Key, parse_key
 from liveperf.setlist_partners import parse_partners
+from liveperf.style import STYLE_KNOBS
 from liveperf.setlist_fields import (REQUIRED, SetlistError, bad, check_unknown, choice, flag, get, host_port_list,
                                      ip_list, names, number, param, param_allowed, text)
 
 MODES = ("call_response", "duet", "harmonize", "phrase", "comp")
 VOICES = ("bass", "tenor", "alto")  # duet / harmonize partner voices (the duet model's voice input: 0, 1, 2)
 PHRASE_MODELS = ("gan", "vae")
-LATENTS = ("random", "walk", "interpolate", "variation")
+LATENTS = ("random", "walk", "interpolate", "variation", "restyle")
 CLOCKS = ("internal", "midi")
 DROPOUT_POLICIES = ("stop", "freewheel")
 PROGRAM_CHANGE = ("select", "ignore")
@@ -77,6 +78,7 @@ class Song:
     key_change_at: str = "bar"  # where a followed key may change: "bar" (bar lines) or "beat"
     comp_model: str = "comp_dnn"  # comp: the three voices' model (``liveperf.models.comp_model``)
     comp_rhythm: str = "beat"  # comp: block chords each beat, half bar or bar, or "model" (the chorales' rhythm)
+    style: tuple[float, ...] = (0.0,) * 5  # style_<knob> fields in liveperf.style.STYLE_KNOBS order
     partners: tuple = ()  # more partners playing at once (``liveperf.setlist_partners``), each a Song of its own
     partner_name: str = ""  # a partner's label (stage view, reports); the song itself: its mode
 
@@ -194,6 +196,7 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "tap_cc": (-1, "a CC number 0..127 whose presses tap the tempo, or -1 for none"),
     "mode_cc": (-1, f"a CC number 0..127 whose value picks the mode ({len(MODES)} equal ranges), or -1 for none"),
     "density": (1.0, param_allowed("density", "chance that a partner note-on is played")),
+    **{f"style_{k}": (0.0, param_allowed(f"style_{k}", "a style knob (phrase mode with the VAE)")) for k in STYLE_KNOBS},
     "program": (-1, "an integer 1..128 (Program Change to the partner's synth at the song's start), or -1 for none"),
     "bank": (-1, "an integer 0..16383 (Bank Select CC0/CC32 before 'program'), or -1 for none"),
     "select_program": (-1, "an integer 1..128: the incoming Program Change that selects this song, or -1 "
@@ -408,6 +411,7 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         tap_cc=None if tap < 0 else tap,
         mode_cc=None if mode_cc < 0 else mode_cc,
         density=param(raw, "density", f, where),
+        style=tuple(param(raw, f"style_{k}", f, where) for k in STYLE_KNOBS),
         swing=None if raw.get("swing") == "follow" else param(raw, "swing", f, where),
         program=_optional(raw, "program", 1, 128, where),
         bank=_optional(raw, "bank", 0, 16383, where),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from liveperf.setlist_fields import SetlistError
+from liveperf.style import KNOB_PARAMS
 
 MAX_PARTNERS = 8
 SEED_STEP = 10  # partner k's default seed: the song's + SEED_STEP * (k - 1)
@@ -23,7 +24,7 @@ PARTNER_FIELDS = ("name", "mode", "channel", "voice", "pitch_range", "velocity",
                   "density", "max_note_beats", "seed", "comp_rhythm", "comp_model", "model", "duet_model",
                   "duet_predictor", "phrase_model", "gan_models", "vae_models", "latent", "phrase_every_bars",
                   "candidates", "answer_candidates", "sigma", "walk_step", "anchors", "silence_steps",
-                  "response_bars", "swing", "program", "bank")
+                  "response_bars", "swing", "program", "bank", *KNOB_PARAMS)
 
 
 def parse_partners(raw: dict, song, index: int, path: Path, parse_song: Callable) -> tuple:

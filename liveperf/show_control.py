@@ -30,6 +30,7 @@ from liveperf.io.osc_protocol import Command
 from liveperf.log_limit import RepeatLimiter
 from liveperf.params import MidiLearn, ParamError, ParamStore
 from liveperf.setlist import Setlist, SetlistError, Song
+from liveperf.style import KNOB_PARAMS
 
 _BANK_MSB, _BANK_LSB = 0, 32
 # A followed tempo moves this far from the last /liveperf/tempo before it is sent again: a 2-beat fit of MIDI clock
@@ -51,7 +52,7 @@ def _partner_params(song: Song) -> dict:
               "sigma": song.sigma, "walk_step": song.walk_step, "density": song.density,
               "silence_steps": song.silence_steps, "response_bars": song.response_bars,
               "phrase_every_bars": song.phrase_every_bars, "mode": song.mode, "partner_channel": song.channel,
-              "tempo_bpm": song.tempo_bpm, "comp_rhythm": song.comp_rhythm}
+              "tempo_bpm": song.tempo_bpm, "comp_rhythm": song.comp_rhythm, **dict(zip(KNOB_PARAMS, song.style))}
     if song.velocity is not None:
         values["velocity"] = song.velocity
     if song.swing is not None:

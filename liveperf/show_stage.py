@@ -16,8 +16,9 @@ from typing import Callable
 from liveperf.params import PARAMS
 from liveperf.stage_keys import KeyReader
 from liveperf.stage_view import StageState, StageView
+from liveperf.style import KNOB_PARAMS
 
-SHOWN_PARAMS = ("temperature", "top_p", "density", "sigma", "velocity")
+SHOWN_PARAMS = ("temperature", "top_p", "density", "sigma", "velocity")  # and every style knob not at 0
 
 
 class StageFeed:
@@ -82,7 +83,8 @@ class StageFeed:
             chord=engine.chords.current.name if engine.chords.current is not None else "",
             key=_key_text(engine.keys),
             pending_song=sl.songs[pending].title if pending is not None else None,
-            params={name: ctl.params.target(name) for name in SHOWN_PARAMS},
+            params={**{name: ctl.params.target(name) for name in SHOWN_PARAMS},
+                    **{name: v for name in KNOB_PARAMS if (v := ctl.params.target(name))}},  # knobs turned
             notes_in=engine.input_stats.note_ons, notes_out=scheduler.stats.sent, step_p99_us=p99_us,
             late_dropped=scheduler.stats.late_dropped,
             osc_in=osc_stats.accepted if osc_stats else 0,

@@ -33,7 +33,8 @@ import numba
 import numpy as np
 from numba import types
 
-from liveperf import melody, sampler
+from liveperf import melody, sampler, style
+from liveperf.models.metadata import PREFIX
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, resolve_model_path
 from liveperf.models.step_model import StepError
 
@@ -148,6 +149,13 @@ class VaeModel:
                 self.latent_dim:
             raise ModelLoadError(f"{encoder.path} and {decoder.path} do not fit together (phrase length / latent)")
         self.steps_per_beat = decoder.info.steps_per_beat
+        raw = decoder.session.get_modelmeta().custom_metadata_map.get(PREFIX + style.METADATA_KEY)
+        self.directions = self.mix = None  # the style knobs' (liveperf.style); without them: decoded unmoved
+        if raw is not None:
+            try:
+                self.directions, self.mix = style.parse_directions(raw, self.latent_dim, str(decoder.path))
+            except ValueError as exc:
+                raise ModelLoadError(str(exc)) from None
 
     @classmethod
     def load(cls, encoder: str | Path = "melody_vae_encoder", decoder: str | Path = "melody_vae_decoder",

@@ -9,7 +9,11 @@ Policy:
   ``random`` (z ~ N(0, I)), ``walk`` (z <- sqrt(1 - a^2) z + a n, an AR(1) walk that stays N(0, I), a =
   ``walk_step``), ``interpolate`` (between the two anchor latents named by seeds in the setlist; t moves by
   ``walk_step`` per phrase and turns at the ends), ``variation`` (encode the performer's last 2 bars, decode near
-  them with spread ``sigma``; falls back to ``walk`` when the performer played nothing, counted).
+  them with spread ``sigma``; falls back to ``walk`` when the performer played nothing, counted), ``restyle``
+  (the performer's last 2 bars encoded and decoded with no noise: with the style knobs turned, their phrase played
+  back denser, higher, darker ...; the same fallback).
+- Style knobs (``settings.style``, ``liveperf.style``) apply to every VAE phrase: the latent ones move the code,
+  ``range`` and ``mood`` steer the decoder's logits in the song's key. All at 0: the phrase is decoded as before.
 - The performer's notes are reduced to grid tokens all along (for ``variation``); they do not interrupt a phrase.
 - A generation error (model raised, non-finite output) counts, skips this phrase, and the clock goes on.
 Engine thread only.
@@ -22,9 +26,10 @@ from typing import Protocol
 
 import numpy as np
 
-from liveperf import melody
+from liveperf import melody, style
+from liveperf.style import STYLE_KNOBS
 from liveperf.clock import InternalClock
-from liveperf.models.phrase_models import GanModel, VaeModel, noise_generator
+from liveperf.models.phrase_models import GanModel, VaeModel, noise_generator, sample_phrases
 from liveperf.models.step_model import StepError
 from liveperf.modes.listening import ListensToPerformer
 from liveperf.modes.partner_voice import PartnerVoice
@@ -79,11 +84,13 @@ class VaePhrases:
 
     def latent(self, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray) -> np.ndarray:
         kind = settings.latent
-        if kind == "variation":
+        if kind in ("variation", "restyle"):
             if not any(melody.is_on(int(t)) for t in history):
                 self.fallbacks += 1
                 return self._walk(settings, rng_state)
             mu, _ = self.vae.encode(melody.canonical(history))
+            if kind == "restyle":
+                return mu[0]
             n = noise_generator(rng_state).standard_normal(mu.shape[1]).astype(np.float32)
             return mu[0] + np.float32(settings.sigma) * n
         if kind == "interpolate":
@@ -101,8 +108,31 @@ class VaePhrases:
 
     def next_phrase(self, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray) -> np.ndarray:
         z = self.latent(settings, history, rng_state)
-        return self.vae.decode(z, settings.allowed, settings.temperature, settings.top_k, settings.top_p,
-                               rng_state)[0]
+        knobs = list(settings.style)
+        if settings.latent != "restyle" or not any(melody.is_on(int(t)) for t in history):
+            return self.decode(z, style.controls(knobs, self.vae.mix), settings, rng_state)
+        # Restyle: register and range reshape the performer's own line (moving the code along their directions
+        # wrote a new line: contour correlation with the performer's 0.18 and 0.43 at +-1, export.style_eval);
+        # the other knobs move the code, and the decoder is held near the performer's line.
+        register, spread = STYLE_KNOBS.index("register"), STYLE_KNOBS.index("range")
+        steps = round(knobs[register] * style.RESTYLE_REGISTER_STEPS)
+        factor = style.RESTYLE_RANGE_FACTOR ** knobs[spread]
+        knobs[register] = knobs[spread] = 0.0
+        phrase = self.decode(z, style.controls(knobs, self.vae.mix), settings, rng_state, anchor=history)
+        return style.reshape_line(phrase, steps, factor, settings.key_allowed, settings.allowed)
+
+    def decode(self, z: np.ndarray, u: np.ndarray, settings: ModeSettings, rng_state: np.ndarray,
+               anchor: np.ndarray | None = None) -> np.ndarray:
+        """One phrase from code ``z`` with style controls ``u`` (``liveperf.style.controls``), sampled with the
+        song's settings; ``anchor``: a line (tokens) the notes are held near (``liveperf.style.anchor``)."""
+        offset = style.attribute_offset(self.vae.directions, u)
+        if offset is not None:
+            z = z + offset  # a new array: the walk's own position stays where it was
+        logits = style.steer(self.vae.decode_logits(z), u, settings.tonic_pcs)
+        if anchor is not None:
+            logits = style.anchor(logits, anchor)
+        return sample_phrases(logits, settings.allowed, settings.temperature, settings.top_k, settings.top_p,
+                              rng_state)[0]
 
 
 class PhraseMode(ListensToPerformer):

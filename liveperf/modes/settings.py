@@ -14,9 +14,10 @@ from liveperf.melody import PITCH_OFFSET
 from liveperf.modes.answer_plan import tonic_triad
 from liveperf.scales import SCALES, token_mask
 from liveperf.setlist import Song
+from liveperf.style import KNOB_PARAMS, STYLE_KNOBS
 
 PHRASE_SOURCES = ("gan", "vae")
-LATENT_SOURCES = ("random", "walk", "interpolate", "variation")
+LATENT_SOURCES = ("random", "walk", "interpolate", "variation", "restyle")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ModeSettings:
     key_allowed: np.ndarray | None = None  # bool (130,): the key's mask over all 128 pitches (the comp's voices
     # keep their own ranges); None: every pitch
     comp_rhythm: str = "beat"  # comp: when the voices move ("beat" | "half_bar" | "bar" | "model")
+    style: tuple[float, ...] = (0.0,) * len(STYLE_KNOBS)  # phrase mode, VAE: the style knobs (liveperf.style)
 
 
 # Live parameters (liveperf.params) that are mode settings: parameter -> (settings field, value -> field value).
@@ -66,6 +68,7 @@ _SETTING_OF_PARAM = {
     "phrase_every_bars": ("phrase_every_steps", lambda v, bar: int(v) * bar),
     "partner_channel": ("channel", lambda v, bar: int(v) - 1),
     "comp_rhythm": ("comp_rhythm", lambda v, bar: str(v)),
+    **{name: ("style", None) for name in KNOB_PARAMS},
 }
 
 
@@ -76,6 +79,10 @@ def with_param(settings: ModeSettings, name: str, value) -> ModeSettings | None:
     if entry is None:
         return None
     field, convert = entry
+    if field == "style":
+        knobs = list(settings.style)
+        knobs[KNOB_PARAMS.index(name)] = float(value)
+        return replace(settings, style=tuple(knobs))
     return replace(settings, **{field: convert(value, settings.steps_per_bar)})
 
 
@@ -108,6 +115,7 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
         tonic_pcs=key_tonic(song.key),
         key_allowed=token_mask(song.key, 0, 127),
         comp_rhythm=song.comp_rhythm,
+        style=song.style,
     )
 
 

@@ -1,0 +1,215 @@
+"""The style knobs and restyling, measured through the live phrase generator: ``python -m export.style_eval``.
+
+Both parts make phrases as phrase mode does on stage (``liveperf.modes.phrase.VaePhrases.next_phrase`` with the
+settings a setlist song gives, ``settings_for``: the song's key mask and range, temperature 0.9, top-p 0.95), with
+the shipped VAE and its directions. Attributes are ``liveperf.style.attributes``.
+
+Knobs: ``--phrases`` latent draws (``latent = "random"``, song in C major, range 48-84), each decoded with one knob at
+-1, -0.5, 0, 0.5, 1 (the same draw and sampler stream at every position). Per knob: the commanded attribute's mean
+per position; Spearman's rho between knob and attribute pooled over all phrases, the median over phrases of each
+phrase's own rho across the 5 positions, and rho of the 5 means; every attribute's move from -1 to +1 in standard
+deviations of real phrases (the held-out windows), and the largest other move over the commanded one; the in-key share
+before the key mask (the same draws decoded in "C chromatic", each phrase's best major/minor scale, as
+``export.phrase_data.phrase_stats`` measures it).
+
+Restyle: ``--phrases`` 2-bar windows of held-out tunes (the content-clean test split, or ``--split valid``, less any
+tune the VAE trained on), each a performer's last 2 bars in a song in the tune's own key; ``latent = "restyle"`` with each knob at -1
+and +1. Per knob and direction: the share of phrases whose attribute moved the commanded way, against the performer's
+phrase and against the restyle with every knob at 0; the contour correlation (Pearson, the sounding pitch per step
+where both sound) between the performer's phrase and the restyled one. ``--figure`` draws one phrase restyled by each
+knob. Seeded; about a minute on the 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from export import clean_split, corpus as corpus_mod, melody_data, phrase_data
+from export.quality import live, pianoroll
+from liveperf import melody, sampler
+from liveperf.models.phrase_models import VaeModel
+from liveperf.modes.phrase import VaePhrases
+from liveperf.modes.settings import settings_for
+from liveperf.style import STYLE_KNOBS, attributes_of
+
+ROOT = Path(__file__).resolve().parent.parent
+POSITIONS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+FLOOR = {"density": 0.0, "register": 0.0, "range": 0.0, "mood": -2.0, "syncopation": 0.0}  # lowest values
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share theirs)."""
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    xs = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and xs[j + 1] == xs[i]:
+            j += 1
+        r[order[i:j + 1]] = (i + j) / 2
+        i = j + 1
+    return r
+
+
+def spearman(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks(a[ok]), ranks(b[ok]))[0, 1])
+
+
+def with_knob(settings, knob: str, value: float):
+    knobs = [0.0] * len(STYLE_KNOBS)
+    knobs[STYLE_KNOBS.index(knob)] = value
+    return replace(settings, style=tuple(knobs))
+
+
+def phrases(source: VaePhrases, settings, history: np.ndarray, seeds: list[int]) -> np.ndarray:
+    """One phrase per seed (each seed its own sampler stream), through the live generator."""
+    return np.stack([source.next_phrase(settings, history, sampler.new_rng_state(s)) for s in seeds])
+
+
+def held_out(seed: int, n: int, rng: np.random.Generator, split: str = "test"):
+    """(window, tune meta) pairs: ``n`` 2-bar windows of ``split`` tunes the VAE never trained on (module
+    docstring)."""
+    corpus = corpus_mod.load_corpus(corpus_mod.CORPORA)
+    vae_train = set(int(i) for i in melody_data.split_by_tune(len(corpus.tokens), seed)["train"])
+    test = [int(i) for i in clean_split.split_by_content(corpus.tokens, seed)[split]
+            if int(i) not in vae_train and corpus.meta[int(i)].tonic_pc >= 0]
+    pool = []
+    for i in test:
+        for w in phrase_data.eval_windows([corpus.tokens[i]]):
+            if (w >= melody.PITCH_OFFSET).sum() >= 4:
+                pool.append((w, corpus.meta[i]))
+    pick = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+    return [pool[k] for k in sorted(pick)], len(test)
+
+
+def contour_corr(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = phrase_data.sounding_pitch(a), phrase_data.sounding_pitch(b)
+    both = (sa >= 0) & (sb >= 0)
+    if both.sum() < 3 or np.ptp(sa[both]) == 0 or np.ptp(sb[both]) == 0:
+        return 0.0  # no contour to follow counts as not following it
+    return float(np.corrcoef(sa[both], sb[both])[0, 1])
+
+
+def knob_figures(source: VaePhrases, n: int, real_sd: np.ndarray) -> dict:
+    song = live.make_song(key="C major", mode="phrase", phrase_model="vae", latent="random", pitch_range=[48, 84])
+    base = settings_for(song, source.vae.steps_per_beat)
+    open_ = settings_for(replace(song, key=live.make_song(key="C chromatic").key), source.vae.steps_per_beat)
+    silent = np.zeros(source.phrase_steps, dtype=np.int64)
+    out = {}
+    for knob in STYLE_KNOBS:
+        i = STYLE_KNOBS.index(knob)
+        attrs, in_key = [], []
+        for p in POSITIONS:
+            attrs.append(attributes_of(phrases(source, with_knob(base, knob, p), silent, list(range(n)))))
+            unmasked = phrases(source, with_knob(open_, knob, p), silent, list(range(n)))
+            in_key.append(phrase_data.phrase_stats(unmasked)["in_scale_rate"])
+        a = np.stack(attrs)  # [positions, n, attributes]
+        means = np.nanmean(a, axis=1)
+        moves = (means[-1] - means[0]) / real_sd
+        others = np.delete(np.abs(moves), i)
+        per_phrase = [spearman(POSITIONS, a[:, k, i]) for k in range(n)]
+        out[knob] = {"mean_by_position": [round(float(m), 3) for m in means[:, i]],
+                     "rho_pooled": spearman(np.repeat(POSITIONS, n), a[:, :, i].ravel()),
+                     "rho_per_phrase_median": float(np.nanmedian(per_phrase)),
+                     "rho_of_means": spearman(POSITIONS, means[:, i]),
+                     "moves_sd": dict(zip(STYLE_KNOBS, np.round(moves, 3).tolist())),
+                     "largest_other_over_commanded": float(others.max() / max(abs(moves[i]), 1e-9)),
+                     "in_key_before_mask_by_position": [round(float(x), 3) for x in in_key]}
+    return out
+
+
+def restyle_figures(source: VaePhrases, windows, figure: Path | None) -> dict:
+    out = {knob: {} for knob in STYLE_KNOBS}
+    contour = {knob: [] for knob in STYLE_KNOBS}
+    panels = []
+    for w_i, (window, meta) in enumerate(windows):
+        song = live.make_song(key=live.key_name(meta.tonic_pc, meta.mode), mode="phrase", phrase_model="vae",
+                              latent="restyle", pitch_range=[36, 96])
+        s = settings_for(song, source.vae.steps_per_beat)
+        plain = source.next_phrase(s, window, sampler.new_rng_state(w_i))
+        a_perf, a_plain = attributes_of([window])[0], attributes_of([plain])[0]
+        rolls = [("performer", window, 0, "performer")]
+        for knob in STYLE_KNOBS:
+            i = STYLE_KNOBS.index(knob)
+            for sign in (-1.0, 1.0):
+                line = source.next_phrase(with_knob(s, knob, sign), window, sampler.new_rng_state(w_i))
+                a = attributes_of([line])[0][i]
+                rec = out[knob].setdefault("up" if sign > 0 else "down", {"vs_performer": [], "vs_plain": [],
+                                                                          "vs_performer_movable": []})
+                right = bool(np.sign(a - a_perf[i]) == sign)
+                rec["vs_performer"].append(right)
+                rec["vs_plain"].append(bool(np.sign(a - a_plain[i]) == sign))
+                if sign > 0 or a_perf[i] > FLOOR[knob]:  # a phrase with no syncopation cannot lose any
+                    rec["vs_performer_movable"].append(right)
+                contour[knob].append(contour_corr(window, line))
+                if w_i == 0 and figure is not None:
+                    rolls.append((f"{knob} {sign:+.0f}", line, 0, "partner"))
+        if w_i == 0 and figure is not None:
+            panels = [{"lines": [rolls[0], r], "steps_per_bar": 16, "title": f"performer's 2 bars and restyled: {r[0]}"}
+                      for r in rolls[1:]]
+    res = {}
+    for knob in STYLE_KNOBS:
+        res[knob] = {d: {k: float(np.mean(v)) for k, v in rec.items()} for d, rec in out[knob].items()}
+        res[knob]["down"]["movable"] = len(out[knob]["down"]["vs_performer_movable"])
+        res[knob]["contour_corr_median"] = float(np.median(contour[knob]))
+        res[knob]["contour_corr_mean"] = float(np.mean(contour[knob]))
+    if panels:
+        pianoroll.save(panels, figure, width=11.0)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m export.style_eval", description=__doc__.splitlines()[0])
+    ap.add_argument("--phrases", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=("test", "valid"), default="test",
+                    help="held-out tunes for restyle (the steering strengths were chosen on valid)")
+    ap.add_argument("--json", type=Path, default=ROOT / "export" / "results" / "style_eval.json")
+    ap.add_argument("--figure", type=Path, default=None, help="PNG: one held-out phrase restyled by each knob")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    windows, tunes = held_out(args.seed, args.phrases, rng, args.split)
+    real = attributes_of(np.stack([w for w, _ in windows]))
+    real_sd, real_mean = np.nanstd(real, axis=0), np.nanmean(real, axis=0)
+    source = VaePhrases(VaeModel.load())
+    res = {"phrases": args.phrases, "split": args.split, "held_out_tunes": tunes, "positions": list(POSITIONS),
+           "real_mean": dict(zip(STYLE_KNOBS, np.round(real_mean, 3).tolist())),
+           "real_sd": dict(zip(STYLE_KNOBS, np.round(real_sd, 3).tolist())),
+           "knobs": knob_figures(source, args.phrases, real_sd),
+           "restyle": restyle_figures(source, windows, args.figure)}
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"Real held-out 2-bar phrases ({len(windows)}, from {tunes} tunes): " + ", ".join(
+        f"{k} {res['real_mean'][k]:.2f} (sd {res['real_sd'][k]:.2f})" for k in STYLE_KNOBS))
+    print("| knob | mean at -1 .. +1 | rho pooled / per phrase (median) / of means | largest other move / own "
+          "| in-key before mask |")
+    for k, f in res["knobs"].items():
+        print(f"| {k} | {' '.join(f'{m:.2f}' for m in f['mean_by_position'])} | {f['rho_pooled']:.2f} / "
+              f"{f['rho_per_phrase_median']:.2f} / {f['rho_of_means']:.2f} | {f['largest_other_over_commanded']:.2f} "
+              f"| {min(f['in_key_before_mask_by_position']):.3f}-{max(f['in_key_before_mask_by_position']):.3f} |")
+    print("| restyle | down: right way vs performer / vs plain / of those that can go down | up: vs performer / vs "
+          "plain | contour corr median |")
+    for k, f in res["restyle"].items():
+        print(f"| {k} | {f['down']['vs_performer']:.2f} / {f['down']['vs_plain']:.2f} / "
+              f"{f['down']['vs_performer_movable']:.2f} ({f['down']['movable']}) | {f['up']['vs_performer']:.2f}"
+              f" / {f['up']['vs_plain']:.2f} | {f['contour_corr_median']:.2f} |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"{res['seconds']} s; wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
