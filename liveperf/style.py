@@ -250,6 +250,7 @@ def anchor(logits: np.ndarray, performer: np.ndarray) -> np.ndarray:
     out = np.array(logits, dtype=np.float32)
     sounding = _sounding(np.asarray(performer, dtype=np.int64))
     pitch = np.arange(melody.NUM_PITCHES, dtype=np.float32)
-    for t in np.flatnonzero(sounding >= 0):
-        out[:, t, melody.PITCH_OFFSET:] -= np.float32(RESTYLE_ANCHOR_LOGIT / 6.0) * np.abs(pitch - sounding[t])
+    steps = np.flatnonzero(sounding[:out.shape[1]] >= 0)
+    out[:, steps, melody.PITCH_OFFSET:] -= np.float32(RESTYLE_ANCHOR_LOGIT / 6.0) * np.abs(
+        pitch[None, :] - sounding[steps, None].astype(np.float32))
     return out

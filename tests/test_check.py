@@ -106,10 +106,11 @@ def test_each_mode_times_its_own_unit_of_work(tmp_path):
     out = tmp_path / "c.json"
     assert main(["check", str(p), "--json", str(out), "--steps", "200", "--no-midi"]) == 0
     songs = json.loads(out.read_text())["songs"]
-    assert [s["mode"] for s in songs] == ["harmonize", "duet", "phrase"]
+    assert [s["mode"] for s in songs] == ["harmonize", "duet", "phrase", "phrase"]
     assert songs[0]["unit"].startswith("harmonize reaction") and songs[1]["unit"].startswith("duet: anticipation")
     assert "fused" in songs[1]["unit"]  # the shipped pair has its fused graph (liveperf.models.fused_duet)
     assert songs[2]["unit"].startswith("VAE phrase") and songs[2]["step_us"]["n"] == 50
+    assert songs[3]["unit"].startswith("VAE phrase") and songs[3]["step_us"]["n"] == 50  # restyle
 
 
 def test_osc_port_in_use_is_no_go(tmp_path, capsys):
