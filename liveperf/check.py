@@ -37,7 +37,8 @@ from liveperf.models.onnx_model import ModelLoadError
 from liveperf.models.phrase_models import DuetStepper, GanModel
 from liveperf.models.step_model import OnnxStepper, StepError
 from liveperf.modes.answer_plan import plan_answer
-from liveperf.check_units import comp_stepper, measure_band
+from liveperf.check_units import comp_stepper, measure_band, measure_copy_guard
+from liveperf.copy_guard import CopyIndexError
 from liveperf.modes.build import SongModels, duet_anticipation, key_follower
 from liveperf.modes.harmonize import harmony_mask
 from liveperf.modes.note_choice import NoteChoice
@@ -81,6 +82,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)  # not tied to one song
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    copy_guard_us: dict = field(default_factory=dict)  # the copy guard: a phrase's check and a step's, µs
 
     @property
     def go(self) -> bool:
@@ -95,6 +97,7 @@ class CheckReport:
             "osc": self.osc,
             "problems": self.problems,
             "warnings": self.warnings,
+            "copy_guard_us": self.copy_guard_us,
             "seconds": round(self.seconds, 3),
         }
 
@@ -380,6 +383,11 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
                 sc.problems.append(f"answer planning ({lead_song.answer_candidates} candidates): p99 "
                                    f"{sc.plan_us['p99']:.0f} µs > {budget:.0f} µs (half the silence before the "
                                    f"answer, at most a step): lower answer_candidates")
+    if setlist.max_copy_bars:
+        try:
+            report.copy_guard_us = measure_copy_guard(setlist.max_copy_bars)
+        except CopyIndexError as exc:
+            report.problems.append(f"copy guard: {exc}")
     report.osc, problems = check_osc(setlist.osc)
     report.problems += problems
     if midi:
@@ -416,6 +424,11 @@ def format_table(report: CheckReport) -> str:
         for w in s.warnings:
             lines.append(f"      warning: {w}")
     lines.append("")
+    if report.copy_guard_us:
+        g = report.copy_guard_us
+        lines.append(f"Copy guard ({g['window_steps']}-step passages): a phrase p50 {g['phrase']['p50']:.0f} µs, p99 "
+                     f"{g['phrase']['p99']:.0f} µs; an answer step p50 {g['step']['p50']:.0f} µs, p99 "
+                     f"{g['step']['p99']:.0f} µs")
     lines.append(f"MIDI: {report.midi}")
     lines.append(f"OSC: {report.osc}")
     for w in report.warnings:

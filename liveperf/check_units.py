@@ -1,12 +1,16 @@
-"""Units of work ``liveperf check`` times that need a mode object: one comp step, and a band's partners summed.
+"""Units of work ``liveperf check`` times that need a mode object: one comp step, a band's partners summed, and the
+copy guard.
 Plain functions, the caller's thread (``liveperf.check``)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from liveperf import melody
 from liveperf.clock import InternalClock
+from liveperf.copy_guard import CopyGuard, CopyIndex
 from liveperf.models.comp_model import CompStepper
 from liveperf.modes.build import SongModels
 from liveperf.modes.comp import Comp
@@ -42,3 +46,20 @@ def measure_band(models: SongModels, song, steps: int, warmup: int) -> tuple[str
     total = {q: round(sum(f[q] for f in figures), 1) for q in ("p50", "p99", "max")}
     total["n"] = figures[0]["n"]
     return f"{len(figures)} partners, summed: {'; '.join(units)}", total
+
+
+def measure_copy_guard(max_copy_bars: int, n: int = 2000, warmup: int = 100) -> dict:
+    """The copy guard's cost, µs: one phrase's check (a 2-bar phrase of 4/4 joined to the partner's last
+    ``max_copy_bars`` of 4/4, as phrase mode asks) and one answer step's (the window ending at that step). Seeded
+    lines of in-key 8ths and 16ths. Raises ``CopyIndexError`` naming the file when the shipped index cannot be read."""
+    from liveperf.check import _timed  # check imports this module
+    guard = CopyGuard(CopyIndex.load(), max_copy_bars * 16)
+    rng = np.random.default_rng(0)
+    pitches = rng.choice([60, 62, 64, 65, 67, 69, 71, 72], size=(64, 128))
+    rhythm = rng.random((64, 128)) < 0.5
+    lines = np.where(rhythm, pitches + melody.PITCH_OFFSET, melody.HOLD)
+    past = max(guard.window_steps - 1, 0)
+    w = guard.window_steps
+    return {"window_steps": w,
+            "phrase": _timed(lambda i: guard.first_copy(lines[i % 64, :past + 32], past), n, warmup),
+            "step": _timed(lambda i: guard.first_copy(lines[i % 64, :w], w - 1), n, warmup)}

@@ -290,6 +290,8 @@ def _print_report(report) -> None:
               f"{s.phrases:>8} {s.harmonies:>9} {s.partner_tokens:>12} {s.model_errors + (1 if s.error else 0):>7}"
               + (f"  mode switches {s.switches}" if s.switches else "")
               + (f"  comp: {s.comp_chords} chords" if s.comp_chords else "")
+              + (f"  copy guard: {s.copies_redrawn} redrawn, {s.copies_cut} cut" if s.copies_redrawn or s.copies_cut
+                 else "")
               + (f"  key followed: {s.key_changes} change(s), ended in {s.last_key}" if s.last_key else ""))
     print(f"\n{send_summary(report)}")
     parts = ([f"{report.reflex_sent} harmonies the port sent in the note-on's own JACK cycle (reflex)"]

@@ -117,6 +117,7 @@ class Setlist:
     clock_dropout: str = "stop"
     send_clock: bool = False
     echo_guard_ms: float = 30.0
+    max_copy_bars: int = 2  # the copy guard (liveperf.copy_guard): no training passage this long is replayed; 0 off
     midi_in: str = ""  # connect our input to the first port whose name contains this ("" = connect by hand)
     midi_out: str = ""
     record_dir: str = ""  # per-song recordings ("" = recordings/<setlist>-<date-time>/), relative to the setlist
@@ -211,6 +212,8 @@ SHOW_FIELDS: dict[str, tuple[Any, str]] = {
     "clock_dropout": ("stop", f"one of {', '.join(DROPOUT_POLICIES)} (250 ms without MIDI clock ticks)"),
     "send_clock": (False, "true or false (send MIDI clock on the output when the clock is internal)"),
     "echo_guard_ms": (30.0, "a number from 0 to 500 (our own output echoed into our input within this is ignored)"),
+    "max_copy_bars": (2, "an integer from 0 to 8 (the partner never replays a training passage this many bars long; "
+                         "0 = no guard)"),
     "midi_in": ("", "a string: connect our input to the first MIDI port whose name contains it ('' = by hand)"),
     "midi_out": ("", "a string: connect our output to the first MIDI port whose name contains it ('' = by hand)"),
     "record_dir": ("", "a folder for the per-song recordings, relative to the setlist ('' = recordings/<setlist>-"
@@ -270,6 +273,7 @@ def parse_setlist(raw: dict, path: Path) -> Setlist:
         clock_dropout=choice(show, "clock_dropout", DROPOUT_POLICIES, SHOW_FIELDS, f"{path}: [show]"),
         send_clock=flag(show, "send_clock", SHOW_FIELDS, f"{path}: [show]"),
         echo_guard_ms=float(number(show, "echo_guard_ms", 0, 500, SHOW_FIELDS, f"{path}: [show]")),
+        max_copy_bars=number(show, "max_copy_bars", 0, 8, SHOW_FIELDS, f"{path}: [show]", integer=True),
         midi_in=text(show, "midi_in", SHOW_FIELDS, f"{path}: [show]"),
         midi_out=text(show, "midi_out", SHOW_FIELDS, f"{path}: [show]"),
         record_dir=text(show, "record_dir", SHOW_FIELDS, f"{path}: [show]"),

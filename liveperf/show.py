@@ -41,7 +41,7 @@ from liveperf.setlist import Setlist, SetlistError, Song
 from liveperf.setlist_warnings import setlist_warnings
 from liveperf.setlist_write import store_cc_mappings
 from liveperf.show_control import ShowController
-from liveperf.show_load import load_song_models, probe_warnings, song_take
+from liveperf.show_load import load_copies, load_song_models, probe_warnings, song_take
 from liveperf.show_report import ShowReport, SongReport, add_engine_figures
 from liveperf.show_stage import StageFeed
 
@@ -115,7 +115,8 @@ class Show:
         self.now_ns = getattr(out_port, "now_ns", time.monotonic_ns)
         every = list(range(len(setlist.songs)))
         models = load_song_models(setlist, every, opts.provider)  # any song can be selected live
-        for w in probe_warnings(setlist, models):  # what check would find, said before the first note
+        self.copies, copy_warning = load_copies(setlist)
+        for w in probe_warnings(setlist, models) + ([copy_warning] if copy_warning else []):  # before the first note
             warnings.append(w)
             self.log(f"warning: {w}")
         # Takes are the performer only in file mode; with a live input port the musician is the performer.
@@ -209,13 +210,15 @@ class Show:
         self._finish_report(report, scheduler, recorder, ctl, feedback, in_port)
         return report
 
-    def _counts(self, scheduler: Scheduler) -> tuple[int, int, int]:
-        """Engine thread, once a bar: (late-dropped, input dropped, errors) for the feedback. The scheduler's
-        counters are plain ints it alone writes; a read from here may be one message old, never torn."""
+    def _counts(self, scheduler: Scheduler) -> tuple[int, int, int, int]:
+        """Engine thread, once a bar: (late-dropped, input dropped, errors, copies guarded) for the feedback. The
+        scheduler's counters are plain ints it alone writes; a read from here may be one message old, never torn."""
         engine = self.controller.engine if self.controller is not None else None
+        modes = engine.modes.values() if engine is not None else ()
         ignored = engine.input_stats.ignored if engine is not None else 0
-        errors = scheduler.stats.send_errors + sum(m.stats.model_errors for m in engine.modes.values()) if engine else 0
-        return scheduler.stats.late_dropped, ignored, errors
+        errors = scheduler.stats.send_errors + sum(m.stats.model_errors for m in modes)
+        copies = sum(m.stats.copies_redrawn + m.stats.copies_cut for m in modes)
+        return scheduler.stats.late_dropped, ignored, errors, copies
 
     def _stop_command(self) -> None:
         self.stopped_by = "stop command"
@@ -329,7 +332,8 @@ class Show:
         source = QueueInput(inbox, sources=1, now_ns=self.now_ns)
         reflex = getattr(out_port, "reflex", None)  # the jack-native port answers harmonize's note-ons itself
         reflex = None if song.partners else reflex
-        modes, initial = build_song(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex)
+        modes, initial = build_song(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex,
+                                    copies=self.copies, max_copy_bars=setlist.max_copy_bars)
         bar = song.steps_per_bar(spb)
         engine = Engine(modes, clock=clock, sink=sink, initial=initial, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,

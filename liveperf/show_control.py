@@ -79,7 +79,7 @@ class ShowController:
     def __init__(self, setlist: Setlist, playlist: list[int], *, worker=None, feedback=None,
                  on_panic: Callable[[int], None] = lambda ts: None, on_stop: Callable[[], None] = lambda: None,
                  on_learned: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print,
-                 counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
+                 counts: Callable[[], tuple[int, int, int, int]] = lambda: (0, 0, 0, 0),
                  on_beat: Callable[[int, int], None] = lambda bar, beat: None) -> None:
         self.setlist = setlist
         self.playlist = list(playlist)
@@ -89,7 +89,7 @@ class ShowController:
         self.on_stop = on_stop
         self.on_learned = on_learned
         self.log = log
-        self.counts = counts  # (late-dropped, input dropped, errors) for /liveperf/stats, read once a bar
+        self.counts = counts  # (late-dropped, input dropped, errors, copies guarded) for /liveperf/stats, once a bar
         self.on_beat = on_beat  # (bar, beat), engine thread: the stage view's snapshot
         self.params = ParamStore()
         self.learn = MidiLearn(setlist.cc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from liveperf.copy_guard import CopyIndex, CopyIndexError
 from liveperf.io.midi_file import MidiFileError, Take, read_take
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError
@@ -39,6 +40,17 @@ def probe_warnings(setlist: Setlist, models: dict[int, SongModels]) -> list[str]
             out.append(f"{setlist.path}: song {i + 1} ({setlist.songs[i].title!r}): {why}; the partner stays silent "
                        f"where it fails")
     return out
+
+
+def load_copies(setlist: Setlist) -> tuple[CopyIndex | None, str | None]:
+    """(the copy guard's index, None) for a setlist with ``max_copy_bars``; (None, a warning naming the file) when
+    the index cannot be read: the show plays unguarded rather than not at all. (None, None) with the guard off."""
+    if not setlist.max_copy_bars:
+        return None, None
+    try:
+        return CopyIndex.load(), None
+    except CopyIndexError as exc:
+        return None, f"{exc}; the copy guard is off (max_copy_bars = {setlist.max_copy_bars} asked for it)"
 
 
 def shipped_takes_dir() -> Path:

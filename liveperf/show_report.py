@@ -26,6 +26,8 @@ class SongReport:
     reflex_answers: int = 0  # harmonies the jack-native port sent in the note-on's own cycle (liveperf.reflex)
     comp_chords: int = 0  # chords the comp chose (``liveperf.modes.comp``)
     model_errors: int = 0
+    copies_redrawn: int = 0  # phrases / answers (or answer tokens) drawn again by the copy guard
+    copies_cut: int = 0  # ... cut short of a training passage after every redraw
     echoes: int = 0
     switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
     clock: str = "internal"
@@ -136,3 +138,5 @@ def add_engine_figures(rep: SongReport, engine, end_step: int) -> None:
         rep.reflex_answers += getattr(mode, "reflex_answers", 0)
         rep.comp_chords += getattr(mode, "chords", 0)
         rep.model_errors += mode.stats.model_errors
+        rep.copies_redrawn += mode.stats.copies_redrawn
+        rep.copies_cut += mode.stats.copies_cut

@@ -32,7 +32,7 @@ def play_feedback(fb: OscFeedback) -> None:
     fb.song(2, "Blue Moon")
     fb.mode("duet")
     fb.state("playing")
-    fb.counts(1, 2, 3)
+    fb.counts(1, 2, 3, 4)
     fb.tempo(121.5)
     fb.chord("Am7/C", 9, "minor")
     fb.key("E dorian", 0.75)
@@ -42,7 +42,7 @@ FEEDBACK = [
     ("/liveperf/beat", "ii", [3, 1]), ("/liveperf/bar", "i", [3]), ("/liveperf/downbeat", "i", [1]),
     ("/liveperf/beat", "ii", [3, 2]), ("/liveperf/note/on", "ii", [60, 100]), ("/liveperf/note/off", "i", [60]),
     ("/liveperf/song", "is", [2, "Blue Moon"]), ("/liveperf/mode", "s", ["duet"]),
-    ("/liveperf/state", "s", ["playing"]), ("/liveperf/stats", "iii", [1, 2, 3]), ("/liveperf/tempo", "f", [121.5]),
+    ("/liveperf/state", "s", ["playing"]), ("/liveperf/stats", "iiii", [1, 2, 3, 4]), ("/liveperf/tempo", "f", [121.5]),
     ("/liveperf/chord", "sis", ["Am7/C", 9, "minor"]), ("/liveperf/key", "sf", ["E dorian", 0.75]),
 ]
 

@@ -169,7 +169,7 @@ def test_a_desk_and_a_keyboard_run_the_show(jack_server_sync, tmp_path):  # a lo
     assert wire_ons and fb_ons == wire_ons
     assert report["osc_in"]["errors_by_kind"].get("unknown_param") == 1
     assert "errors: unknown_param 1;" in next(line for line in out.splitlines() if line.startswith("OSC in: "))
-    assert dump.has("/liveperf/stats iii ") and dump.has('/liveperf/mode s "duet"') and dump.has("/liveperf/bar i 2")
+    assert dump.has("/liveperf/stats iiii ") and dump.has('/liveperf/mode s "duet"') and dump.has("/liveperf/bar i 2")
     assert report["control"]["program_changes"] == 1 and report["control"]["learned"] == 1
 
 

@@ -12,35 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.copy_guard import window_hashes
 
-_P = np.uint64(0x100000001B3)  # FNV prime: odd, so the powers never vanish mod 2^64
 DEFAULT_LENGTHS = (8, 12, 16, 24, 32, 48, 64)
 
 
 def _hashes(tokens: np.ndarray, length: int) -> np.ndarray:
-    """64-bit keys of every onset-started run of ``length`` steps in ``tokens`` (transposition-free)."""
-    t = np.asarray(tokens, dtype=np.int64)
-    n = t.size - length + 1
-    if n <= 0:
-        return np.zeros(0, np.uint64)
-    is_on = t >= melody.PITCH_OFFSET
-    code = np.where(is_on, t + 200, t).astype(np.uint64)  # ON(p) -> p + 202; HOLD 0, OFF 1
-    on = is_on.astype(np.uint64)
-    a = np.zeros(n, np.uint64)
-    b = np.zeros(n, np.uint64)
-    power = np.uint64(1)
-    with np.errstate(over="ignore"):
-        for j in range(length):
-            a += code[j:j + n] * power
-            b += on[j:j + n] * power
-            power = power * _P
-        cum = np.concatenate([[0], np.cumsum(is_on)])
-        enough = (cum[length:length + n] - cum[:n]) >= max(4, length // 8)
-        starts = np.flatnonzero(is_on[:n] & enough)
-        first = t[starts].astype(np.uint64)
-        # relative pitch: subtract the first note's code from every onset's code
-        return a[starts] - first * b[starts]
+    """64-bit keys of every onset-started run of ``length`` steps in ``tokens`` (transposition-free): the copy
+    guard's own keys (``liveperf.copy_guard.window_hashes``), so the harness and the guard count the same passages."""
+    return window_hashes(tokens, length)[0]
 
 
 class CopyIndex:

@@ -9,6 +9,7 @@ deterministic for a seed and takes seconds.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from liveperf import melody
 from liveperf.clock import InternalClock
+from liveperf.copy_guard import CopyIndex
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
 from liveperf.modes.build import SongModels, build_modes, key_follower
@@ -121,14 +123,22 @@ def wire_tokens(sent: list[tuple[int, bytes]], channel: int, step_ns: int, steps
     return toks
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_copies() -> CopyIndex:
+    return CopyIndex.load()
+
+
 def play(song: Song, models: SongModels, events: list[tuple[int, bytes]], steps: int,
-         lookahead_ns: int = 8_000_000) -> Played:
-    """Run ``song`` (its starting mode) for ``steps`` steps in virtual time with ``events`` as the performer."""
+         lookahead_ns: int = 8_000_000, max_copy_bars: int = 2) -> Played:
+    """Run ``song`` (its starting mode) for ``steps`` steps in virtual time with ``events`` as the performer, with
+    the shipped copy guard at ``max_copy_bars`` as a show plays by default (0: without it)."""
     spb = models.steps_per_beat
     clock = InternalClock(song.tempo_bpm, spb, 0)
     source = ScriptedInput(events)
     sched = VirtualScheduler(now_fn=source.now_ns)
-    modes = build_modes(song, models, clock, sched, song.seed, now_fn=source.now_ns)
+    copies = _shipped_copies() if max_copy_bars else None
+    modes = build_modes(song, models, clock, sched, song.seed, now_fn=source.now_ns, copies=copies,
+                        max_copy_bars=max_copy_bars)
     bar = song.steps_per_bar(spb)
     engine = Engine(modes, clock=clock, sink=sched, initial=song.mode, trigger_cc=song.trigger_cc,
                     echo_guard=None, steps_per_bar=bar, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,

@@ -59,7 +59,7 @@ Feedback out: ``OscFeedback`` sends plain messages (never bundles; grandMA3 and 
 /liveperf/song              is     song number (1-based), title
 /liveperf/mode              s      mode name
 /liveperf/state             s      playing | stopped | waiting
-/liveperf/stats             iii    late, dropped, errors
+/liveperf/stats             iiii   late, dropped, errors, copies guarded
 /liveperf/tempo             f      BPM
 /liveperf/chord             sis    the chord the performer holds, when it changes: name (``Am7``, ``G/B``), root
                                    pitch class (0..11, C = 0), quality (major, minor, diminished, augmented,

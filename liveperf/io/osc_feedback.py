@@ -165,8 +165,10 @@ class OscFeedback:
         """``name``: playing, stopped or waiting."""
         self.send("/liveperf/state", str(name))
 
-    def counts(self, late: int, dropped: int, errors: int) -> None:
-        self.send("/liveperf/stats", int(late), int(dropped), int(errors))
+    def counts(self, late: int, dropped: int, errors: int, copies: int = 0) -> None:
+        """The song's counters so far: late-dropped notes, input dropped, errors, and phrases or answers the copy
+        guard drew again or cut (``liveperf.copy_guard``)."""
+        self.send("/liveperf/stats", int(late), int(dropped), int(errors), int(copies))
 
     def chord(self, name: str, root: int, quality: str) -> None:
         self.send("/liveperf/chord", name, int(root), quality)

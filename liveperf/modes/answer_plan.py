@@ -104,6 +104,8 @@ class Plan:
     score: float
     candidates: int
     echo: bool  # the winner began as an echo of the call
+    copied: int = 0  # candidates passed over: they replayed a training passage (``liveperf.copy_guard``)
+    cut: bool = False  # every candidate did: the best was cut short of its copy
 
 
 def echo_line(call: np.ndarray, call_start: int, start: int, steps: int, steps_per_bar: int) -> np.ndarray:
@@ -122,13 +124,15 @@ def echo_line(call: np.ndarray, call_start: int, start: int, steps: int, steps_p
 
 def plan_answer(batch, first_logits: np.ndarray | None, lead: list[tuple[int, int]], start: int, steps: int,
                 call: np.ndarray, call_start: int, allowed: np.ndarray, choose: Callable[[np.ndarray, bool], int],
-                spb: int, steps_per_bar: int, tonic_pcs: frozenset[int]) -> Plan:
+                spb: int, steps_per_bar: int, tonic_pcs: frozenset[int], guard=None) -> Plan:
     """Draw ``batch.n`` candidate answers of ``steps`` steps from song step ``start`` and return the best.
 
     ``batch``: a ``BatchStepper`` forked from the call's model state; ``lead``: (token, step) pairs still to feed
     before the answer (the silent steps between now and ``start``), or empty, in which case ``first_logits`` (the
     model's prediction for ``start``) is used. ``choose(logits_row, must_play)`` draws one token (the mode's
-    sampler and RNG). ``call``: the performer's phrase from song step ``call_start``."""
+    sampler and RNG). ``call``: the performer's phrase from song step ``call_start``. ``guard`` (a
+    ``liveperf.copy_guard.CopyGuard`` or None): a candidate that replays a training passage is passed over; when
+    every one does, the best is cut short of its copy."""
     n = batch.n
     logits = None
     for token, step in lead:
@@ -158,7 +162,7 @@ def plan_answer(batch, first_logits: np.ndarray | None, lead: list[tuple[int, in
     call_beats = onset_beats(call, call_start, spb)
     call_notes = int((np.asarray(call) >= melody.PITCH_OFFSET).sum())
     expected = call_notes / max(len(call), 1) * steps
-    best, best_score = 0, -np.inf
+    best, best_score, best_any, best_any_score, copied = 0, -np.inf, 0, -np.inf, 0
     for r in range(n):
         line = melody.canonical(out[r])
         notes = int((line >= melody.PITCH_OFFSET).sum())
@@ -169,6 +173,14 @@ def plan_answer(batch, first_logits: np.ndarray | None, lead: list[tuple[int, in
                  + REUSE_WEIGHT * beat_reuse(call_beats, onset_beats(line, start, spb))
                  + CADENCE_WEIGHT * is_cadence(line, start, spb, tonic_pcs)
                  - DRONE_WEIGHT * (restrike_run(line) > MAX_RESTRIKES))
+        if score > best_any_score:
+            best_any, best_any_score = r, score
+        if guard is not None and guard.first_copy(line) is not None:
+            copied += 1
+            continue
         if score > best_score:
             best, best_score = r, score
-    return Plan(melody.canonical(out[best]), start, float(best_score), n, best < n_echo)
+    if best_score == -np.inf and best_any_score > -np.inf:  # every candidate with a note copies: cut the best
+        line, _ = guard.cut(melody.canonical(out[best_any]))
+        return Plan(melody.canonical(line), start, float(best_any_score), n, best_any < n_echo, copied, True)
+    return Plan(melody.canonical(out[best]), start, float(best_score), n, best < n_echo, copied)

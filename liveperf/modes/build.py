@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from liveperf.copy_guard import CopyGuard, CopyIndex
 from liveperf.feel import Feel
 from liveperf.key_finder import FOLLOW_AUTO, FOLLOW_MODULATIONS, KeyFinder, KeyFollower
 from liveperf.key_finder import shipped_model as shipped_key_model
@@ -108,35 +109,41 @@ def duet_anticipation(models: SongModels, song: Song, s) -> Anticipation | None:
 
 
 def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
-                now_fn: Callable[[], int] | None = None, reflex=None) -> dict:
+                now_fn: Callable[[], int] | None = None, reflex=None, copies: CopyIndex | None = None,
+                max_copy_bars: int = 0) -> dict:
     """The song's modes, keyed by name; each mode owns its RNG stream (seed + a fixed offset per mode).
-    ``reflex`` (``liveperf.reflex``, the jack-native port's): harmonize draws its answers ahead for it."""
+    ``reflex`` (``liveperf.reflex``, the jack-native port's): harmonize draws its answers ahead for it. ``copies``
+    (the shipped ``CopyIndex``) and ``max_copy_bars``: the copy guard of phrase mode and call and response (none
+    when either is missing)."""
     s = settings_for(song, models.steps_per_beat)
+    guard = CopyGuard(copies, max_copy_bars * s.steps_per_bar) if copies is not None and max_copy_bars else None
     source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
     feel = Feel(clock, models.steps_per_beat, s.swing)  # one per song: the performer's swing heard by every mode
     return {
         "call_response": CallAndResponse(s, OnnxStepper(models.melody, song.meter), clock, sink, new_rng_state(seed),
-                                         feel=feel),
+                                         feel=feel, guard=guard),
         "duet": Duet(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 1),
                      anticipation=duet_anticipation(models, song, s), now_fn=now_fn, feel=feel),
         "harmonize": Harmonize(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 2),
                                now_fn, reflex),
-        "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3), feel=feel),
+        "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3), feel=feel, guard=guard),
         "comp": Comp(s, CompStepper(models.comp, meter=song.meter), clock, sink, new_rng_state(seed + 4), now_fn,
                      feel=feel),
     }
 
 
 def build_song(song: Song, models: SongModels, clock, sink, seed: int, now_fn: Callable[[], int] | None = None,
-               reflex=None) -> tuple[dict, str]:
+               reflex=None, copies: CopyIndex | None = None, max_copy_bars: int = 0) -> tuple[dict, str]:
     """(modes, the mode the song starts in) for the engine: the song's modes, or with ``[[song.partner]]`` tables
     one ``Band`` of every partner's modes (``liveperf.modes.band``; the port's reflex answers a lone partner only).
-    Partner k's RNG streams start from its own seed (``song.seed`` for the first: ``seed`` overrides it)."""
+    Partner k's RNG streams start from its own seed (``song.seed`` for the first: ``seed`` overrides it). ``copies``,
+    ``max_copy_bars``: the copy guard (``build_modes``), for every partner."""
     if not song.partners:
-        return build_modes(song, models, clock, sink, seed, now_fn, reflex), song.mode
+        return build_modes(song, models, clock, sink, seed, now_fn, reflex, copies, max_copy_bars), song.mode
     parts = []
     for k, (partner, pm) in enumerate(zip((song,) + song.partners, [models] + models.partners), start=1):
-        modes = build_modes(partner, pm, clock, sink, seed if k == 1 else partner.seed + seed - song.seed, now_fn)
+        modes = build_modes(partner, pm, clock, sink, seed if k == 1 else partner.seed + seed - song.seed, now_fn,
+                            copies=copies, max_copy_bars=max_copy_bars)
         parts.append(Part(partner.partner_name or partner.mode, modes, partner.mode, partner.pitch_range))
     return {"band": Band(parts, song.steps_per_bar(models.steps_per_beat), clock)}, "band"
 

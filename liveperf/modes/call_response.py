@@ -19,6 +19,9 @@ Policy, per song (``ModeSettings``):
   trigger, ``silence_steps`` 1, a model error) the answer is drawn step by step as before. Planning runs on the
   engine thread inside one step's computation: a few ms, in the silence, never on the step that plays the plan
   (``liveperf check`` times it per song).
+- The copy guard (``guard``, ``liveperf.copy_guard``): a planned candidate that replays a training passage of
+  ``max_copy_bars`` is passed over (all of them: the best is cut short of its copy); step by step, a token that
+  would complete one is drawn again, then becomes a rest. Counted (``copies_redrawn``, ``copies_cut``).
 
 Owned by the engine thread; it sees time only as steps and the clock's ``ns_at_step``.
 """
@@ -31,6 +34,7 @@ import numpy as np
 
 from liveperf import melody
 from liveperf.clock import InternalClock
+from liveperf.copy_guard import CopyGuard
 from liveperf.dynamics import Dynamics
 from liveperf.feel import Feel
 from liveperf.models.step_model import StepError, StepModel
@@ -43,14 +47,16 @@ from liveperf.scheduler import OutputSink
 
 
 MAX_CALL_STEPS = 256  # the call a plan looks back at: its last 16 bars of 4/4 at most
+MAX_STEP_REDRAWS = 3  # step by step, a token that completes a copy is drawn again this often (then a rest)
 
 
 class CallAndResponse:
     name = "call_response"
 
     def __init__(self, settings: ModeSettings, stepper: StepModel, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray, feel=None) -> None:
+                 rng_state: np.ndarray, feel=None, guard: CopyGuard | None = None) -> None:
         self.s = settings
+        self.guard = guard if guard is not None and guard.window_steps else None
         self.stepper = stepper
         self.clock = clock
         self.sink = sink
@@ -152,7 +158,7 @@ class CallAndResponse:
             self._plan = plan_answer(
                 batch, self._logits, [(melody.HOLD, t) for t in range(step, start)], start, self.s.response_steps,
                 np.asarray(call, dtype=np.int64), self._call_start, self.s.allowed, self._choose, self.spb,
-                self.s.steps_per_bar, self.s.tonic_pcs)
+                self.s.steps_per_bar, self.s.tonic_pcs, self.guard)
         except StepError as exc:
             self.stats.model_errors += 1
             self.stats.last_error = str(exc)
@@ -160,6 +166,8 @@ class CallAndResponse:
             return
         self.plan_ns.append(time.perf_counter_ns() - t0)
         self.stats.plans += 1
+        self.stats.copies_redrawn += self._plan.copied
+        self.stats.copies_cut += self._plan.cut
         self.last_plan = self._plan
 
     def _choose(self, logits: np.ndarray, need_note: bool) -> int:
@@ -214,8 +222,29 @@ class CallAndResponse:
                                    need_note=step == self._answer_start)
         if not self.s.allowed[token]:
             token = melody.HOLD
+        if self.guard is not None:
+            token = self._guard_step(step, token)
         self.stats.tokens += 1
         self._answer_tokens[step] = self.voice.play(step, self.feel.due_ns(step), token, self._velocity_at(step))
+
+    def _guard_step(self, step: int, token: int) -> int:
+        """Step by step, the copy guard asks of each token whether it completes a training passage (the answer so
+        far plus it): then the token is drawn again without it (``MAX_STEP_REDRAWS`` times), then the step is a
+        rest; counted as a redraw, or a cut."""
+        line = [self._answer_tokens.get(s, melody.HOLD) for s in range(self._answer_start, step)]
+        allowed = self.s.allowed
+        for _ in range(MAX_STEP_REDRAWS):
+            if self.guard.first_copy(np.asarray(line + [token]), len(line)) is None:
+                return token
+            self.stats.copies_redrawn += 1
+            allowed = allowed.copy()
+            allowed[token] = False
+            token = self.choice.choose(self._logits, allowed, self.s, self.rng, melody.OFF)
+            token = token if allowed[token] else melody.OFF
+        if self.guard.first_copy(np.asarray(line + [token]), len(line)) is None:
+            return token
+        self.stats.copies_cut += 1
+        return melody.OFF if token != melody.OFF else melody.HOLD
 
     def _velocity_at(self, step: int) -> int:
         """The answer's level (the call's mean velocity, or the song's number) with the performer's own accent for

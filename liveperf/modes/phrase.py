@@ -15,6 +15,9 @@ Policy:
 - Style knobs (``settings.style``, ``liveperf.style``) apply to every VAE phrase: the latent ones move the code,
   ``range`` and ``mood`` steer the decoder's logits in the song's key. All at 0: the phrase is decoded as before.
 - The performer's notes are reduced to grid tokens all along (for ``variation``); they do not interrupt a phrase.
+- The copy guard (``guard``, ``liveperf.copy_guard``; the show's ``max_copy_bars``): a phrase that, joined to what
+  the partner just played, replays a training passage that long is drawn again (``MAX_REDRAWS``), then cut short of
+  the copy; both counted (``copies_redrawn``, ``copies_cut``).
 - A generation error (model raised, non-finite output) counts, skips this phrase, and the clock goes on.
 Engine thread only.
 """
@@ -29,12 +32,17 @@ import numpy as np
 from liveperf import melody, style
 from liveperf.style import STYLE_KNOBS
 from liveperf.clock import InternalClock
+from liveperf.copy_guard import CopyGuard
 from liveperf.models.phrase_models import GanModel, VaeModel, noise_generator, sample_phrases
 from liveperf.models.step_model import StepError
 from liveperf.modes.listening import ListensToPerformer
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
 from liveperf.scheduler import OutputSink
+
+
+MAX_REDRAWS = 4  # a phrase that copies is drawn again this often before it is cut
+MAX_GUARD_PAST = 64  # steps of the partner's own line kept for the copy guard's join (its longest window - 1)
 
 
 class PhraseSource(Protocol):
@@ -139,8 +147,9 @@ class PhraseMode(ListensToPerformer):
     name = "phrase"
 
     def __init__(self, settings: ModeSettings, source: PhraseSource, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray, feel=None) -> None:
+                 rng_state: np.ndarray, feel=None, guard: CopyGuard | None = None) -> None:
         self.s = settings
+        self.guard = guard
         self.source = source
         self.clock = clock
         self.feel = self._feel_for(feel)
@@ -164,10 +173,7 @@ class PhraseMode(ListensToPerformer):
         self._tokens: np.ndarray | None = None  # the phrase playing, from step ``_start``
         self._start = 0
         self._pending: tuple[int, np.ndarray] | None = None  # the next phrase (start step, tokens), made ahead
-
-
-
-
+        self._played: deque[int] = deque(maxlen=MAX_GUARD_PAST)  # what the partner played, a token per step
 
     def on_step(self, step: int) -> None:
         if step > self._first:
@@ -177,7 +183,7 @@ class PhraseMode(ListensToPerformer):
         if self._pending is not None and step >= self._pending[0]:
             self._start, self._tokens = self._pending
             self._pending = None
-        self._play(step)
+        self._played.append(self._play(step))
         if self._pending is None and step >= self._next_start - 1:
             # Made after this step's own note is scheduled: the generation (GAN best-of-8: 1.8 ms p99 quiet, up to
             # 11 ms with a busy core) never delays a note due within the lookahead; the phrase's first note is
@@ -188,23 +194,24 @@ class PhraseMode(ListensToPerformer):
         self._generate(self._next_start)
         self._next_start += self.s.phrase_every_steps
 
-    def _play(self, step: int) -> None:
+    def _play(self, step: int) -> int:
+        """Play this step of the phrase; returns the token played (HOLD between phrases)."""
         if self._tokens is None or step < self._start:
-            return
+            return melody.HOLD
         due = self.feel.due_ns(step)
         i = step - self._start
         if i >= len(self._tokens):  # the phrase is over: end its last note
-            self.voice.play(step, due, melody.OFF, 0)
             self._tokens = None
-            return
+            return self.voice.play(step, due, melody.OFF, 0)
         token = int(self._tokens[i])
         if i == 0 and token == melody.HOLD:
             token = melody.OFF  # a new phrase does not continue the last phrase's note
-        self.voice.play(step, due, token, self._velocity(step))
+        return self.voice.play(step, due, token, self._velocity(step))
 
     def _generate(self, start: int) -> None:
         try:
-            tokens = self.source.next_phrase(self.s, np.asarray(self._history, dtype=np.int64), self.rng)
+            tokens = self._guarded(lambda: self.source.next_phrase(self.s, np.asarray(self._history, dtype=np.int64),
+                                                                   self.rng))
         except (StepError, ValueError) as exc:
             self.stats.model_errors += 1
             self.stats.last_error = str(exc)
@@ -214,6 +221,23 @@ class PhraseMode(ListensToPerformer):
         self.stats.tokens += len(tokens)
         self.stats.fallbacks = getattr(self.source, "fallbacks", 0)
 
+
+    def _guarded(self, draw) -> np.ndarray:
+        """A phrase from ``draw()`` that does not replay a training passage of ``max_copy_bars`` (the copy guard,
+        also across the join with what the partner just played): drawn again up to ``MAX_REDRAWS`` times, then cut
+        where the copy would complete (``CopyGuard.cut``). Every redraw and cut is counted."""
+        tokens = np.asarray(draw(), dtype=np.int64)
+        if self.guard is None or not self.guard.window_steps:
+            return tokens
+        past = np.asarray(self._played, dtype=np.int64)[len(self._played) - self.guard.window_steps + 1:]
+        for _ in range(MAX_REDRAWS):
+            if self.guard.first_copy(np.concatenate([past, tokens]), past.size) is None:
+                return tokens
+            self.stats.copies_redrawn += 1
+            tokens = np.asarray(draw(), dtype=np.int64)
+        line, cuts = self.guard.cut(np.concatenate([past, tokens]), past.size)
+        self.stats.copies_cut += cuts > 0
+        return line[past.size:]
 
     def stop(self, now_ns: int) -> None:
         self.voice.silence(now_ns, cancel=True)

@@ -145,5 +145,7 @@ class ModeStats:
     harmonies: int = 0  # harmonize: partner notes started
     no_candidate: int = 0  # a sample found no allowed token (masks too tight): nothing played
     fallbacks: int = 0  # phrase mode: a latent source fell back (e.g. variation with a silent performer)
+    copies_redrawn: int = 0  # phrases / answers drawn again: they replayed a training passage (liveperf.copy_guard)
+    copies_cut: int = 0  # ... still did after every redraw, and were cut short of it
     model_errors: int = 0
     last_error: str = ""
