@@ -7,7 +7,7 @@ minus ``MISSING_PENALTY`` for each of its tones that does not sound. The best sc
 last, then the chord whose root is the bass, then the simpler type (the order of ``CHORD_TYPES``: a triad before a
 seventh), then the root nearest above the bass. Fewer than ``MIN_PITCH_CLASSES`` distinct pitch classes, or a best chord whose tones hold less than
 ``MIN_CHORD_SHARE`` of the weight (a cluster), is no chord (None): a melody line alone never names one.
-Measured against music21's own chord labels on held-out Bach chorales (``python -m bench.chords``; README).
+Measured against music21's own chord labels on held-out Bach chorales (``python -m export.chord_eval``; docs/modes.md).
 
 ``ChordListener`` (engine thread) follows the performer: note-ons, note-offs and the sustain pedal (CC 64: a note
 released while the pedal is down sounds until the pedal comes up) keep the set of sounding pitches; ``on_step``

@@ -69,8 +69,9 @@ def _int(name, lo, hi, default, doc, *, unit="") -> Param:
 
 
 _TABLE = (
-    _float("temperature", 0.0, 2.0, 0.9, "sampling temperature: lower is safer, higher is wilder (0 = greedy)"),
-    _float("top_p", 0.1, 1.0, 0.95, "nucleus sampling: keep the most likely tokens up to this probability mass"),
+    # Defaults are a setlist song's (``liveperf.setlist.SONG_FIELDS``): a song's start sets every one of them.
+    _float("temperature", 0.0, 2.0, 1.0, "sampling temperature: lower is safer, higher is wilder (0 = greedy)"),
+    _float("top_p", 0.1, 1.0, 1.0, "nucleus sampling: keep the most likely tokens up to this probability mass"),
     _int("top_k", 0, 129, 0, "keep only the k most likely tokens (0 = off)", unit="tokens"),
     _int("velocity", 1, 127, 100, "MIDI velocity of generated notes", unit="velocity"),
     _float("tempo_bpm", 20, 400, 120, "tempo of the internal clock", unit="BPM", smoothing_ms=0),
@@ -85,7 +86,7 @@ _TABLE = (
     Param("mode", None, None, "call_response", "", "enum", 0, "how we play with the performer", MODES),
     Param("comp_rhythm", None, None, "beat", "", "enum", 0, "comp: block chords each beat, half bar or bar, or the "
           "model's own rhythm", COMP_RHYTHMS),
-    _int("partner_channel", 1, 16, 2, "MIDI channel of the partner voice (1..16 as musicians count)",
+    _int("partner_channel", 1, 16, 1, "MIDI channel of the partner voice (1..16 as musicians count)",
          unit="channel"),
     _float("anchor_t", 0, 1, 0.0, "interpolation position between two latent anchors (0 = first, 1 = second)"),
     # style knobs (liveperf.style): phrase mode with the VAE; each applies to the next phrase made

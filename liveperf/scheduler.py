@@ -433,5 +433,5 @@ def try_realtime(priority: int | None) -> str:
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except OSError as exc:
-        return f"normal scheduling (SCHED_FIFO {priority} refused: {exc.strerror}; see README, real-time priority)"
+        return f"normal scheduling (SCHED_FIFO {priority} refused: {exc.strerror}; see docs/playing.md, real-time priority)"
     return f"SCHED_FIFO priority {priority}"

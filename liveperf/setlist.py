@@ -178,7 +178,7 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "take": ("", "a shipped take name, a path to a .mid file (relative to the setlist), or '' for none"),
     "voice": ("bass", f"one of {', '.join(VOICES)} (duet / harmonize partner voice)"),
     "duet_model": ("duet_dnn", "a shipped duet model name or a path to an .onnx file"),
-    "partner": ([], "[[song.partner]] tables: more partners at once (README: several partners)"),
+    "partner": ([], "[[song.partner]] tables: more partners at once (docs/modes.md, several partners)"),
     "comp_model": ("comp_dnn", "a shipped comp model name or a path to an .onnx file"),
     "comp_rhythm": ("beat", f"one of {', '.join(COMP_RHYTHMS)} (comp: when the chord moves)"),
     "duet_predictor": ("soprano_dnn", "a shipped step model name or a path to an .onnx file (the duet anticipates "

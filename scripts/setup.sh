@@ -32,7 +32,7 @@ fi
 pip install -q --upgrade pip >/dev/null
 if [ "$want" = "test" ]; then
   # The export extra brings torch (CPU build 2.13.0) for the ONNX-vs-torch parity tests.
-  pip install -q -e ".[dev,export]"
+  pip install -q -e ".[dev,export,docs]"
 else
   pip install -q -e .
 fi

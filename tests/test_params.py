@@ -116,7 +116,7 @@ def test_from_cc_exact_values():
 def test_store_defaults_and_overrides():
     store = ParamStore({"temperature": 1.2, "mode": "duet", "velocity": 90})
     assert store.value("temperature", 0) == 1.2 and store.value("mode", 0) == "duet"
-    assert store.value("top_p", 0) == 0.95 and store.target("velocity") == 90
+    assert store.value("top_p", 0) == 1.0 and store.target("velocity") == 90
     snap = store.snapshot(0)
     assert list(snap) == list(PARAMS) and snap["velocity"] == 90
     with pytest.raises(ParamError, match="temperature: 5"):
@@ -197,3 +197,12 @@ def test_midi_learn_validates_setlist_mappings(mapping, match):
         MidiLearn([mapping])
     with pytest.raises(ParamError):
         MidiLearn().arm("nope")
+
+
+def test_defaults_are_a_setlist_songs():
+    """The manual shows both tables (liveperf.docs_ref): a parameter that is also a song field has its default."""
+    from liveperf.setlist import SONG_FIELDS
+    for name, p in PARAMS.items():
+        field = {"partner_channel": "channel"}.get(name, name)
+        if field in SONG_FIELDS and isinstance(SONG_FIELDS[field][0], (int, float)) and p.kind != "enum":
+            assert p.default == SONG_FIELDS[field][0], name

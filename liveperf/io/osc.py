@@ -17,23 +17,8 @@ stands for (``0.9`` arrives as 0.9, not 0.8999999761581421). Ints are accepted w
 else is converted. Button-style addresses ("trigger" below) take no argument, or one number / ``T`` / ``F``:
 non-zero presses, zero is the button's release and is ignored (TouchOSC and most desks send 1 then 0).
 
-====================================  ==========  ==========================================  ==================
-Address                               Arguments   Command (kind, value)                       Notes
-====================================  ==========  ==========================================  ==================
-/liveperf/song/next                   trigger     ("song_next", None)                         at the next bar
-/liveperf/song/prev                   trigger     ("song_prev", None)                         at the next bar
-/liveperf/song/select                 i           ("song_select", number)                     1-based, >= 1
-/liveperf/song/select                 s           ("song_select", "title")                    non-empty
-/liveperf/tempo                       f|i         ("param", ("tempo_bpm", bpm))               20..300
-/liveperf/tap                         trigger     ("tap", None)                               ts_ns is the tap
-/liveperf/mode                        s           ("param", ("mode", name))                   see params.MODES
-/liveperf/param/<name>                f|i|s       ("param", (name, value))                    params.PARAMS
-/liveperf/learn                       s           ("learn", name)                             arm MIDI learn
-/liveperf/panic                       trigger     ("panic", None)                             all notes off
-/liveperf/stop                        trigger     ("stop", None)
-/liveperf/ping                        (none)      replies /liveperf/pong                      not passed on
-/liveperf/feedback/add                s i         ("feedback_add", ("ip", port))              allowed hosts only
-====================================  ==========  ==========================================  ==================
+The addresses, their arguments and what they do: ``liveperf.io.osc_table.OSC_IN`` (the manual's OSC reference is
+rendered from it).
 
 ``/liveperf/param/<name>`` takes ``f`` or ``i`` for float parameters, ``i`` for int parameters and ``s`` for enums,
 range-checked with ``params.coerce``. ``/liveperf/feedback/add`` takes an IP address (or ``localhost``) that is
@@ -50,24 +35,7 @@ allow-list are dropped unanswered (``rejected_sources``); so is a source over it
 
 Feedback out: ``OscFeedback`` sends plain messages (never bundles; grandMA3 and most desks want plain OSC messages):
 
-==========================  =====  ==================================================
-/liveperf/beat              ii     bar, beat (both 1-based), every beat
-/liveperf/bar               i      bar, on beat 1
-/liveperf/downbeat          i      1, on beat 1 (a trigger for desks)
-/liveperf/note/on           ii     pitch, velocity
-/liveperf/note/off          i      pitch
-/liveperf/song              is     song number (1-based), title
-/liveperf/mode              s      mode name
-/liveperf/state             s      playing | stopped | waiting
-/liveperf/stats             iiii   late, dropped, errors, copies guarded
-/liveperf/tempo             f      BPM
-/liveperf/chord             sis    the chord the performer holds, when it changes: name (``Am7``, ``G/B``), root
-                                   pitch class (0..11, C = 0), quality (major, minor, diminished, augmented,
-                                   suspended); kept through single notes and rests (``liveperf.chords``)
-/liveperf/key               sf     the key the partner plays in, when it changes (songs with ``key = "auto"`` or
-                                   ``key_follow``; at the bar line it applies): name (``G major``, ``E dorian``),
-                                   confidence 0..1 (``liveperf.key_finder``)
-==========================  =====  ==================================================
+The addresses it sends: ``liveperf.io.osc_table.OSC_OUT``.
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def command_for(address: str, tags: str, args: tuple, *, params: Mapping[str, Pa
         return _PONG
     if address == "/liveperf/feedback/add":
         return Command("feedback_add", _feedback_target(address, tags, args, host_allowed))
-    raise OscInputError("unknown_address", address, "not a liveperf address (see the OSC table in the README)")
+    raise OscInputError("unknown_address", address, "not a liveperf address (see docs/reference/osc.md)")
 
 
 def _feedback_target(address: str, tags: str, args: tuple, host_allowed: Callable[[str], bool]) -> tuple[str, int]:
