@@ -10,6 +10,8 @@ it). At 0.5 the warp is the identity, and ``Feel`` returns the clock's own integ
 - ``due_ns(step)``: when the partner plays a note of ``step``: the clock's time of the step's beat plus the swung
   phase of a beat. Swing only ever delays a step (never earlier than straight), so a step computed ``lookahead``
   ahead is never due before it was computed.
+- ``humanize_ns(step)``: with ``humanize_ms`` > 0, a seeded delay of each step's notes (``due_ns`` adds it): the
+  partner drifts a little behind the grid, as a player does, the same way every run with the same seed.
 - ``nearest_step(ns)``: the step a performer's note at ``ns`` belongs to, its phase straightened first (a swung
   off-beat at 0.66 of the beat is the beat's second eighth, step 2 of 4, not the fourth sixteenth).
 - ``heard(ns)``: every performer note-on; ``SwingEstimator`` estimates the performer's swing (and how far they
@@ -105,14 +107,18 @@ class SwingEstimator:
 
 
 class Feel:
-    def __init__(self, clock, steps_per_beat: int, swing: float | None = STRAIGHT) -> None:
+    def __init__(self, clock, steps_per_beat: int, swing: float | None = STRAIGHT, humanize_ms: float = 0.0,
+                 seed: int = 0) -> None:
         """``swing``: a ratio (0.5 .. 0.75) to play with, or None to follow the performer's (straight until the
-        estimate is confident)."""
+        estimate is confident). ``humanize_ms``: the largest delay ``humanize`` adds to a step; ``seed`` its
+        stream."""
         self.clock = clock
         self.spb = steps_per_beat
         self.follow = swing is None
         self.swing = STRAIGHT if swing is None else float(swing)
         self.estimator = SwingEstimator()
+        self.humanize_ms = float(humanize_ms)
+        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
 
     def set(self, swing: float | None) -> None:
         """A new setting (the ``swing`` parameter; None: follow)."""
@@ -128,11 +134,25 @@ class Feel:
 
     def due_ns(self, step: int) -> int:
         if self.swing == STRAIGHT:
-            return self.clock.ns_at_step(step)
-        beat = step // self.spb
-        start, end = self.clock.ns_at_step(beat * self.spb), self.clock.ns_at_step((beat + 1) * self.spb)
-        phase = swung_phase((step - beat * self.spb) / self.spb, self.swing)
-        return max(self.clock.ns_at_step(step), start + int(round(phase * (end - start))))
+            due = self.clock.ns_at_step(step)
+        else:
+            beat = step // self.spb
+            start, end = self.clock.ns_at_step(beat * self.spb), self.clock.ns_at_step((beat + 1) * self.spb)
+            phase = swung_phase((step - beat * self.spb) / self.spb, self.swing)
+            due = max(self.clock.ns_at_step(step), start + int(round(phase * (end - start))))
+        return due + self.humanize_ns(step) if self.humanize_ms else due
+
+    def humanize_ns(self, step: int) -> int:
+        """The humanize delay of ``step``: uniform in 0 .. ``humanize_ms`` (at most a third of a step), the same
+        for every note of the step (a chord stays together) and for every run with the same seed. Only ever a
+        delay: a step computed ahead is never due before it was computed, and a note's end (a later step) stays
+        after its start."""
+        x = (self.seed ^ (step * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
+        x = ((x ^ (x >> 31)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF  # splitmix64's finaliser
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+        span = min(int(self.humanize_ms * 1e6), (self.clock.ns_at_step(step + 1) - self.clock.ns_at_step(step)) // 3)
+        return int(x % (span + 1)) if span > 0 else 0
 
     def _beat_phase(self, ns: int) -> tuple[int, float, int]:
         """(beat, phase in it, ns from its line) of a time; phases past 1 - ON_BEAT belong to the next beat."""

@@ -80,6 +80,8 @@ _TABLE = (
     _float("density", 0, 1, 1.0, "chance that a generated note-on is kept"),
     _float("swing", 0.5, 0.75, 0.5, "where the partner's off-beat eighths fall in the beat: 0.5 straight, 0.67 "
            "triplet swing (setlist: \"follow\" follows the performer's)", smoothing_ms=0),
+    _float("humanize_ms", 0, 20, 0.0, "each step of the partner's notes is delayed by a seeded 0 .. this many ms "
+           "(0 = exactly on the grid)", unit="ms", smoothing_ms=0),
     _int("silence_steps", 1, 64, 4, "steps of performer silence before we answer", unit="steps"),
     _int("response_bars", 1, 16, 2, "length of an answer", unit="bars"),
     _int("phrase_every_bars", 2, 16, 4, "a new generated phrase every this many bars", unit="bars"),

@@ -68,6 +68,7 @@ class Song:
     mode_cc: int | None = None
     density: float = 1.0
     swing: float | None = 0.5  # the partner's off-beat eighths (liveperf.feel); None: follow the performer
+    humanize_ms: float = 0.0  # a seeded delay of 0 .. this many ms on each step's partner notes (liveperf.feel)
     program: int | None = None  # 1..128: Program Change sent to the partner's synth at the song's start
     bank: int | None = None  # 0..16383: Bank Select (CC0 MSB, CC32 LSB) sent before ``program``
     select_program: int | None = None  # 1..128: the incoming Program Change that selects this song
@@ -172,6 +173,7 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "response_bars": (2, param_allowed("response_bars")),
     "velocity": ("follow", "'follow' or " + param_allowed("velocity")),
     "swing": (0.5, "'follow' or " + param_allowed("swing", "0.5 straight, 0.67 triplet swing")),
+    "humanize_ms": (0.0, param_allowed("humanize_ms", "0 = exactly on the grid")),
     "trigger_cc": (-1, "a CC number 0..127, or -1 for none"),
     "max_note_beats": (4, "an integer from 1 to 64"),
     "seed": (0, "an integer from 0 to 2**63-1"),
@@ -417,6 +419,7 @@ def _parse_song(raw: Any, index: int, path: Path) -> Song:
         density=param(raw, "density", f, where),
         style=tuple(param(raw, f"style_{k}", f, where) for k in STYLE_KNOBS),
         swing=None if raw.get("swing") == "follow" else param(raw, "swing", f, where),
+        humanize_ms=param(raw, "humanize_ms", f, where),
         program=_optional(raw, "program", 1, 128, where),
         bank=_optional(raw, "bank", 0, 16383, where),
         select_program=_optional(raw, "select_program", 1, 128, where),

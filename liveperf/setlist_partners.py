@@ -24,7 +24,7 @@ PARTNER_FIELDS = ("name", "mode", "channel", "voice", "pitch_range", "velocity",
                   "density", "max_note_beats", "seed", "comp_rhythm", "comp_model", "model", "duet_model",
                   "duet_predictor", "phrase_model", "gan_models", "vae_models", "latent", "phrase_every_bars",
                   "candidates", "answer_candidates", "sigma", "walk_step", "anchors", "silence_steps",
-                  "response_bars", "swing", "program", "bank", *KNOB_PARAMS)
+                  "response_bars", "swing", "humanize_ms", "program", "bank", *KNOB_PARAMS)
 
 
 def parse_partners(raw: dict, song, index: int, path: Path, parse_song: Callable) -> tuple:

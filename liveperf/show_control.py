@@ -52,7 +52,8 @@ def _partner_params(song: Song) -> dict:
               "sigma": song.sigma, "walk_step": song.walk_step, "density": song.density,
               "silence_steps": song.silence_steps, "response_bars": song.response_bars,
               "phrase_every_bars": song.phrase_every_bars, "mode": song.mode, "partner_channel": song.channel,
-              "tempo_bpm": song.tempo_bpm, "comp_rhythm": song.comp_rhythm, **dict(zip(KNOB_PARAMS, song.style))}
+              "tempo_bpm": song.tempo_bpm, "comp_rhythm": song.comp_rhythm, "humanize_ms": song.humanize_ms,
+              **dict(zip(KNOB_PARAMS, song.style))}
     if song.velocity is not None:
         values["velocity"] = song.velocity
     if song.swing is not None:

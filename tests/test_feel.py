@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from liveperf.clock import InternalClock
 from liveperf.feel import MIN_SAMPLES, Feel, straight_phase, swung_phase
-from liveperf.melody import on
+from liveperf.melody import HOLD, OFF, on
 from tests.fakes import STEP_NS_120 as S
 from tests.fakes import ScriptedStepper, performer, run_virtual
 
@@ -81,3 +81,39 @@ def test_call_and_response_answers_on_swung_off_beats():
     onsets = [(t, e[2]) for t, e in wire if e[0] == "on"]
     assert onsets == [(12 * S, 62), (12 * S + round(2 * BEAT / 3), 64), (16 * S, 65),
                       (16 * S + round(2 * BEAT / 3), 67)]
+
+
+def test_humanize_delays_each_step_by_its_own_seeded_amount_and_zero_keeps_the_grid():
+    clock = InternalClock(120, 4, 0)
+    feel = Feel(clock, 4, 0.5, humanize_ms=5.0, seed=11)
+    delays = [feel.humanize_ns(s) for s in range(200)]
+    assert all(0 <= d <= 5_000_000 for d in delays) and len(set(delays)) > 150
+    assert delays == [Feel(clock, 4, 0.5, humanize_ms=5.0, seed=11).humanize_ns(s) for s in range(200)]
+    assert delays != [Feel(clock, 4, 0.5, humanize_ms=5.0, seed=12).humanize_ns(s) for s in range(200)]
+    assert [feel.due_ns(s) - clock.ns_at_step(s) for s in range(200)] == delays
+    assert [Feel(clock, 4, 0.5).due_ns(s) for s in range(64)] == [clock.ns_at_step(s) for s in range(64)]
+    fast = InternalClock(300, 4, 0)  # a 16th is 50 ms: at most a third of it
+    assert max(Feel(fast, 4, 0.5, humanize_ms=20.0).humanize_ns(s) for s in range(500)) <= 50_000_000 // 3
+
+
+def test_humanized_phrase_is_the_straight_one_each_step_delayed():
+    from liveperf.engine import Engine
+    from liveperf.modes.phrase import PhraseMode
+    from liveperf.sampler import new_rng_state
+    from tests.fakes import FixedPhrases, run_engine, settings
+
+    phrase = [on(60), HOLD, on(62), OFF, HOLD, on(64), HOLD, HOLD, on(65)]
+
+    def run(humanize_ms):
+        def make(clock, sink, now_fn):
+            feel = Feel(clock, 4, 0.5, humanize_ms=humanize_ms, seed=5)
+            mode = PhraseMode(settings(channel=1, velocity=70, phrase_every_steps=32), FixedPhrases([phrase]), clock,
+                              sink, new_rng_state(0), feel=feel)
+            return Engine(mode, clock=clock, sink=sink)
+        return run_engine([], make, InternalClock(120, 4, 0), steps=31)[0]
+    straight, human = run(0.0), run(8.0)
+    feel = Feel(InternalClock(120, 4, 0), 4, 0.5, humanize_ms=8.0, seed=5)
+    step_ns = InternalClock(120, 4, 0).ns_at_step(1)
+    assert [ev for _, ev in human] == [ev for _, ev in straight]
+    assert [t for t, _ in human] == [t + feel.humanize_ns(t // step_ns) for t, _ in straight]
+    assert any(t_h != t_s for (t_h, _), (t_s, _) in zip(human, straight))

@@ -17,7 +17,7 @@ MS = 1_000_000
 def test_table_is_consistent():
     expected = {"temperature", "top_p", "top_k", "velocity", "tempo_bpm", "sigma", "walk_step", "density",
                 "silence_steps", "response_bars", "phrase_every_bars", "mode", "partner_channel", "anchor_t", "swing",
-                "comp_rhythm", "style_density", "style_register", "style_range", "style_mood", "style_syncopation"}
+                "comp_rhythm", "humanize_ms", "style_density", "style_register", "style_range", "style_mood", "style_syncopation"}
     assert set(PARAMS) == expected
     for name, p in PARAMS.items():
         assert isinstance(p, Param) and p.name == name and p.doc

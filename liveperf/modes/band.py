@@ -163,6 +163,8 @@ def apply_param(modes, name: str, value, now_ns: int) -> bool:
         mode.voice.density = new.density
         if name == "swing" and getattr(mode, "feel", None) is not None:
             mode.feel.set(new.swing)  # a partner's modes share one Feel
+        if name == "humanize_ms" and getattr(mode, "feel", None) is not None:
+            mode.feel.humanize_ms = new.humanize_ms
         mode.s = new
         applied = True
     return applied

@@ -118,7 +118,8 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
     s = settings_for(song, models.steps_per_beat)
     guard = CopyGuard(copies, max_copy_bars * s.steps_per_bar) if copies is not None and max_copy_bars else None
     source = GanPhrases(models.phrase) if isinstance(models.phrase, GanModel) else VaePhrases(models.phrase)
-    feel = Feel(clock, models.steps_per_beat, s.swing)  # one per song: the performer's swing heard by every mode
+    # one per song: the performer's swing heard by every mode; humanize's own stream (seed + a fixed offset)
+    feel = Feel(clock, models.steps_per_beat, s.swing, s.humanize_ms, seed + 7)
     return {
         "call_response": CallAndResponse(s, OnnxStepper(models.melody, song.meter), clock, sink, new_rng_state(seed),
                                          feel=feel, guard=guard),

@@ -44,6 +44,7 @@ class ModeSettings:
     anchors: tuple[int, int] = (1, 2)  # interpolate: seeds of the two anchor latents
     density: float = 1.0  # chance that a partner note-on is played (else a rest)
     swing: float | None = 0.5  # the off-beat eighths' place in the beat (liveperf.feel); None: follow the performer
+    humanize_ms: float = 0.0  # the largest seeded delay of a step's notes (liveperf.feel)
     answer_candidates: int = 0  # call and response: whole answers planned at the phrase end (0 = step by step)
     tonic_pcs: frozenset = frozenset()  # pitch classes of the key's tonic triad (answers end on a cadence)
     key_allowed: np.ndarray | None = None  # bool (130,): the key's mask over all 128 pitches (the comp's voices
@@ -63,6 +64,7 @@ _SETTING_OF_PARAM = {
     "walk_step": ("walk_step", lambda v, bar: float(v)),
     "density": ("density", lambda v, bar: float(v)),
     "swing": ("swing", lambda v, bar: float(v)),
+    "humanize_ms": ("humanize_ms", lambda v, bar: float(v)),
     "silence_steps": ("silence_steps", lambda v, bar: int(v)),
     "response_bars": ("response_steps", lambda v, bar: int(v) * bar),
     "phrase_every_bars": ("phrase_every_steps", lambda v, bar: int(v) * bar),
@@ -111,6 +113,7 @@ def settings_for(song: Song, steps_per_beat: int) -> ModeSettings:
         anchors=song.anchors,
         density=song.density,
         swing=song.swing,
+        humanize_ms=song.humanize_ms,
         answer_candidates=song.answer_candidates,
         tonic_pcs=key_tonic(song.key),
         key_allowed=token_mask(song.key, 0, 127),
