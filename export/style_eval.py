@@ -170,6 +170,41 @@ def restyle_figures(source: VaePhrases, windows, figure: Path | None) -> dict:
     return res
 
 
+def answer_figures(n_tunes: int, seed: int, split: str, real_sd: np.ndarray) -> dict:
+    """Call and response with one knob at -1, 0 and +1 (the answer plan picks among its candidates by the knobs;
+    ``liveperf.modes.answer_plan.style_score``): the harness's calls of ``n_tunes`` held-out tunes (the content
+    split, as ``export.quality`` plays them), the answers' attributes. The candidates are the same at every knob
+    value (the knobs only choose), so each answer is compared with the same call's answer at 0."""
+    from export.quality import run as harness
+    args = harness.parse_args(["--split", split, "--seed", str(seed)])
+    corpus = corpus_mod.load_corpus(corpus_mod.CORPORA)
+    held = [int(i) for i in clean_split.split_by_content(corpus.tokens, seed)[split]
+            if corpus.meta[int(i)].tonic_pc >= 0][:n_tunes]
+    cache: dict = {}
+
+    def answers(extra: dict) -> np.ndarray:
+        out = []
+        for k, i in enumerate(held):
+            ex, _ = harness.play_calls(corpus.tokens[i], corpus.meta[i], seed + k, args, cache, extra=extra)
+            out += [attributes_of([a])[0] for _, _, a, _, _ in ex]
+        return np.stack(out)
+    plain = answers({})
+    res = {"answers": int(len(plain))}
+    for knob in STYLE_KNOBS:
+        i = STYLE_KNOBS.index(knob)
+        lo, hi = answers({f"style_{knob}": -1.0}), answers({f"style_{knob}": 1.0})
+        means = [float(np.nanmean(x[:, i])) for x in (lo, plain, hi)]
+        changed_hi = np.isfinite(hi[:, i]) & np.isfinite(plain[:, i]) & (hi[:, i] != plain[:, i])
+        changed_lo = np.isfinite(lo[:, i]) & np.isfinite(plain[:, i]) & (lo[:, i] != plain[:, i])
+        res[knob] = {"mean_at_-1_0_+1": [round(m, 3) for m in means],
+                     "move_sd": round((means[2] - means[0]) / float(real_sd[i]), 3),
+                     "changed_share": round(float((changed_hi | changed_lo).mean()), 3),
+                     "right_way_of_changed": round(float(np.mean(np.concatenate([
+                         hi[changed_hi, i] > plain[changed_hi, i], lo[changed_lo, i] < plain[changed_lo, i]]))), 3)
+                     if (changed_hi | changed_lo).any() else None}
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.style_eval", description=__doc__.splitlines()[0])
     ap.add_argument("--phrases", type=int, default=200)
@@ -178,6 +213,8 @@ def main(argv=None) -> int:
                     help="held-out tunes for restyle (the steering strengths were chosen on valid)")
     ap.add_argument("--json", type=Path, default=ROOT / "export" / "results" / "style_eval.json")
     ap.add_argument("--figure", type=Path, default=None, help="PNG: one held-out phrase restyled by each knob")
+    ap.add_argument("--answer-tunes", type=int, default=60,
+                    help="held-out tunes for the knobs in call and response's answers (0: skip)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
@@ -190,6 +227,8 @@ def main(argv=None) -> int:
            "real_sd": dict(zip(STYLE_KNOBS, np.round(real_sd, 3).tolist())),
            "knobs": knob_figures(source, args.phrases, real_sd),
            "restyle": restyle_figures(source, windows, args.figure)}
+    if args.answer_tunes:
+        res["answers"] = answer_figures(args.answer_tunes, args.seed, args.split, real_sd)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"Real held-out 2-bar phrases ({len(windows)}, from {tunes} tunes): " + ", ".join(
         f"{k} {res['real_mean'][k]:.2f} (sd {res['real_sd'][k]:.2f})" for k in STYLE_KNOBS))
@@ -205,6 +244,15 @@ def main(argv=None) -> int:
         print(f"| {k} | {f['down']['vs_performer']:.2f} / {f['down']['vs_plain']:.2f} / "
               f"{f['down']['vs_performer_movable']:.2f} ({f['down']['movable']}) | {f['up']['vs_performer']:.2f}"
               f" / {f['up']['vs_plain']:.2f} | {f['contour_corr_median']:.2f} |")
+    if "answers" in res:
+        print(f"| call and response, {res['answers']['answers']} answers | mean at -1 / 0 / +1 | move (sd) | answers "
+              f"changed | right way, of those |")
+        for k in STYLE_KNOBS:
+            f = res["answers"][k]
+            right = f"{f['right_way_of_changed']:.2f}" if f["right_way_of_changed"] is not None else "—"
+            print(f"| {k} | {' / '.join(f'{m:.2f}' for m in f['mean_at_-1_0_+1'])} | {f['move_sd']:.2f} | "
+                  f"{f['changed_share']:.2f} | {right} |")
+    res["seconds"] = round(time.perf_counter() - t0, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1) + "\n")
     print(f"{res['seconds']} s; wrote {args.json}")

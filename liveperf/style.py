@@ -32,6 +32,8 @@ through five means, one per attribute (``controls``):
   performer's own line for ``register`` (steps along the scale, ``reshape_line``) and ``range`` (distances from its
   centre stretched), so its contour stays; the other knobs move the code as above, and the decoder is held near the
   performer's line (``anchor``). The strengths were chosen on the content split's validation tunes.
+- Call and response's planned answers are chosen among their candidates with the knobs too
+  (``liveperf.modes.answer_plan.style_score``).
 Pure functions; no threads.
 """
 

@@ -180,3 +180,27 @@ def test_style_fields_in_a_setlist_and_as_song_params(tmp_path: Path):
     with pytest.raises(SetlistError, match="s.toml.*song 1.*style_mood.*from -1.0 to 1.0"):
         parse_setlist({"song": [{**raw["song"][0], "style_mood": 2}]}, tmp_path / "s.toml")
     assert replace(vae_settings(), style=song.style).style[3] == -0.5
+
+
+def test_style_score_prefers_what_the_knob_asks_for():
+    from liveperf.modes.answer_plan import style_score
+    sparse = np.array([on(60), HOLD, HOLD, HOLD, HOLD, HOLD, HOLD, HOLD, on(62)] + [HOLD] * 7)
+    busy = np.array([on(60), on(62), on(64), on(62)] * 4)
+    denser = (1, 0, 0, 0, 0)
+    assert style_score(busy, denser, 4) > style_score(sparse, denser, 4)
+    assert style_score(busy, (-1, 0, 0, 0, 0), 4) < style_score(sparse, (-1, 0, 0, 0, 0), 4)
+    assert style_score(np.array([HOLD] * 16), denser, 4) == 0.0
+
+
+def test_knobs_choose_among_the_planned_answers():
+    """An unsure model (the script barely preferred) gives candidates of different density: the density knob at
+    +1 plays an answer with at least as many notes as at 0, and at -1 at most as many."""
+    from tests.fakes import ScriptedStepper, run_virtual
+    from tests.test_call_response import ANSWER, PHRASE
+
+    def notes(knob: float) -> int:
+        _, mode, _ = run_virtual(performer(PHRASE), ScriptedStepper(ANSWER, strength=1.0), answer_candidates=8,
+                                 temperature=1.0, style=(knob, 0.0, 0.0, 0.0, 0.0))
+        return int((mode.last_plan.tokens >= melody.PITCH_OFFSET).sum())
+    low, mid, high = notes(-1.0), notes(0.0), notes(1.0)
+    assert low <= mid <= high and low < high

@@ -98,12 +98,13 @@ def song_fields(meta, tokens: np.ndarray, seed: int, args, chromatic: bool = Fal
     return fields
 
 
-def play_calls(tokens, meta, seed, args, models_cache, chromatic=False):
-    """Play the tune's calls through the live path; returns [(call, call_song_start, answer, real, answer_start)]."""
+def play_calls(tokens, meta, seed, args, models_cache, chromatic=False, extra: dict | None = None):
+    """Play the tune's calls through the live path; returns [(call, call_song_start, answer, real, answer_start)].
+    ``extra``: more song fields (e.g. the style knobs)."""
     starts = exchanges_of(tokens, meta)
     if not starts:
         return [], None
-    song = live.make_song(**song_fields(meta, tokens, seed, args, chromatic))
+    song = live.make_song(**song_fields(meta, tokens, seed, args, chromatic), **(extra or {}))
     models = load_song_models(song, models_cache)
     bar = song.steps_per_bar(models.steps_per_beat)
     call_len = CALL_BARS * bar

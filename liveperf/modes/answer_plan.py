@@ -16,8 +16,9 @@ Every candidate is fed back through the model, so its likelihood is the model's 
 Score = mean log-probability per step (the model at temperature 1, renormalised over the mask)
         + ``REUSE_WEIGHT`` x beat reuse of the call + ``CADENCE_WEIGHT`` x cadence
         - ``DRONE_WEIGHT`` x (a pitch struck more than ``MAX_RESTRIKES`` times in a row)
-        - ``DENSITY_WEIGHT`` x |log((notes + 1) / (the call's notes per step x answer steps + 1))|; a silent
-        candidate loses. (The likelihood alone favours held notes and rests, the model's likeliest tokens: a
+        - ``DENSITY_WEIGHT`` x |log((notes + 1) / (the call's notes per step x answer steps + 1))|
+        + ``STYLE_WEIGHT`` x sum over the style knobs of knob x the candidate's attribute (``style_score``; only
+        with a knob turned); a silent candidate loses. (The likelihood alone favours held notes and rests, the model's likeliest tokens: a
         one-note answer to a busy call scored well before the density term.)
 The musical measures are the ones the music-quality harness (``export/quality``) reports, defined once here.
 Weights were chosen on the validation tunes, never the test tunes. Engine thread only; deterministic for a given
@@ -31,13 +32,17 @@ from typing import Callable
 
 import numpy as np
 
-from liveperf import melody
+from liveperf import melody, style
 
 REUSE_WEIGHT = 0.6
 CADENCE_WEIGHT = 0.6
 DRONE_WEIGHT = 2.0
 MAX_RESTRIKES = 3
 DENSITY_WEIGHT = 0.5
+STYLE_WEIGHT = 0.4  # per knob unit and standard deviation of the attribute
+# The attributes' mean and standard deviation over the VAE's training phrases (export/results/vae_attributes.json)
+STYLE_MEAN = np.array([1.363, 69.425, 2.715, 0.097, 0.027])
+STYLE_SD = np.array([0.706, 5.44, 1.18, 0.297, 0.076])
 
 
 # ---- the musical measures (shared with the music-quality harness) ------------------------------------------------
@@ -96,6 +101,15 @@ def tonic_triad(root: int, scale_degrees: tuple[int, ...]) -> frozenset[int]:
     return frozenset({root % 12, (root + third) % 12, (root + 7) % 12})
 
 
+def style_score(line: np.ndarray, knobs, spb: int) -> float:
+    """``STYLE_WEIGHT`` x sum of knob x attribute (standardised on the VAE's training phrases) of an answer line;
+    0 for a silent one."""
+    a = style.attributes(line, spb)
+    if not np.isfinite(a).all():
+        return 0.0
+    return STYLE_WEIGHT * float(np.dot(np.asarray(knobs, dtype=np.float64), (a - STYLE_MEAN) / STYLE_SD))
+
+
 # ---- planning --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
@@ -124,7 +138,7 @@ def echo_line(call: np.ndarray, call_start: int, start: int, steps: int, steps_p
 
 def plan_answer(batch, first_logits: np.ndarray | None, lead: list[tuple[int, int]], start: int, steps: int,
                 call: np.ndarray, call_start: int, allowed: np.ndarray, choose: Callable[[np.ndarray, bool], int],
-                spb: int, steps_per_bar: int, tonic_pcs: frozenset[int], guard=None) -> Plan:
+                spb: int, steps_per_bar: int, tonic_pcs: frozenset[int], guard=None, style_knobs=None) -> Plan:
     """Draw ``batch.n`` candidate answers of ``steps`` steps from song step ``start`` and return the best.
 
     ``batch``: a ``BatchStepper`` forked from the call's model state; ``lead``: (token, step) pairs still to feed
@@ -132,7 +146,9 @@ def plan_answer(batch, first_logits: np.ndarray | None, lead: list[tuple[int, in
     model's prediction for ``start``) is used. ``choose(logits_row, must_play)`` draws one token (the mode's
     sampler and RNG). ``call``: the performer's phrase from song step ``call_start``. ``guard`` (a
     ``liveperf.copy_guard.CopyGuard`` or None): a candidate that replays a training passage is passed over; when
-    every one does, the best is cut short of its copy."""
+    every one does, the best is cut short of its copy. ``style_knobs`` (``liveperf.style.STYLE_KNOBS`` order, -1..1,
+    or None): each candidate also scores ``STYLE_WEIGHT`` x knob x its attribute in standard deviations of real
+    phrases, so the knobs pick denser, higher, wider, brighter or more syncopated answers among the candidates."""
     n = batch.n
     logits = None
     for token, step in lead:
@@ -169,6 +185,7 @@ def plan_answer(batch, first_logits: np.ndarray | None, lead: list[tuple[int, in
         if not notes:
             continue
         score = (logp[r] / steps
+                 + (style_score(line, style_knobs, spb) if style_knobs is not None else 0.0)
                  - DENSITY_WEIGHT * abs(np.log((notes + 1) / (expected + 1)))
                  + REUSE_WEIGHT * beat_reuse(call_beats, onset_beats(line, start, spb))
                  + CADENCE_WEIGHT * is_cadence(line, start, spb, tonic_pcs)

@@ -158,7 +158,7 @@ class CallAndResponse:
             self._plan = plan_answer(
                 batch, self._logits, [(melody.HOLD, t) for t in range(step, start)], start, self.s.response_steps,
                 np.asarray(call, dtype=np.int64), self._call_start, self.s.allowed, self._choose, self.spb,
-                self.s.steps_per_bar, self.s.tonic_pcs, self.guard)
+                self.s.steps_per_bar, self.s.tonic_pcs, self.guard, self.s.style if any(self.s.style) else None)
         except StepError as exc:
             self.stats.model_errors += 1
             self.stats.last_error = str(exc)
