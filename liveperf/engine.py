@@ -124,6 +124,13 @@ class Engine:
         """The current mode (of partner 1, in a band: ``liveperf.modes.band``)."""
         return self.mode.parts[0].mode_name if isinstance(self.mode, Band) else self._mode_name
 
+    def partner_modes(self) -> list[str]:
+        """Each partner's mode as of the next bar line (its pending switch, else its current mode): one entry for a
+        song with one partner, one per partner for a band (``liveperf.modes.band``)."""
+        if isinstance(self.mode, Band):
+            return [p.pending or p.mode_name for p in self.mode.parts]
+        return [self._pending_mode or self._mode_name]
+
     def mode_names(self) -> list[str]:
         """The modes there are to switch to (partner 1's, in a band)."""
         return list(self.mode.parts[0].modes if isinstance(self.mode, Band) else self.modes)

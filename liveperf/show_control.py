@@ -104,6 +104,7 @@ class ShowController:
         self._gliding: dict[str, int] = {}  # float parameter -> ns its glide ends
         self._bank: list[int | None] = [None, None]  # Bank Select MSB, LSB (performer input, any channel)
         self._mode_shown: str | None = None
+        self._partners_shown: list[str] = []  # each partner's mode as last sent (/liveperf/partner/mode)
         self._chord_shown = None  # the last chord sent on /liveperf/chord (the engine's ``chord_at``)
         self._key_shown = None  # the last key sent on /liveperf/key (the engine's ``key_at``)
         self._tempo_shown: float | None = None  # the last tempo sent on /liveperf/tempo
@@ -125,6 +126,10 @@ class ShowController:
         self._tempo_samples = []
         self._feedback(start_ns, "song", index + 1, song.title)
         self._feedback(start_ns, "mode", engine.mode_name)
+        self._partners_shown = engine.partner_modes()
+        if len(self._partners_shown) > 1:
+            for k, name in enumerate(self._partners_shown, start=1):
+                self._feedback(start_ns, "partner_mode", k, name)
         self._send_tempo(start_ns, clock.tempo_bpm)
         self._state_shown = None  # a new song says its state, whatever the last one ended in
         # Following MIDI clock, the engine waits for the band's Start (or Continue) before it plays.
@@ -298,6 +303,12 @@ class ShowController:
             if name != self._mode_shown:
                 self._mode_shown = name
                 self._feedback(due_ns, "mode", name)
+            partners = self.engine.partner_modes()
+            if len(partners) > 1 and partners != self._partners_shown:
+                for k, (old, new) in enumerate(zip(self._partners_shown, partners), start=1):
+                    if old != new:
+                        self._feedback(due_ns, "partner_mode", k, new)
+                self._partners_shown = partners
             self._feedback(due_ns, "counts", *self.counts())
 
     # ---- helpers -----------------------------------------------------------------------------------------------------

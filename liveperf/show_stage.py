@@ -79,6 +79,7 @@ class StageFeed:
             next_song=sl.songs[nxt].title if nxt is not None else None, bar=bar, beat=beat,
             tempo_bpm=float(clock.tempo_bpm), clock_source=_clock_text(clock),
             transport="playing" if clock.running else "stopped", mode=engine.mode_name,
+            partner_modes=tuple(engine.partner_modes()[1:]),
             pending_mode=engine.pending_mode,
             chord=engine.chords.current.name if engine.chords.current is not None else "",
             key=_key_text(engine.keys),

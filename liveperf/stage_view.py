@@ -79,6 +79,7 @@ class StageState:
     transport: str = "stopped"
     mode: str = ""
     pending_mode: str | None = None
+    partner_modes: tuple[str, ...] = ()  # a song with several partners: partners 2.. (``mode`` is partner 1's)
     chord: str = ""  # the chord the performer holds (``liveperf.chords``), "" before the first
     key: str = ""  # the key the partner follows with its confidence ("G major 82 %"), "" when the song's key holds
     pending_song: str | None = None
@@ -235,6 +236,9 @@ class StageRenderable:
         mode = Text()
         mode.append("mode ")
         mode.append(s.mode or "-", style="bold magenta")
+        for k, name in enumerate(s.partner_modes, start=2):
+            mode.append(f" p{k} ")
+            mode.append(name, style="magenta")
         if s.chord:
             mode.append(dot + "chord ")
             mode.append(s.chord, style="bold green")
@@ -290,6 +294,9 @@ def decode_state(line: bytes) -> StageState:
     d = json.loads(line)
     if not isinstance(d, dict):
         raise ValueError("a stage state is a JSON object")
+    for name in ("messages", "partner_modes"):  # JSON has lists; the state holds tuples
+        if isinstance(d.get(name), list):
+            d[name] = tuple(d[name])
     return StageState(**d)
 
 

@@ -122,3 +122,27 @@ def test_three_shipped_partners_play_together_and_let_every_note_go():
     played = {m[1] for _, m in wire if m[0] == "on"}
     assert played == {1, 2, 3}  # the bass duet, the comp and the call-and-response lead all played
     assert engine.mode.stats.model_errors == 0 and engine.mode_name == "duet"
+
+
+def test_each_partner_s_mode_goes_out_on_osc_at_the_start_and_when_it_changes(tmp_path):
+    """/liveperf/partner/mode i s: every partner at the song's start; at the bar line where partner 2's switch
+    happens, partner 2 only (/liveperf/mode stays partner 1's)."""
+    from liveperf.scheduler import DiscardSink
+    from liveperf.setlist import load_setlist
+    from liveperf.show_control import ShowController
+    from tests.test_show_control import Feedback, Worker, write_setlist
+
+    clock = InternalClock(120, 4, 0)
+    engine = two_comps(clock, DiscardSink(), lambda: 0)
+    engine.mode.parts[1].modes["duet"] = engine.mode.parts[1].modes["comp"]  # a second mode to switch to
+    worker = Worker()
+    ctl = ShowController(load_setlist(write_setlist(tmp_path)), [0], worker=worker, feedback=Feedback(),
+                         log=lambda *_: None)
+    ctl.bind(0, engine, clock, 0, 16)
+    for step in range(17):
+        if step == 5:
+            engine.request_mode("duet", 2)
+        ctl.on_step(step, clock.ns_at_step(step))
+    sent = [(due, args) for due, name, args in worker.jobs if name == "partner_mode"]
+    assert sent == [(0, (1, "comp")), (0, (2, "comp")), (16 * STEP, (2, "duet"))]
+    assert [args for _, name, args in worker.jobs if name == "mode"] == [("comp",)]

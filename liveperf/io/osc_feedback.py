@@ -161,6 +161,10 @@ class OscFeedback:
     def mode(self, name: str) -> None:
         self.send("/liveperf/mode", str(name))
 
+    def partner_mode(self, partner: int, name: str) -> None:
+        """A song with several partners: partner ``partner`` (1-based) plays ``name`` (from the next bar line)."""
+        self.send("/liveperf/partner/mode", int(partner), str(name))
+
     def state(self, name: str) -> None:
         """``name``: playing, stopped or waiting."""
         self.send("/liveperf/state", str(name))

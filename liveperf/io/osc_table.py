@@ -34,6 +34,8 @@ OSC_OUT: tuple[tuple[str, str, str], ...] = (
     ("/liveperf/note/off", "i", "pitch"),
     ("/liveperf/song", "is", "song number (1-based), title, at each song's start"),
     ("/liveperf/mode", "s", "the partner's mode, when it changes"),
+    ("/liveperf/partner/mode", "is", "a song with several partners: partner number (1-based), its mode; at the "
+     "song's start for each partner and when one changes (`/liveperf/mode` is partner 1's)"),
     ("/liveperf/state", "s", "playing or stopped (following MIDI clock: the band's Start and Stop), when it changes"),
     ("/liveperf/stats", "iiii", "once a bar: notes dropped as late, input dropped, errors, phrases or answers the "
      "copy guard drew again or cut"),
