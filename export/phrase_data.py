@@ -87,6 +87,7 @@ class WindowSampler:
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
+LEAP_SEMITONES = 7  # a leap: more than a perfect fifth between consecutive onsets
 CONSONANT = frozenset({0, 3, 4, 7, 8, 9})  # P1/P8, m3, M3, P5, m6, M6 (mod 12)
 
 
@@ -110,6 +111,8 @@ def phrase_stats(phrases: np.ndarray, reference_degree_hist: np.ndarray | None =
     - ``empty_step_rate``: share of steps where nothing sounds; ``empty_phrase_rate``: phrases with no onset;
     - ``onsets_per_phrase``; ``pitch_range`` (mean max - min pitch, semitones, phrases with onsets);
     - ``repeated_note_rate``: share of onsets (after a phrase's first) with the pitch of the previous onset;
+    - ``leap_rate``: share of intervals between consecutive onsets within a phrase that are larger than a fifth
+      (|interval| > ``LEAP_SEMITONES`` = 7 semitones), pooled over all phrases;
     - ``distinct_rate``: distinct phrases / N;
     - ``degree_hist``: histogram of onsets' pitch classes relative to each phrase's best key tonic (12 bins,
       key-normalised, so phrases in any key compare), and ``js_degree_hist`` (Jensen-Shannon divergence, bits).
@@ -120,7 +123,7 @@ def phrase_stats(phrases: np.ndarray, reference_degree_hist: np.ndarray | None =
     pitch = np.where(onset, phrases - melody.PITCH_OFFSET, 0)
     empty = np.stack([sounding_pitch(p) < 0 for p in phrases])
     in_scale, ranges, degree = [], [], np.zeros(12)
-    repeats = rep_n = 0
+    repeats = rep_n = leaps = 0
     for i in range(n):
         ps = pitch[i][onset[i]]
         if ps.size == 0:
@@ -133,6 +136,7 @@ def phrase_stats(phrases: np.ndarray, reference_degree_hist: np.ndarray | None =
         tonic = key % 12
         degree += np.roll(pc_counts, -tonic)
         repeats += int((ps[1:] == ps[:-1]).sum())
+        leaps += int((np.abs(np.diff(ps)) > LEAP_SEMITONES).sum())
         rep_n += ps.size - 1
     with_onsets = int(onset.any(axis=1).sum())
     degree_hist = degree / max(degree.sum(), 1)
@@ -144,6 +148,7 @@ def phrase_stats(phrases: np.ndarray, reference_degree_hist: np.ndarray | None =
         "onsets_per_phrase": float(onset.sum() / n),
         "pitch_range": float(np.mean(ranges)) if ranges else 0.0,
         "repeated_note_rate": repeats / max(rep_n, 1),
+        "leap_rate": leaps / max(rep_n, 1),
         "distinct_rate": len({p.tobytes() for p in phrases}) / n,
         "degree_hist": [round(float(x), 4) for x in degree_hist],
     }

@@ -219,10 +219,11 @@ def reshape_line(tokens: np.ndarray, steps: int, spread: float, key_allowed: np.
     steps along the key's scale (``key_allowed``: token mask of the key over all pitches, None = every pitch) after
     its distance from the phrase's mean pitch is multiplied by ``spread`` (and taken to the nearest pitch of the
     key). A note that lands outside ``allowed`` (the partner's range) moves by octaves into it, or keeps its pitch
-    when none lies there. A new array."""
+    when none lies there. With no step and no stretch, it takes each note outside ``allowed`` to the key's nearest
+    pitch (``liveperf.modes.phrase.in_key``). A new array."""
     out = np.array(tokens, dtype=np.int64)
     on = np.flatnonzero(out >= melody.PITCH_OFFSET)
-    if (steps == 0 and spread == 1.0) or on.size == 0:
+    if on.size == 0 or (steps == 0 and spread == 1.0 and allowed[out[on]].all()):
         return out
     scale = np.flatnonzero(key_allowed[melody.PITCH_OFFSET:] if key_allowed is not None else
                            np.ones(melody.NUM_PITCHES, dtype=bool))

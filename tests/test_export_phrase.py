@@ -47,6 +47,24 @@ def test_vae_encoder_and_decoder_match_torch(tmp_path, batch):
     assert np.abs(logits - tlogits.numpy()).max() < ATOL
 
 
+def test_gan_phrase_features_equal_phrase_stats_on_one_hot_phrases():
+    """The GAN's differentiable statistics-matching features are exact for hard phrases."""
+    rng = np.random.default_rng(3)
+    pitches = melody.PITCH_OFFSET + 60 + rng.integers(-9, 10, (40, 32))
+    tokens = np.where(rng.random((40, 32)) < 0.5, melody.HOLD, pitches)
+    tokens[:, 5] = melody.OFF
+    tokens[0] = melody.HOLD  # a silent phrase: counts for neither rate
+    phrases = np.stack([melody.canonical(p) for p in tokens])
+    stats = phrase_data.phrase_stats(phrases)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(phrases), melody.NUM_CLASSES).float()
+    feats = gan_model.phrase_features(onehot)
+    assert stats["leap_rate"] > 0.1
+    assert abs(float(feats["leap_rate"]) - stats["leap_rate"]) < 1e-4
+    assert abs(float(feats["repeat_rate"]) - stats["repeated_note_rate"]) < 1e-4
+    assert abs(float(feats["onset_rate"]) * 32 - stats["onsets_per_phrase"]) < 1e-4
+    assert abs(float(feats["in_scale_rate"]) - stats["in_scale_rate"]) < 1e-4
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_gan_generator_and_critic_match_torch(tmp_path, batch):
     torch.manual_seed(0)

@@ -204,3 +204,13 @@ def test_knobs_choose_among_the_planned_answers():
         return int((mode.last_plan.tokens >= melody.PITCH_OFFSET).sum())
     low, mid, high = notes(-1.0), notes(0.0), notes(1.0)
     assert low <= mid <= high and low < high
+
+
+def test_a_gan_phrase_is_moved_into_the_key_whole_not_note_by_note():
+    from liveperf.modes.phrase import in_key
+    d_major = np.array([on(62), HOLD, on(66), HOLD, on(69), OFF, on(73), HOLD, on(74)])  # D F# A C# D
+    s = vae_settings(allowed=token_mask(parse_key("C major"), 48, 84))
+    moved = in_key(d_major, s)
+    assert moved.tolist() == [on(60), HOLD, on(64), HOLD, on(67), OFF, on(71), HOLD, on(72)]  # down a tone, whole
+    high = np.array([on(83), HOLD, on(88), HOLD, on(91)])  # in key, above the range: octaves down into it
+    assert in_key(high, s).tolist() == [on(83), HOLD, on(76), HOLD, on(79)]

@@ -61,9 +61,34 @@ class GanPhrases:
         self.fallbacks = 0
 
     def next_phrase(self, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray) -> np.ndarray:
-        phrase, _score = self.gan.best_of(settings.candidates, rng_state, settings.temperature if
-                                          settings.temperature < 0.5 else 0.0, settings.allowed)
-        return phrase
+        # The generator writes in any key (it was trained on phrases in random keys): each candidate is drawn
+        # unmasked and moved into the song's key and range whole (``in_key``), not note by note by the mask, which
+        # left a sharp generator's out-of-key phrases empty.
+        drawn = self.gan.sample(settings.candidates, rng_state,
+                                settings.temperature if settings.temperature < 0.5 else 0.0)
+        phrases = np.stack([in_key(p, settings) for p in drawn])
+        scores = self.gan.score(phrases)
+        return phrases[int(np.argmax(scores))]
+
+
+SHIFTS = np.array(sorted(range(-6, 6), key=abs))  # the smallest shift first: it wins a tie
+
+
+def in_key(phrase: np.ndarray, settings: ModeSettings) -> np.ndarray:
+    """``phrase`` transposed by the shift (-6..+5 semitones, the smallest on a tie) that puts most of its notes in
+    the song's key, then every note still outside the key or range taken to the key's nearest pitch, octaves into the
+    range (``style.reshape_line``)."""
+    phrase = np.asarray(phrase, dtype=np.int64)
+    pitches = phrase[phrase >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET
+    if pitches.size and settings.key_allowed is not None:
+        moved = pitches[None, :] + SHIFTS[:, None]
+        inside = (moved >= 0) & (moved < melody.NUM_PITCHES)
+        key = settings.key_allowed[melody.PITCH_OFFSET:]
+        fit = np.where(inside.all(axis=1), (key[np.clip(moved, 0, melody.NUM_PITCHES - 1)] & inside).sum(axis=1), -1)
+        shift = int(SHIFTS[int(np.argmax(fit))])
+        if shift:
+            phrase = np.where(phrase >= melody.PITCH_OFFSET, phrase + shift, phrase)
+    return melody.canonical(style.reshape_line(phrase, 0, 1.0, settings.key_allowed, settings.allowed))
 
 
 class VaePhrases:
