@@ -8,7 +8,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from liveperf.copy_guard import CopyIndex, CopyIndexError
+import numpy as np
+
+from liveperf.copy_guard import INDEX_LENGTHS, CopyIndex, CopyIndexError, window_hashes
 from liveperf.io.midi_file import MidiFileError, Take, read_take
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError
@@ -48,7 +50,10 @@ def load_copies(setlist: Setlist) -> tuple[CopyIndex | None, str | None]:
     if not setlist.max_copy_bars:
         return None, None
     try:
-        return CopyIndex.load(), None
+        index = CopyIndex.load()
+        # Compiled on first use (1.3 s cold in a fresh install): here, not at the first answer of the show.
+        window_hashes(np.zeros(INDEX_LENGTHS[0] + 1, dtype=np.int64), INDEX_LENGTHS[0])
+        return index, None
     except CopyIndexError as exc:
         return None, f"{exc}; the copy guard is off (max_copy_bars = {setlist.max_copy_bars} asked for it)"
 
