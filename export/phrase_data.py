@@ -17,18 +17,9 @@ import numpy as np
 
 from export.melody_data import SHIFTS
 from liveperf import melody
+from liveperf.melody import sounding_pitch  # noqa: F401  (export's name for it)
 
 PHRASE_STEPS = 32
-
-
-def sounding_pitch(tokens: np.ndarray) -> np.ndarray:
-    """Per step, the pitch sounding at that step (-1 when silent)."""
-    t = np.asarray(tokens, dtype=np.int64)
-    change = t != melody.HOLD
-    idx = np.where(change, np.arange(t.size), -1)
-    last = np.maximum.accumulate(idx)
-    src = np.where(last >= 0, t[np.maximum(last, 0)], melody.OFF)
-    return np.where(src >= melody.PITCH_OFFSET, src - melody.PITCH_OFFSET, -1)
 
 
 def cut(tokens: np.ndarray, sounding: np.ndarray, start: int, length: int = PHRASE_STEPS) -> np.ndarray:

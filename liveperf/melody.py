@@ -91,6 +91,16 @@ def validate_tokens(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
     return arr
 
 
+def sounding_pitch(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Per step, the pitch sounding at that step (-1 when silent), int64 [T]."""
+    t = np.asarray(tokens, dtype=np.int64)
+    change = t != HOLD
+    idx = np.where(change, np.arange(t.size), -1)
+    last = np.maximum.accumulate(idx) if t.size else idx
+    src = np.where(last >= 0, t[np.maximum(last, 0)], OFF)
+    return np.where(src >= PITCH_OFFSET, src - PITCH_OFFSET, -1)
+
+
 def canonical(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
     """Rewrite no-op OFFs (OFF while already silent) as HOLD."""
     arr = validate_tokens(tokens).copy()

@@ -69,19 +69,6 @@ _MAJOR_ROWS = _rotations(KK_MAJOR)
 _MINOR_ROWS = _rotations(KK_MINOR)
 
 
-def _sounding(tokens: np.ndarray) -> np.ndarray:
-    """Per step, the pitch sounding (-1 when silent)."""
-    out = np.full(tokens.size, -1, dtype=np.int64)
-    cur = -1
-    for i, t in enumerate(tokens):
-        if t >= melody.PITCH_OFFSET:
-            cur = int(t) - melody.PITCH_OFFSET
-        elif t == melody.OFF:
-            cur = -1
-        out[i] = cur
-    return out
-
-
 def _weight(step: int, spb: int) -> int:
     """Metrical weight of a step within its beat: 2 on the beat, 1 on the half beat, 0 elsewhere."""
     pos = step % spb
@@ -112,7 +99,7 @@ def attributes(tokens, steps_per_beat: int = melody.DEFAULT_STEPS_PER_BEAT) -> n
     if on.size == 0:
         return np.full(len(STYLE_KNOBS), np.nan)
     pitches = t[on] - melody.PITCH_OFFSET
-    sounding = _sounding(t)
+    sounding = melody.sounding_pitch(t)
     held = np.bincount(sounding[sounding >= 0] % 12, minlength=12).astype(np.float64)
     mood = _mood(held)
     syncopated = 0
@@ -232,17 +219,20 @@ def reshape_line(tokens: np.ndarray, steps: int, spread: float, key_allowed: np.
         return out
     lo, hi = int(inside.min()), int(inside.max())
     pitches = out[on] - melody.PITCH_OFFSET
-    centre = float(pitches.mean())
-    for i, p in zip(on, pitches):
-        target = centre + spread * (float(p) - centre)
-        k = int(np.argmin(np.abs(scale - target)))  # the key's pitch nearest the stretched one
-        q = int(scale[int(np.clip(k + steps, 0, scale.size - 1))])
-        if q > hi:
-            q -= 12 * -(-(q - hi) // 12)
-        elif q < lo:
-            q += 12 * -(-(lo - q) // 12)
-        if 0 <= q < melody.NUM_PITCHES and allowed[q + melody.PITCH_OFFSET]:
-            out[i] = q + melody.PITCH_OFFSET
+    if steps == 0 and spread == 1.0:  # a pure snap leaves notes already in key and range as they are
+        keep = allowed[out[on]]
+        on, pitches = on[~keep], pitches[~keep]
+    centre = float((out[out >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET).mean())
+    target = centre + spread * (pitches.astype(np.float64) - centre)
+    upper = np.clip(np.searchsorted(scale, target), 0, scale.size - 1)
+    lower = np.maximum(upper - 1, 0)
+    # the key's pitch nearest the stretched one (the lower of two as near)
+    k = np.where(np.abs(scale[lower] - target) <= np.abs(scale[upper] - target), lower, upper)
+    q = scale[np.clip(k + steps, 0, scale.size - 1)]
+    q = np.where(q > hi, q - 12 * -(-(q - hi) // 12), np.where(q < lo, q + 12 * -(-(lo - q) // 12), q))
+    ok = (q >= 0) & (q < melody.NUM_PITCHES)
+    ok[ok] = allowed[q[ok] + melody.PITCH_OFFSET]
+    out[on[ok]] = q[ok] + melody.PITCH_OFFSET
     return out
 
 
@@ -251,7 +241,7 @@ def anchor(logits: np.ndarray, performer: np.ndarray) -> np.ndarray:
     ``RESTYLE_ANCHOR_LOGIT`` per 6 semitones between a pitch and the one the performer sounds at that step (steps
     where the performer is silent are left alone). A new array."""
     out = np.array(logits, dtype=np.float32)
-    sounding = _sounding(np.asarray(performer, dtype=np.int64))
+    sounding = melody.sounding_pitch(performer)
     pitch = np.arange(melody.NUM_PITCHES, dtype=np.float32)
     steps = np.flatnonzero(sounding[:out.shape[1]] >= 0)
     out[:, steps, melody.PITCH_OFFSET:] -= np.float32(RESTYLE_ANCHOR_LOGIT / 6.0) * np.abs(
