@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from liveperf.clock import InternalClock
+from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
 from liveperf.modes.build import SongModels, build_song
-from liveperf.notes import note_off, note_on
-from liveperf.setlist import parse_setlist
-from liveperf.virtual_scheduler import VirtualScheduler
+from liveperf.music.notes import note_off, note_on
+from liveperf.setlist.schema import parse_setlist
+from liveperf.timing.virtual_scheduler import VirtualScheduler
 
 TEMPO = 180
 BASS = {"mode": "duet", "voice": "bass", "pitch_range": [36, 55], "channel": 2}

@@ -1,7 +1,7 @@
 """MIDI clock out through JACK, counted by an outside client: can a drum machine follow liveperf?
 
     python -m bench.clock_out_jack --minutes 5 --busy          # the issue's run: 5 minutes, one core kept busy
-    python -m bench.clock_out_jack --minutes 0.2               # what tests/test_clock_out_jack.py runs
+    python -m bench.clock_out_jack --minutes 0.2               # what tests/timing/test_clock_out_jack.py runs
 
 A private synchronous JACK dummy server (48 kHz, 256 frames; synchronous so the counting client never misses a
 cycle of its own, see tests/conftest.py ``jack_server_sync``) is started. liveperf plays a two-song setlist with

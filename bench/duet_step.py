@@ -21,7 +21,7 @@ import numpy as np
 
 from liveperf.check import measure_mode
 from liveperf.modes.build import SongModels
-from liveperf.setlist import load_setlist
+from liveperf.setlist.schema import load_setlist
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,13 +6,13 @@
 p50 / p99 / max in microseconds. The wire's reaction latency (through JACK) adds the transport on top.
 """
 import time, numpy as np
-from liveperf.clock import InternalClock
+from liveperf.timing.clock import InternalClock
 from liveperf.models.phrase_models import DuetStepper
 from liveperf.modes.harmonize import Harmonize
 from liveperf.modes.settings import ModeSettings
-from liveperf.scales import parse_key, token_mask
-from liveperf.sampler import new_rng_state
-from liveperf.virtual_scheduler import VirtualScheduler
+from liveperf.music.scales import parse_key, token_mask
+from liveperf.music.sampler import new_rng_state
+from liveperf.timing.virtual_scheduler import VirtualScheduler
 s = ModeSettings(channel=1, allowed=token_mask(parse_key("C major"), 36, 84), temperature=0.9, top_k=0, top_p=0.95,
                  silence_steps=4, response_steps=16, velocity=None, max_note_steps=16)
 clock = InternalClock(120, 4, 0); sink = VirtualScheduler()

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from liveperf.scheduler import try_realtime
+from liveperf.timing.scheduler import try_realtime
 
 
 def _steal_ticks() -> int | None:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.onnx_model import load_model, shipped_model_names, shipped_models_dir
 
 
@@ -151,8 +151,8 @@ def phrase_latency(n: int, warmup: int) -> dict:
     """Whole-phrase units of work as a mode would run them: VAE decode + sampling of one 2-bar phrase, and GAN
     best-of-8 (generate 8, score with the critic, keep the best)."""
     from liveperf.models.phrase_models import GanModel, VaeModel
-    from liveperf.sampler import new_rng_state
-    from liveperf.scales import parse_key, token_mask
+    from liveperf.music.sampler import new_rng_state
+    from liveperf.music.scales import parse_key, token_mask
 
     allowed = token_mask(parse_key("D dorian"), 55, 84)
     vae, gan = VaeModel.load(), GanModel.load()

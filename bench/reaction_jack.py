@@ -4,7 +4,7 @@
                                   [--out DIR]
 
 ``--backend jack-native`` runs liveperf on its compiled JACK client (``liveperf.io.jack_native``): the port answers
-a note-on in its own cycle from the table harmonize draws ahead (``liveperf.reflex``); ``--no-reflex`` turns that off
+a note-on in its own cycle from the table harmonize draws ahead (``liveperf.modes.reflex``); ``--no-reflex`` turns that off
 (the engine answers, a cycle or two later), to compare in the same conditions. Use ``--period 256`` there (this
 VM's dummy server cannot keep real time at 64 frames; README).
 

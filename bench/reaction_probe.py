@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from liveperf import scheduler as sched_mod
+from liveperf.timing import scheduler as sched_mod
 from liveperf.io import midi_ports
 from liveperf.models.phrase_models import DuetStepper
 from liveperf.modes import harmonize
@@ -90,7 +90,7 @@ def cold_peek(gaps_s=(0.0, 0.01, 0.2), calls: int = 150) -> dict:
     (caches and frequency), which is the show's case: a peek every note-on, 150-400 ms apart."""
     import numpy as np
 
-    from liveperf import melody
+    from liveperf.music import melody
 
     st = DuetStepper.load()
     out = {}

@@ -1,7 +1,7 @@
 """Soak in virtual time: a long set through the real engine, every song, every mode, random performer input.
 
     python -m bench.soak --minutes 60            # the long form (about a minute or two of wall time per hour)
-    python -m bench.soak --minutes 3 --seed 2    # what tests/test_soak.py runs
+    python -m bench.soak --minutes 3 --seed 2    # what tests/show/test_soak.py runs
 
 Every song of the shipped setlists (``setlists/*.toml``) is played in turn, in segments of ``--segment-minutes``
 virtual minutes, with the shipped ONNX models (``SongModels.load`` / ``build_modes``, as ``liveperf play`` does),
@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.proc import rss_kib
-from liveperf.clock import InternalClock
-from liveperf.echo_guard import EchoGuardSink
+from liveperf.timing.clock import InternalClock
+from liveperf.timing.echo_guard import EchoGuardSink
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
 from liveperf.modes.build import SongModels, build_modes
-from liveperf.notes import is_note_off, is_note_on
-from liveperf.virtual_scheduler import VirtualScheduler
-from liveperf.setlist import load_setlist
+from liveperf.music.notes import is_note_off, is_note_on
+from liveperf.timing.virtual_scheduler import VirtualScheduler
+from liveperf.setlist.schema import load_setlist
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("call_response", "duet", "harmonize", "phrase")

@@ -1,7 +1,7 @@
 """Real-time soak through JACK: `liveperf play` for minutes at 180 BPM with dense input, watched on the wire.
 
     flock /tmp/liveperf-quiet.lock python -m bench.soak_jack --minutes 10     # the long form
-    python -m bench.soak_jack --minutes 0.25                                  # what tests/test_soak_jack.py runs
+    python -m bench.soak_jack --minutes 0.25                                  # what tests/show/test_soak_jack.py runs
 
 With ``--band`` the song has two more partners beside its own (a comp on channel 3, a call-and-response lead on
 4), every voice of every partner checked on the wire. A private JACK dummy server (48 kHz, 64 frames = 1.3 ms) is started. liveperf plays one song at 180 BPM as its own

@@ -23,7 +23,7 @@ def run() -> dict:
     env = dict(os.environ)
     # A private numba cache: the first run compiles (cold), the second loads what the first wrote (warm).
     env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="liveperf-numba-")
-    load = [sys.executable, "-c", "import liveperf.sampler, liveperf.show"]
+    load = [sys.executable, "-c", "import liveperf.music.sampler, liveperf.show.run"]
     cold = _timed(load, env)
     warm = _timed(load, env)
     check = [sys.executable, "-m", "liveperf.cli", "check", str(DEMO_SETLIST), "--no-midi"]

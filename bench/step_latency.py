@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.onnx_model import load_model, resolve_model_path
 from liveperf.models.step_model import OnnxStepper
-from liveperf.sampler import new_rng_state, sample
-from liveperf.sampler_reference import sample_reference
-from liveperf.scales import parse_key, token_mask
+from liveperf.music.sampler import new_rng_state, sample
+from liveperf.music.sampler_reference import sample_reference
+from liveperf.music.scales import parse_key, token_mask
 
 
 def stats_us(ns: list[int]) -> dict:

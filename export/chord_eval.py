@@ -1,4 +1,4 @@
-"""How well ``liveperf.chords`` hears chords: against music21's labels of held-out Bach chorales.
+"""How well ``liveperf.music.chords`` hears chords: against music21's labels of held-out Bach chorales.
 
 ```
 python -m export.chord_eval [--split test] [--json export/results/chord_recognition.json]
@@ -7,7 +7,7 @@ python -m export.chord_eval [--split test] [--json export/results/chord_recognit
 The chorales of the duet's content split (``export.clean_split`` on the soprano, seed 0, as ``export.quality``),
 four voices on the 16th grid (``export.duet_corpus``). At every beat (step % 4 == 0: a quarter note) the pitches the
 four voices sound there are one chord, as a keyboardist's hands would hold it. music21 labels it (``Chord.root()``,
-``Chord.quality``: music21's own analysis of the same notes, the reference the issue names); ``liveperf.chords.
+``Chord.quality``: music21's own analysis of the same notes, the reference the issue names); ``liveperf.music.chords.
 chord_of`` hears the same pitches through the live code path. A beat counts when music21 names a triad quality
 (major, minor, diminished, augmented); the rest (music21's "other": suspensions, bare fifths) are counted apart.
 Printed: root + quality accuracy, root accuracy, the share we leave unnamed, by the number of distinct pitch
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from export import duet_corpus
-from liveperf import melody
-from liveperf.chords import chord_of
+from liveperf.music import melody
+from liveperf.music.chords import chord_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIADS = ("major", "minor", "diminished", "augmented")

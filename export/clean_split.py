@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 
 DEFAULT_WINDOW_STEPS = 32
 MIN_WINDOW_ONSETS = 4

@@ -29,7 +29,7 @@ import numpy as np
 from export import duet_corpus, phrase_data
 from export.quality import live, pianoroll
 from export.quality.run import load_song_models
-from liveperf import melody
+from liveperf.music import melody
 
 ROOT = Path(__file__).resolve().parent.parent
 BASS_OK = {0, 3, 4, 7, 8, 9}

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from export.vae_model import export_module
-from liveperf import melody
+from liveperf.music import melody
 
 INPUT_NAMES = ["melody_token", "voices_prev", "pos", "state"]
 OUTPUT_NAMES = ["logits", "state_out"]

@@ -24,13 +24,13 @@ from tqdm import tqdm
 from export import corpus as corpus_mod
 from export.quality import live
 from export.quality.copies import CopyIndex as ExactIndex
-from liveperf import sampler
-from liveperf.clock import InternalClock
-from liveperf.copy_guard import CopyGuard, CopyIndex
+from liveperf.music import sampler
+from liveperf.timing.clock import InternalClock
+from liveperf.music.copy_guard import CopyGuard, CopyIndex
 from liveperf.models.phrase_models import GanModel, VaeModel
 from liveperf.modes.phrase import GanPhrases, PhraseMode, VaePhrases
 from liveperf.modes.settings import settings_for
-from liveperf.scheduler import DiscardSink
+from liveperf.timing.scheduler import DiscardSink
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 32  # max_copy_bars = 2 (the default) in 4/4

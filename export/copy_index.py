@@ -2,8 +2,8 @@
 
 Every tune of music21's ``essenFolksong``, ``oneills1850`` and ``ryansMammoth`` (the melody DNN's, the VAE's and the
 GAN's training data; the held-out tunes too, so the guard errs towards not copying) is cut into onset-started
-passages of each of ``liveperf.copy_guard.INDEX_LENGTHS`` steps, keyed transposition-free; the sorted 32-bit keys
-are written as compressed gaps to ``liveperf/data/copy_index.npz`` (``liveperf.copy_guard``). Deterministic; a few
+passages of each of ``liveperf.music.copy_guard.INDEX_LENGTHS`` steps, keyed transposition-free; the sorted 32-bit keys
+are written as compressed gaps to ``liveperf/data/copy_index.npz`` (``liveperf.music.copy_guard``). Deterministic; a few
 seconds with the parse cache warm.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from export import corpus as corpus_mod
-from liveperf.copy_guard import INDEX_LENGTHS, SHIPPED_INDEX, CopyIndex
+from liveperf.music.copy_guard import INDEX_LENGTHS, SHIPPED_INDEX, CopyIndex
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""The folk-tune corpus: music21's ABC collections tokenised into ``liveperf.melody`` arrays, cached once.
+"""The folk-tune corpus: music21's ABC collections tokenised into ``liveperf.music.melody`` arrays, cached once.
 
 Three corpora that ship with music21 (``essenFolksong``, ``oneills1850``, ``ryansMammoth``; each ABC file is an
 opus of one or more tunes) become one token array per tune, on a grid of 4 steps per quarter note.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 
 TOKEN_FORMAT = 1  # the cache holds tokens only; representation v2 added model inputs, not tokens
 PARSER_VERSION = 2  # 2: per-tune meter, key and first downbeat (for bar position, cadences, key masks)

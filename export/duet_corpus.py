@@ -22,7 +22,7 @@ import numpy as np
 
 from export import clean_split
 from export.corpus import DEFAULT_CACHE_DIR, TOKEN_FORMAT, TuneMeta, _disable_beaming, score_to_notes, tune_meta
-from liveperf import melody
+from liveperf.music import melody
 
 PARSER_VERSION = 2  # 2: per-chorale meter, key and first downbeat (``export.corpus.TuneMeta``)
 VOICES = ("soprano", "alto", "tenor", "bass")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from export.vae_model import export_module
-from liveperf import melody
+from liveperf.music import melody
 
 INPUT_NAMES = ["performer_token", "partner_prev", "voice", "pos", "state"]
 OUTPUT_NAMES = ["logits", "state_out"]

@@ -21,7 +21,7 @@ import numpy as np
 from export import duet_corpus
 from export.quality import live
 from export.quality.run import load_song_models
-from liveperf import melody
+from liveperf.music import melody
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET, LOUD = 40, 112

@@ -1,4 +1,4 @@
-"""How well ``liveperf.feel`` hears swing: held-out folk tunes played with a known swing.
+"""How well ``liveperf.music.feel`` hears swing: held-out folk tunes played with a known swing.
 
 ```
 python -m export.feel_eval [--split test] [--jitter-ms 8] [--json export/results/feel.json]
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from export import clean_split, corpus as corpus_mod
-from liveperf import melody
-from liveperf.clock import InternalClock
-from liveperf.feel import Feel, swung_phase
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
+from liveperf.music.feel import Feel, swung_phase
 
 ROOT = Path(__file__).resolve().parents[1]
 SWINGS = (0.50, 0.55, 0.60, 0.65, 0.70)

@@ -13,7 +13,7 @@ arithmetic nor the call itself (an empty graph: 6 µs) but the ~36 small nodes t
 (position decoding, embedding gathers and sums) and the batched GRU op, which multiplies the *same* hidden state by
 the recurrent weights once per row.
 
-What the fused graph computes is exactly what the two models compute (no retraining; ``tests/test_fused_duet.py``
+What the fused graph computes is exactly what the two models compute (no retraining; ``tests/models/test_fused_duet.py``
 checks the outputs against the source models): for the performer's token at step t - 1 (``performer``) and the
 partner's tokens at t - 2 and t - 1,
 1. the predictor's step on ``performer`` -> its log-probabilities for the performer's token at t (``pred_logp``),
@@ -44,7 +44,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.metadata import build_metadata, parse_metadata
 from liveperf.models.onnx_model import shipped_models_dir
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.vae_model import PhraseDecoder, export_module
-from liveperf import melody
+from liveperf.music import melody
 
 GENERATOR_INPUTS, GENERATOR_OUTPUTS = ["z"], ["logits"]
 CRITIC_INPUTS, CRITIC_OUTPUTS = ["phrase_onehot"], ["score"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.key_finder import MODES, KeyFinder
-from liveperf.scales import Key
+from liveperf.music import melody
+from liveperf.music.key_finder import MODES, KeyFinder
+from liveperf.music.scales import Key
 
 #: The modes an Essen tune can be labelled with, the commoner first (a tie goes to the earlier).
 LABEL_ORDER = ("major", "minor", "dorian", "mixolydian", "phrygian", "lydian", "locrian")

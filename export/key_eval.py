@@ -1,4 +1,4 @@
-"""How well ``liveperf.key_finder`` hears the key: held-out folk tunes, alone and joined with a modulation.
+"""How well ``liveperf.music.key_finder`` hears the key: held-out folk tunes, alone and joined with a modulation.
 
 ```
 python -m export.key_eval [--split test] [--json export/results/key_eval.json]
@@ -31,9 +31,9 @@ import numpy as np
 
 from export import clean_split, corpus as corpus_mod
 from export.key_data import bar_aligned, play, snapshots, tune_key
-from liveperf import melody
-from liveperf.key_finder import FOLLOW_AUTO, KeyFinder, KeyFollower, KeyModel, candidate_index
-from liveperf.scales import Key
+from liveperf.music import melody
+from liveperf.music.key_finder import FOLLOW_AUTO, KeyFinder, KeyFollower, KeyModel, candidate_index
+from liveperf.music.scales import Key
 
 ROOT = Path(__file__).resolve().parents[1]
 SPB = 4

@@ -19,9 +19,9 @@ import numpy as np
 
 from export.corpus import load_corpus
 from export.melody_data import split_by_tune
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.io.midi_file import track_from_events
-from liveperf.scales import parse_key
+from liveperf.music.scales import parse_key
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "liveperf" / "data" / "takes"
 

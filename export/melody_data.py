@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from liveperf import melody
+from liveperf.music import melody
 
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 SHIFTS = tuple(range(-6, 6))  # transposition augmentation, semitones

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liveperf import melody
+from liveperf.music import melody
 
 INPUT_NAMES = ["token", "pos", "lookback", "state"]
 OUTPUT_NAMES = ["logits", "state_out"]

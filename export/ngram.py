@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 
 V = melody.NUM_CLASSES
 BOS = V

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from export.melody_data import SHIFTS
-from liveperf import melody
-from liveperf.melody import sounding_pitch  # noqa: F401  (export's name for it)
+from liveperf.music import melody
+from liveperf.music.melody import sounding_pitch  # noqa: F401  (export's name for it)
 
 PHRASE_STEPS = 32
 

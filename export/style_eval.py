@@ -2,7 +2,7 @@
 
 Both parts make phrases as phrase mode does on stage (``liveperf.modes.phrase.VaePhrases.next_phrase`` with the
 settings a setlist song gives, ``settings_for``: the song's key mask and range, temperature 0.9, top-p 0.95), with
-the shipped VAE and its directions. Attributes are ``liveperf.style.attributes``.
+the shipped VAE and its directions. Attributes are ``liveperf.music.style.attributes``.
 
 Knobs: ``--phrases`` latent draws (``latent = "random"``, song in C major, range 48-84), each decoded with one knob at
 -1, -0.5, 0, 0.5, 1 (the same draw and sampler stream at every position). Per knob: the commanded attribute's mean
@@ -33,11 +33,11 @@ import numpy as np
 
 from export import clean_split, corpus as corpus_mod, melody_data, phrase_data
 from export.quality import live, pianoroll
-from liveperf import melody, sampler
+from liveperf.music import melody, sampler
 from liveperf.models.phrase_models import VaeModel
 from liveperf.modes.phrase import VaePhrases
 from liveperf.modes.settings import settings_for
-from liveperf.style import STYLE_KNOBS, attributes_of
+from liveperf.music.style import STYLE_KNOBS, attributes_of
 
 ROOT = Path(__file__).resolve().parent.parent
 POSITIONS = (-1.0, -0.5, 0.0, 0.5, 1.0)

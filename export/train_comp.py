@@ -30,7 +30,7 @@ from export.results_io import write_results
 from export.train_melody import seed_everything, warmup_cosine_lr
 from export.train_vae import command_line
 from export.vae_model import OPSET
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.metadata import build_metadata
 
 ROOT = Path(__file__).resolve().parent.parent

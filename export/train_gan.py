@@ -41,7 +41,7 @@ from export.train_melody import seed_everything
 from export.train_vae import command_line, folk_split
 from export.vae_model import OPSET, num_params
 from export.results_io import write_results
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.metadata import build_metadata
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Train the key finder's profiles (``liveperf.key_finder``) on the folk tunes' training split.
+"""Train the key finder's profiles (``liveperf.music.key_finder``) on the folk tunes' training split.
 
 ```
 python -m export.train_key [--seed 0] [--half-lives 2,3,4,6] [--out liveperf/data/key_profiles.json]
@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from export import clean_split, corpus as corpus_mod
 from export.key_data import bar_aligned, play, snapshots, tune_key
-from liveperf import melody
-from liveperf.key_finder import DEFAULT_MODEL, MODES, KeyFinder, KeyModel, candidate_index
+from liveperf.music import melody
+from liveperf.music.key_finder import DEFAULT_MODEL, MODES, KeyFinder, KeyModel, candidate_index
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT_BARS = 16

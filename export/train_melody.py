@@ -26,7 +26,7 @@ from tqdm import tqdm
 from export import baselines, clean_split, corpus as corpus_mod, duet_corpus, melody_data
 from export.melody_model import INPUT_NAMES, OPSET, OUTPUT_NAMES, MelodyGRU, export_onnx
 from export.results_io import write_results
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.metadata import build_metadata
 
 ROOT = Path(__file__).resolve().parent.parent

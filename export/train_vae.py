@@ -28,7 +28,7 @@ from export.train_melody import seed_everything, warmup_cosine_lr
 from export.vae_model import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, OPSET, PhraseVAE,
                               export_decoder, export_encoder, num_params)
 from export.results_io import write_results
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.metadata import build_metadata
 
 ROOT = Path(__file__).resolve().parent.parent

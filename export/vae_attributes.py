@@ -4,14 +4,14 @@
 Data: the VAE's own training tunes (``export.train_vae.folk_split``: the melody DNN's split by tune, seed 0), less
 every tune of the content-clean split's valid and test groups (``export.clean_split``), so no tune the style
 evaluation (``export.style_eval``) plays is seen here. ``--windows`` random beat-aligned 2-bar windows, each in a
-random key as in training, are encoded (the encoder's mean) and measured (``liveperf.style.attributes``).
+random key as in training, are encoded (the encoder's mean) and measured (``liveperf.music.style.attributes``).
 
 Fit: the code is regressed on all five attributes, standardised, together (least squares, ``mu ~ A B + c``); row
 ``B_i`` is how the mean code moves per standard deviation of attribute ``i`` with the other four held, and the
-direction of a latent knob (``liveperf.style.LATENT_KNOBS``) is ``KNOB_SPAN_SD x B_i``. (The other way round, a
+direction of a latent knob (``liveperf.music.style.LATENT_KNOBS``) is ``KNOB_SPAN_SD x B_i``. (The other way round, a
 read-out of the attributes from the code inverted by its pseudo-inverse, gave directions the decoder hardly
 noticed: a knob at +-1 moved the decoded density by 0.2 standard deviations.)
-Mix: each of the five means (three latent directions, two logit steers: ``liveperf.style``) also moves the other
+Mix: each of the five means (three latent directions, two logit steers: ``liveperf.music.style``) also moves the other
 attributes (more notes spread wider). ``calibrate`` measures, through the live generator on prior phrases, how far
 each means moves every attribute, and inverts that, so that a knob drives the means in the mix that moves its own
 attribute and, to first order, no other.
@@ -32,11 +32,11 @@ import numpy as np
 from export import clean_split, corpus as corpus_mod, melody_data, phrase_data
 from liveperf.models.metadata import PREFIX
 from export.quality import live
-from liveperf import sampler
+from liveperf.music import sampler
 from liveperf.models.phrase_models import VaeModel
 from liveperf.modes.phrase import VaePhrases
 from liveperf.modes.settings import settings_for
-from liveperf.style import KNOB_SPAN_SD, LATENT_KNOBS, METADATA_KEY, STYLE_KNOBS, attributes_of
+from liveperf.music.style import KNOB_SPAN_SD, LATENT_KNOBS, METADATA_KEY, STYLE_KNOBS, attributes_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DECODER = ROOT / "liveperf" / "data" / "models" / "melody_vae_decoder.onnx"

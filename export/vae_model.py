@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liveperf import melody
+from liveperf.music import melody
 
 ENCODER_INPUTS, ENCODER_OUTPUTS = ["phrase"], ["mu", "logvar"]
 DECODER_INPUTS, DECODER_OUTPUTS = ["z"], ["logits"]

@@ -15,7 +15,7 @@ three voices' notes). Every model the song can switch to live is loaded and chec
 It also checks that the MIDI system opens virtual ports (a missing MIDI system is NO-GO only with
 ``require_midi``) and that the OSC server can listen where the setlist says (NO-GO: the desk could not reach us).
 Settings that can never sound (a key and pitch range with no pitch in common, density 0) are warned about per song
-(``liveperf.setlist_warnings``); they do not make a NO-GO.
+(``liveperf.setlist.lint``); they do not make a NO-GO.
 Runs in the caller's thread; the result is plain data (``CheckReport``) for the table and JSON.
 """
 
@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.io.midi_file import MidiFileError
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import ModelLoadError
@@ -38,15 +38,15 @@ from liveperf.models.phrase_models import DuetStepper, GanModel
 from liveperf.models.step_model import OnnxStepper, StepError
 from liveperf.modes.answer_plan import plan_answer
 from liveperf.check_units import comp_stepper, measure_band, measure_copy_guard
-from liveperf.copy_guard import CopyIndexError
+from liveperf.music.copy_guard import CopyIndexError
 from liveperf.modes.build import SongModels, duet_anticipation, key_follower
 from liveperf.modes.harmonize import harmony_mask
 from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.phrase import GanPhrases, VaePhrases
 from liveperf.modes.settings import settings_for
-from liveperf.sampler import NO_CANDIDATE, new_rng_state, sample
-from liveperf.setlist import OscSettings, SetlistError, load_setlist
-from liveperf.setlist_warnings import song_warnings
+from liveperf.music.sampler import NO_CANDIDATE, new_rng_state, sample
+from liveperf.setlist.schema import OscSettings, SetlistError, load_setlist
+from liveperf.setlist.lint import song_warnings
 
 SONG_BUDGET_MARGIN = 0.5  # use at most half of a step: the rest is for the scheduler, input and the OS
 
@@ -324,7 +324,7 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
         report.problems.append(str(exc))
         report.seconds = time.perf_counter() - t_start
         return report
-    from liveperf.show_load import song_take
+    from liveperf.show.load import song_take
 
     cache: dict = {}
     measured: dict[str, tuple] = {}  # _measure_key -> (song number, unit, step_us, plan_us)

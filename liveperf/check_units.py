@@ -8,13 +8,13 @@ from typing import Callable
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.clock import InternalClock
-from liveperf.copy_guard import CopyGuard, CopyIndex
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
+from liveperf.music.copy_guard import CopyGuard, CopyIndex
 from liveperf.models.comp_model import CompStepper
 from liveperf.modes.build import SongModels
 from liveperf.modes.comp import Comp
-from liveperf.scheduler import DiscardSink
+from liveperf.timing.scheduler import DiscardSink
 
 
 def comp_stepper(models: SongModels, song, s, rng, performer: list[int]) -> Callable[[int], None]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from liveperf.io.midi_file import MidiFileError
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import ModelLoadError, load_model, shipped_model_names, shipped_models_dir
-from liveperf.setlist import SetlistError, load_setlist
+from liveperf.setlist.schema import SetlistError, load_setlist
 
 BACKENDS = ("auto", "jack", "alsa", "coremidi", "file")
 SHUTDOWN_LIMIT_S = 2.0  # a signal ends the process within this, whatever a library call does on the way out
@@ -113,7 +113,7 @@ def _recover(args) -> int:
 
 def _play(args) -> int:
     from liveperf.io import midi_ports
-    from liveperf.show import NullPort, Show, ShowOptions
+    from liveperf.show.run import NullPort, Show, ShowOptions
 
     setlist = load_setlist(args.setlist)
     indices = sorted({i for sel in args.song for i in setlist.find(sel)}) if args.song else list(range(len(setlist.songs)))
@@ -281,7 +281,7 @@ def _open_native(args, setlist):
 
 
 def _print_report(report) -> None:
-    from liveperf.show_report import send_summary
+    from liveperf.show.report import send_summary
 
     print(f"\n{'song':<28} {'BPM':>6} {'steps':>6} {'notes in':>9} {'answers':>8} {'phrases':>8} {'harmonies':>9} "
           f"{'partner tok':>12} {'errors':>7}")

@@ -9,12 +9,12 @@ the active one. Changes that must not land mid-bar wait for the next bar line: a
 (``request_mode``; the old mode's sounding note ends at the bar line, the new mode begins there). A tempo change
 (``request_tempo``, tap tempo) applies at the next step computed, on the internal clock only. When we are the
 clock master (``send_clock``), every step schedules its 24-ppqn MIDI clock ticks on the show's ``ClockOut``
-(``liveperf.clock_out``: Start before the first; a song change or a panic keeps it running).
+(``liveperf.timing.clock_out``: Start before the first; a song change or a panic keeps it running).
 Transport changes from an external clock (``relocate``, ``halt``) silence the mode at once and begin it again.
-With a ``reflex`` (``liveperf.reflex``: the port answered a note-on itself), every answer the port sent is taken
+With a ``reflex`` (``liveperf.modes.reflex``: the port answered a note-on itself), every answer the port sent is taken
 over here: by the mode that can hold it (harmonize's ``adopt``), or else adopted and ended at once (the note-on was
 filtered, or the mode changed), so the scheduler always knows what sounds.
-With a ``keys`` follower (``liveperf.key_finder``: ``key = "auto"`` or ``key_follow = "modulations"``), every
+With a ``keys`` follower (``liveperf.music.key_finder``: ``key = "auto"`` or ``key_follow = "modulations"``), every
 note-on and note-off is heard at its nearest step, and at each bar line (or beat, ``key_every_steps``) the follower
 is asked before the step is computed: a new key replaces every mode's key mask and cadence there
 (``key_changes``), so a change never lands between them and never cuts a note.
@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from liveperf.chords import SUSTAIN_CC, Chord, ChordListener
-from liveperf.clock_out import ClockOut
-from liveperf.notes import note_off
-from liveperf.tap_tempo import TapTempo
+from liveperf.music.chords import SUSTAIN_CC, Chord, ChordListener
+from liveperf.timing.clock_out import ClockOut
+from liveperf.music.notes import note_off
+from liveperf.timing.tap_tempo import TapTempo
 from liveperf.modes.band import Band, apply_param
 from liveperf.modes.settings import with_key
 from liveperf.params import partner_of
@@ -257,7 +257,7 @@ class Engine:
         self.mode.release_performer(now_ns)
 
     def chord_at(self, step: int) -> Chord | None:
-        """The chord the performer holds as ``step`` is computed (``liveperf.chords.ChordListener``: the last chord
+        """The chord the performer holds as ``step`` is computed (``liveperf.music.chords.ChordListener``: the last chord
         named, kept through single notes and rests). The show control asks before the step, to send it on time."""
         self.chords.on_step(step)
         return self.chords.current

@@ -14,7 +14,7 @@ import queue
 import time
 from typing import Callable, Iterable, Protocol
 
-from liveperf.clock import InternalClock
+from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
 
 END_OF_INPUT = b""  # an input adapter puts (ts, END_OF_INPUT) when its source is finished

@@ -69,7 +69,7 @@ def _int(name, lo, hi, default, doc, *, unit="") -> Param:
 
 
 _TABLE = (
-    # Defaults are a setlist song's (``liveperf.setlist.SONG_FIELDS``): a song's start sets every one of them.
+    # Defaults are a setlist song's (``liveperf.setlist.schema.SONG_FIELDS``): a song's start sets every one of them.
     _float("temperature", 0.0, 2.0, 1.0, "sampling temperature: lower is safer, higher is wilder (0 = greedy)"),
     _float("top_p", 0.1, 1.0, 1.0, "nucleus sampling: keep the most likely tokens up to this probability mass"),
     _int("top_k", 0, 129, 0, "keep only the k most likely tokens (0 = off)", unit="tokens"),
@@ -91,7 +91,7 @@ _TABLE = (
     _int("partner_channel", 1, 16, 1, "MIDI channel of the partner voice (1..16 as musicians count)",
          unit="channel"),
     _float("anchor_t", 0, 1, 0.0, "interpolation position between two latent anchors (0 = first, 1 = second)"),
-    # style knobs (liveperf.style): phrase mode with the VAE; each applies to the next phrase made
+    # style knobs (liveperf.music.style): phrase mode with the VAE; each applies to the next phrase made
     _float("style_density", -1, 1, 0.0, "VAE phrases: fewer (-1) or more (+1) notes", smoothing_ms=0),
     _float("style_register", -1, 1, 0.0, "VAE phrases: lower (-1) or higher (+1)", smoothing_ms=0),
     _float("style_range", -1, 1, 0.0, "VAE phrases: a narrower (-1) or wider (+1) contour", smoothing_ms=0),
@@ -103,7 +103,7 @@ _TABLE = (
 PARAMS: Mapping[str, Param] = MappingProxyType({p.name: p for p in _TABLE})
 
 
-MAX_PARTNERS = 8  # partner-prefixed names: p2. .. p8. (``liveperf.setlist_partners``)
+MAX_PARTNERS = 8  # partner-prefixed names: p2. .. p8. (``liveperf.setlist.partners``)
 
 
 def partner_of(name: str) -> tuple[int, str]:

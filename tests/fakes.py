@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.clock import InternalClock
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
 from liveperf.modes.call_response import CallAndResponse, ModeSettings
-from liveperf.notes import describe, note_off, note_on
-from liveperf.sampler import new_rng_state
-from liveperf.scales import parse_key, token_mask
-from liveperf.virtual_scheduler import VirtualScheduler
+from liveperf.music.notes import describe, note_off, note_on
+from liveperf.music.sampler import new_rng_state
+from liveperf.music.scales import parse_key, token_mask
+from liveperf.timing.virtual_scheduler import VirtualScheduler
 
 STEP_NS_120 = 125_000_000  # one 16th at 120 BPM
 

@@ -201,7 +201,7 @@ def test_midi_learn_validates_setlist_mappings(mapping, match):
 
 def test_defaults_are_a_setlist_songs():
     """The manual shows both tables (liveperf.docs_ref): a parameter that is also a song field has its default."""
-    from liveperf.setlist import SONG_FIELDS
+    from liveperf.setlist.schema import SONG_FIELDS
     for name, p in PARAMS.items():
         field = {"partner_channel": "channel"}.get(name, name)
         if field in SONG_FIELDS and isinstance(SONG_FIELDS[field][0], (int, float)) and p.kind != "enum":

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf.copy_guard import window_hashes
+from liveperf.music.copy_guard import window_hashes
 
 DEFAULT_LENGTHS = (8, 12, 16, 24, 32, 48, 64)
 
 
 def _hashes(tokens: np.ndarray, length: int) -> np.ndarray:
     """64-bit keys of every onset-started run of ``length`` steps in ``tokens`` (transposition-free): the copy
-    guard's own keys (``liveperf.copy_guard.window_hashes``), so the harness and the guard count the same passages."""
+    guard's own keys (``liveperf.music.copy_guard.window_hashes``), so the harness and the guard count the same passages."""
     return window_hashes(tokens, length)[0]
 
 

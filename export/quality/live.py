@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.clock import InternalClock
-from liveperf.copy_guard import CopyIndex
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
+from liveperf.music.copy_guard import CopyIndex
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
 from liveperf.modes.build import SongModels, build_modes, key_follower
-from liveperf.notes import note_off, note_on
-from liveperf.setlist import Song, parse_setlist
-from liveperf.virtual_scheduler import VirtualScheduler
+from liveperf.music.notes import note_off, note_on
+from liveperf.setlist.schema import Song, parse_setlist
+from liveperf.timing.virtual_scheduler import VirtualScheduler
 
 PC_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 PERFORMER_CHANNEL = 0

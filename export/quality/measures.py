@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.modes.answer_plan import beat_reuse, is_cadence, onset_beats, restrike_run, tonic_triad
-from liveperf.scales import SCALES, Key
+from liveperf.music.scales import SCALES, Key
 
 CONSONANT = frozenset((0, 3, 4, 7, 8, 9))  # P1/P8, m3, M3, P5, m6, M6 (a 4th is dissonant against the soprano)
 

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from liveperf import melody  # noqa: E402
+from liveperf.music import melody  # noqa: E402
 
 COLOURS = {"performer": "#1f77b4", "partner": "#d62728", "real": "#7f7f7f"}
 

@@ -29,7 +29,7 @@ import numpy as np
 from export import clean_split, corpus as corpus_mod, duet_corpus
 from export.quality import live, measures, pianoroll
 from export.quality.copies import CopyIndex
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.modes.build import SongModels
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from liveperf.clock import InternalClock
+from liveperf.timing.clock import InternalClock
 from liveperf.io.midi_file import Take
 from liveperf.loop import END_OF_INPUT
 

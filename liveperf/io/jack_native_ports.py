@@ -22,7 +22,7 @@ import time
 
 from liveperf.io.jack_native import JackMidiClient
 from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, PortNotFound, _find_port
-from liveperf.reflex import PortReflex
+from liveperf.modes.reflex import PortReflex
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def open_ports(client_name: str, *, in_target: str | None = None, out_target: st
                drop_late_ns: int = 2_000_000, reflex: bool = True) -> tuple[NativeOutPort, NativeInPort | None]:
     """One JACK client ``client_name`` with ports ``out`` (and ``in``), connected to the first port whose name
     contains ``out_target`` / ``in_target`` when given. With an input and ``reflex``, the output port carries a
-    ``reflex`` (``liveperf.reflex.PortReflex``) for harmonize. Raises ``JackUnavailable``, ``MidiUnavailable`` (no
+    ``reflex`` (``liveperf.modes.reflex.PortReflex``) for harmonize. Raises ``JackUnavailable``, ``MidiUnavailable`` (no
     or several ports match) or ``LookupError``."""
     from liveperf.io.midi_backends import JackWatchClient, IS_INPUT, IS_OUTPUT
     client = JackMidiClient.open(client_name, inputs=inputs, outputs=True, drop_late_ns=drop_late_ns)

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import mido
 
-from liveperf.melody import DEFAULT_STEPS_PER_BEAT, Note, step_to_ticks, ticks_to_step
+from liveperf.music.melody import DEFAULT_STEPS_PER_BEAT, Note, step_to_ticks, ticks_to_step
 
 
 class MidiFileError(ValueError):

@@ -171,7 +171,7 @@ class OscFeedback:
 
     def counts(self, late: int, dropped: int, errors: int, copies: int = 0) -> None:
         """The song's counters so far: late-dropped notes, input dropped, errors, and phrases or answers the copy
-        guard drew again or cut (``liveperf.copy_guard``)."""
+        guard drew again or cut (``liveperf.music.copy_guard``)."""
         self.send("/liveperf/stats", int(late), int(dropped), int(errors), int(copies))
 
     def chord(self, name: str, root: int, quality: str) -> None:

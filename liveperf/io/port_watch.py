@@ -1,7 +1,7 @@
 """Keep a show's JACK ports alive: the server dies and comes back, the synth or the controller goes and returns.
 
 What python-rtmidi 1.5.8 (RtMidi 5.0.0) does on JACK when the server goes away, measured on the dummy server
-(see tests/test_faults_reconnect.py and the issue note):
+(see tests/show/test_faults_reconnect.py and the issue note):
 - nothing is reported: no exception, no error callback; ``send_message`` keeps writing into the client's ring
   buffer, and once ~2300 messages fill it, RtMidi spins in ``sched_yield`` *holding the GIL*: the whole process
   freezes for good. A server stopped (not dead) does the same. So we must stop sending ourselves.
@@ -40,7 +40,7 @@ from typing import Callable
 from liveperf.io.jack_probe import _quiet
 from liveperf.io.midi_backends import IS_INPUT, IS_OUTPUT, JackWatchClient
 from liveperf.io.midi_ports import MidiInPort, MidiOutPort, MidiUnavailable, OnMessage
-from liveperf.notes import is_note_off, is_note_on, note_off
+from liveperf.music.notes import is_note_off, is_note_on, note_off
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.onnx_model import LoadedModel
 from liveperf.models.phrase_models import _checked_stepper, _load
 from liveperf.models.step_model import StepError

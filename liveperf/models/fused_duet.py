@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.metadata import ModelMetadataError, json_field
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, shipped_models_dir
 from liveperf.models.step_model import StepError

@@ -7,7 +7,7 @@ Keys (all values are strings; JSON where structured):
   comp's three voices);
 - ``liveperf.name``: short model name (e.g. ``melody_dnn``);
 - ``liveperf.steps_per_beat``: the grid the model was trained on;
-- ``liveperf.vocabulary``: JSON list, must equal ``liveperf.melody.VOCABULARY``;
+- ``liveperf.vocabulary``: JSON list, must equal ``liveperf.music.melody.VOCABULARY``;
 - ``liveperf.io``: JSON ``{"inputs": [...], "outputs": [...]}`` (names, in order);
 - ``liveperf.state_shape``: JSON ``[layers, hidden]`` for step models;
 - ``liveperf.training_data``, ``liveperf.split``, ``liveperf.metrics``, ``liveperf.training``: JSON, informational;
@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from liveperf import melody
+from liveperf.music import melody
 
 PREFIX = "liveperf."
 KNOWN_FAMILIES = ("dnn_step", "vae_encoder", "vae_decoder", "gan_generator", "gan_critic", "duet_step",

@@ -6,7 +6,7 @@
 - ``DuetStepper``: the partner voice, one step at a time (like ``step_model.OnnxStepper``).
 
 Tokens are ``liveperf.melody`` tokens; a phrase is int64 [B, T] (T = the model's ``phrase_steps``, 32 = two 4/4
-bars of 16ths). Every draw goes through ``liveperf.sampler.sample`` with a caller-owned ``rng_state``
+bars of 16ths). Every draw goes through ``liveperf.music.sampler.sample`` with a caller-owned ``rng_state``
 (``sampler.new_rng_state(seed)``), so the same seed and inputs give the same notes:
 
 - decoding a phrase samples each step on its own from that step's logits (the decoders are non-autoregressive),
@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from numba import types
 
-from liveperf import melody, sampler, style
+from liveperf.music import melody, sampler, style
 from liveperf.models.metadata import PREFIX
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError, load_model, resolve_model_path
 from liveperf.models.step_model import StepError
@@ -150,7 +150,7 @@ class VaeModel:
             raise ModelLoadError(f"{encoder.path} and {decoder.path} do not fit together (phrase length / latent)")
         self.steps_per_beat = decoder.info.steps_per_beat
         raw = decoder.session.get_modelmeta().custom_metadata_map.get(PREFIX + style.METADATA_KEY)
-        self.directions = self.mix = None  # the style knobs' (liveperf.style); without them: decoded unmoved
+        self.directions = self.mix = None  # the style knobs' (liveperf.music.style); without them: decoded unmoved
         if raw is not None:
             try:
                 self.directions, self.mix = style.parse_directions(raw, self.latent_dim, str(decoder.path))

@@ -19,8 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.melody import NUM_CLASSES
+from liveperf.music import melody
+from liveperf.music.melody import NUM_CLASSES
 from liveperf.models.onnx_model import LoadedModel, ModelLoadError
 
 STEP_INPUTS = ("token", "pos", "state")  # representation v1

@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from liveperf import melody, style
+from liveperf.music import melody, style
 
 REUSE_WEIGHT = 0.6
 CADENCE_WEIGHT = 0.6
@@ -118,7 +118,7 @@ class Plan:
     score: float
     candidates: int
     echo: bool  # the winner began as an echo of the call
-    copied: int = 0  # candidates passed over: they replayed a training passage (``liveperf.copy_guard``)
+    copied: int = 0  # candidates passed over: they replayed a training passage (``liveperf.music.copy_guard``)
     cut: bool = False  # every candidate did: the best was cut short of its copy
 
 
@@ -145,8 +145,8 @@ def plan_answer(batch, first_logits: np.ndarray | None, lead: list[tuple[int, in
     before the answer (the silent steps between now and ``start``), or empty, in which case ``first_logits`` (the
     model's prediction for ``start``) is used. ``choose(logits_row, must_play)`` draws one token (the mode's
     sampler and RNG). ``call``: the performer's phrase from song step ``call_start``. ``guard`` (a
-    ``liveperf.copy_guard.CopyGuard`` or None): a candidate that replays a training passage is passed over; when
-    every one does, the best is cut short of its copy. ``style_knobs`` (``liveperf.style.STYLE_KNOBS`` order, -1..1,
+    ``liveperf.music.copy_guard.CopyGuard`` or None): a candidate that replays a training passage is passed over; when
+    every one does, the best is cut short of its copy. ``style_knobs`` (``liveperf.music.style.STYLE_KNOBS`` order, -1..1,
     or None): each candidate also scores ``STYLE_WEIGHT`` x knob x its attribute in standard deviations of real
     phrases, so the knobs pick denser, higher, wider, brighter or more syncopated answers among the candidates."""
     n = batch.n

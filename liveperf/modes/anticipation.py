@@ -38,7 +38,7 @@ import numba
 import numpy as np
 from numba import types
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.models.step_model import StepError
 
 MAX_CANDIDATES = 6  # performer tokens asked about per step, the likeliest first ...

@@ -1,13 +1,13 @@
 """The anticipating duet's choice of candidates and its mixing, in plain numpy: the specification the compiled
-kernels in ``liveperf.modes.anticipation`` are tested against (``tests/test_anticipation_kernels.py``), as
-``liveperf.sampler_reference`` is for the sampler. Never on the hot path. Constants and contracts: the module
+kernels in ``liveperf.modes.anticipation`` are tested against (``tests/modes/test_anticipation_kernels.py``), as
+``liveperf.music.sampler_reference`` is for the sampler. Never on the hot path. Constants and contracts: the module
 docstring of ``liveperf.modes.anticipation``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
+from liveperf.music import melody
 from liveperf.modes.anticipation import (CANDIDATE_MASS, CONSONANCE_POWER, MAX_CANDIDATES, PARALLEL_POWER,
                                          REST_AGREEMENT)
 from liveperf.modes.anticipation import _CONSONANT_F as CONSONANT

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from liveperf.copy_guard import CopyGuard, CopyIndex
-from liveperf.feel import Feel
-from liveperf.key_finder import FOLLOW_AUTO, FOLLOW_MODULATIONS, KeyFinder, KeyFollower
-from liveperf.key_finder import shipped_model as shipped_key_model
+from liveperf.music.copy_guard import CopyGuard, CopyIndex
+from liveperf.music.feel import Feel
+from liveperf.music.key_finder import FOLLOW_AUTO, FOLLOW_MODULATIONS, KeyFinder, KeyFollower
+from liveperf.music.key_finder import shipped_model as shipped_key_model
 from liveperf.models.comp_model import CompStepper
 from liveperf.models.fused_duet import FusedDuetStep, find_fused
 from liveperf.models.metadata import ModelMetadataError
@@ -31,8 +31,8 @@ from liveperf.modes.duet import Duet
 from liveperf.modes.harmonize import Harmonize
 from liveperf.modes.phrase import GanPhrases, PhraseMode, VaePhrases
 from liveperf.modes.settings import settings_for
-from liveperf.sampler import new_rng_state
-from liveperf.setlist import Song
+from liveperf.music.sampler import new_rng_state
+from liveperf.setlist.schema import Song
 
 
 @dataclass
@@ -112,7 +112,7 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
                 now_fn: Callable[[], int] | None = None, reflex=None, copies: CopyIndex | None = None,
                 max_copy_bars: int = 0) -> dict:
     """The song's modes, keyed by name; each mode owns its RNG stream (seed + a fixed offset per mode).
-    ``reflex`` (``liveperf.reflex``, the jack-native port's): harmonize draws its answers ahead for it. ``copies``
+    ``reflex`` (``liveperf.modes.reflex``, the jack-native port's): harmonize draws its answers ahead for it. ``copies``
     (the shipped ``CopyIndex``) and ``max_copy_bars``: the copy guard of phrase mode and call and response (none
     when either is missing)."""
     s = settings_for(song, models.steps_per_beat)
@@ -150,7 +150,7 @@ def build_song(song: Song, models: SongModels, clock, sink, seed: int, now_fn: C
 
 
 def key_follower(song: Song, steps_per_bar: int, steps_per_beat: int) -> KeyFollower | None:
-    """The song's key follower (``liveperf.key_finder``): ``key = "auto"`` follows the performer from the song's
+    """The song's key follower (``liveperf.music.key_finder``): ``key = "auto"`` follows the performer from the song's
     starting key (none for plain "auto"); ``key_follow = "modulations"`` moves the named key only on a clear change;
     None when the named key holds."""
     if not song.key_auto and song.key_follow != "modulations":

@@ -19,7 +19,7 @@ Policy, per song (``ModeSettings``):
   trigger, ``silence_steps`` 1, a model error) the answer is drawn step by step as before. Planning runs on the
   engine thread inside one step's computation: a few ms, in the silence, never on the step that plays the plan
   (``liveperf check`` times it per song).
-- The copy guard (``guard``, ``liveperf.copy_guard``): a planned candidate that replays a training passage of
+- The copy guard (``guard``, ``liveperf.music.copy_guard``): a planned candidate that replays a training passage of
   ``max_copy_bars`` is passed over (all of them: the best is cut short of its copy); step by step, a token that
   would complete one is drawn again, then becomes a rest. Counted (``copies_redrawn``, ``copies_cut``).
 
@@ -32,18 +32,18 @@ import time
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.clock import InternalClock
-from liveperf.copy_guard import CopyGuard
-from liveperf.dynamics import Dynamics
-from liveperf.feel import Feel
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
+from liveperf.music.copy_guard import CopyGuard
+from liveperf.music.dynamics import Dynamics
+from liveperf.music.feel import Feel
 from liveperf.models.step_model import StepError, StepModel
 from liveperf.modes.answer_plan import Plan, plan_answer
 from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats, settings_for  # noqa: F401  (re-exported)
-from liveperf.performer_grid import PerformerGrid
-from liveperf.scheduler import OutputSink
+from liveperf.music.performer_grid import PerformerGrid
+from liveperf.timing.scheduler import OutputSink
 
 
 MAX_CALL_STEPS = 256  # the call a plan looks back at: its last 16 bars of 4/4 at most
@@ -248,7 +248,7 @@ class CallAndResponse:
 
     def _velocity_at(self, step: int) -> int:
         """The answer's level (the call's mean velocity, or the song's number) with the performer's own accent for
-        this place in the bar (``liveperf.dynamics``; none when the song fixes the velocity)."""
+        this place in the bar (``liveperf.music.dynamics``; none when the song fixes the velocity)."""
         if self.s.velocity is not None:
             return self._velocity
         return min(127, max(1, int(round(self._velocity + self.dynamics.accent(step)))))

@@ -22,7 +22,7 @@ assuming the melody holds. A melody note that comes after its step was decided i
 that step again with the right token (from the state before it) when the next step is computed, so its memory is
 what was really played. ``listened`` / ``reactions`` / ``fallbacks`` / ``refed`` count these.
 
-Velocity follows the performer's level and accents (``liveperf.dynamics``) at ``COMP_LEVEL`` of it, unless the song
+Velocity follows the performer's level and accents (``liveperf.music.dynamics``) at ``COMP_LEVEL`` of it, unless the song
 fixes it. A failed model step silences the comp and resets the model; the clock never waits. Engine thread only.
 """
 
@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.clock import InternalClock
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
 from liveperf.modes.listening import ListensToPerformer
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
 from liveperf.modes.voicing import choose
 from liveperf.models.step_model import StepError
-from liveperf.sampler import next_uniform
-from liveperf.scheduler import OutputSink
+from liveperf.music.sampler import next_uniform
+from liveperf.timing.scheduler import OutputSink
 
 VOICE_RANGES = ((36, 62), (48, 69), (53, 76))  # bass, tenor, alto: MIDI, about Bach's (C2-D4, C3-A4, F3-E5)
 LISTEN_RATE = 0.3  # listen at a move step whose bar position the performer strikes at least this often

@@ -9,7 +9,7 @@ performer's token of t - 1 directly. The partner's previous token is what the pa
 and the note-length cap).
 Sampling uses the song's key/range mask, temperature and top-k/top-p (settings that leave no note to draw play the
 likeliest allowed note where the model expects one: ``liveperf.modes.note_choice``); velocity follows the
-performer's level and accents (``liveperf.dynamics``) unless the song fixes it. A failed model step silences the
+performer's level and accents (``liveperf.music.dynamics``) unless the song fixes it. A failed model step silences the
 partner, resets the model and the next step carries on: the clock never waits for the model.
 
 The partner *listens* on the steps where the performer is likely to play a new note (the predictor gives it at
@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.clock import InternalClock
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
 from liveperf.models.step_model import StepError
 from liveperf.modes.anticipation import STILL
 from liveperf.modes.listening import ListensToPerformer
 from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
-from liveperf.sampler import NO_CANDIDATE
-from liveperf.scheduler import OutputSink
+from liveperf.music.sampler import NO_CANDIDATE
+from liveperf.timing.scheduler import OutputSink
 
 
 LISTEN_PROBABILITY = 0.5  # listen where the predictor expects a new performer note at least this likely
@@ -94,7 +94,7 @@ class Duet(ListensToPerformer):
         if self._listening is not None:  # a window the engine did not wake us for (no wake support): close it now
             self._end_listening(max(self._listening["deadline_ns"], self._now(self.feel.due_ns(step))))
         performer = self.grid.finalize(step - 1) if step > self._first else melody.HOLD
-        due = self.feel.due_ns(step)  # swung off-beats later (liveperf.feel)
+        due = self.feel.due_ns(step)  # swung off-beats later (liveperf.music.feel)
         listen, held = False, None
         try:
             if self.anticipation is not None:

@@ -28,7 +28,7 @@ a single peek after the CPU has idled costs ~0.56 ms (0.06 ms back to back), the
 table (out of key) still gets its own peek. The harmony is due when it has been sampled, not when the note-on came
 in, so the model's time never counts as lateness against the scheduler's tolerance.
 
-With a ``reflex`` (the ``jack-native`` port, ``liveperf.reflex``) the step also *draws* the answer to every pitch
+With a ``reflex`` (the ``jack-native`` port, ``liveperf.modes.reflex``) the step also *draws* the answer to every pitch
 of the table ahead (sampler and density, in key order, from the mode's own RNGs) and publishes it, so the port can
 send it in the cycle of the note-on. A note-on the port answered is *adopted* (``adopt``); one it left alone
 (the partner was still sounding, say) plays the answer drawn ahead all the same, the usual way, and tells the
@@ -49,15 +49,15 @@ from typing import Callable
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.clock import InternalClock
+from liveperf.music import melody
+from liveperf.timing.clock import InternalClock
 from liveperf.models.step_model import StepError
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
-from liveperf.performer_grid import PerformerGrid
-from liveperf.reflex import Reflex, ReflexAnswer, windows
-from liveperf.sampler import NO_CANDIDATE, sample
-from liveperf.scheduler import OutputSink
+from liveperf.music.performer_grid import PerformerGrid
+from liveperf.modes.reflex import Reflex, ReflexAnswer, windows
+from liveperf.music.sampler import NO_CANDIDATE, sample
+from liveperf.timing.scheduler import OutputSink
 
 # Semitones below the performer's note that sound consonant under it.
 CONSONANT_BELOW = (3, 4, 7, 8, 9, 12, 15, 16, 19, 20, 21, 24)

@@ -1,17 +1,17 @@
 """What duet, harmonize and phrase modes share about hearing the performer: the notes reduced to grid tokens
-(``PerformerGrid``) and the dynamics (``liveperf.dynamics``: the performer's level and accents, unless the song
+(``PerformerGrid``) and the dynamics (``liveperf.music.dynamics``: the performer's level and accents, unless the song
 fixes the velocity). Engine thread only."""
 
 from __future__ import annotations
 
-from liveperf.dynamics import Dynamics
-from liveperf.feel import Feel
-from liveperf.performer_grid import PerformerGrid
+from liveperf.music.dynamics import Dynamics
+from liveperf.music.feel import Feel
+from liveperf.music.performer_grid import PerformerGrid
 
 
 class ListensToPerformer:
     """Mixin: needs ``self.clock`` and ``self.s`` (ModeSettings); call ``_listen_from(step)`` in ``begin``. The
-    performer's notes are placed on the grid through ``self.feel`` (``liveperf.feel``: a swung off-beat is the
+    performer's notes are placed on the grid through ``self.feel`` (``liveperf.music.feel``: a swung off-beat is the
     beat's second eighth), which also hears every note-on."""
 
     def _feel_for(self, feel: Feel | None) -> Feel:

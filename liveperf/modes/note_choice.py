@@ -10,7 +10,7 @@ call and response over the first 200 steps of the demo takes (2-bar answers): th
 
 Policy (``NoteChoice.choose``), for the modes that sample one token per step (call and response, duet):
 
-1. The sampler draws as always (``liveperf.sampler.sample``: exactly one draw from the mode's RNG), so random
+1. The sampler draws as always (``liveperf.music.sampler.sample``: exactly one draw from the mode's RNG), so random
    streams, and every setting that leaves notes to draw, behave exactly as before.
 2. A note drawn is played. A rest drawn (HOLD, OFF) stands when the settings left at least one note the sampler
    could have drawn at this step: the rest was the luck of the draw.
@@ -31,7 +31,7 @@ Which modes: call and response (``_play``) and duet (``on_step``). Harmonize sam
 (its mask holds no HOLD / OFF), so greedy is already the likeliest consonant note. Phrase mode samples whole phrases
 from the GAN / VAE, which are far less rest-heavy step to step (measured: 2 to 21 notes per 2-bar phrase at
 temperature 0, as at 0.6). A mask with no note-on at all is a setting no choice can help: ``liveperf check`` and
-``liveperf play`` warn about it (``liveperf.setlist_warnings``).
+``liveperf play`` warn about it (``liveperf.setlist.lint``).
 
 Cost: only steps where a rest was drawn do more than the draw: scalar math on three logits and a few numpy passes
 over at most 130 floats in the object's own scratch arrays (the allowed note-ons of the last two masks are cached by
@@ -48,8 +48,8 @@ import math
 
 import numpy as np
 
-from liveperf.melody import HOLD, NUM_CLASSES, OFF, PITCH_OFFSET
-from liveperf.sampler import sample
+from liveperf.music.melody import HOLD, NUM_CLASSES, OFF, PITCH_OFFSET
+from liveperf.music.sampler import sample
 
 
 class NoteChoice:
@@ -111,7 +111,7 @@ class NoteChoice:
 
     def notes_cut(self, logits: np.ndarray, allowed: np.ndarray, temperature: float, top_k: int, top_p: float,
                   note: int) -> bool:
-        """Whether the sampler's settings kept no note-on at this step (``liveperf.sampler``'s semantics, steps
+        """Whether the sampler's settings kept no note-on at this step (``liveperf.music.sampler``'s semantics, steps
         4-8), given ``note`` = ``likeliest_note``: greedy (``not temperature > 0``) or ``top_k == 1`` (a rest was
         drawn, so a rest was the likeliest); ``note`` weighs 0 at this temperature; or top-k / top-p stopped
         before ``note``, behind the rests that outweigh it (a rest ties before it: the lower token comes first)."""

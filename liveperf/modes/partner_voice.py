@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveperf import melody
-from liveperf.notes import note_off, note_on
-from liveperf.scheduler import OutputSink
+from liveperf.music import melody
+from liveperf.music.notes import note_off, note_on
+from liveperf.timing.scheduler import OutputSink
 
 
 class PartnerVoice:
@@ -75,7 +75,7 @@ class PartnerVoice:
         return self.density < 1.0 and self._rng.random() >= self.density
 
     def adopt(self, pitch: int, velocity: int, step: int, sent_ns: int) -> None:
-        """The port already sent this note-on at ``sent_ns`` (``liveperf.reflex``): end what sounded, hold it."""
+        """The port already sent this note-on at ``sent_ns`` (``liveperf.modes.reflex``): end what sounded, hold it."""
         if self.held is not None and self.held[0] == pitch:  # struck again on the wire: the old note ends there
             self._off(sent_ns, pitch)
             self.held = None

@@ -12,10 +12,10 @@ Policy:
   them with spread ``sigma``; falls back to ``walk`` when the performer played nothing, counted), ``restyle``
   (the performer's last 2 bars encoded and decoded with no noise: with the style knobs turned, their phrase played
   back denser, higher, darker ...; the same fallback).
-- Style knobs (``settings.style``, ``liveperf.style``) apply to every VAE phrase: the latent ones move the code,
+- Style knobs (``settings.style``, ``liveperf.music.style``) apply to every VAE phrase: the latent ones move the code,
   ``range`` and ``mood`` steer the decoder's logits in the song's key. All at 0: the phrase is decoded as before.
 - The performer's notes are reduced to grid tokens all along (for ``variation``); they do not interrupt a phrase.
-- The copy guard (``guard``, ``liveperf.copy_guard``; the show's ``max_copy_bars``): a phrase that, joined to what
+- The copy guard (``guard``, ``liveperf.music.copy_guard``; the show's ``max_copy_bars``): a phrase that, joined to what
   the partner just played, replays a training passage that long is drawn again (``MAX_REDRAWS``), then cut short of
   the copy; both counted (``copies_redrawn``, ``copies_cut``).
 - A generation error (model raised, non-finite output) counts, skips this phrase, and the clock goes on.
@@ -29,16 +29,16 @@ from typing import Protocol
 
 import numpy as np
 
-from liveperf import melody, style
-from liveperf.style import STYLE_KNOBS
-from liveperf.clock import InternalClock
-from liveperf.copy_guard import CopyGuard
+from liveperf.music import melody, style
+from liveperf.music.style import STYLE_KNOBS
+from liveperf.timing.clock import InternalClock
+from liveperf.music.copy_guard import CopyGuard
 from liveperf.models.phrase_models import GanModel, VaeModel, noise_generator, sample_phrases
 from liveperf.models.step_model import StepError
 from liveperf.modes.listening import ListensToPerformer
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
-from liveperf.scheduler import OutputSink
+from liveperf.timing.scheduler import OutputSink
 
 
 MAX_REDRAWS = 4  # a phrase that copies is drawn again this often before it is cut
@@ -156,8 +156,8 @@ class VaePhrases:
 
     def decode(self, z: np.ndarray, u: np.ndarray, settings: ModeSettings, rng_state: np.ndarray,
                anchor: np.ndarray | None = None) -> np.ndarray:
-        """One phrase from code ``z`` with style controls ``u`` (``liveperf.style.controls``), sampled with the
-        song's settings; ``anchor``: a line (tokens) the notes are held near (``liveperf.style.anchor``)."""
+        """One phrase from code ``z`` with style controls ``u`` (``liveperf.music.style.controls``), sampled with the
+        song's settings; ``anchor``: a line (tokens) the notes are held near (``liveperf.music.style.anchor``)."""
         offset = style.attribute_offset(self.vae.directions, u)
         if offset is not None:
             z = z + offset  # a new array: the walk's own position stays where it was

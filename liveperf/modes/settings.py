@@ -10,11 +10,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from liveperf.melody import PITCH_OFFSET
+from liveperf.music.melody import PITCH_OFFSET
 from liveperf.modes.answer_plan import tonic_triad
-from liveperf.scales import SCALES, token_mask
-from liveperf.setlist import Song
-from liveperf.style import KNOB_PARAMS, STYLE_KNOBS
+from liveperf.music.scales import SCALES, token_mask
+from liveperf.setlist.schema import Song
+from liveperf.music.style import KNOB_PARAMS, STYLE_KNOBS
 
 PHRASE_SOURCES = ("gan", "vae")
 LATENT_SOURCES = ("random", "walk", "interpolate", "variation", "restyle")
@@ -43,14 +43,14 @@ class ModeSettings:
     walk_step: float = 0.25  # walk: AR(1) step; interpolate: advance of t per phrase
     anchors: tuple[int, int] = (1, 2)  # interpolate: seeds of the two anchor latents
     density: float = 1.0  # chance that a partner note-on is played (else a rest)
-    swing: float | None = 0.5  # the off-beat eighths' place in the beat (liveperf.feel); None: follow the performer
-    humanize_ms: float = 0.0  # the largest seeded delay of a step's notes (liveperf.feel)
+    swing: float | None = 0.5  # the off-beat eighths' place in the beat (liveperf.music.feel); None: follow the performer
+    humanize_ms: float = 0.0  # the largest seeded delay of a step's notes (liveperf.music.feel)
     answer_candidates: int = 0  # call and response: whole answers planned at the phrase end (0 = step by step)
     tonic_pcs: frozenset = frozenset()  # pitch classes of the key's tonic triad (answers end on a cadence)
     key_allowed: np.ndarray | None = None  # bool (130,): the key's mask over all 128 pitches (the comp's voices
     # keep their own ranges); None: every pitch
     comp_rhythm: str = "beat"  # comp: when the voices move ("beat" | "half_bar" | "bar" | "model")
-    style: tuple[float, ...] = (0.0,) * len(STYLE_KNOBS)  # phrase mode, VAE: the style knobs (liveperf.style)
+    style: tuple[float, ...] = (0.0,) * len(STYLE_KNOBS)  # phrase mode, VAE: the style knobs (liveperf.music.style)
 
 
 # Live parameters (liveperf.params) that are mode settings: parameter -> (settings field, value -> field value).
@@ -128,7 +128,7 @@ def key_tonic(key) -> frozenset:
 
 
 def with_key(settings: ModeSettings, key, pitch_range: tuple[int, int]) -> ModeSettings:
-    """``settings`` in ``key`` (a key change heard by ``liveperf.key_finder``): the mask and the cadence's tonic.
+    """``settings`` in ``key`` (a key change heard by ``liveperf.music.key_finder``): the mask and the cadence's tonic.
     ``ValueError`` when no pitch of ``key`` lies in ``pitch_range``."""
     allowed = token_mask(key, pitch_range[0], pitch_range[1])
     if not allowed[PITCH_OFFSET:].any():
@@ -148,7 +148,7 @@ class ModeStats:
     harmonies: int = 0  # harmonize: partner notes started
     no_candidate: int = 0  # a sample found no allowed token (masks too tight): nothing played
     fallbacks: int = 0  # phrase mode: a latent source fell back (e.g. variation with a silent performer)
-    copies_redrawn: int = 0  # phrases / answers drawn again: they replayed a training passage (liveperf.copy_guard)
+    copies_redrawn: int = 0  # phrases / answers drawn again: they replayed a training passage (liveperf.music.copy_guard)
     copies_cut: int = 0  # ... still did after every redraw, and were cut short of it
     model_errors: int = 0
     last_error: str = ""

@@ -33,7 +33,7 @@ import math
 import numba
 import numpy as np
 
-from liveperf.melody import HOLD, PITCH_OFFSET
+from liveperf.music.melody import HOLD, PITCH_OFFSET
 
 K_DEFAULT = 6
 ABOVE_MELODY = -5.0

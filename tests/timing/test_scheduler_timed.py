@@ -1,0 +1,128 @@
+"""Scheduler with a timed port (the jack-native backend's contract), step by step on an injected clock: hand-over
+``lead_ns`` ahead, a cancel revokes what was handed over from its cut on, the true send times come back."""
+
+from __future__ import annotations
+
+from liveperf.music.notes import note_off, note_on
+from liveperf.timing.scheduler import Scheduler
+
+MS = 1_000_000
+
+
+class TimedPort:
+    lead_ns = 5 * MS
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[int, int, bytes]] = []  # (clock at hand-over, due, data)
+        self.revoked: list[tuple[int | None, int]] = []
+        self.reports: list[tuple[int, int]] = []
+        self.now = 0
+
+    def send(self, data: bytes) -> bool:
+        raise AssertionError("a timed port gets send_at")
+
+    def send_at(self, due_ns: int, data: bytes) -> bool:
+        self.handed.append((self.now, due_ns, bytes(data)))
+        return True
+
+    def revoke(self, channel, from_ns: int) -> None:
+        self.revoked.append((channel, from_ns))
+
+    def emitted(self) -> list[tuple[int, int]]:
+        out, self.reports = self.reports, []
+        return out
+
+    def pending(self) -> int:
+        return 0
+
+
+def _scheduler(port: TimedPort) -> Scheduler:
+    return Scheduler(port, realtime_priority=None, clock_ns=lambda: port.now)
+
+
+def test_messages_are_handed_over_lead_ahead_and_a_cancel_revokes_from_its_cut():
+    port = TimedPort()
+    s = _scheduler(port)
+    s.schedule(20 * MS, note_on(0, 60, 100))
+    s.schedule(30 * MS, note_off(0, 60))
+    s.schedule(40 * MS, note_on(0, 62, 100))
+    port.now = 14 * MS
+    s.pump(0)
+    assert port.handed == []  # 20 ms is 6 ms away: more than the lead
+    port.now = 15 * MS
+    s.pump(0)
+    assert port.handed == [(15 * MS, 20 * MS, note_on(0, 60, 100))]
+    port.now = 36 * MS
+    s.pump(0)
+    assert [h[1:] for h in port.handed[1:]] == [(30 * MS, note_off(0, 60)), (40 * MS, note_on(0, 62, 100))]
+    s.cancel_pending(0, 38 * MS)  # a transport stop at 38 ms: the note-on due at 40 ms was already handed over
+    s.pump(0)
+    assert port.revoked == [(0, 38 * MS)]
+    # The cut ends what the scheduler believes sounds (the port swallows the off of a revoked note).
+    assert port.handed[-1][1:] == (38 * MS, note_off(0, 62))
+
+
+def test_true_send_times_come_from_the_port_and_its_late_drops_are_counted():
+    port = TimedPort()
+    s = _scheduler(port)
+    port.reports = [(10 * MS, 10 * MS + 21_000), (20 * MS, -1), (30 * MS, 30 * MS), (31 * MS, -2), (32 * MS, -3)]
+    s.pump(0)
+    assert list(s.stats.errors_ns) == [21_000, 0]
+    assert s.stats.late_dropped == 1 and s.stats.cancelled == 1  # -2 revoked; -3 a swallowed note-off: neither
+    assert s.stats.sent == 2  # only what the port says went out: the report's "sent" and its timing agree
+
+
+def test_a_hand_over_is_not_counted_as_sent_until_the_port_reports_it():
+    port = TimedPort()
+    s = _scheduler(port)
+    s.schedule(10 * MS, note_on(0, 60, 100))
+    s.schedule(12 * MS, note_on(0, 62, 100))
+    port.now = 8 * MS
+    s.pump(0)
+    assert len(port.handed) == 2 and s.stats.sent == 0
+    port.reports = [(10 * MS, 10 * MS + 5_000), (12 * MS, -1)]  # the second went late in JACK's thread: dropped
+    s.pump(0)
+    assert (s.stats.sent, s.stats.late_dropped, list(s.stats.errors_ns)) == (1, 1, [5_000])
+
+
+def test_a_message_handed_over_late_beyond_the_tolerance_is_dropped_note_offs_still_go():
+    port = TimedPort()
+    s = _scheduler(port)
+    s.schedule(10 * MS, note_on(1, 50, 90))
+    s.schedule(11 * MS, note_off(1, 50))
+    port.now = 8 * MS
+    s.pump(0)
+    s.schedule(12 * MS, note_on(1, 52, 90))
+    s.schedule(13 * MS, note_off(1, 52))
+    port.now = 16 * MS  # the thread was stalled 4 ms past 12 ms: more than the 2 ms tolerance
+    s.pump(0)
+    assert [h[2] for h in port.handed] == [note_on(1, 50, 90), note_off(1, 50)]
+    assert s.stats.late_dropped == 1 and s.stats.unheld_offs == 1  # its off is not sent: the note never sounded
+
+
+def test_a_late_program_change_still_goes_out_a_late_note_on_does_not():
+    """A song change that ran late must not leave the synth on the old patch: Program Change and Control Change
+    (Bank Select) go out late and are counted; a late note-on is dropped."""
+    port = TimedPort()
+    s = _scheduler(port)
+    port.now = 0
+    s.pump(0)
+    s.schedule(10 * MS, bytes((0xB1, 0, 1)))
+    s.schedule(10 * MS, bytes((0xC1, 4)))
+    s.schedule(10 * MS, note_on(1, 60, 90))
+    port.now = 16 * MS  # 6 ms past due: beyond the 2 ms tolerance
+    s.pump(0)
+    assert [h[2] for h in port.handed] == [bytes((0xB1, 0, 1)), bytes((0xC1, 4))]
+    assert s.stats.late_dropped == 1 and s.stats.late_note_offs == 2
+
+
+def test_panic_and_close_revoke_everything_handed_over():
+    port = TimedPort()
+    s = _scheduler(port)
+    s.schedule(10 * MS, note_on(2, 70, 90))
+    port.now = 6 * MS
+    s.pump(0)
+    s.panic()
+    s.pump(0)
+    assert port.revoked == [(None, 6 * MS), (None, 6 * MS)]  # the panic's cut, then its silence
+    assert port.handed[-1][1:] == (6 * MS, note_off(2, 70))
