@@ -13,7 +13,8 @@ phrase one whole 2-bar phrase (GAN best of K ranked by the critic, or VAE decode
 the engine does in one step; comp one step of the comp (its model step, the voicing chooser on a move step, the
 three voices' notes). Every model the song can switch to live is loaded and checked too.
 It also checks that the MIDI system opens virtual ports (a missing MIDI system is NO-GO only with
-``require_midi``) and that the OSC server can listen where the setlist says (NO-GO: the desk could not reach us).
+``require_midi``) and that the OSC server can listen where the setlist says (NO-GO: the desk could not reach us);
+a setlist with ``clock = "link"`` is NO-GO without aalink (the ``link`` extra): it could not join the session.
 Settings that can never sound (a key and pitch range with no pitch in common, density 0) are warned about per song
 (``liveperf.setlist.lint``); they do not make a NO-GO.
 Runs in the caller's thread; the result is plain data (``CheckReport``) for the table and JSON.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import socket
+from importlib.util import find_spec
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from liveperf.music import melody
+from liveperf.io.link_session import INSTALL_HINT
 from liveperf.io.midi_file import MidiFileError
 from liveperf.models.metadata import ModelMetadataError
 from liveperf.models.onnx_model import ModelLoadError
@@ -45,7 +48,8 @@ from liveperf.modes.note_choice import NoteChoice
 from liveperf.modes.phrase import GanPhrases, VaePhrases
 from liveperf.modes.settings import settings_for
 from liveperf.music.sampler import NO_CANDIDATE, new_rng_state, sample
-from liveperf.setlist.schema import OscSettings, SetlistError, load_setlist
+from liveperf.setlist.schema import SetlistError, load_setlist
+from liveperf.setlist.show_tables import OscSettings
 from liveperf.setlist.lint import song_warnings
 
 SONG_BUDGET_MARGIN = 0.5  # use at most half of a step: the rest is for the scheduler, input and the OS
@@ -390,6 +394,8 @@ def run_check(path: str | Path, *, steps: int = 2000, warmup: int = 300, require
             report.problems.append(f"copy guard: {exc}")
     report.osc, problems = check_osc(setlist.osc)
     report.problems += problems
+    if setlist.clock == "link" and find_spec("aalink") is None:  # the show would play on its own clock instead
+        report.problems.append(f"{INSTALL_HINT}; without it the show cannot join the Link session")
     if midi:
         report.midi, problems, warnings = check_midi(require_midi)
         report.problems += problems

@@ -313,6 +313,13 @@ def _print_report(report) -> None:
         c = report.clock_out
         print(f"MIDI clock out: {c['ticks_sent']} ticks sent of {c['ticks_expected']} for the songs' length, "
               f"{c['starts']} Start, {c['stops']} Stop")
+    if report.link:
+        k = report.link
+        print(f"Link: {k['peers']} other peer{'' if k['peers'] == 1 else 's'} at the end (most {k['peers_max']}), "
+              f"{k['tempo_changes']} tempo changes, "
+              f"{k['starts']} starts, {k['stops']} stops, {k['locates']} timeline jumps followed")
+    elif report.link is None:
+        print("Link: not started (see the warning above); the show played on its internal clock")
     if report.record_files:
         print(f"recorded {len(report.record_files)} song(s) to {report.record_files[0].parent}/"
               + (f" ({report.record_errors} write errors)" if report.record_errors else ""))

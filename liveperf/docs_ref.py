@@ -1,9 +1,9 @@
 """The manual's reference pages, rendered from the code's own tables so they cannot drift from it:
 ``python -m liveperf.docs_ref`` writes them, ``--check`` fails (exit 1) when a committed page differs.
 
-- ``docs/reference/setlist.md``: ``[show]``, ``[show.osc]`` and ``[[song]]`` fields from ``liveperf.setlist.schema``
-  (``SHOW_FIELDS``, ``OSC_FIELDS``, ``SONG_FIELDS``: default and what is allowed) and the fields a
-  ``[[song.partner]]`` table may set (``liveperf.setlist.partners.PARTNER_FIELDS``);
+- ``docs/reference/setlist.md``: ``[show]``, ``[show.osc]``, ``[show.link]`` and ``[[song]]`` fields from
+  ``liveperf.setlist`` (``SHOW_FIELDS``, ``OSC_FIELDS``, ``LINK_FIELDS``, ``SONG_FIELDS``: default and what is
+  allowed) and the fields a ``[[song.partner]]`` table may set (``liveperf.setlist.partners.PARTNER_FIELDS``);
 - ``docs/reference/parameters.md``: the live parameters (``liveperf.params.PARAMS``);
 - ``docs/reference/osc.md``: OSC in and out (``liveperf.io.osc_table``).
 Plain functions; the caller's thread.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from liveperf.io.osc_table import OSC_IN, OSC_OUT
 from liveperf.params import PARAMS
-from liveperf.setlist.schema import OSC_FIELDS, SHOW_FIELDS, SONG_FIELDS
+from liveperf.setlist.schema import SHOW_FIELDS, SONG_FIELDS
+from liveperf.setlist.show_tables import LINK_FIELDS, OSC_FIELDS
 from liveperf.setlist.fields import REQUIRED
 from liveperf.setlist.partners import PARTNER_FIELDS
 
@@ -47,10 +48,12 @@ def _fields(title: str, fields: dict, intro: str) -> list[str]:
 def setlist_page() -> str:
     lines = ["# Setlist reference", "",
              "Every field a setlist may hold, its default and what it accepts, as the setlist loader checks them "
-             "(`liveperf/setlist/schema.py`). A wrong value is refused at load time with the file, the song and the field "
-             "named. How to write a setlist: [Setlists](../setlists.md).", ""]
+             "(`liveperf/setlist/schema.py`). A wrong value is refused at load time with the file, the song and the "
+             "field named. How to write a setlist: [Setlists](../setlists.md).", ""]
     lines += _fields("[show]", SHOW_FIELDS, "Once per setlist: the whole show.")
     lines += _fields("[show.osc]", OSC_FIELDS, "OSC show control and feedback (see the [OSC reference](osc.md)).")
+    lines += _fields("[show.link]", LINK_FIELDS, "An Ableton Link session, with `clock = \"link\"` "
+                     "([Clock](../modes.md#clock)).")
     lines += _fields("[[song]]", SONG_FIELDS, "One table per song, in playing order.")
     lines += ["## [[song.partner]]", "",
               "More partners in one song ([Several partners](../modes.md#several-partners)): each table may set these "

@@ -13,6 +13,9 @@ if [ "$want" = "test" ]; then
   command -v jack_lsp >/dev/null || need+=(jackd2)
   command -v oscsend >/dev/null || need+=(liblo-tools)
   command -v jack_midi_clock >/dev/null || need+=(jack-midi-clock)
+  # Link tests run inside a private network namespace with only loopback: unshare (util-linux) and ip (iproute2).
+  command -v unshare >/dev/null || need+=(util-linux)
+  command -v ip >/dev/null || need+=(iproute2)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
       apt-get update -qq
@@ -32,7 +35,7 @@ fi
 pip install -q --upgrade pip >/dev/null
 if [ "$want" = "test" ]; then
   # The export extra brings torch (CPU build 2.13.0) for the ONNX-vs-torch parity tests.
-  pip install -q -e ".[dev,export,docs]"
+  pip install -q -e ".[dev,export,docs,link]"
 else
   pip install -q -e .
 fi

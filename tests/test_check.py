@@ -143,3 +143,14 @@ def test_several_setlists_and_a_long_one_measured_once_per_kind_of_song(tmp_path
     assert main(["check", str(a), str(b), "--no-midi", "--steps", "100", "--json", str(tmp_path / "c.json")]) == 1
     assert f"NO-GO: {a} GO, {b} NO-GO" in capsys.readouterr().out
     assert [d["verdict"] for d in json.loads((tmp_path / "c.json").read_text())] == ["GO", "NO-GO"]
+
+
+def test_a_link_setlist_without_aalink_is_no_go_and_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    from liveperf import check
+
+    p = setlist(tmp_path, ("One", "melody_dnn"), show='[show]\nlookahead_ms = 100\nclock = "link"\n' + FREE_OSC)
+    monkeypatch.setattr(check, "find_spec", lambda name: None if name == "aalink" else object())
+    assert main(["check", str(p), "--steps", "50", "--no-midi"]) == 1
+    out = capsys.readouterr().out
+    assert "! clock = \"link\" needs the link extra: pip install 'liveperf[link]'" in out and "NO-GO" in out
+

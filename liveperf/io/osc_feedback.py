@@ -182,3 +182,7 @@ class OscFeedback:
 
     def tempo(self, bpm: float) -> None:
         self.send("/liveperf/tempo", float(bpm))
+
+    def link_peers(self, peers: int) -> None:
+        """Following Ableton Link: how many other peers the session has."""
+        self.send("/liveperf/link/peers", int(peers))

@@ -13,7 +13,8 @@ OSC_IN: tuple[tuple[str, str, str, str], ...] = (
     ("/liveperf/song/prev", "trigger", "go back one song", "at the next bar line"),
     ("/liveperf/song/select", "i", "go to song number N (1-based)", "at the next bar line"),
     ("/liveperf/song/select", "s", "go to the first song whose title contains the text", "at the next bar line"),
-    ("/liveperf/tempo", "f or i", "set the internal clock's tempo, BPM", "20..400; ignored while following MIDI clock"),
+    ("/liveperf/tempo", "f or i", "set the internal clock's tempo, BPM", "20..400; ignored while following MIDI clock or "
+     "Link (unless `[show.link] tempo = \"lead\"`)"),
     ("/liveperf/tap", "trigger", "tap the tempo (3 taps or more)", "the packet's arrival is the tap"),
     ("/liveperf/mode", "s", "switch the partner's mode", "at the next bar line"),
     ("/liveperf/param/<name>", "f, i or s", "set a live parameter (see the parameter table)",
@@ -36,7 +37,8 @@ OSC_OUT: tuple[tuple[str, str, str], ...] = (
     ("/liveperf/mode", "s", "the partner's mode, when it changes"),
     ("/liveperf/partner/mode", "is", "a song with several partners: partner number (1-based), its mode; at the "
      "song's start for each partner and when one changes (`/liveperf/mode` is partner 1's)"),
-    ("/liveperf/state", "s", "playing or stopped (following MIDI clock: the band's Start and Stop), when it changes"),
+    ("/liveperf/state", "s", "playing or stopped (following MIDI clock or Link: the band's Start and Stop), when it "
+     "changes"),
     ("/liveperf/stats", "iiii", "once a bar: notes dropped as late, input dropped, errors, phrases or answers the "
      "copy guard drew again or cut"),
     ("/liveperf/tempo", "f", "BPM: at a song's start, on a change, and when a followed tempo moves 0.5 BPM"),
@@ -44,6 +46,8 @@ OSC_OUT: tuple[tuple[str, str, str], ...] = (
      "(0..11, C = 0), quality"),
     ("/liveperf/key", "sf", "the key the partner plays in, when it changes: name (G major, E dorian), confidence "
      "0..1"),
+    ("/liveperf/link/peers", "i", "with `clock = \"link\"`: how many other Link peers the session has, at a "
+     "song's start and when it changes"),
     ("/liveperf/pong", "(none)", "the answer to /liveperf/ping"),
     ("/liveperf/error", "ss", "the answer to a wrong message: its address (or \"\"), \"kind: reason\""),
 )

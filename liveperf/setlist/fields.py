@@ -1,5 +1,6 @@
 """Field checks for setlist tables: each takes the table, the field name, the field table (default and allowed values
-in words) and ``where`` (file, song), and raises ``SetlistError`` naming all of them. Used by ``liveperf.setlist.schema``.
+in words) and ``where`` (file, song), and raises ``SetlistError`` naming all of them. Used by
+``liveperf.setlist.schema``.
 
 Parameter fields (those in ``liveperf.params.PARAMS``) are checked against the one parameter table, so a value the
 setlist accepts is always a value OSC and MIDI mappings can set too.

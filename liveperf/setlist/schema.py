@@ -7,7 +7,6 @@ Loading happens before the show; the result is immutable and shared read-only.
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,18 +15,18 @@ from typing import Any
 from liveperf.params import COMP_RHYTHMS, MidiLearn, ParamError
 from liveperf.music.scales import Key, parse_key
 from liveperf.setlist.partners import parse_partners
+from liveperf.setlist.show_tables import LinkSettings, OscSettings, parse_link, parse_osc
 from liveperf.music.style import STYLE_KNOBS
-from liveperf.setlist.fields import (REQUIRED, SetlistError, bad, check_unknown, choice, flag, get, host_port_list,
-                                     ip_list, names, number, param, param_allowed, text)
+from liveperf.setlist.fields import (REQUIRED, SetlistError, bad, check_unknown, choice, flag, get, names, number,
+                                     param, param_allowed, text)
 
 MODES = ("call_response", "duet", "harmonize", "phrase", "comp")
 VOICES = ("bass", "tenor", "alto")  # duet / harmonize partner voices (the duet model's voice input: 0, 1, 2)
 PHRASE_MODELS = ("gan", "vae")
 LATENTS = ("random", "walk", "interpolate", "variation", "restyle")
-CLOCKS = ("internal", "midi")
+CLOCKS = ("internal", "midi", "link")
 DROPOUT_POLICIES = ("stop", "freewheel")
 PROGRAM_CHANGE = ("select", "ignore")
-FEEDBACK_PROTOCOLS = ("udp", "tcp")
 KEY_FOLLOW = ("off", "modulations")
 KEY_CHANGE_AT = ("bar", "beat")
 
@@ -94,20 +93,6 @@ class Song:
 
 
 @dataclass(frozen=True)
-class OscSettings:
-    """``[show.osc]``: control in (UDP/TCP) and feedback out."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    udp_port: int | None = 9000  # None: do not listen; 0: any free port
-    tcp_port: int | None = 9001
-    allow: tuple[str, ...] = ()  # sources beyond loopback: IPs or networks
-    rate_limit_per_s: float = 200.0
-    feedback: tuple[tuple[str, int], ...] = ()  # (ip, port) targets
-    feedback_protocol: str = "udp"
-
-
-@dataclass(frozen=True)
 class Setlist:
     path: Path
     name: str
@@ -118,7 +103,7 @@ class Setlist:
     clock_dropout: str = "stop"
     send_clock: bool = False
     echo_guard_ms: float = 30.0
-    max_copy_bars: int = 2  # the copy guard (liveperf.music.copy_guard): no training passage this long is replayed; 0 off
+    max_copy_bars: int = 2  # the copy guard (liveperf.music.copy_guard): no training passage this long; 0 off
     midi_in: str = ""  # connect our input to the first port whose name contains this ("" = connect by hand)
     midi_out: str = ""
     record_dir: str = ""  # per-song recordings ("" = recordings/<setlist>-<date-time>/), relative to the setlist
@@ -126,6 +111,7 @@ class Setlist:
     program_change: str = "select"  # incoming Program Change / Song Select pick the song, or are ignored
     cc: tuple[dict, ...] = ()  # MIDI CC -> parameter mappings ({"param", "channel" 1..16, "cc"}), MIDI learn adds here
     osc: OscSettings = OscSettings()
+    link: LinkSettings = LinkSettings()
 
     def song_for_program(self, program: int, bank: int | None) -> int | None:
         """The song index an incoming Program Change (0..127 on the wire) selects, with the last Bank Select
@@ -210,7 +196,8 @@ SHOW_FIELDS: dict[str, tuple[Any, str]] = {
     "name": ("", "a string"),
     "lookahead_ms": (8.0, "a number from 1 to 100 (how early each step is computed)"),
     "late_tolerance_ms": (2.0, "a number from 0 to 50 (later than this, a note is dropped, never played late)"),
-    "clock": ("internal", f"one of {', '.join(CLOCKS)} (follow the setlist tempo, or incoming MIDI clock)"),
+    "clock": ("internal", f"one of {', '.join(CLOCKS)} (follow the setlist tempo, incoming MIDI clock, or an "
+                          f"Ableton Link session: see [show.link])"),
     "clock_dropout": ("stop", f"one of {', '.join(DROPOUT_POLICIES)} (250 ms without MIDI clock ticks)"),
     "send_clock": (False, "true or false (send MIDI clock on the output when the clock is internal)"),
     "echo_guard_ms": (30.0, "a number from 0 to 500 (our own output echoed into our input within this is ignored)"),
@@ -225,16 +212,7 @@ SHOW_FIELDS: dict[str, tuple[Any, str]] = {
                                  f"the song at the next bar line)"),
     "cc": ([], "a list of tables {param = NAME, channel = 1..16, cc = 0..127} (MIDI learn adds to it)"),
     "osc": ({}, "a table [show.osc]"),
-}
-OSC_FIELDS: dict[str, tuple[Any, str]] = {
-    "enabled": (True, "true or false"),
-    "host": ("127.0.0.1", "an IP address of this machine to listen on (127.0.0.1: this machine only; 0.0.0.0: all)"),
-    "udp_port": (9000, "an integer 1..65535, 0 for any free port, or -1 for no UDP"),
-    "tcp_port": (9001, "an integer 1..65535, 0 for any free port, or -1 for no TCP (OSC 1.0 framing)"),
-    "allow": ([], "a list of source IP addresses or networks allowed besides loopback, e.g. [\"192.168.1.0/24\"]"),
-    "rate_limit_per_s": (200, "a number from 1 to 100000 (packets per second per source)"),
-    "feedback": ([], "a list of \"ip:port\" targets for beat/note/song feedback, e.g. [\"192.168.1.20:8000\"]"),
-    "feedback_protocol": ("udp", f"one of {', '.join(FEEDBACK_PROTOCOLS)}"),
+    "link": ({}, "a table [show.link] (with clock = \"link\")"),
 }
 
 
@@ -282,7 +260,8 @@ def parse_setlist(raw: dict, path: Path) -> Setlist:
         stage_view=flag(show, "stage_view", SHOW_FIELDS, f"{path}: [show]"),
         program_change=choice(show, "program_change", PROGRAM_CHANGE, SHOW_FIELDS, f"{path}: [show]"),
         cc=_cc_mappings(show, f"{path}: [show]"),
-        osc=_parse_osc(show, f"{path}: [show.osc]"),
+        osc=parse_osc(get(show, "osc", SHOW_FIELDS, f"{path}: [show.osc]"), f"{path}: [show.osc]"),
+        link=parse_link(get(show, "link", SHOW_FIELDS, f"{path}: [show.link]"), f"{path}: [show.link]"),
     )
 
 
@@ -295,31 +274,6 @@ def _cc_mappings(show: dict, where: str) -> tuple[dict, ...]:
     except ParamError as exc:
         raise SetlistError(f"{where}: field 'cc': {exc}") from None
     return tuple(dict(m) for m in v)
-
-
-def _parse_osc(show: dict, where: str) -> OscSettings:
-    raw = get(show, "osc", SHOW_FIELDS, where)
-    if not isinstance(raw, dict):
-        raise SetlistError(f"{where}: must be a table")
-    check_unknown(raw, OSC_FIELDS, where)
-    f = OSC_FIELDS
-    host = text(raw, "host", f, where, non_empty=True)
-    try:
-        ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
-    except ValueError:
-        raise bad(where, "host", host, f) from None
-    udp = number(raw, "udp_port", -1, 65535, f, where, integer=True)
-    tcp = number(raw, "tcp_port", -1, 65535, f, where, integer=True)
-    return OscSettings(
-        enabled=flag(raw, "enabled", f, where),
-        host="127.0.0.1" if host == "localhost" else host,
-        udp_port=None if udp < 0 else udp,
-        tcp_port=None if tcp < 0 else tcp,
-        allow=ip_list(raw, "allow", f, where),
-        rate_limit_per_s=float(number(raw, "rate_limit_per_s", 1, 100000, f, where)),
-        feedback=host_port_list(raw, "feedback", f, where),
-        feedback_protocol=choice(raw, "feedback_protocol", FEEDBACK_PROTOCOLS, f, where),
-    )
 
 
 def _parse_song(raw: Any, index: int, path: Path) -> Song:

@@ -12,7 +12,8 @@ band's Start, after its Stop or a "stop" dropout; and at the end of the show), s
 is sent at a song's start, on a tempo change made here, and, for a tempo that moves by itself (MIDI clock followed,
 tap tempo), at a beat where it has moved ``TEMPO_FEEDBACK_BPM`` or more from the last value sent: at most once a
 beat, like the beat feedback, and never for the fit's jitter. The same once-a-beat samples give the tempo the song
-was played at (``played_tempo_bpm``) for the report.
+was played at (``played_tempo_bpm``) for the report. Following Link, ``/liveperf/link/peers`` says how many other
+peers the session has, at a song's start and at a beat where the count changed.
 
 Parameters: one ``ParamStore`` for the show. A song's start sets its setlist values (``song_params``), so a live
 change lasts until the next song. Float parameters glide (``smoothing_ms``): while one glides, every step applies
@@ -108,6 +109,7 @@ class ShowController:
         self._chord_shown = None  # the last chord sent on /liveperf/chord (the engine's ``chord_at``)
         self._key_shown = None  # the last key sent on /liveperf/key (the engine's ``key_at``)
         self._tempo_shown: float | None = None  # the last tempo sent on /liveperf/tempo
+        self._peers_shown: int | None = None  # the last Link peer count sent on /liveperf/link/peers
         self._state_shown: str | None = None  # the last state sent on /liveperf/state
         self._tempo_samples: list[float] = []  # the clock's tempo at each beat played of this song
 
@@ -131,6 +133,8 @@ class ShowController:
             for k, name in enumerate(self._partners_shown, start=1):
                 self._feedback(start_ns, "partner_mode", k, name)
         self._send_tempo(start_ns, clock.tempo_bpm)
+        self._peers_shown = None
+        self._send_peers(start_ns)
         self._state_shown = None  # a new song says its state, whatever the last one ended in
         # Following MIDI clock, the engine waits for the band's Start (or Continue) before it plays.
         self.on_transport("playing" if getattr(clock, "running", True) else "stopped", start_ns)
@@ -297,6 +301,7 @@ class ShowController:
                 self._tempo_samples.append(tempo)
                 if self._tempo_shown is None or abs(tempo - self._tempo_shown) >= TEMPO_FEEDBACK_BPM:
                     self._send_tempo(due_ns, tempo)
+                self._send_peers(due_ns)
         if step % self._steps_per_bar == 0 and self.engine is not None:
             pending = self.engine.pending_mode
             name = pending or self.engine.mode_name  # the engine switches at this bar line, after this call
@@ -335,6 +340,13 @@ class ShowController:
         """At the end of the show: say how many refusals were not printed (``RepeatLimiter``)."""
         for line in self._repeats.flush():
             self.log(f"control: {line}")
+
+    def _send_peers(self, at_ns: int) -> None:
+        """Following Link (the clock has ``peers``): the peer count on ``/liveperf/link/peers`` when it changed."""
+        peers = getattr(self.clock, "peers", None)
+        if peers is not None and peers != self._peers_shown:
+            self._peers_shown = peers
+            self._feedback(at_ns, "link_peers", int(peers))
 
     def _send_tempo(self, at_ns: int, tempo_bpm: float) -> None:
         self._tempo_shown = tempo_bpm

@@ -31,7 +31,7 @@ class SongReport:
     echoes: int = 0
     switches: list = field(default_factory=list)  # (step, mode) of each live mode switch
     clock: str = "internal"
-    clock_stats: dict = field(default_factory=dict)  # MIDI clock follower counters, when following
+    clock_stats: dict = field(default_factory=dict)  # the followed clock's counters (MIDI clock or Link)
     error: str = ""
     start_ns: int = 0  # monotonic ns of the song's step 0
     step_ns: float = 0.0  # one grid step in ns
@@ -79,6 +79,9 @@ class ShowReport:
     port: dict = field(default_factory=dict)  # the output port's own counters (jack-native: its JACK thread's)
     # MIDI clock out (``[show] send_clock``): starts, stops, ticks scheduled / sent / what the songs' lengths call for
     clock_out: dict = field(default_factory=dict)
+    # Ableton Link (``clock = "link"``): the clock's counters and the peers at the end; {} while it runs, None when
+    # Link was asked for but could not start (the show played on its internal clock)
+    link: dict | None = field(default_factory=dict)
 
 
 def send_summary(report: ShowReport) -> str:

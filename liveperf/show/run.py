@@ -37,13 +37,16 @@ from liveperf.timing.midi_clock import MidiClockFollower
 from liveperf.modes.build import SongModels, build_song, key_follower, key_text, partners_text
 from liveperf.music.notes import is_note_off, is_note_on
 from liveperf.timing.scheduler import Scheduler
-from liveperf.setlist.schema import Setlist, SetlistError, Song
+from liveperf.setlist.schema import Setlist, SetlistError
 from liveperf.setlist.lint import setlist_warnings
 from liveperf.setlist.write import store_cc_mappings
 from liveperf.show.control import ShowController
 from liveperf.show.load import load_copies, load_song_models, probe_warnings, song_take
 from liveperf.show.report import ShowReport, SongReport, add_engine_figures
+from liveperf.show.link import begin_song, start_link
+from liveperf.show.songs import drain_inbox, send_patch
 from liveperf.show.stage import StageFeed
+from liveperf.timing.link_clock import LinkClock
 
 
 def log_line(text: str) -> None:
@@ -162,15 +165,22 @@ class Show:
         stage.start()
         spb = models[indices[0]].steps_per_beat
         follow = setlist.clock == "midi" and in_port is not None
-        # Following MIDI clock, one follower serves the whole show: a song change keeps the band's grid.
+        # Following MIDI clock or Link, one clock serves the whole show: a song change keeps the band's grid.
         shared_clock = (MidiClockFollower(spb, setlist.songs[indices[0]].tempo_bpm, on_dropout=setlist.clock_dropout)
                         if follow else None)
+        link = None
+        if setlist.clock == "link":
+            link, shared_clock = start_link(setlist, setlist.songs[indices[0]], spb, self.now_ns, self.log)
+            report.link = {} if link is not None else None
         # One MIDI clock out for the whole show: a song change at a bar line or a panic keeps it running.
-        clock_out = self.clock_out = ClockOut() if setlist.send_clock and not follow else None
+        clock_out = self.clock_out = ClockOut() if setlist.send_clock and shared_clock is None else None
         try:
             index: int | None = indices[0]
             start_ns, first_step = self.now_ns() + int(opts.lead_in_ms * 1e6), 0
             while index is not None and not self.stop_event.is_set():
+                if link is not None:  # the song starts on the session's bar line
+                    first_step = begin_song(link, shared_clock, setlist.songs[index], spb, start_ns)
+                    start_ns = shared_clock.ns_at_step(first_step)
                 rep, end = self._play_song(index, models[index], takes[index], scheduler, recorder, in_port,
                                            out_port, ctl, shared_clock, start_ns, first_step)
                 report.songs.append(rep)
@@ -190,6 +200,9 @@ class Show:
                 clock_out.stop(scheduler, self.now_ns())
                 scheduler.wait_idle(1.0)
             stage.close()
+            if link is not None:
+                report.link = dataclasses.asdict(shared_clock.stats) | {"peers": shared_clock.peers}
+                link.close()
             self.log = stage._print
             for line in stage.lines:  # what the view showed only briefly, for the record
                 self.log(line)
@@ -327,6 +340,7 @@ class Show:
         spb = models.steps_per_beat
         follow = shared_clock is not None
         clock = shared_clock if follow else InternalClock(song.tempo_bpm, spb, start_ns)
+        clock_name = "internal" if not follow else "Link" if isinstance(clock, LinkClock) else "MIDI clock"
         sink = EchoGuardSink(scheduler, int(setlist.echo_guard_ms * 1e6))
         seed = song.seed if opts.seed is None else opts.seed
         source = QueueInput(inbox, sources=1, now_ns=self.now_ns)
@@ -341,12 +355,13 @@ class Show:
                         clock_out=self.clock_out, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,
                         key_every_steps=spb if song.key_change_at == "beat" else bar)
         rep = SongReport(song.title, song.tempo_bpm, setlist_tempo_bpm=song.tempo_bpm, start_ns=start_ns,
-                         step_ns=clock.step_ns, steps_per_beat=spb, clock="MIDI clock" if follow else "internal")
+                         step_ns=clock.step_ns, steps_per_beat=spb, clock=clock_name)
         for partner in (song,) + song.partners:
-            _send_patch(scheduler, partner, start_ns)
+            send_patch(scheduler, partner, start_ns)
         ctl.bind(index, engine, clock, start_ns, bar)
         recorder.begin_song(song.title, song.tempo_bpm, start_ns, song.meter[0] * 4 / song.meter[1])
-        clock_note = ("following MIDI clock on the input" if follow else
+        clock_note = (f"following Link at {clock.tempo_bpm:.1f} BPM" if clock_name == "Link" else
+                      "following MIDI clock on the input" if follow else
                       "internal clock (no live input to follow MIDI clock from)" if setlist.clock == "midi" else
                       "internal clock" + (", sending MIDI clock" if setlist.send_clock else ""))
         self.log(f"[{index + 1}. {song.title}] {song.tempo_bpm:g} BPM, {key_text(song)}, {partners_text(song)}, {clock_note}; "
@@ -399,7 +414,7 @@ class Show:
             t.join(0.1)  # short joins keep the main thread responsive to signals
         if player is not None:
             player.stop()
-        _drain_inbox(inbox)
+        drain_inbox(inbox)
         if ctl.pending_song is None:
             scheduler.wait_idle(2.0)
         rep.steps = end[1] - first_step
@@ -410,32 +425,7 @@ class Show:
         rep.next_song = ctl.pending_song
         if follow:
             rep.clock_stats = dataclasses.asdict(clock.stats) | {"tempo_bpm": round(clock.tempo_bpm, 2)}
-            self.log(f"[{song.title}] MIDI clock: {rep.clock_stats}")
+            self.log(f"[{song.title}] {clock_name}: {rep.clock_stats}")
         if rep.error:
             self.log(f"[{song.title}] stopped by an error: {rep.error}")
         return rep, (end[0], end[1])
-
-
-def _send_patch(scheduler: Scheduler, song: Song, start_ns: int) -> None:
-    """The song's synth patch on the partner's channel, just before its first note: Bank Select, Program Change."""
-    ch = song.channel - 1
-    at = start_ns - 2_000_000
-    if song.bank is not None:
-        scheduler.schedule(at, bytes((0xB0 | ch, 0, song.bank >> 7)))
-        scheduler.schedule(at, bytes((0xB0 | ch, 32, song.bank & 0x7F)))
-    if song.program is not None:
-        scheduler.schedule(at, bytes((0xC0 | ch, song.program - 1)))
-
-
-def _drain_inbox(inbox: queue.SimpleQueue) -> None:
-    """Between songs: drop the old song's performer events (and its take's end marker); keep control commands."""
-    keep = []
-    while True:
-        try:
-            ev = inbox.get_nowait()
-        except queue.Empty:
-            break
-        if not isinstance(ev[1], (bytes, bytearray)):
-            keep.append(ev)
-    for ev in keep:
-        inbox.put(ev)

@@ -108,6 +108,8 @@ class StageFeed:
 def _clock_text(clock) -> str:
     if not hasattr(clock, "stats"):
         return "internal"
+    if hasattr(clock, "peers"):  # an Ableton Link session
+        return f"Link, {clock.peers} peer" + ("" if clock.peers == 1 else "s")
     return "MIDI clock" + (" (freewheel)" if getattr(clock, "freewheeling", False) else "")
 
 

@@ -81,7 +81,6 @@ Tap tempo (the median of the last tap intervals) is ``liveperf.timing.tap_tempo.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction

@@ -199,7 +199,8 @@ def test_show_control_fields_parse(tmp_path):
 # ---- property: any wrong value for any field is an error that names the file, the song and the field -------------
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from liveperf.setlist.schema import OSC_FIELDS, SHOW_FIELDS, SONG_FIELDS, parse_setlist  # noqa: E402
+from liveperf.setlist.schema import SHOW_FIELDS, SONG_FIELDS, parse_setlist  # noqa: E402
+from liveperf.setlist.show_tables import LINK_FIELDS, OSC_FIELDS  # noqa: E402
 
 WRONG = st.one_of(st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, -1e308, -5, 10**30, True, "",
                                    "nan", [], [float("nan")], {}]),
@@ -244,7 +245,7 @@ def test_any_song_field_value_parses_or_names_file_song_and_field(field, value):
 
 
 @settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.sampled_from(sorted(set(SHOW_FIELDS) - {"osc"})), WRONG)
+@given(st.sampled_from(sorted(set(SHOW_FIELDS) - {"osc", "link"})), WRONG)
 def test_any_show_field_value_parses_or_names_file_and_field(field, value):
     _check({"show": {field: value}, "song": [SONG_BASE]}, ["/stage/set.toml", "[show]", field])
 
@@ -253,3 +254,20 @@ def test_any_show_field_value_parses_or_names_file_and_field(field, value):
 @given(st.sampled_from(sorted(OSC_FIELDS)), WRONG)
 def test_any_osc_field_value_parses_or_names_file_and_field(field, value):
     _check({"show": {"osc": {field: value}}, "song": [SONG_BASE]}, ["/stage/set.toml", "osc", field])
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(sorted(LINK_FIELDS)), WRONG)
+def test_any_link_field_value_parses_or_names_file_and_field(field, value):
+    _check({"show": {"clock": "link", "link": {field: value}}, "song": [SONG_BASE]},
+           ["/stage/set.toml", "[show.link]", field])
+
+
+def test_link_settings_default_and_parsed():
+    base = {"song": [SONG_BASE]}
+    sl = parse_setlist({**base, "show": {"clock": "link"}}, Path("/stage/set.toml"))
+    assert (sl.clock, sl.link.start_stop, sl.link.tempo) == ("link", True, "follow")
+    sl = parse_setlist({**base, "show": {"clock": "link", "link": {"start_stop": False, "tempo": "lead"}}},
+                       Path("/stage/set.toml"))
+    assert (sl.link.start_stop, sl.link.tempo) == (False, "lead")
+
