@@ -14,7 +14,55 @@ from fractions import Fraction
 NS_PER_MINUTE = 60_000_000_000
 
 
-class InternalClock:
+class StepMap:
+    """An exact step map: step ``_anchor_step`` starts at ``_anchor_ns`` and one step lasts ``_num / _den`` ns (two
+    ints). Subclasses set the four fields; the methods below never round more than to whole ns (towards the anchor),
+    however far from the anchor. Shared by ``InternalClock`` and ``liveperf.timing.link_clock.LinkClock``;
+    ``MidiClockFollower`` keeps its own map (a fitted line) and shares ``step_at`` / ``nearest_step`` by overriding
+    ``ns_at_step`` and ``_step_guess``."""
+
+    _anchor_step: int
+    _anchor_ns: int
+    _num: int
+    _den: int
+
+    @property
+    def start_ns(self) -> int:
+        """Wall time of step 0 (only meaningful before any tempo change)."""
+        return self.ns_at_step(0)
+
+    @property
+    def step_ns(self) -> float:
+        """Length of one step in ns (for display and tolerances; use ``ns_at_step`` for times)."""
+        return self._num / self._den
+
+    def ns_at_step(self, step: int) -> int:
+        """Wall time (ns) at which ``step`` starts: the offset from the anchor truncated to whole ns (towards the
+        anchor)."""
+        q = (step - self._anchor_step) * self._num
+        return self._anchor_ns + (q // self._den if q >= 0 else -(-q // self._den))
+
+    def _step_guess(self, ns: int) -> int:
+        """A step at or next to the one that holds ``ns`` (``step_at`` settles it exactly)."""
+        return self._anchor_step + (ns - self._anchor_ns) * self._den // self._num
+
+    def step_at(self, ns: int) -> int:
+        """The step whose interval [ns_at_step(s), ns_at_step(s+1)) contains ``ns``."""
+        s = self._step_guess(ns)
+        # Guard the int() floor of ns_at_step: make the contract hold exactly.
+        while self.ns_at_step(s + 1) <= ns:
+            s += 1
+        while self.ns_at_step(s) > ns:
+            s -= 1
+        return s
+
+    def nearest_step(self, ns: int) -> int:
+        """The step whose start is nearest to ``ns`` (ties go to the later step)."""
+        s = self.step_at(ns)
+        return s + 1 if (ns - self.ns_at_step(s)) * 2 >= self.ns_at_step(s + 1) - self.ns_at_step(s) else s
+
+
+class InternalClock(StepMap):
     """Steps at a fixed tempo from an anchor; ``set_tempo`` re-anchors at a step so earlier steps keep their times.
 
     ``tempo_bpm`` is quarter-note beats per minute; ``steps_per_beat`` steps per beat (4 = 16ths).
@@ -35,37 +83,6 @@ class InternalClock:
         self.tempo_bpm = float(bpm)
         step = Fraction(NS_PER_MINUTE) / (bpm * self.steps_per_beat)
         self._num, self._den = step.numerator, step.denominator  # one step = _num / _den ns, exactly
-
-    @property
-    def start_ns(self) -> int:
-        """Wall time of step 0 (only meaningful before any tempo change)."""
-        return self.ns_at_step(0)
-
-    @property
-    def step_ns(self) -> float:
-        """Length of one step in ns (for display and tolerances; use ``ns_at_step`` for times)."""
-        return self._num / self._den
-
-    def ns_at_step(self, step: int) -> int:
-        """Wall time (ns) at which ``step`` starts: the offset from the anchor truncated to whole ns (towards the
-        anchor)."""
-        q = (step - self._anchor_step) * self._num
-        return self._anchor_ns + (q // self._den if q >= 0 else -(-q // self._den))
-
-    def step_at(self, ns: int) -> int:
-        """The step whose interval [ns_at_step(s), ns_at_step(s+1)) contains ``ns``."""
-        s = self._anchor_step + (ns - self._anchor_ns) * self._den // self._num
-        # Guard the int() floor of ns_at_step: make the contract hold exactly.
-        while self.ns_at_step(s + 1) <= ns:
-            s += 1
-        while self.ns_at_step(s) > ns:
-            s -= 1
-        return s
-
-    def nearest_step(self, ns: int) -> int:
-        """The step whose start is nearest to ``ns`` (ties go to the later step)."""
-        s = self.step_at(ns)
-        return s + 1 if (ns - self.ns_at_step(s)) * 2 >= self.ns_at_step(s + 1) - self.ns_at_step(s) else s
 
     def ns_at_tick(self, tick: int, ticks_per_beat: int) -> int:
         """Wall time of a position given in file ticks (``ticks_per_beat`` per beat), e.g. a take's events."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from liveperf.timing.clock import StepMap
 from liveperf.timing.midi_clock import ClockEvent
 
 NS_PER_US = 1_000
@@ -71,7 +72,7 @@ def us_per_beat(tempo_bpm: float) -> int:
     return max(1, round(US_PER_MINUTE / tempo_bpm))
 
 
-class LinkClock:
+class LinkClock(StepMap):
     """The step grid on a Link session's timeline (see the module docstring). ``read`` is called at construction
     and on every ``poll``; ``bar_beats`` is the quantum the show set on the session (one bar of the song)."""
 
@@ -116,30 +117,6 @@ class LinkClock:
     @property
     def tempo_bpm(self) -> float:
         return US_PER_MINUTE / self._us_per_beat
-
-    @property
-    def step_ns(self) -> float:
-        return self._num / self._den
-
-    @property
-    def start_ns(self) -> int:
-        return self.ns_at_step(0)
-
-    def ns_at_step(self, step: int) -> int:
-        q = (step - self._anchor_step) * self._num
-        return self._anchor_ns + (q // self._den if q >= 0 else -(-q // self._den))
-
-    def step_at(self, ns: int) -> int:
-        s = self._anchor_step + (ns - self._anchor_ns) * self._den // self._num
-        while self.ns_at_step(s + 1) <= ns:
-            s += 1
-        while self.ns_at_step(s) > ns:
-            s -= 1
-        return s
-
-    def nearest_step(self, ns: int) -> int:
-        s = self.step_at(ns)
-        return s + 1 if (ns - self.ns_at_step(s)) * 2 >= self.ns_at_step(s + 1) - self.ns_at_step(s) else s
 
     def ns_at_tick(self, tick: int, ticks_per_beat: int) -> int:
         """A take's file position (``ticks_per_beat`` per beat) counted from ``song_step`` (the song's first

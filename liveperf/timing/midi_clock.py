@@ -85,6 +85,7 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 
+from liveperf.timing.clock import StepMap
 from liveperf.timing.tick_line import TickLine as _Line
 from liveperf.timing.tick_line import fit as _fit
 
@@ -136,7 +137,7 @@ def _tick_ns_from_bpm(tempo_bpm: float) -> Fraction:
     return Fraction(NS_PER_MINUTE) / (bpm * TICKS_PER_BEAT)
 
 
-class MidiClockFollower:
+class MidiClockFollower(StepMap):
     """Transport state and a smoothed ns <-> step map from MIDI clock messages (contract in the module docstring).
 
     ``dropout_ns``: silence (ns) after which a running clock counts as lost; ``on_dropout``: "stop" or
@@ -199,19 +200,8 @@ class MidiClockFollower:
         """Wall time of a position given in file ticks (``ticks_per_beat`` per beat)."""
         return self._line.ns_at(Fraction(tick * TICKS_PER_BEAT, ticks_per_beat))
 
-    def step_at(self, ns: int) -> int:
-        """The step whose interval [ns_at_step(s), ns_at_step(s+1)) contains ``ns``."""
-        s = self._line.tick_floor(ns) // self.ticks_per_step
-        while self.ns_at_step(s + 1) <= ns:
-            s += 1
-        while self.ns_at_step(s) > ns:
-            s -= 1
-        return s
-
-    def nearest_step(self, ns: int) -> int:
-        """The step whose start is nearest to ``ns`` (ties go to the later step)."""
-        s = self.step_at(ns)
-        return s + 1 if (ns - self.ns_at_step(s)) * 2 >= self.ns_at_step(s + 1) - self.ns_at_step(s) else s
+    def _step_guess(self, ns: int) -> int:  # ``StepMap.step_at`` settles it on this map
+        return self._line.tick_floor(ns) // self.ticks_per_step
 
     # -- input -------------------------------------------------------------------------------------------------
 
