@@ -24,6 +24,7 @@ Engine thread only.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from typing import Protocol
 
@@ -66,7 +67,7 @@ class GanPhrases:
         # left a sharp generator's out-of-key phrases empty.
         drawn = self.gan.sample(settings.candidates, rng_state,
                                 settings.temperature if settings.temperature < 0.5 else 0.0)
-        phrases = np.stack([in_key(p, settings) for p in drawn])
+        phrases = in_key_rows(drawn, settings)
         scores = self.gan.score(phrases)
         return phrases[int(np.argmax(scores))]
 
@@ -76,19 +77,36 @@ SHIFTS = np.array(sorted(range(-6, 6), key=abs))  # the smallest shift first: it
 
 def in_key(phrase: np.ndarray, settings: ModeSettings) -> np.ndarray:
     """``phrase`` transposed by the shift (-6..+5 semitones, the smallest on a tie) that puts most of its notes in
-    the song's key, then every note still outside the key or range taken to the key's nearest pitch, octaves into the
-    range (``style.reshape_line``)."""
-    phrase = np.asarray(phrase, dtype=np.int64)
-    pitches = phrase[phrase >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET
-    if pitches.size and settings.key_allowed is not None:
-        moved = pitches[None, :] + SHIFTS[:, None]
+    the song's key, then every note still outside the key or range taken to the key's nearest pitch (the lower of two
+    as near), octaves into the range (``style.reshape_line``'s snap). One phrase of ``in_key_rows``."""
+    return in_key_rows(np.asarray(phrase, dtype=np.int64)[None, :], settings)[0]
+
+
+def in_key_rows(phrases: np.ndarray, settings: ModeSettings) -> np.ndarray:
+    """``in_key`` of every row of int64 [K, T] at once: a GAN's candidates in array operations (one at a time took
+    ~1 ms of a best-of-12 phrase); the snap is a table of the 128 pitches (``style.snap_table``)."""
+    out = np.array(phrases, dtype=np.int64)
+    is_note = out >= melody.PITCH_OFFSET
+    if settings.key_allowed is not None and is_note.any():
+        moved = (out - melody.PITCH_OFFSET)[:, None, :] + SHIFTS[None, :, None]  # [K, shifts, T]
         inside = (moved >= 0) & (moved < melody.NUM_PITCHES)
         key = settings.key_allowed[melody.PITCH_OFFSET:]
-        fit = np.where(inside.all(axis=1), (key[np.clip(moved, 0, melody.NUM_PITCHES - 1)] & inside).sum(axis=1), -1)
-        shift = int(SHIFTS[int(np.argmax(fit))])
-        if shift:
-            phrase = np.where(phrase >= melody.PITCH_OFFSET, phrase + shift, phrase)
-    return melody.canonical(style.reshape_line(phrase, 0, 1.0, settings.key_allowed, settings.allowed))
+        notes = is_note[:, None, :]
+        fit = (key[np.clip(moved, 0, melody.NUM_PITCHES - 1)] & inside & notes).sum(axis=2)
+        fit = np.where((inside | ~notes).all(axis=2), fit, -1)
+        shift = SHIFTS[np.argmax(fit, axis=1)]
+        out = np.where(is_note, out + shift[:, None], out)
+    table = _snap_table(settings.key_allowed.tobytes() if settings.key_allowed is not None else b"",
+                        settings.allowed.tobytes())
+    out[is_note] = table[out[is_note] - melody.PITCH_OFFSET] + melody.PITCH_OFFSET
+    return melody.canonical_rows(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _snap_table(key_allowed: bytes, allowed: bytes) -> np.ndarray:
+    """The snap table of a key and range (masks as bytes: the cache key; a song's key changes now and then)."""
+    key = np.frombuffer(key_allowed, dtype=bool) if key_allowed else None
+    return style.snap_table(key, np.frombuffer(allowed, dtype=bool))
 
 
 class VaePhrases:

@@ -115,6 +115,19 @@ def canonical(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
     return arr
 
 
+def canonical_rows(rows: np.ndarray) -> np.ndarray:
+    """``canonical`` of every row of an int64 [K, T] token array at once (a new array)."""
+    arr = np.array(rows, dtype=np.int64)
+    event = arr != HOLD
+    steps = np.arange(arr.shape[1])
+    # index of the last event (note or OFF) at or before each step; -1 where none
+    last = np.maximum.accumulate(np.where(event, steps, -1), axis=1)
+    before = np.concatenate([np.full((arr.shape[0], 1), -1), last[:, :-1]], axis=1)
+    sounding = (before >= 0) & (np.take_along_axis(arr, np.maximum(before, 0), axis=1) >= PITCH_OFFSET)
+    arr[(arr == OFF) & ~sounding] = HOLD
+    return arr
+
+
 def notes_to_tokens(notes: Iterable[Note], num_steps: int | None = None) -> np.ndarray:
     """Reduce notes (any polyphony, any overlap) to one token per step.
 

@@ -223,7 +223,8 @@ def reshape_line(tokens: np.ndarray, steps: int, spread: float, key_allowed: np.
         keep = allowed[out[on]]
         on, pitches = on[~keep], pitches[~keep]
     centre = float((out[out >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET).mean())
-    target = centre + spread * (pitches.astype(np.float64) - centre)
+    # No stretch: each note's own pitch, with no arithmetic on it (so each note moves on its own: ``snap_table``)
+    target = (pitches.astype(np.float64) if spread == 1.0 else centre + spread * (pitches.astype(np.float64) - centre))
     upper = np.clip(np.searchsorted(scale, target), 0, scale.size - 1)
     lower = np.maximum(upper - 1, 0)
     # the key's pitch nearest the stretched one (the lower of two as near)
@@ -234,6 +235,13 @@ def reshape_line(tokens: np.ndarray, steps: int, spread: float, key_allowed: np.
     ok[ok] = allowed[q[ok] + melody.PITCH_OFFSET]
     out[on[ok]] = q[ok] + melody.PITCH_OFFSET
     return out
+
+
+def snap_table(key_allowed: np.ndarray | None, allowed: np.ndarray) -> np.ndarray:
+    """``reshape_line``'s pure snap as a table: int64 [128], the pitch each pitch becomes (itself when it is in key
+    and range). With no stretch every note moves on its own, so the table is that snap of all 128 pitches."""
+    return reshape_line(np.arange(melody.NUM_PITCHES) + melody.PITCH_OFFSET, 0, 1.0, key_allowed,
+                        allowed) - melody.PITCH_OFFSET
 
 
 def anchor(logits: np.ndarray, performer: np.ndarray) -> np.ndarray:

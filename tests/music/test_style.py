@@ -214,3 +214,45 @@ def test_a_gan_phrase_is_moved_into_the_key_whole_not_note_by_note():
     assert moved.tolist() == [on(60), HOLD, on(64), HOLD, on(67), OFF, on(71), HOLD, on(72)]  # down a tone, whole
     high = np.array([on(83), HOLD, on(88), HOLD, on(91)])  # in key, above the range: octaves down into it
     assert in_key(high, s).tolist() == [on(83), HOLD, on(76), HOLD, on(79)]
+
+
+def _in_key_one_at_a_time(phrase: np.ndarray, s) -> np.ndarray:
+    """The specification of ``in_key_rows`` for one phrase: try every shift, smallest first; then the snap."""
+    from liveperf.modes.phrase import SHIFTS
+    pitches = phrase[phrase >= melody.PITCH_OFFSET] - melody.PITCH_OFFSET
+    best, best_fit = 0, -2
+    for shift in SHIFTS:
+        moved = pitches + shift
+        fit = int(s.key_allowed[melody.PITCH_OFFSET + moved].sum()) if ((moved >= 0) & (moved < 128)).all() else -1
+        if fit > best_fit:
+            best, best_fit = int(shift), fit
+    shifted = np.where(phrase >= melody.PITCH_OFFSET, phrase + best, phrase)
+    return melody.canonical(style.reshape_line(shifted, 0, 1.0, s.key_allowed, s.allowed))
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 129), min_size=32, max_size=32), min_size=1, max_size=12),
+       st.integers(0, 11), st.sampled_from(["major", "minor", "dorian", "major_pentatonic", "chromatic"]),
+       st.integers(0, 100), st.integers(0, 40))
+def test_gan_candidates_go_into_the_key_all_at_once_as_one_at_a_time(rows, root, scale, low, width):
+    from liveperf.modes.phrase import in_key_rows
+    from liveperf.music.scales import Key
+    key = Key(root, scale)
+    s = replace(vae_settings(allowed=token_mask(key, low, min(127, low + width))), key_allowed=token_mask(key, 0, 127))
+    phrases = np.array(rows, dtype=np.int64)
+    got = in_key_rows(phrases, s)
+    assert got.tolist() == [_in_key_one_at_a_time(p, s).tolist() for p in phrases]
+
+
+@given(st.integers(1, 6), st.integers(1, 40).flatmap(lambda t: st.lists(st.integers(0, 129), min_size=6 * t,
+                                                                          max_size=6 * t)))
+def test_canonical_rows_is_canonical_of_each_row(k, flat):
+    arr = np.array(flat, dtype=np.int64).reshape(6, -1)[:k]
+    assert melody.canonical_rows(arr).tolist() == [melody.canonical(r).tolist() for r in arr]
+
+
+def test_a_chromatic_note_snaps_to_the_lower_key_pitch_as_near_whatever_else_the_phrase_holds():
+    allowed = token_mask(parse_key("C major"), 0, 127)
+    for others in ([], [on(60)], [on(64), on(67)], [on(71), on(72), on(74)]):  # other notes move the mean pitch
+        line = np.array([on(61), *others, on(66), on(70)])
+        assert style.reshape_line(line, 0, 1.0, allowed, allowed)[[0, -2, -1]].tolist() == [on(60), on(65), on(69)]
