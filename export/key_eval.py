@@ -81,6 +81,14 @@ def transposed(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
     return None
 
 
+def follow_asks(follower: KeyFollower, bar: int, every: str = "bar"):
+    """The engine's questions to the follower, asked at every beat: ``key_change_at = "beat"`` asks in full; "bar"
+    asks in full at bar lines and, between them, only whether the key plainly does not fit (``ask_escape``)."""
+    def ask(step: int) -> None:
+        (follower.ask if every == "beat" or step % bar == 0 else follower.ask_escape)(step)
+    return ask
+
+
 def joins(model: KeyModel, tunes, seed: int, follower_args: dict, every: str = "bar") -> dict:
     rng = np.random.default_rng(seed)
     out = {}
@@ -111,7 +119,7 @@ def joins(model: KeyModel, tunes, seed: int, follower_args: dict, every: str = "
             song = np.concatenate([tokens[:n], b_moved])
             finder = KeyFinder(model, bar, SPB)
             follower = KeyFollower(finder, None, **{**FOLLOW_AUTO, **follower_args})
-            play(finder, song, ask=follower.ask, ask_every=SPB if every == "beat" else None)
+            play(finder, song, ask=follow_asks(follower, bar, every), ask_every=SPB)
             hit = hit4 = False
             for change in follower.changes:
                 truth = truth_a if change.step <= n else truth_b
@@ -135,18 +143,19 @@ def joins(model: KeyModel, tunes, seed: int, follower_args: dict, every: str = "
 
 
 def cost(model: KeyModel, tunes) -> dict:
-    """Wall time of each step's work (the bar line's question, then the fade and count), the tunes played as the
-    engine hears them (``key_data.play``)."""
+    """Wall time of each step's work (the bar line's question, or a beat's whether the key plainly does not fit;
+    then the fade and count), the tunes played as the engine hears them (``key_data.play``)."""
     step_us, ask_us = [], []
     for tokens, bar, _ in tunes[:200]:
         finder = KeyFinder(model, bar, SPB)
         follower = KeyFollower(finder, None, **FOLLOW_AUTO)
         fade = finder.on_step
         asked = [0]
+        question = follow_asks(follower, bar)
 
         def ask(step: int) -> None:
             t0 = time.perf_counter_ns()
-            follower.ask(step)
+            question(step)
             asked[0] = time.perf_counter_ns() - t0
 
         def on_step(step: int) -> None:
@@ -157,7 +166,7 @@ def cost(model: KeyModel, tunes) -> dict:
             asked[0] = 0
 
         finder.on_step = on_step
-        play(finder, tokens, ask=ask)
+        play(finder, tokens, ask=ask, ask_every=SPB)
     every = step_us + ask_us
     return {"all_steps_us": {"p50": round(float(np.percentile(every, 50)), 2),
                              "p99": round(float(np.percentile(every, 99)), 2)},

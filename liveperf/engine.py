@@ -17,7 +17,8 @@ filtered, or the mode changed), so the scheduler always knows what sounds.
 With a ``keys`` follower (``liveperf.music.key_finder``: ``key = "auto"`` or ``key_follow = "modulations"``), every
 note-on and note-off is heard at its nearest step, and at each bar line (or beat, ``key_every_steps``) the follower
 is asked before the step is computed: a new key replaces every mode's key mask and cadence there
-(``key_changes``), so a change never lands between them and never cuts a note.
+(``key_changes``), so a change never lands between them and never cuts a note. Between bar lines, every
+``key_escape_steps`` (a beat), it is asked only whether the key plainly does not fit (``KeyFollower.ask_escape``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Engine:
                  tap_cc: int | None = None, mode_cc: int | None = None, input_channel: int | None = None,
                  echo_guard=None, send_clock: bool = False, steps_per_bar: int = 16, reflex=None,
                  clock_out: ClockOut | None = None, keys=None, pitch_range: tuple[int, int] = (0, 127),
-                 key_every_steps: int | None = None) -> None:
+                 key_every_steps: int | None = None, key_escape_steps: int | None = None) -> None:
         self.modes: dict[str, Mode] = modes if isinstance(modes, dict) else {modes.name: modes}
         self._mode_name = initial if initial is not None else next(iter(self.modes))
         self.mode = self.modes[self._mode_name]
@@ -102,6 +103,8 @@ class Engine:
         self.keys = keys  # a key_finder.KeyFollower, or None: the song's key holds
         self.pitch_range = pitch_range  # the partner's range, for the key mask of a new key
         self.key_every_steps = key_every_steps or steps_per_bar  # the follower is asked at bar lines (or beats)
+        # ... and between them, every this many steps (a beat), only whether the key plainly does not fit
+        self.key_escape_steps = key_escape_steps
         self.key_changes: list[tuple[int, str]] = []  # (step, key name) of every key change applied
         self.key_errors = 0  # keys heard that had no pitch in the partner's range: not applied
         self._key_asked_step: int | None = None
@@ -295,14 +298,18 @@ class Engine:
         change on time; ``on_step`` asks too)."""
         if self.keys is None:
             return None
-        if step % self.key_every_steps == 0 and step != self._key_asked_step:
-            self._key_asked_step = step
-            self._follow_key(step)
+        if step != self._key_asked_step:
+            if step % self.key_every_steps == 0:
+                self._key_asked_step = step
+                self._follow_key(step, self.keys.ask)
+            elif self.key_escape_steps and step % self.key_escape_steps == 0:
+                self._key_asked_step = step
+                self._follow_key(step, self.keys.ask_escape)
         return self.keys.key, self.keys.confidence
 
-    def _follow_key(self, step: int) -> None:
+    def _follow_key(self, step: int, ask) -> None:
         before = self.keys.key
-        key = self.keys.ask(step)
+        key = ask(step)
         if key is None:
             return
         try:

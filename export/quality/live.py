@@ -142,7 +142,7 @@ def play(song: Song, models: SongModels, events: list[tuple[int, bytes]], steps:
     bar = song.steps_per_bar(spb)
     engine = Engine(modes, clock=clock, sink=sched, initial=song.mode, trigger_cc=song.trigger_cc,
                     echo_guard=None, steps_per_bar=bar, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,
-                    key_every_steps=spb if song.key_change_at == "beat" else bar)
+                    key_every_steps=spb if song.key_change_at == "beat" else bar, key_escape_steps=spb)
     last = run_loop(engine, clock, source, lookahead_ns=lookahead_ns, stop_at_step=steps, stop_when_done=False)
     end = clock.ns_at_step(last)
     engine.stop(end)

@@ -21,8 +21,9 @@ be the best candidate with probability >= ``enter`` at ``hold`` consecutive asks
 probability by ``margin``, have heard at least ``MIN_PITCH_CLASSES`` distinct pitch classes with weight, and fit
 what was heard (>= ``MIN_IN_SCALE`` of the sounding weight in its scale); with ``escape``, when what was heard
 lately plainly does not fit the current key (less than ``MIN_IN_SCALE`` in its scale), probability ``escape`` and
-no margin suffice. A single repeated note, an atonal
-cluster, 128 held notes or minutes of silence therefore never move it: the last key holds, its confidence falls.
+no margin suffice, and ``ask_escape`` lets that happen at a beat between bar lines too (a partner plainly in the
+wrong key is put right within a beat; a modulation the old key still fits waits for the bar line). A single
+repeated note, an atonal cluster, 128 held notes or minutes of silence therefore never move it: the last key holds, its confidence falls.
 
 Engine thread only; bounded state (2 x 5 x 12 floats, at most 128 held notes). Per step: one fade and the held
 notes' count; at a bar line, one compiled scoring of the 84 candidates (numba; ``python -m export.key_eval`` and
@@ -337,6 +338,16 @@ class KeyFollower:
         if count < self.hold:
             return None
         return self._move(step, best, p_best)
+
+    def ask_escape(self, step: int) -> Key | None:
+        """Between bar lines (at beats): move only when the current key plainly does not fit what was just played
+        (the escape rule of ``ask``); a key that still fits waits for the bar line. None: no move."""
+        if self.escape is None or self.key is None:
+            return None
+        share = self.finder.in_scale(self.key)
+        if share is None or share >= MIN_IN_SCALE:
+            return None
+        return self.ask(step)
 
     def _move(self, step: int, key: Key, p: float) -> Key:
         self.key, self.confidence, self._streak = key, p, (None, 0)

@@ -144,7 +144,8 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
     "tempo_bpm": (REQUIRED, "a number from 20 to 400"),
     "key": (REQUIRED, "a key such as 'D dorian' or 'A minor', or 'auto' (follow the performer), optionally with a "
                       "starting key: 'auto G major'"),
-    "key_change_at": ("bar", f"one of {', '.join(KEY_CHANGE_AT)} (where a followed key may change)"),
+    "key_change_at": ("bar", f"one of {', '.join(KEY_CHANGE_AT)} (where a followed key may change; with \"bar\", a "
+                             f"key that plainly does not fit what is played is left at the next beat)"),
     "key_follow": ("off", f"one of {', '.join(KEY_FOLLOW)} (with a named key: move it when the performer clearly "
                           f"modulates)"),
     "meter": ("4/4", "'N/D' with N 1..32 and D one of 2, 4, 8, 16"),

@@ -353,7 +353,7 @@ class Show:
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,
                         send_clock=setlist.send_clock and not follow, steps_per_bar=bar, reflex=reflex,
                         clock_out=self.clock_out, keys=key_follower(song, bar, spb), pitch_range=song.pitch_range,
-                        key_every_steps=spb if song.key_change_at == "beat" else bar)
+                        key_every_steps=spb if song.key_change_at == "beat" else bar, key_escape_steps=spb)
         rep = SongReport(song.title, song.tempo_bpm, setlist_tempo_bpm=song.tempo_bpm, start_ns=start_ns,
                          step_ns=clock.step_ns, steps_per_beat=spb, clock=clock_name)
         for partner in (song,) + song.partners:

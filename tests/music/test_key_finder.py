@@ -252,3 +252,32 @@ def test_a_key_that_plainly_does_not_fit_is_left_with_less_confidence():
         probs.append(p)
         assert keys.ask(16) == (None if escape is None else best)
     assert str(best) == "E major" and 0.4 <= probs[0] < 0.999
+
+
+def test_a_key_that_plainly_does_not_fit_is_left_at_the_next_beat_one_that_fits_waits_for_the_bar_line():
+    # The song starts a tritone off (Bb major) while the performer plays E G# B A ... (E major). The model asks for
+    # G#3 (56) every beat; Bb major masks it (the fake's tie: C3). At step 8, a beat inside bar 1, four pitch
+    # classes are heard and none but A is in Bb major: the escape question moves the key there, and G#3 sounds
+    # from that beat on, not from the bar line at 16.
+    stepper = ScriptedDuet({1: on(56), 5: on(56), 9: on(56), 13: on(56), 17: on(56)})
+
+    def run(start: str, pitches):
+        keys = follower(parse_key(start))
+
+        def make(clock, sink, now_fn):
+            mode = Duet(settings(channel=1, velocity=90), stepper, clock, sink, new_rng_state(0))
+            return Engine(mode, clock=clock, sink=sink, keys=keys, pitch_range=(48, 84), key_escape_steps=4)
+
+        line = [(2 * i, 2 * i + 2, p, 80) for i, p in enumerate(pitches)]
+        return run_engine(performer(line), make, InternalClock(120, 4, 0), steps=20)[:2]
+
+    wire, engine = run("Bb major", (64, 68, 71, 69, 75, 73, 66, 64))
+    assert engine.key_changes == [(8, "E major")]
+    assert wire == [(0, ("on", 1, 48, 90)), (4 * S, ("off", 1, 48)), (4 * S, ("on", 1, 48, 90)),
+                    (8 * S, ("off", 1, 48)), (8 * S, ("on", 1, 56, 90)), (12 * S, ("off", 1, 56)),
+                    (12 * S, ("on", 1, 56, 90)), (16 * S, ("off", 1, 56)), (16 * S, ("on", 1, 56, 90)),
+                    (20 * S, ("off", 1, 56))]
+    # From C major, which holds all of G B D F# A C E G but the F#, nothing is plainly wrong: the move to G major
+    # waits for the bar line, as when the follower is asked at bar lines only.
+    _, engine = run("C major", (67, 71, 74, 78, 69, 72, 76, 79))
+    assert engine.key_changes == [(16, "G major")]
