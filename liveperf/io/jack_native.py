@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 
 from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported for tests and benches)
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
-    C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE,
+    C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE, C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_CYCLE_OFFS,
+    C_RESEND, C_LATE_CYCLES, C_RESENT_OFFS, C_RESTRUCK, CYCLE_OFFS,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
     C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM,
@@ -86,6 +87,7 @@ def _bind(lib: ctypes.CDLL, libc: ctypes.CDLL) -> dict:
         "jack_last_frame_time": (lib, _U32, [_U64]),
         "clock_gettime": (libc, _I32, [_I32, _U64]),
         "sem_post": (libc, _I32, [_U64]),
+        "jack_port_connected": (lib, _I32, [_U64]),
     }
     fns = {}
     for name, (owner, res, args) in spec.items():
@@ -160,6 +162,9 @@ class JackMidiClient:
         self.rx_ring = np.zeros((RING, 4), dtype=np.int64)
         self._sounding = np.zeros(16 * 128, dtype=np.uint8)
         self._rx_stage = np.zeros((RX_PER_CYCLE, 3), dtype=np.int64)
+        self.missed = np.zeros(16 * 128, dtype=np.uint8)  # sounding when a peer went (the callback's repairs)
+        self._cycle_offs = np.zeros(CYCLE_OFFS, dtype=np.int64)
+        self._resend = np.zeros(CYCLE_OFFS, dtype=np.int64)
         self._sem = np.zeros(8, dtype=np.int64)  # a sem_t (32 bytes on glibc x86-64/arm64), room to spare
         if libc.sem_init(ctypes.c_void_p(self._sem.ctypes.data), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "sem_init failed")
@@ -170,7 +175,8 @@ class JackMidiClient:
                            (C_STAGE, self._stage), (C_DROPPED_ON, self._dropped_on), (C_SEM, self._sem),
                            (C_REVOKE_FROM, self._revoke_from), (C_REVOKE_UPTO, self._revoke_upto),
                            (C_REFLEX, self.reflex), (C_RX_RING, self.rx_ring), (C_SOUNDING, self._sounding),
-                           (C_RX_STAGE, self._rx_stage)):
+                           (C_RX_STAGE, self._rx_stage), (C_MISSED, self.missed),
+                           (C_CYCLE_OFFS, self._cycle_offs), (C_RESEND, self._resend)):
             ctl[index] = arr.ctypes.data
         ctl[C_DROP_LATE_NS] = drop_late_ns
         ctl[C_RX_HOLD] = -1  # no harmony to end at its cause's release
@@ -264,6 +270,13 @@ class JackMidiClient:
         for ch in range(16) if channel is None else (channel,):
             self._revoke_from[ch] = from_ns  # before ``upto``: the callback reads ``upto`` first (see module doc)
             self._revoke_upto[ch] = upto
+
+    def seed_missed(self, keys) -> None:
+        """Mark (channel, pitch) notes as missed: each gets a note-off when a peer is next connected (a new client
+        after a server restart: what the old one had sounding, which a synth that outlived the server still holds).
+        Call before connecting the output."""
+        for ch, pitch in keys:
+            self.missed[(ch << 7) | pitch] = 1
 
     def pending(self) -> int:
         """Messages handed over and not yet taken by the callback."""
@@ -372,6 +385,11 @@ class JackMidiClient:
                 "emit_overflow": int(c[C_EMIT_OVERFLOW]),
                 "reflexes": int(c[C_REFLEXES]), "reflex_declined": int(c[C_RX_DECLINED]),
                 "reflex_released": int(c[C_RX_RELEASED]), "frame_jumps": int(c[C_FRAME_JUMPS]),
+                # repairs (jack_native_callback): late cycles and the note-offs of them sent again, output peers
+                # lost and the note-offs sent when one came, note-ons that ended a sounding pitch first
+                "late_cycles": int(c[C_LATE_CYCLES]), "resent_offs": int(c[C_RESENT_OFFS]),
+                "peer_drops": int(c[C_PEER_DROPS]), "missed_offs": int(c[C_MISSED_OFFS]),
+                "restruck": int(c[C_RESTRUCK]),
                 # the frame clock: JACK frame ``frame0`` (modulo 2**32) is at ``base0_ns``; ``slip_ns``: how far the
                 # frames are behind the wall clock now, against the first cycle
                 "frame0": int(c[C_FRAME0]), "base0_ns": int(c[C_BASE0]), "sample_rate": int(c[C_RATE]),

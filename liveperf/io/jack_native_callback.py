@@ -32,6 +32,22 @@ word (-1: none): the callback sets it for its own answers, the engine for the ha
 engine's own note-off for it, which follows a cycle or more later, is then swallowed (``ENDED_HERE``). So a
 performer who lifts one key and presses the next in the same millisecond finds the partner quiet, and gets the
 next answer in that cycle too.
+
+Repairs: what JACK drops, the callback sends again (issue 14). JACK loses a client's output for a cycle the client
+did not finish in time (jackd: ``client ... was not finished``); a peer disconnected by hand (a patchbay click)
+misses every note-off sent while it was away.
+- **A late cycle**: when the callback ends more than one period after its cycle's start (the frame clock), what it
+  wrote may never have reached the peers. Its note-offs (``CYCLE_OFFS`` at most) are sent again at the start of the
+  next cycle, for the notes that still do not sound (``resent_offs``; a second note-off is harmless, a lost one is
+  a note held for good). ``late_cycles`` counts such cycles.
+- **A peer lost and back**: each cycle reads how many ports the output is connected to
+  (``jack_port_connected``). When it falls, every note sounding then is *missed* (``peer_drops``); when it rises (a
+  peer connected, by hand, by ``liveperf.io.jack_native_watch`` or after a server restart), each missed note that
+  is not sounding again gets its note-off at the cycle's first frame (``missed_offs``). ``missed`` can be seeded by
+  the owner before any peer is connected (a new client after a server restart: the notes the old one had sounding).
+- **No second note-on for a sounding pitch**: a note-on for a (channel, pitch) the wire already has sounding gets a
+  note-off at the same frame first (``restruck``), so no synth ever holds two voices that one note-off ends only
+  one of.
 """
 
 from __future__ import annotations
@@ -47,9 +63,12 @@ from numba.extending import intrinsic
  C_DROP_LATE_NS, C_CYCLES, C_IN_OVERFLOW, C_IN_TOO_LONG, C_LATE, C_LATE_DROPPED, C_WRITE_FAILED, C_EMIT_OVERFLOW,
  C_SWALLOWED, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED, C_MIN_CUR, C_MIN_PREV, C_BUCKET_START,
  C_REFLEX, C_RX_ACTIVE, C_RX_ON, C_RX_RING, C_RX_W, C_RX_R, C_SOUNDING, C_RX_STAGE, C_REFLEXES, C_RX_DECLINED,
- C_RX_HOLD, C_RX_RELEASED, C_FRAME_JUMPS, C_BASE0, C_WALL_BASE, C_FRAME0, N_CTL) = range(53)
+ C_RX_HOLD, C_RX_RELEASED, C_FRAME_JUMPS, C_BASE0, C_WALL_BASE, C_FRAME0,
+ C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_CYCLE_OFFS, C_CYCLE_OFFS_N, C_RESEND, C_RESEND_N, C_LATE_CYCLES,
+ C_RESENT_OFFS, C_RESTRUCK, N_CTL) = range(64)
 
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
+CYCLE_OFFS = 64  # note-offs of one cycle remembered for a re-send (more in one cycle: the rest are not re-sent)
 IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
 CLOCK_MONOTONIC = 1
 BUCKETS_PER_S = 4  # the frame clock's base: the lowest of the last 2 buckets (see the callback)
@@ -89,6 +108,7 @@ def compile_process(fns: dict):
     last_frame_time = fns["jack_last_frame_time"]
     clock_gettime = fns["clock_gettime"]
     sem_post = fns["sem_post"]
+    port_connected = fns["jack_port_connected"]
     mask = RING - 1
 
     @numba.cfunc(types.int32(types.uint32, types.voidptr), nopython=True)
@@ -220,6 +240,7 @@ def compile_process(fns: dict):
                 ctl[C_RX_HOLD] = (np.int64(src[1]) << 12) | (partner << 7) | answer
 
         rx_i = 0
+        again = False  # note-offs sent this cycle to be sent once more next cycle, late or not
         if ctl[C_OUT_PORT] != 0:
             obuf = port_get_buffer(np.uint64(ctl[C_OUT_PORT]), nframes)
             clear_buffer(obuf)
@@ -231,6 +252,41 @@ def compile_process(fns: dict):
             stage = numba.carray(_ptr(ctl[C_STAGE]), (8,), np.uint8)
             revoke_upto = numba.carray(_ptr(ctl[C_REVOKE_UPTO]), (16,), np.int64)
             revoke_from = numba.carray(_ptr(ctl[C_REVOKE_FROM]), (16,), np.int64)
+            missed = numba.carray(_ptr(ctl[C_MISSED]), (16 * 128,), np.uint8)
+            resend = numba.carray(_ptr(ctl[C_RESEND]), (CYCLE_OFFS,), np.int64)
+            cycle_offs = numba.carray(_ptr(ctl[C_CYCLE_OFFS]), (CYCLE_OFFS,), np.int64)
+            ctl[C_CYCLE_OFFS_N] = 0
+            # ---- repairs, at the cycle's first frame (module docstring) ----
+            for i in range(ctl[C_RESEND_N]):  # the note-offs of a late cycle, which JACK may have dropped
+                k = resend[i]
+                if sounding[k] == 0:
+                    stage[0] = 0x80 | (k >> 7)
+                    stage[1] = k & 0x7F
+                    stage[2] = 0
+                    if event_write(obuf, np.uint32(0), np.uint64(ctl[C_STAGE]), np.uint64(3)) == 0:
+                        ctl[C_RESENT_OFFS] += 1
+            ctl[C_RESEND_N] = 0
+            peers = np.int64(port_connected(np.uint64(ctl[C_OUT_PORT])))
+            if peers < ctl[C_PEERS]:  # a peer went (unplugged by hand, or its client died): it misses what sounds
+                ctl[C_PEER_DROPS] += 1
+                for k in range(16 * 128):
+                    if sounding[k] != 0:
+                        missed[k] = 1
+            elif peers > ctl[C_PEERS]:  # a peer came: end what it (or a synth that outlived a restart) still holds
+                for k in range(16 * 128):
+                    if missed[k] != 0:
+                        missed[k] = 0
+                        if sounding[k] == 0:
+                            stage[0] = 0x80 | (k >> 7)
+                            stage[1] = k & 0x7F
+                            stage[2] = 0
+                            if event_write(obuf, np.uint32(0), np.uint64(ctl[C_STAGE]), np.uint64(3)) == 0:
+                                ctl[C_MISSED_OFFS] += 1
+                                if ctl[C_CYCLE_OFFS_N] < CYCLE_OFFS:  # once more next cycle: a peer being
+                                    cycle_offs[ctl[C_CYCLE_OFFS_N]] = k  # connected may not carry data yet
+                                    ctl[C_CYCLE_OFFS_N] += 1
+                                    again = True
+            ctl[C_PEERS] = peers
             last = 0
             period_ns = np.int64(nframes) * 1_000_000_000 // rate  # a message due now can only go next cycle
             while True:
@@ -260,6 +316,9 @@ def compile_process(fns: dict):
                         last = offset
                         sent = base + np.int64(np.float64(ext + offset) * 1e9 / rate)
                         ctl[C_RX_RELEASED if release else C_REFLEXES] += 1
+                        if release and ctl[C_CYCLE_OFFS_N] < CYCLE_OFFS:
+                            cycle_offs[ctl[C_CYCLE_OFFS_N]] = key
+                            ctl[C_CYCLE_OFFS_N] += 1
                     rw = ctl[C_RX_W]
                     if release:
                         pass
@@ -298,6 +357,13 @@ def compile_process(fns: dict):
                     sent = np.int64(SENT_SWALLOWED)
                 else:
                     offset = max(d, last)
+                    if is_on and sounding[key] != 0:  # never a second note-on for a sounding pitch: end it first
+                        stage[0] = 0x80 | ch
+                        stage[1] = key & 0x7F
+                        stage[2] = 0
+                        if event_write(obuf, np.uint32(offset), np.uint64(ctl[C_STAGE]), np.uint64(3)) == 0:
+                            ctl[C_RESTRUCK] += 1
+                            last = offset
                     for k in range(size):
                         stage[k] = (packed >> (8 * (k + 1))) & 0xFF
                     if event_write(obuf, np.uint32(offset), np.uint64(ctl[C_STAGE]), np.uint64(size)) != 0:
@@ -309,6 +375,9 @@ def compile_process(fns: dict):
                             sounding[key] = 1
                         elif is_off:
                             sounding[key] = 0
+                            if ctl[C_CYCLE_OFFS_N] < CYCLE_OFFS:
+                                cycle_offs[ctl[C_CYCLE_OFFS_N]] = key
+                                ctl[C_CYCLE_OFFS_N] += 1
                         hold = ctl[C_RX_HOLD]
                         if hold >= 0 and size == 3 and ch == ((hold & 0xFFF) >> 7) and (
                                 (is_on and key != (hold & 0xFFF)) or (is_off and key == (hold & 0xFFF))):
@@ -333,6 +402,21 @@ def compile_process(fns: dict):
         if in_w != ctl[C_IN_W]:
             ctl[C_IN_W] = in_w
             sem_post(np.uint64(ctl[C_SEM]))
+        if ctl[C_OUT_PORT] != 0:
+            # Ended more than a period after the cycle began: JACK has started the next one without this cycle's
+            # output, perhaps. Its note-offs go again next cycle (module docstring).
+            clock_gettime(CLOCK_MONOTONIC, np.uint64(ctl[C_TIMESPEC]))
+            end_ns = ts[0] * 1_000_000_000 + ts[1]
+            late = end_ns - (wall_base + frames_ns) > np.int64(nframes) * 1_000_000_000 // rate
+            if late:
+                ctl[C_LATE_CYCLES] += 1
+            if late or again:
+                resend = numba.carray(_ptr(ctl[C_RESEND]), (CYCLE_OFFS,), np.int64)
+                cycle_offs = numba.carray(_ptr(ctl[C_CYCLE_OFFS]), (CYCLE_OFFS,), np.int64)
+                n = ctl[C_CYCLE_OFFS_N]
+                for i in range(n):
+                    resend[i] = cycle_offs[i]
+                ctl[C_RESEND_N] = n
         return 0
 
     return process
