@@ -174,12 +174,18 @@ def _play(args) -> int:
 
             if backend == "jack-native":
                 out_port, in_port = _open_native(args, setlist)
-                out_port.client.on_lost = lambda: show.log(
-                    "ports: JACK server lost: the jack-native backend does not reconnect, MIDI is off until liveperf "
-                    "is restarted (the `jack` backend reconnects)")
                 for side, target in out_port.missing.items():
                     missing(f"midi_{side}", target, out_port.client.out_name if side == "out" else
                             out_port.client.in_name)
+                # survive a JACK restart; connect (again) the synth and controller when they (re)appear
+                from liveperf.io.jack_native_watch import NativeWatch
+                try:
+                    watch = NativeWatch(out_port, in_port, out_target=setlist.midi_out, in_target=setlist.midi_in,
+                                        on_event=lambda text: show.log(f"ports: {text}")).start()
+                except midi_ports.MidiUnavailable:
+                    if in_port is not None:
+                        in_port.close()
+                    raise
             else:
                 out_port = None
                 if setlist.midi_out:
@@ -225,9 +231,6 @@ def _play(args) -> int:
         # The report first: should closing the ports hang below, the show's figures are written already.
         _print_report(report)
         ports = dataclasses.asdict(watch.stats) if watch is not None else None
-        if backend == "jack-native" and out_port.client.lost.is_set():
-            ports = {"outages": 1, "reconnects": 0}
-            print("ports: the JACK server was lost during the show (jack-native does not reconnect)")
         if watch is not None and (ports["outages"] or ports["stalls"] or any(ports["peer_lost"].values())):
             print(f"ports: {ports['outages']} JACK outage(s), reconnected in {ports['reconnect_ms']} ms, "
                   f"{ports['dropped']} messages dropped while down, {ports['missed_offs_sent']} note-offs sent on "
@@ -243,6 +246,8 @@ def _play(args) -> int:
         print(f"liveperf: {exc}", file=sys.stderr)
         return 2
     finally:
+        if backend == "jack-native" and watch is not None:
+            watch.close()  # no reopening while the ports close
         close = getattr(out_port, "close", None)
         if close:
             # Every note is off already (the scheduler's close). Closing a JACK client can block for good (rtmidi's

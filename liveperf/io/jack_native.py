@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported for tests and benches)
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
     C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE, C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_CYCLE_OFFS,
-    C_RESEND, C_LATE_CYCLES, C_RESENT_OFFS, C_RESTRUCK, CYCLE_OFFS,
+    C_RESEND, C_LATE_CYCLES, C_RESENT_OFFS, C_RESTRUCK, CYCLE_OFFS, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSHED,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
     C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM,
@@ -115,8 +115,8 @@ def _libs() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     for name, res, args in (("jack_client_open", vp, [cp, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
                             ("jack_client_close", ctypes.c_int, [vp]),
                             ("jack_port_register", vp, [vp, cp, cp, ctypes.c_ulong, ctypes.c_ulong]),
-                            ("jack_port_name", cp, [vp]), ("jack_set_process_callback", ctypes.c_int,
-                                                          [vp, _PROCESS, vp]),
+                            ("jack_port_name", cp, [vp]), ("jack_port_set_alias", ctypes.c_int, [vp, cp]),
+                            ("jack_set_process_callback", ctypes.c_int, [vp, _PROCESS, vp]),
                             ("jack_activate", ctypes.c_int, [vp]), ("jack_deactivate", ctypes.c_int, [vp]),
                             ("jack_connect", ctypes.c_int, [vp, cp, cp]), ("jack_get_sample_rate", ctypes.c_uint32, [vp]),
                             ("jack_get_buffer_size", ctypes.c_uint32, [vp]),
@@ -179,7 +179,10 @@ class JackMidiClient:
                            (C_CYCLE_OFFS, self._cycle_offs), (C_RESEND, self._resend)):
             ctl[index] = arr.ctypes.data
         ctl[C_DROP_LATE_NS] = drop_late_ns
+        self.drop_late_ns = drop_late_ns
+        self.follows_transport = False
         ctl[C_RX_HOLD] = -1  # no harmony to end at its cause's release
+        ctl[C_HUSH_FROM] = -1  # no transport Stop heard
         ctl[C_RATE] = lib.jack_get_sample_rate(handle)
         self.name = name
         self.in_name = self._register(b"in", 0x1, C_IN_PORT) if inputs else ""
@@ -241,6 +244,8 @@ class JackMidiClient:
             self._close_client()
             raise JackUnavailable(f"JACK refused MIDI port {self.name}:{port.decode()}")
         self.ctl[index] = handle
+        # The rtmidi backend's name as an alias (JACK connects by alias too): ``<client>-out:out``, ``<client>-in:in``
+        self.lib.jack_port_set_alias(handle, f"{self.name}-{port.decode()}:{port.decode()}".encode())
         return self.lib.jack_port_name(handle).decode()
 
     # ---- the writer thread ----
@@ -270,6 +275,12 @@ class JackMidiClient:
         for ch in range(16) if channel is None else (channel,):
             self._revoke_from[ch] = from_ns  # before ``upto``: the callback reads ``upto`` first (see module doc)
             self._revoke_upto[ch] = upto
+
+    def follow_transport(self, on: bool = True) -> None:
+        """Obey MIDI Stop / Start / Continue on the input at their frames (``jack_native_callback``, "Repairs"):
+        for a show that follows MIDI clock. Owner's thread, before the transport runs."""
+        self.follows_transport = on
+        self.ctl[C_FOLLOW_TRANSPORT] = 1 if on else 0
 
     def seed_missed(self, keys) -> None:
         """Mark (channel, pitch) notes as missed: each gets a note-off when a peer is next connected (a new client
@@ -389,7 +400,7 @@ class JackMidiClient:
                 # lost and the note-offs sent when one came, note-ons that ended a sounding pitch first
                 "late_cycles": int(c[C_LATE_CYCLES]), "resent_offs": int(c[C_RESENT_OFFS]),
                 "peer_drops": int(c[C_PEER_DROPS]), "missed_offs": int(c[C_MISSED_OFFS]),
-                "restruck": int(c[C_RESTRUCK]),
+                "restruck": int(c[C_RESTRUCK]), "hushed": int(c[C_HUSHED]),
                 # the frame clock: JACK frame ``frame0`` (modulo 2**32) is at ``base0_ns``; ``slip_ns``: how far the
                 # frames are behind the wall clock now, against the first cycle
                 "frame0": int(c[C_FRAME0]), "base0_ns": int(c[C_BASE0]), "sample_rate": int(c[C_RATE]),

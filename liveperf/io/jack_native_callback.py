@@ -45,6 +45,10 @@ misses every note-off sent while it was away.
   peer connected, by hand, by ``liveperf.io.jack_native_watch`` or after a server restart), each missed note that
   is not sounding again gets its note-off at the cycle's first frame (``missed_offs``). ``missed`` can be seeded by
   the owner before any peer is connected (a new client after a server restart: the notes the old one had sounding).
+- **A transport Stop is obeyed at its frame** (``ctl[C_FOLLOW_TRANSPORT]``: the show follows MIDI clock): a Stop
+  on the input hushes every note-on due from its frame on, until a Start or Continue (``hushed``; their note-offs
+  are swallowed). The engine stops too, but a Python thread hears the Stop a cycle or more later, on a busy machine
+  tens of ms, and notes it had handed over (or handed over meanwhile) would start after the Stop.
 - **No second note-on for a sounding pitch**: a note-on for a (channel, pitch) the wire already has sounding gets a
   note-off at the same frame first (``restruck``), so no synth ever holds two voices that one note-off ends only
   one of.
@@ -65,7 +69,7 @@ from numba.extending import intrinsic
  C_REFLEX, C_RX_ACTIVE, C_RX_ON, C_RX_RING, C_RX_W, C_RX_R, C_SOUNDING, C_RX_STAGE, C_REFLEXES, C_RX_DECLINED,
  C_RX_HOLD, C_RX_RELEASED, C_FRAME_JUMPS, C_BASE0, C_WALL_BASE, C_FRAME0,
  C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_CYCLE_OFFS, C_CYCLE_OFFS_N, C_RESEND, C_RESEND_N, C_LATE_CYCLES,
- C_RESENT_OFFS, C_RESTRUCK, N_CTL) = range(64)
+ C_RESENT_OFFS, C_RESTRUCK, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSH_UNTIL, C_HUSHED, N_CTL) = range(68)
 
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 CYCLE_OFFS = 64  # note-offs of one cycle remembered for a re-send (more in one cycle: the rest are not re-sent)
@@ -186,6 +190,13 @@ def compile_process(fns: dict):
                 meta[slot, 1] = size
                 meta[slot, 2] = (first32 + (ev[0] & 0xFFFFFFFF)) & 0xFFFFFFFF
                 in_w += 1
+                if size == 1 and ctl[C_FOLLOW_TRANSPORT] != 0:  # the transport (module docstring, "Repairs")
+                    if src[0] == 0xFC:
+                        ctl[C_HUSH_UNTIL] = np.int64(1) << 62
+                        ctl[C_HUSH_FROM] = stamp
+                    elif (src[0] == 0xFA or src[0] == 0xFB) and ctl[C_HUSH_FROM] >= 0:
+                        ctl[C_HUSH_UNTIL] = stamp
+                    continue
                 # ---- the reflex: end an answer at its cause's release, answer a note-on (module docstring) ----
                 if size != 3 or (src[0] & 0xF0) not in (0x80, 0x90):
                     continue
@@ -346,6 +357,10 @@ def compile_process(fns: dict):
                 ch = status & 0x0F
                 if is_on and r < revoke_upto[ch] and due_ns >= revoke_from[ch]:
                     ctl[C_REVOKED] += 1  # cancelled after it was handed over, before it sounded
+                    sent = np.int64(SENT_REVOKED)
+                    dropped_on[key] = DROPPED
+                elif is_on and 0 <= ctl[C_HUSH_FROM] <= due_ns < ctl[C_HUSH_UNTIL]:
+                    ctl[C_HUSHED] += 1  # due after a transport Stop the engine had not heard yet
                     sent = np.int64(SENT_REVOKED)
                     dropped_on[key] = DROPPED
                 elif d < 0 and is_on and cycle_ns - due_ns > ctl[C_DROP_LATE_NS] + period_ns:

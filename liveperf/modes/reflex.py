@@ -63,26 +63,32 @@ def windows(clock, step: int) -> tuple[int, int, int]:
 
 
 class PortReflex:
-    """The reflex of a ``jack-native`` client (``liveperf.io.jack_native.JackMidiClient``)."""
+    """The reflex of a ``jack-native`` port: its ``LiveClient`` (``liveperf.io.jack_native_ports``), whose client
+    (``liveperf.io.jack_native.JackMidiClient``) may be replaced after a server restart; times in and out are on the
+    show's clock (the client's frame clock plus the live offset)."""
 
-    def __init__(self, client) -> None:
-        self.client = client
+    def __init__(self, live) -> None:
+        self.live = live
         self.input_channel: int | None = None
         self._waiting: list[ReflexAnswer] = []
 
     def publish(self, t0_ns, mid_ns, end_ns, partner_channel, answers, velocity) -> None:
-        self.client.publish_reflex(t0_ns, mid_ns, end_ns, partner_channel, self.input_channel, answers, velocity)
+        client, offset = self.live.current
+        client.publish_reflex(t0_ns - offset, mid_ns - offset, end_ns - offset, partner_channel, self.input_channel,
+                              answers, velocity)
 
     def enable(self, on: bool) -> None:
-        self.client.reflex_enable(on)
+        self.live.reflex_on = on
+        self.live.client.reflex_enable(on)
 
     def hold(self, cause_pitch: int, channel: int, pitch: int) -> None:
-        self.client.reflex_hold(cause_pitch, channel, pitch)
+        self.live.client.reflex_hold(cause_pitch, channel, pitch)
 
     def _pull(self) -> None:
-        for ts, cause, answer, sent in self.client.reflex_answers():
+        client, offset = self.live.current
+        for ts, cause, answer, sent in client.reflex_answers():
             if sent >= 0:  # -1: the cycle's buffer was full, nothing went out (the engine answers instead)
-                self._waiting.append(ReflexAnswer(ts, cause, answer, sent))
+                self._waiting.append(ReflexAnswer(ts + offset, cause, answer, sent + offset))
 
     def answered(self, ts_ns: int, data: bytes) -> ReflexAnswer | None:
         self._pull()

@@ -101,3 +101,30 @@ def test_a_note_on_for_a_sounding_pitch_ends_it_first(pair):
         assert sender.write(sender.now_ns(), data)
     assert _notes(listener, 4) == [b"\x90\x3e\x40", b"\x80\x3e\x00", b"\x90\x3e\x50", b"\x80\x3e\x00"]
     assert sender.counters()["restruck"] == 1
+
+
+def test_a_transport_stop_hushes_the_note_ons_due_after_its_frame_until_continue(jack_server_sync):
+    """A show following MIDI clock: a Stop on the input silences every note-on due from its frame on, whatever the
+    engine (a Python thread that hears the Stop later) had handed over; Continue lets notes through again."""
+    from native_chain import native_chain
+
+    with native_chain("hush") as (perf, lp, hear):
+        lp.follow_transport(True)
+        t0 = lp.now_ns()
+        # handed over ahead, as the scheduler does: one due before the Stop, two after it
+        for due_ms, pitch in ((40, 60), (400, 62), (600, 64)):
+            assert lp.write(t0 + due_ms * 1_000_000, bytes((0x91, pitch, 90)))
+            assert lp.write(t0 + (due_ms + 20) * 1_000_000, bytes((0x81, pitch, 0)))
+        time.sleep(0.15)
+        assert perf.write(perf.now_ns(), b"\xfc")  # Stop: reaches lp's input at a frame ~150 ms after t0
+        time.sleep(0.6)
+        stop_ns = next(ts for ts, d in lp.read() if d == b"\xfc")
+        assert t0 + 60_000_000 < stop_ns < t0 + 400_000_000
+        assert perf.write(perf.now_ns(), b"\xfb")  # Continue: what is due after it plays again
+        time.sleep(0.1)
+        t1 = lp.now_ns()
+        assert lp.write(t1 + 30_000_000, b"\x91\x43\x5a") and lp.write(t1 + 50_000_000, b"\x81\x43\x00")
+        heard = _notes(hear, 4)
+    assert heard == [b"\x91\x3c\x5a", b"\x81\x3c\x00", b"\x91\x43\x5a", b"\x81\x43\x00"], heard
+    c = lp.counters()
+    assert c["hushed"] == 2 and c["swallowed_offs"] == 2, c
