@@ -1,9 +1,9 @@
 """Harmonize reaction latency through a real JACK server, against a bare JACK loopback measured in the same run.
 
-    python -m bench.reaction_jack [--minutes 2] [--period 64] [--busy] [--backend jack|jack-native] [--no-reflex]
+    python -m bench.reaction_jack [--minutes 2] [--period 64] [--busy] [--backend jack|jack-rtmidi] [--no-reflex]
                                   [--out DIR]
 
-``--backend jack-native`` runs liveperf on its compiled JACK client (``liveperf.io.jack_native``): the port answers
+``--backend jack`` (the default, jack-native) runs liveperf on its compiled JACK client (``liveperf.io.jack_native``): the port answers
 a note-on in its own cycle from the table harmonize draws ahead (``liveperf.modes.reflex``); ``--no-reflex`` turns that off
 (the engine answers, a cycle or two later), to compare in the same conditions. Use ``--period 256`` there (this
 VM's dummy server cannot keep real time at 64 frames; README).
@@ -250,6 +250,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
         probe: bool = False, backend: str = "jack", reflex: bool = True) -> dict:
     """Play the three paths for ``minutes`` and return the figures (and the raw samples under ``samples``).
     ``probe``: run liveperf under ``bench.reaction_probe`` and add the per-stage split under ``stages_us``."""
+    backend = "jack-native" if backend == "jack" else backend  # the default on JACK, by its name in reports
     let_children_import_bench()  # the echo client and the probe run as ``-m bench...``, from any directory
     server = start_jack_server(period=period)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
@@ -410,7 +411,7 @@ def main() -> None:
     ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
     ap.add_argument("--seed", type=int, default=0, help="the performer's seed")
     ap.add_argument("--probe", action="store_true", help="time each stage inside liveperf (bench.reaction_probe)")
-    ap.add_argument("--backend", choices=("jack", "jack-native"), default="jack", help="liveperf's MIDI backend")
+    ap.add_argument("--backend", choices=("jack", "jack-native", "jack-rtmidi"), default="jack", help="liveperf's MIDI backend")
     ap.add_argument("--no-reflex", action="store_true", help="jack-native: the engine answers, not the port")
     ap.add_argument("--out", type=Path, help="write reaction.json and reaction_cdf.png into this folder")
     ap.add_argument("--echo-client", help=argparse.SUPPRESS)  # internal: run as the bare echo process

@@ -1,6 +1,7 @@
 """Real-time soak through JACK: `liveperf play` for minutes at 180 BPM with dense input, watched on the wire.
 
     flock /tmp/liveperf-quiet.lock python -m bench.soak_jack --minutes 10     # the long form
+    python -m bench.soak_jack --minutes 10 --busy --async --band               # as on stage, under load (issue 14)
     python -m bench.soak_jack --minutes 0.25                                  # what tests/show/test_soak_jack.py runs
 
 With ``--band`` the song has two more partners beside its own (a comp on channel 3, a call-and-response lead on
@@ -12,7 +13,12 @@ Resident memory of the liveperf process is sampled every second; growth is measu
 (``--warmup-s``): mean of the last 10 % of samples over the mean of the first 10 %. At the end liveperf gets
 SIGTERM, so every note-off of the end is checked too.
 
-Figures: stuck notes and note-offs without note-on on the wire, messages sent and dropped as late and send time
+``--async`` runs JACK's default asynchronous server (a client late in its cycle loses that cycle's MIDI: what the
+port's repairs are for; the default is a synchronous server, where none is lost), ``--busy`` keeps one core busy.
+
+Figures: stuck notes, note-offs without note-on (beyond the port's own repair note-offs), duplicate note-ons and
+notes longer than the note-length cap (``max_note_beats``, 4 beats = 1.33 s, plus ``CAP_SLACK_MS``) on the wire,
+the port's counters of late cycles and repairs, messages sent and dropped as late and send time
 minus due time (p50/p99/max, liveperf's own report), RSS growth. Exit 1 if a note stuck, liveperf crashed, or RSS grew
 more than 5 %.
 """
@@ -23,6 +29,7 @@ import argparse
 import json
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +43,8 @@ from jack_server import start_jack_server, use_server  # noqa: E402
 from wire_monitor import LivePlay  # noqa: E402
 
 TEMPO = 180
+CAP_NS = 4 * 60_000_000_000 // TEMPO  # max_note_beats (default 4) at the tempo
+CAP_SLACK_MS = 10.0  # a note ends on a step's frame; the monitor stamps it when its Python thread reads it
 STEP_NS = int(60e9 / (TEMPO * 4))
 MODE_CC = 20
 SETLIST = f"""
@@ -92,9 +101,12 @@ def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
     return sorted((t, m) for t, m in out if t >= 0)
 
 
-def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False) -> dict:
-    # Synchronous: no client misses a cycle (and its MIDI) on a busy machine; see tests/conftest.py jack_server_sync
-    server_done = use_server(start_jack_server(period=64, sync=True))
+def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, busy: bool = False,
+        sync: bool = True) -> dict:
+    # Synchronous (the default): no client misses a cycle (and its MIDI) on a busy machine (tests/conftest.py
+    # jack_server_sync); ``sync=False``: JACK's default, where a late client's cycle is lost and the port repairs it.
+    server_done = use_server(start_jack_server(period=64, sync=sync))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-soak-"))
     seconds = minutes * 60
     rss: list[tuple[float, int]] = []
@@ -137,17 +149,29 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False) -
         stop.set()
         if play is not None:
             play.kill()
+        if hog is not None:
+            hog.kill()
+            hog.wait()
         server_done()
     summary = play.monitor.check()
+    port = (report or {}).get("port") or {}
     after = [k for t, k in rss if t >= warmup_s] or [k for _, k in rss]
     n = max(1, len(after) // 10)
     first, last = (sum(after[:n]) / n, sum(after[-n:]) / n) if after else (float("nan"), float("nan"))
     growth = 100.0 * (last - first) / first
     return {
-        "minutes": minutes, "tempo_bpm": TEMPO, "band": band, "exit_code": code, "crashed": crashed,
+        "minutes": minutes, "tempo_bpm": TEMPO, "band": band, "busy_core": busy, "sync_server": sync,
+        "exit_code": code, "crashed": crashed,
         "wire": {"messages": summary.messages, "note_ons": summary.note_ons, "note_offs": summary.note_offs,
                  "stuck": summary.stuck, "unmatched_offs": summary.unmatched_offs,
-                 "longest_note_ms": summary.longest_note_ns / 1e6},
+                 "duplicate_ons": summary.duplicate_ons, "longest_note_ms": summary.longest_note_ns / 1e6,
+                 "over_cap": sum(1 for n in summary.note_lengths_ns if n > CAP_NS + CAP_SLACK_MS * 1e6),
+                 "cap_ms": CAP_NS / 1e6},
+        "backend": report and report["backend"],
+        # the port's own counters (jack-native): cycles JACK skipped or the port ran late in, and the repairs
+        "port": {k: port.get(k) for k in ("cycles", "frame_jumps", "late_cycles", "resent_offs", "peer_drops",
+                                          "missed_offs", "restruck", "hushed", "late", "late_dropped")},
+        "repair_offs": int(port.get("resent_offs", 0)) + int(port.get("missed_offs", 0)),
         "send_minus_due_us": report and report["timing_us"],
         "sent": report and report["sent"], "late_dropped": report and report["late_dropped"],
         "send_errors": report and report["send_errors"], "scheduling": report and report["scheduling"],
@@ -160,17 +184,23 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False) -
 
 
 def ok(r: dict) -> bool:
-    return (not r["crashed"] and r["exit_code"] == 130 and r["wire"]["stuck"] == [] and r["wire"]["unmatched_offs"] == 0
-            and r["rss_mib"]["growth_pct"] <= 5.0)
+    w = r["wire"]
+    return (not r["crashed"] and r["exit_code"] == 130 and w["stuck"] == [] and w["unmatched_offs"] <= r["repair_offs"]
+            and w["duplicate_ons"] == 0 and w["over_cap"] == 0 and r["rss_mib"]["growth_pct"] <= 5.0)
 
 
 def format_result(r: dict) -> str:
     w, g, m = r["wire"], r["send_minus_due_us"] or {}, r["rss_mib"]
     return "\n".join([
-        f"JACK soak{' (three partners)' if r.get('band') else ''}: {r['minutes']:g} min at {r['tempo_bpm']} BPM; exit code {r['exit_code']} (130 = SIGTERM at the "
-        f"end), crashed: {r['crashed']}; {r['switches']} mode switches",
+        f"JACK soak{' (three partners)' if r.get('band') else ''}: {r['minutes']:g} min at {r['tempo_bpm']} BPM on "
+        f"{r['backend']}, {'synchronous' if r['sync_server'] else 'asynchronous'} server, one core busy: "
+        f"{r['busy_core']}; exit code {r['exit_code']} (130 = SIGTERM at the end), crashed: {r['crashed']}; "
+        f"{r['switches']} mode switches",
         f"wire: {w['messages']} messages, {w['note_ons']} note-ons, {w['note_offs']} note-offs, {len(w['stuck'])} stuck, "
-        f"{w['unmatched_offs']} note-offs without note-on, longest note {w['longest_note_ms']:.0f} ms",
+        f"{w['unmatched_offs']} note-offs without note-on ({r['repair_offs']} repair note-offs sent), "
+        f"{w['duplicate_ons']} duplicate note-ons, longest note {w['longest_note_ms']:.0f} ms, {w['over_cap']} longer "
+        f"than the cap ({w['cap_ms']:.0f} ms + {CAP_SLACK_MS:g})",
+        f"port: {', '.join(f'{k} {v}' for k, v in r['port'].items() if v is not None)}",
         f"liveperf: {r['sent']} sent, {r['late_dropped']} dropped as late, {r['send_errors']} send errors; "
         f"scheduling: {r['scheduling']}",
         f"send minus due (liveperf's report): p50 {g['p50']:.0f} µs, p99 {g['p99']:.0f} µs, max {g['max']:.0f} µs "
@@ -187,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-s", type=float, default=30.0, help="RSS growth is measured after this (default 30)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     ap.add_argument("--band", action="store_true", help="three partners: the song's own, a comp and a lead")
+    ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
+    ap.add_argument("--async", dest="sync", action="store_false",
+                    help="JACK's default asynchronous server (a late client loses its cycle's MIDI)")
     args = ap.parse_args(argv)
-    r = run(args.minutes, args.warmup_s, band=args.band)
+    r = run(args.minutes, args.warmup_s, band=args.band, busy=args.busy, sync=args.sync)
     print(format_result(r))
     if args.json:
         args.json.write_text(json.dumps(r, indent=2, default=str))

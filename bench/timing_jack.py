@@ -1,6 +1,6 @@
 """Grid timing through a real JACK server: `liveperf play` in its own process at 180 BPM with dense input.
 
-    python -m bench.timing_jack [--mode M] [--minutes N] [--busy] [--rt-jack] [--backend jack|jack-native] [--period F]
+    python -m bench.timing_jack [--mode M] [--minutes N] [--busy] [--rt-jack] [--backend jack|jack-rtmidi] [--period F]
 
 A JACK dummy server (``--period``, default 64 frames at 48 kHz = 1.3 ms) is started for the run. The bench plays the performer
 from its own JACK client into liveperf's input (a bar of 16ths, then two bars of rest with a mod-wheel CC every 16th,
@@ -8,8 +8,8 @@ repeated), and listens on liveperf's output from a third client. From liveperf's
 message sent, *send time minus due time*; from the listener, *arrival minus due time* (due = the nearest step of the
 song's grid, both on CLOCK_MONOTONIC); and from a second listener, *arrival frame minus due*: it keeps the JACK
 frame each message arrived on (``liveperf.io.jack_native``), so the listener's own Python delay is not in it; with
-``--backend jack-native`` that frame is put on liveperf's own frame clock (its report gives the JACK frame of its
-clock's origin), so the figure is exact whatever the dummy server's frames did against the wall clock. Resident memory of the liveperf process is sampled every second.
+``--backend jack`` (the default, jack-native) that frame is put on liveperf's own frame clock (its report gives the
+JACK frame of its clock's origin), so the figure is exact whatever the dummy server's frames did against the wall clock. Resident memory of the liveperf process is sampled every second.
 Optionally a second process keeps one core busy (``busy=True``).
 
 ``mode`` picks the song's mode: ``call_response`` (the main figure), ``duet`` (a bass voice every step beside the
@@ -93,6 +93,7 @@ def _busy() -> subprocess.Popen:
 
 def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack: bool = False,
         backend: str = "jack", period: int = 64) -> dict:
+    backend = "jack-native" if backend == "jack" else backend  # the default on JACK, by its name in reports
     setlist = setlist_for(mode)
     server = start_jack_server(period=period, realtime=rt_jack)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
@@ -238,8 +239,9 @@ def main() -> None:
     ap.add_argument("--rt-jack", action="store_true",
                     help="run the JACK server real-time (jackd -R -P 70, as on stage): liveperf's sending thread "
                          "then gets SCHED_FIFO just below it (needs rtprio or root)")
-    ap.add_argument("--backend", choices=("jack", "jack-native"), default="jack",
-                    help="liveperf's MIDI backend: jack (rtmidi) or jack-native (frame-exact, compiled JACK callback)")
+    ap.add_argument("--backend", choices=("jack", "jack-native", "jack-rtmidi"), default="jack",
+                    help="liveperf's MIDI backend: jack (= jack-native, the default: frame-exact, compiled JACK callback) "
+                         "or jack-rtmidi (the python-rtmidi fallback)")
     ap.add_argument("--period", type=int, default=64, help="JACK period in frames at 48 kHz (default 64)")
     args = ap.parse_args()
     print(f"grid timing through JACK ({args.backend}, {args.period}-frame period), mode {args.mode}, "

@@ -274,14 +274,31 @@ def check_midi(require: bool) -> tuple[str, list[str], list[str]]:
     except midi_ports.MidiUnavailable as exc:
         msg = f"no MIDI system: {exc}"
         return "none (file mode only)", ([msg] if require else []), ([] if require else [msg])
+    if backend == "jack":  # the show's default on JACK: the compiled frame-exact client (README, "MIDI backends")
+        try:
+            from liveperf.io.jack_native_ports import open_ports
+            out, inp = open_ports("liveperf-check")
+            names = f"{out.full_name}, {inp.full_name}"
+            inp.close()
+            out.close()
+            return f"jack-native: opened {names}", [], []
+        except Exception as exc:  # noqa: BLE001 - a finding to report; the rtmidi fallback is tried below
+            native = f"jack-native: cannot open its client ({type(exc).__name__}: {exc}); `--backend jack-rtmidi`"
+        backend = "jack-rtmidi"
+    else:
+        native = ""
+    system = "jack" if backend == "jack-rtmidi" else backend
     try:
-        out = midi_ports.MidiOutPort.open_virtual("liveperf-check-out", "out", backend)
-        inp = midi_ports.MidiInPort.open_virtual("liveperf-check-in", "in", backend)
+        out = midi_ports.MidiOutPort.open_virtual("liveperf-check-out", "out", system)
+        inp = midi_ports.MidiInPort.open_virtual("liveperf-check-in", "in", system)
         names = f"{out.full_name}, {inp.full_name}"
         out.close()
         inp.close()
     except Exception as exc:  # any failure to open a port is a finding to report, not a crash of the check
-        return backend, [f"{backend}: cannot open virtual ports ({type(exc).__name__}: {exc})"], []
+        return backend, [f"{backend}: cannot open virtual ports ({type(exc).__name__}: {exc})"] + (
+            [native] if native else []), []
+    if native:
+        return f"{backend}: opened {names}", [native + " opens (use it)"], []
     return f"{backend}: opened {names}", [], []
 
 

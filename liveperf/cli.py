@@ -22,6 +22,9 @@ from liveperf.models.onnx_model import ModelLoadError, load_model, shipped_model
 from liveperf.setlist.schema import SetlistError, load_setlist
 
 BACKENDS = ("auto", "jack", "alsa", "coremidi", "file")
+# On JACK, ``jack`` (and ``auto``) is the frame-exact compiled client (``jack-native``, its name in reports);
+# ``jack-rtmidi`` is python-rtmidi's JACK path, the fallback (README, "MIDI backends").
+JACK_NAMES = ("jack-native", "jack-rtmidi")
 SHUTDOWN_LIMIT_S = 2.0  # a signal ends the process within this, whatever a library call does on the way out
 PORTS_LIMIT_S = 10.0  # opening the MIDI ports gives up after this
 
@@ -42,9 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--song", action="append", default=[],
                       help="song number (1-based) or title substring; repeat for several (default: all)")
     play.add_argument("--duration", type=float, help="stop each song after this many seconds")
-    play.add_argument("--backend", choices=BACKENDS + ("jack-native",), default="auto",
-                      help="MIDI system (default auto: JACK, then ALSA, then CoreMIDI, else file mode); jack-native: "
-                           "JACK with frame-exact timing (one client, ports <client-name>:in and :out)")
+    play.add_argument("--backend", choices=BACKENDS + JACK_NAMES, default="auto",
+                      help="MIDI system (default auto: JACK, then ALSA, then CoreMIDI, else file mode). On JACK the "
+                           "default is jack-native: every note on its exact frame, one client with ports "
+                           "<client-name>:in and :out (aliased <client-name>-in:in, -out:out); jack-rtmidi: the "
+                           "python-rtmidi JACK path, a fallback")
     play.add_argument("--no-reflex", action="store_true",
                       help="jack-native: harmonize answers from Python a cycle later instead of in the note-on's "
                            "own JACK cycle (for comparison)")
@@ -120,8 +125,9 @@ def _play(args) -> int:
     backend, no_midi = args.backend, None
     if backend != "file":
         try:
-            backend = midi_ports.detect_backend("jack" if backend == "jack-native" else backend)
-            backend = "jack-native" if args.backend == "jack-native" else backend
+            backend = midi_ports.detect_backend("jack" if backend in JACK_NAMES else backend)
+            if backend == "jack":
+                backend = "jack-rtmidi" if args.backend == "jack-rtmidi" else "jack-native"
         except midi_ports.MidiUnavailable as exc:
             if args.backend != "auto":
                 print(f"liveperf: {exc}", file=sys.stderr)
@@ -161,11 +167,12 @@ def _play(args) -> int:
         # Opening ports calls into libjack / ALSA, which can block for good (a wedged server): give up after
         # PORTS_LIMIT_S, saying so (faulthandler's C thread, as on shutdown), rather than hang before the show.
         print(f"liveperf: opening {backend} ports (at most {PORTS_LIMIT_S:g} s)", flush=True)
+        system = "jack" if backend == "jack-rtmidi" else backend  # the MIDI system, as python-rtmidi names it
         faulthandler.dump_traceback_later(PORTS_LIMIT_S, exit=True)
         # One MIDI client per port (rtmidi opens one per object); named so JACK never renames them to "-01".
         # [show] midi_out / midi_in name the synth and the controller to connect to; else connect by hand.
         try:
-            later = ("it is connected when it appears" if backend in ("jack", "jack-native") else
+            later = ("it is connected when it appears" if backend in JACK_NAMES else
                      "connect it by hand when it is there")
 
             def missing(field: str, target: str, ours: str) -> None:  # plugged in late: the show starts anyway
@@ -191,11 +198,11 @@ def _play(args) -> int:
                 if setlist.midi_out:
                     try:
                         out_port = midi_ports.MidiOutPort.open_existing(setlist.midi_out, f"{args.client_name}-out",
-                                                                        "out", backend)
+                                                                        "out", system)
                     except midi_ports.PortNotFound:
                         pass
                 if out_port is None:
-                    out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", backend)
+                    out_port = midi_ports.MidiOutPort.open_virtual(f"{args.client_name}-out", "out", system)
                     if setlist.midi_out:
                         missing("midi_out", setlist.midi_out, out_port.full_name)
             if args.input is None and backend != "jack-native":
@@ -203,14 +210,14 @@ def _play(args) -> int:
                 if setlist.midi_in:
                     try:
                         in_port = midi_ports.MidiInPort.open_existing(setlist.midi_in, f"{args.client_name}-in",
-                                                                      "in", backend, **kw)
+                                                                      "in", system, **kw)
                     except midi_ports.PortNotFound:
                         pass
                 if in_port is None:
-                    in_port = midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", backend, **kw)
+                    in_port = midi_ports.MidiInPort.open_virtual(f"{args.client_name}-in", "in", system, **kw)
                     if setlist.midi_in:
                         missing("midi_in", setlist.midi_in, in_port.full_name)
-            if backend == "jack":  # survive a JACK restart and a synth or controller that goes and comes back
+            if backend == "jack-rtmidi":  # survive a JACK restart and a synth or controller that goes and comes back
                 from liveperf.io.port_watch import PortWatch
                 watch = PortWatch(out_port, in_port, out_target=setlist.midi_out, in_target=setlist.midi_in,
                                   on_event=lambda text: show.log(f"ports: {text}")).start()

@@ -89,7 +89,7 @@ def test_require_midi_without_a_midi_system(tmp_path, monkeypatch, capsys):
 def test_midi_ports_open_on_jack(jack_server, tmp_path, capsys):
     p = setlist(tmp_path, ("One", "melody_dnn"))
     assert main(["check", str(p), "--steps", "100", "--require-midi"]) == 0
-    assert "MIDI: jack: opened liveperf-check-out:out, liveperf-check-in:in" in capsys.readouterr().out
+    assert "MIDI: jack-native: opened liveperf-check:out, liveperf-check:in" in capsys.readouterr().out
 
 
 def test_demo_setlist_checks(tmp_path):

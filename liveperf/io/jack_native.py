@@ -64,6 +64,7 @@ from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported f
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
     C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE, C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_CYCLE_OFFS,
     C_RESEND, C_LATE_CYCLES, C_RESENT_OFFS, C_RESTRUCK, CYCLE_OFFS, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSHED,
+    C_CYCLE_TIMES,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
     C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM,
@@ -88,6 +89,8 @@ def _bind(lib: ctypes.CDLL, libc: ctypes.CDLL) -> dict:
         "clock_gettime": (libc, _I32, [_I32, _U64]),
         "sem_post": (libc, _I32, [_U64]),
         "jack_port_connected": (lib, _I32, [_U64]),
+        "jack_get_cycle_times": (lib, _I32, [_U64, _U64, _U64, _U64, _U64]),
+        "jack_get_time": (lib, _U64, []),
     }
     fns = {}
     for name, (owner, res, args) in spec.items():
@@ -165,6 +168,7 @@ class JackMidiClient:
         self.missed = np.zeros(16 * 128, dtype=np.uint8)  # sounding when a peer went (the callback's repairs)
         self._cycle_offs = np.zeros(CYCLE_OFFS, dtype=np.int64)
         self._resend = np.zeros(CYCLE_OFFS, dtype=np.int64)
+        self._cycle_times = np.zeros(4, dtype=np.int64)  # jack_get_cycle_times' frames, current, next us, period
         self._sem = np.zeros(8, dtype=np.int64)  # a sem_t (32 bytes on glibc x86-64/arm64), room to spare
         if libc.sem_init(ctypes.c_void_p(self._sem.ctypes.data), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "sem_init failed")
@@ -176,7 +180,8 @@ class JackMidiClient:
                            (C_REVOKE_FROM, self._revoke_from), (C_REVOKE_UPTO, self._revoke_upto),
                            (C_REFLEX, self.reflex), (C_RX_RING, self.rx_ring), (C_SOUNDING, self._sounding),
                            (C_RX_STAGE, self._rx_stage), (C_MISSED, self.missed),
-                           (C_CYCLE_OFFS, self._cycle_offs), (C_RESEND, self._resend)):
+                           (C_CYCLE_OFFS, self._cycle_offs), (C_RESEND, self._resend),
+                           (C_CYCLE_TIMES, self._cycle_times)):
             ctl[index] = arr.ctypes.data
         ctl[C_DROP_LATE_NS] = drop_late_ns
         self.drop_late_ns = drop_late_ns

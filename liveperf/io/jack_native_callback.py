@@ -36,8 +36,9 @@ next answer in that cycle too.
 Repairs: what JACK drops, the callback sends again (issue 14). JACK loses a client's output for a cycle the client
 did not finish in time (jackd: ``client ... was not finished``); a peer disconnected by hand (a patchbay click)
 misses every note-off sent while it was away.
-- **A late cycle**: when the callback ends more than one period after its cycle's start (the frame clock), what it
-  wrote may never have reached the peers. Its note-offs (``CYCLE_OFFS`` at most) are sent again at the start of the
+- **A late cycle**: when the callback ends after the time JACK expects the next cycle to begin
+  (``jack_get_cycle_times``' ``next_usecs`` against ``jack_get_time``: JACK's own clock and estimate, so a server
+  that runs behind the wall clock is not taken for a late client), what it wrote may never have reached the peers. Its note-offs (``CYCLE_OFFS`` at most) are sent again at the start of the
   next cycle, for the notes that still do not sound (``resent_offs``; a second note-off is harmless, a lost one is
   a note held for good). ``late_cycles`` counts such cycles.
 - **A peer lost and back**: each cycle reads how many ports the output is connected to
@@ -69,7 +70,8 @@ from numba.extending import intrinsic
  C_REFLEX, C_RX_ACTIVE, C_RX_ON, C_RX_RING, C_RX_W, C_RX_R, C_SOUNDING, C_RX_STAGE, C_REFLEXES, C_RX_DECLINED,
  C_RX_HOLD, C_RX_RELEASED, C_FRAME_JUMPS, C_BASE0, C_WALL_BASE, C_FRAME0,
  C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_CYCLE_OFFS, C_CYCLE_OFFS_N, C_RESEND, C_RESEND_N, C_LATE_CYCLES,
- C_RESENT_OFFS, C_RESTRUCK, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSH_UNTIL, C_HUSHED, N_CTL) = range(68)
+ C_RESENT_OFFS, C_RESTRUCK, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSH_UNTIL, C_HUSHED, C_CYCLE_TIMES,
+ N_CTL) = range(69)
 
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 CYCLE_OFFS = 64  # note-offs of one cycle remembered for a re-send (more in one cycle: the rest are not re-sent)
@@ -113,6 +115,8 @@ def compile_process(fns: dict):
     clock_gettime = fns["clock_gettime"]
     sem_post = fns["sem_post"]
     port_connected = fns["jack_port_connected"]
+    get_cycle_times = fns["jack_get_cycle_times"]
+    get_time = fns["jack_get_time"]
     mask = RING - 1
 
     @numba.cfunc(types.int32(types.uint32, types.voidptr), nopython=True)
@@ -418,11 +422,13 @@ def compile_process(fns: dict):
             ctl[C_IN_W] = in_w
             sem_post(np.uint64(ctl[C_SEM]))
         if ctl[C_OUT_PORT] != 0:
-            # Ended more than a period after the cycle began: JACK has started the next one without this cycle's
-            # output, perhaps. Its note-offs go again next cycle (module docstring).
-            clock_gettime(CLOCK_MONOTONIC, np.uint64(ctl[C_TIMESPEC]))
-            end_ns = ts[0] * 1_000_000_000 + ts[1]
-            late = end_ns - (wall_base + frames_ns) > np.int64(nframes) * 1_000_000_000 // rate
+            # Ended after JACK expected the next cycle to begin: it may have started it without this cycle's
+            # output. Its note-offs go again next cycle (module docstring).
+            times = numba.carray(_ptr(ctl[C_CYCLE_TIMES]), (4,), np.int64)
+            late = False
+            if get_cycle_times(client, np.uint64(ctl[C_CYCLE_TIMES]), np.uint64(ctl[C_CYCLE_TIMES] + 8),
+                               np.uint64(ctl[C_CYCLE_TIMES] + 16), np.uint64(ctl[C_CYCLE_TIMES] + 24)) == 0:
+                late = np.int64(get_time()) > times[2]
             if late:
                 ctl[C_LATE_CYCLES] += 1
             if late or again:

@@ -75,11 +75,16 @@ class NativeWatch:
         self._thread.start()
         return self
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread and close the watch's client (idempotent). The ports are the owner's to close."""
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Stop the thread and close the watch's client (idempotent). The ports are the owner's to close. A thread
+        stuck in a libjack call (a wedged server) is left behind (a daemon, holding no lock the show needs) with its
+        client, so shutdown stays within its 2 s."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("jack-native watch: still in a JACK call after %.1f s; left behind", timeout_s)
+                return
         if self._watch is not None:
             self._watch.close()
             self._watch = None

@@ -59,7 +59,7 @@ class ShowOptions:
     input_path: Path | None = None  # performer take for every song (file mode input)
     record_path: Path | None = None  # the whole show in one MIDI file, written at the end
     record_dir: Path | None = None  # one MIDI file per song, crash-safe (journal flushed at every bar line)
-    backend: str = "auto"  # auto | jack | alsa | coremidi | file
+    backend: str = "auto"  # auto | jack-native | jack-rtmidi | alsa | coremidi | file
     duration_s: float | None = None  # per song
     provider: str = "cpu"
     client_name: str = "liveperf"
@@ -84,7 +84,7 @@ def sending_priority(backend: str) -> int | None:
     client in one cycle, so a sending thread that preempts the server only makes the cycle (and every clock tick
     and note in it) late. Measured here: with a non-real-time JACK server, a FIFO sending thread made the
     jack_midi_clock stream arrive in bursts (partner notes a tick off the grid); without it, on the grid."""
-    if backend not in ("jack", "jack-native"):
+    if backend not in ("jack-rtmidi", "jack-native"):
         return 70
     prio = jack_server_priority()
     if prio is None:
@@ -159,7 +159,7 @@ class Show:
         scheduler.start()
         scheduler.wait_idle(1.0)  # the thread has started and chosen its scheduling
         note = ""
-        if opts.realtime and backend in ("jack", "jack-native") and sending_priority("jack") is None:
+        if opts.realtime and backend in ("jack-rtmidi", "jack-native") and sending_priority(backend) is None:
             note = " (the JACK server runs without real-time priority: a FIFO sending thread would preempt it)"
         self.log(f"scheduler: {scheduler.scheduling}{note}")
         stage.start()

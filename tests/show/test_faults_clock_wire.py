@@ -15,7 +15,7 @@ import time
 import pytest
 
 from liveperf.models.onnx_model import shipped_models_dir
-from wire_monitor import LivePlay, wait_for
+from wire_monitor import LivePlay, repair_offs, wait_for
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")]
@@ -103,7 +103,7 @@ def test_clock_dropout_silences_the_partner_and_the_clock_brings_it_back(jack_se
         play.kill()
     wire = play.monitor.check()
     assert code == 130, out
-    assert wire.stuck == [] and wire.unmatched_offs == 0, wire.line()
+    assert wire.stuck == [] and wire.unmatched_offs <= repair_offs(report), (wire.line(), report["port"])
     stats = report["songs"][0]["clock_stats"]
     assert stats["dropouts"] >= 1 and stats["resumes"] >= 1 and stats["starts"] == 1, stats
     assert dropped_at < resumed_at

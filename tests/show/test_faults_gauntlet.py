@@ -19,7 +19,7 @@ import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
 from liveperf.models.onnx_model import shipped_models_dir
-from wire_monitor import LivePlay
+from wire_monitor import LivePlay, repair_offs
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")]
@@ -152,7 +152,7 @@ def test_one_show_under_many_faults_keeps_the_wire_clean(jack_server_sync, tmp_p
         play.kill()
     wire = play.monitor.check()
     assert code == 130, out
-    assert not wire.stuck and wire.unmatched_offs == 0, wire.line()
+    assert not wire.stuck and wire.unmatched_offs <= repair_offs(report), (wire.line(), report["port"])
     assert wire.note_ons >= 8, wire.line()  # the partner played (the harmonies of song 1, a few duet notes)
     assert [s["title"] for s in report["songs"]] == ["Under fire", "Still standing"]
     assert all(s["error"] == "" for s in report["songs"])

@@ -1,6 +1,6 @@
 """A controller and a synth named in ``[show] midi_in`` / ``midi_out`` that are not plugged in when the show starts:
 a warning, not a refusal to start (exit 2, as it was); liveperf connects each when it appears and plays through it.
-Both JACK backends (the rtmidi one through ``PortWatch``, jack-native through its ``LinkWatch``); a synchronous
+Both JACK backends (the rtmidi one through ``PortWatch``, jack-native through its ``NativeWatch``); a synchronous
 server (``conftest.jack_server_sync``) so the wire monitor never loses a cycle. Its own module: a second
 module-scoped server in tests/show/test_faults_reconnect.py would take over ``JACK_DEFAULT_SERVER`` there."""
 
@@ -21,11 +21,11 @@ pytestmark = pytest.mark.jack
 
 
 @needs_model
-@pytest.mark.parametrize("backend", ["jack", "jack-native"])
+@pytest.mark.parametrize("backend", ["jack", "jack-rtmidi"])
 def test_a_named_controller_and_synth_plugged_in_after_the_start_are_connected(jack_server_sync, tmp_path, backend):
     """Not there at start: a warning, not exit 2; liveperf connects each when it appears and plays through it."""
-    name = "lplate" + ("n" if backend == "jack-native" else "r")
-    ours_in, ours_out = (f"{name}:in", f"{name}:out") if backend == "jack-native" else (f"{name}-in:in",
+    name = "lplate" + ("r" if backend == "jack-rtmidi" else "n")
+    ours_in, ours_out = (f"{name}:in", f"{name}:out") if backend != "jack-rtmidi" else (f"{name}-in:in",
                                                                                           f"{name}-out:out")
     extra = f'midi_out = "{name}-mon:in"\nmidi_in = "{name}-perf:out"'
     (tmp_path / "show.toml").write_text(SHOW.format(extra=extra))

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import jack_server as jack
 from liveperf.io.midi_ports import NOT_USED, MidiInPort, is_well_formed, split_messages
 from liveperf.models.onnx_model import shipped_models_dir
-from wire_monitor import LivePlay, wait_for
+from wire_monitor import LivePlay, repair_offs, wait_for
 
 # ---- the parser, in-process ------------------------------------------------------------------------------------
 
@@ -281,7 +281,8 @@ def test_liveperf_plays_on_through_garbage_and_bursts(jack_server_sync, tmp_path
     print(summary.line(), f"; liveperf sent {report and report['sent']}, dropped as late {report and report['late_dropped']}")
     assert code == 0, out
     sent = report and report["sent"]
-    assert summary.stuck == [] and summary.unmatched_offs == 0, f"{summary.line()}; liveperf sent {sent}"
+    assert summary.stuck == [] and summary.unmatched_offs <= repair_offs(report), (
+        f"{summary.line()}; liveperf sent {sent}")
     assert summary.note_ons > 50, summary.line()
     assert "Traceback" not in out and "recorder" not in out, out
     assert play.record_dir.is_dir() and any(play.record_dir.glob("*.mid"))

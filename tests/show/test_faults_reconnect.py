@@ -41,12 +41,12 @@ channel = 3
 """
 SHOW = "[show]\nstage_view = false\n{extra}\n[show.osc]\nenabled = false\n" + SONG
 PHRASE = (62, 65, 69)
-BACKENDS = ["jack", "jack-native"]
+BACKENDS = ["jack", "jack-rtmidi"]
 
 
 def our_ports(name: str, backend: str) -> tuple[str, str]:
     """liveperf's (input, output) port names: rtmidi opens a client per port, jack-native one client with both."""
-    return (f"{name}:in", f"{name}:out") if backend == "jack-native" else (f"{name}-in:in", f"{name}-out:out")
+    return (f"{name}:in", f"{name}:out") if backend != "jack-rtmidi" else (f"{name}-in:in", f"{name}-out:out")
 
 
 def connections(port: str) -> set[str]:
@@ -162,7 +162,7 @@ def test_a_stopped_server_pauses_the_output_instead_of_freezing_it(jack_server):
 @needs_model
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_named_synth_and_controller_that_go_and_come_back_are_reconnected(jack_server, tmp_path, backend):
-    name = "lprc" + ("n" if backend == "jack-native" else "")
+    name = "lprc" + ("" if backend == "jack-rtmidi" else "n")
     ours_in, ours_out = our_ports(name, backend)
     monitor, performer = WireMonitor(f"{name}-mon"), Performer(f"{name}-perf")
     extra = f'midi_out = "{name}-mon:in"\nmidi_in = "{name}-perf:out"'
@@ -216,7 +216,7 @@ def test_named_synth_and_controller_that_go_and_come_back_are_reconnected(jack_s
     assert ports["peer_lost"] == {"out": 1, "in": 1} and ports["peer_connected"] == {"out": 1, "in": 1}, ports
     assert ports["performer_offs"] >= 1 and ports["outages"] == 0, ports
     # the synth that came back got the note-off it missed: the rtmidi backend's watch sent it, jack-native's callback
-    missed = ports["missed_offs_sent"] if backend == "jack" else report["port"]["missed_offs"]
+    missed = ports["missed_offs_sent"] if backend == "jack-rtmidi" else report["port"]["missed_offs"]
     assert missed >= 1, (ports, report["port"])
     assert "Traceback" not in out
 
@@ -227,7 +227,7 @@ def test_named_synth_and_controller_that_go_and_come_back_are_reconnected(jack_s
 @needs_model
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_jack_server_killed_and_restarted_mid_show(jack_server, tmp_path, backend, monkeypatch):
-    name = "lprs" + ("n" if backend == "jack-native" else "")
+    name = "lprs" + ("" if backend == "jack-rtmidi" else "n")
     ours_in, ours_out = our_ports(name, backend)
     first = start_jack_server()  # killed here; the same name then serves the new one
     monkeypatch.setenv("JACK_DEFAULT_SERVER", first.name)
@@ -276,7 +276,7 @@ def test_jack_server_killed_and_restarted_mid_show(jack_server, tmp_path, backen
     assert old_monitor.check().note_ons >= 1
     ports = report["ports"]
     assert ports["outages"] == 1 and ports["reconnects"] == 1 and ports["errors"] == 0, ports
-    if backend == "jack-native":  # the note sounding when the server died was ended on the synth that came back
+    if backend != "jack-rtmidi":  # the note sounding when the server died was ended on the synth that came back
         assert report["port"]["missed_offs"] >= 1 and ports["missed_offs_sent"] >= 1, (ports, report["port"])
     assert "JACK server lost" in out and "JACK server back" in out and "Traceback" not in out, out
     files = sorted(play.record_dir.glob("*.mid"))

@@ -21,7 +21,7 @@ import mido
 import pytest
 
 from liveperf.models.onnx_model import shipped_models_dir
-from wire_monitor import LivePlay, wait_for
+from wire_monitor import LivePlay, repair_offs, wait_for
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")]
@@ -77,7 +77,8 @@ def test_signals_mid_note_silence_the_wire_and_keep_the_recording(jack_server_sy
         assert code == 130, (name, out)
         # Invariants first; how many answers went out depends on the machine (a late one is dropped and counted),
         # but the held note's harmony was sounding when the signal came (awaited above).
-        assert summary.note_ons >= 1 and summary.stuck == [] and summary.unmatched_offs == 0, (name, summary.line())
+        assert summary.note_ons >= 1 and summary.stuck == [], (name, summary.line())
+        assert summary.unmatched_offs <= repair_offs(report), (name, summary.line(), report["port"])
         assert report["stopped"] == "signal"
         files = sorted(plays[name].record_dir.glob("*.mid"))
         assert len(files) == 1, (name, list(plays[name].record_dir.iterdir()))

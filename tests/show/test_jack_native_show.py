@@ -13,7 +13,7 @@ import pytest
 from liveperf.models.onnx_model import shipped_models_dir
 import jack_server as jack
 from bench.soak_jack import BAND as BAND_PARTNERS
-from wire_monitor import LivePlay, wait_for
+from wire_monitor import LivePlay, repair_offs, wait_for
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")]
@@ -54,10 +54,11 @@ def test_a_native_show_plays_and_a_signal_leaves_the_wire_silent(jack_server_syn
         play.kill()
     summary = play.monitor.check()
     assert code == 130, out
-    assert summary.stuck == [] and summary.unmatched_offs == 0, summary.line()
+    assert summary.stuck == [] and summary.unmatched_offs <= repair_offs(report), (summary.line(), report["port"])
     assert report["backend"] == "jack-native" and report["stopped"] == "signal"
     # Revoked hand-overs never reach the wire; the port's own note-offs at a release (reflex) are not the scheduler's.
-    assert summary.note_ons >= 3 and report["sent"] + report["port"]["reflex_released"] >= summary.messages
+    extra = repair_offs(report) + report["port"]["restruck"]  # what the port put on the wire itself
+    assert summary.note_ons >= 3 and report["sent"] + report["port"]["reflex_released"] + extra >= summary.messages
     if mode == "harmonize":  # notes lifted and the next pressed at once: the port answers them in their cycle
         assert report["reflex_sent"] >= 3 and report["songs"][0]["reflex_answers"] >= 3, report
     errors = sorted(report["errors_ns"])
@@ -142,5 +143,5 @@ def test_three_partners_play_on_their_own_channels_and_a_signal_leaves_every_one
         play.kill()
     summary = play.monitor.check()
     assert code == 130, out
-    assert summary.stuck == [] and summary.unmatched_offs == 0, summary.line()
+    assert summary.stuck == [] and summary.unmatched_offs <= repair_offs(report), (summary.line(), report["port"])
     assert report["songs"][0]["comp_chords"] >= 2, report["songs"][0]

@@ -18,7 +18,7 @@ TIMING = {"p50": 12.4, "p99": 80.6, "max": 140.2}
 
 
 def test_rtmidi_send_line_times_every_message_sent():
-    r = ShowReport("jack", sent=32, late_dropped=1, timing_us=TIMING | {"n": 32})
+    r = ShowReport("jack-rtmidi", sent=32, late_dropped=1, timing_us=TIMING | {"n": 32})
     assert send_summary(r) == ("32 messages sent, 1 dropped as late, 0 send errors; timing error (send - due) "
                                "p50 12 µs, p99 81 µs, max 140 µs over 32 messages")
 

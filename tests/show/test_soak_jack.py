@@ -19,6 +19,7 @@ def test_short_real_time_soak(jack_server):  # the fixture only checks the JACK 
     r = soak_jack.run(minutes=0.25, warmup_s=3, log=lambda line: None)  # 15 s: three modes (0.12 min saw one)
     print(soak_jack.format_result(r))
     assert not r["crashed"] and r["exit_code"] == 130, r["output_tail"]
-    assert r["wire"]["note_ons"] > 10 and r["wire"]["stuck"] == [] and r["wire"]["unmatched_offs"] == 0
+    assert r["wire"]["note_ons"] > 10 and r["wire"]["stuck"] == [] and r["wire"]["unmatched_offs"] <= r["repair_offs"]
+    assert r["wire"]["duplicate_ons"] == 0  # (notes over the cap: a wall-clock figure, the benchmark's)
     assert r["send_errors"] == 0 and r["switches"] >= 1
     assert r["rss_mib"]["growth_pct"] <= 5.0

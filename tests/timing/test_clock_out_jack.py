@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")]
 
 
-@pytest.mark.parametrize("backend", ["jack", "jack-native"])
+@pytest.mark.parametrize("backend", ["jack", "jack-rtmidi"])
 def test_every_tick_reaches_an_outside_client_across_song_changes(jack_server, backend):
     # The fixture only checks the JACK tools; the bench starts its own (synchronous) server.
     r = clock_out_jack.run(minutes=0.25, change_s=4.0, backend=backend, log=lambda line: None)
