@@ -18,7 +18,10 @@ port's repairs are for; the default is a synchronous server, where none is lost)
 
 Figures: stuck notes, note-offs without note-on (beyond the port's own repair note-offs), duplicate note-ons and
 notes longer than the note-length cap (``max_note_beats``, 4 beats = 1.33 s, plus ``CAP_SLACK_MS``) on the wire,
-the port's counters of late cycles and repairs, messages sent and dropped as late and send time
+the port's counters of late cycles and repairs. Two outside clients listen: the wire monitor (python-rtmidi, as a
+synth would; stamped when its Python thread reads, so a busy core delays its stamps by up to hundreds of ms) and
+a frame listener (a compiled jack-native client: every message stamped at the JACK frame it arrived on), whose
+stamps give the note lengths; messages sent and dropped as late and send time
 minus due time (p50/p99/max, liveperf's own report), RSS growth. Exit 1 if a note stuck, liveperf crashed, or RSS grew
 more than 5 %.
 """
@@ -40,7 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench.proc import rss_kib  # noqa: E402
 from jack_server import start_jack_server, use_server  # noqa: E402
-from wire_monitor import LivePlay  # noqa: E402
+from jack_server import jack_connect  # noqa: E402
+from liveperf.io.jack_native import JackMidiClient  # noqa: E402
+from wire_monitor import LivePlay, check_stream  # noqa: E402
 
 TEMPO = 180
 CAP_NS = 4 * 60_000_000_000 // TEMPO  # max_note_beats (default 4) at the tempo
@@ -115,6 +120,18 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
     try:
         play = LivePlay(tmp, SETLIST + (BAND if band else ""), "lpsoak", duration_s=seconds + 60)
         pid = play.proc.pid
+        frames = JackMidiClient.open("lpsoak-frames", inputs=True, outputs=False)
+        jack_connect(f"lpsoak{'-out' if play.backend == 'jack-rtmidi' else ''}:out", frames.in_name)
+        heard: list[tuple[int, bytes]] = []
+
+        def drain_frames() -> None:  # (stamp on the listener's frame clock, bytes)
+            while not stop.wait(0.05):
+                heard.extend(frames.read())
+            time.sleep(0.3)
+            heard.extend(frames.read())
+
+        drainer = threading.Thread(target=drain_frames, daemon=True)
+        drainer.start()
 
         def sample_rss() -> None:
             t0 = time.monotonic()
@@ -145,6 +162,8 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         code, out, report = play.finish(timeout_s=30)
         stop.set()
         sampler.join(2)
+        drainer.join(2)
+        frames.close()
     finally:
         stop.set()
         if play is not None:
@@ -154,6 +173,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
             hog.wait()
         server_done()
     summary = play.monitor.check()
+    exact = check_stream(heard)
     port = (report or {}).get("port") or {}
     after = [k for t, k in rss if t >= warmup_s] or [k for _, k in rss]
     n = max(1, len(after) // 10)
@@ -167,9 +187,12 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
                  "duplicate_ons": summary.duplicate_ons, "longest_note_ms": summary.longest_note_ns / 1e6,
                  "over_cap": sum(1 for n in summary.note_lengths_ns if n > CAP_NS + CAP_SLACK_MS * 1e6),
                  "cap_ms": CAP_NS / 1e6},
+        "frames": {"note_ons": exact.note_ons, "note_offs": exact.note_offs, "stuck": exact.stuck,
+                   "duplicate_ons": exact.duplicate_ons, "longest_note_ms": exact.longest_note_ns / 1e6,
+                   "over_cap": sum(1 for n in exact.note_lengths_ns if n > CAP_NS + CAP_SLACK_MS * 1e6)},
         "backend": report and report["backend"],
         # the port's own counters (jack-native): cycles JACK skipped or the port ran late in, and the repairs
-        "port": {k: port.get(k) for k in ("cycles", "frame_jumps", "late_cycles", "resent_offs", "peer_drops",
+        "port": {k: port.get(k) for k in ("cycles", "frame_jumps", "resent_offs", "peer_drops",
                                           "missed_offs", "restruck", "hushed", "late", "late_dropped")},
         "repair_offs": int(port.get("resent_offs", 0)) + int(port.get("missed_offs", 0)),
         "send_minus_due_us": report and report["timing_us"],
@@ -184,9 +207,10 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
 
 
 def ok(r: dict) -> bool:
-    w = r["wire"]
-    return (not r["crashed"] and r["exit_code"] == 130 and w["stuck"] == [] and w["unmatched_offs"] <= r["repair_offs"]
-            and w["duplicate_ons"] == 0 and w["over_cap"] == 0 and r["rss_mib"]["growth_pct"] <= 5.0)
+    w, f = r["wire"], r["frames"]
+    return (not r["crashed"] and r["exit_code"] == 130 and w["stuck"] == [] == f["stuck"]
+            and w["unmatched_offs"] <= r["repair_offs"] and w["duplicate_ons"] == 0 == f["duplicate_ons"]
+            and f["over_cap"] == 0 and r["rss_mib"]["growth_pct"] <= 5.0)
 
 
 def format_result(r: dict) -> str:
@@ -199,7 +223,10 @@ def format_result(r: dict) -> str:
         f"wire: {w['messages']} messages, {w['note_ons']} note-ons, {w['note_offs']} note-offs, {len(w['stuck'])} stuck, "
         f"{w['unmatched_offs']} note-offs without note-on ({r['repair_offs']} repair note-offs sent), "
         f"{w['duplicate_ons']} duplicate note-ons, longest note {w['longest_note_ms']:.0f} ms, {w['over_cap']} longer "
-        f"than the cap ({w['cap_ms']:.0f} ms + {CAP_SLACK_MS:g})",
+        f"than the cap ({w['cap_ms']:.0f} ms + {CAP_SLACK_MS:g}; the monitor's Python stamps)",
+        f"frame listener (stamps at JACK frames): {r['frames']['note_ons']} note-ons, {len(r['frames']['stuck'])} stuck, "
+        f"{r['frames']['duplicate_ons']} duplicate note-ons, longest note {r['frames']['longest_note_ms']:.0f} ms, "
+        f"{r['frames']['over_cap']} longer than the cap",
         f"port: {', '.join(f'{k} {v}' for k, v in r['port'].items() if v is not None)}",
         f"liveperf: {r['sent']} sent, {r['late_dropped']} dropped as late, {r['send_errors']} send errors; "
         f"scheduling: {r['scheduling']}",

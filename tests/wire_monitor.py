@@ -173,6 +173,7 @@ class LivePlay:
         self.monitor: WireMonitor | None = None
         self.performer = None
         # rtmidi opens a client per port; jack-native one client with both ports
+        self.backend = backend
         in_port, out_port = (f"{name}:in", f"{name}:out") if backend != "jack-rtmidi" else (f"{name}-in:in",
                                                                                              f"{name}-out:out")
         try:

@@ -62,9 +62,8 @@ log = logging.getLogger(__name__)
 
 from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported for tests and benches)
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
-    C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE, C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_CYCLE_OFFS,
-    C_RESEND, C_LATE_CYCLES, C_RESENT_OFFS, C_RESTRUCK, CYCLE_OFFS, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSHED,
-    C_CYCLE_TIMES,
+    C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE, C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_OFFQ,
+    C_RESEND_FRAMES, C_RESENT_OFFS, C_RESTRUCK, OFFQ, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSHED,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
     C_RX_ACTIVE, C_RX_DECLINED, C_RX_HOLD, C_RX_ON, C_RX_RELEASED, C_RX_R, C_RX_RING, C_RX_STAGE, C_RX_W, C_SEM,
@@ -89,8 +88,6 @@ def _bind(lib: ctypes.CDLL, libc: ctypes.CDLL) -> dict:
         "clock_gettime": (libc, _I32, [_I32, _U64]),
         "sem_post": (libc, _I32, [_U64]),
         "jack_port_connected": (lib, _I32, [_U64]),
-        "jack_get_cycle_times": (lib, _I32, [_U64, _U64, _U64, _U64, _U64]),
-        "jack_get_time": (lib, _U64, []),
     }
     fns = {}
     for name, (owner, res, args) in spec.items():
@@ -166,9 +163,7 @@ class JackMidiClient:
         self._sounding = np.zeros(16 * 128, dtype=np.uint8)
         self._rx_stage = np.zeros((RX_PER_CYCLE, 3), dtype=np.int64)
         self.missed = np.zeros(16 * 128, dtype=np.uint8)  # sounding when a peer went (the callback's repairs)
-        self._cycle_offs = np.zeros(CYCLE_OFFS, dtype=np.int64)
-        self._resend = np.zeros(CYCLE_OFFS, dtype=np.int64)
-        self._cycle_times = np.zeros(4, dtype=np.int64)  # jack_get_cycle_times' frames, current, next us, period
+        self._offq = np.zeros((OFFQ, 2), dtype=np.int64)  # note-offs to send once more (the callback's repairs)
         self._sem = np.zeros(8, dtype=np.int64)  # a sem_t (32 bytes on glibc x86-64/arm64), room to spare
         if libc.sem_init(ctypes.c_void_p(self._sem.ctypes.data), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "sem_init failed")
@@ -180,12 +175,12 @@ class JackMidiClient:
                            (C_REVOKE_FROM, self._revoke_from), (C_REVOKE_UPTO, self._revoke_upto),
                            (C_REFLEX, self.reflex), (C_RX_RING, self.rx_ring), (C_SOUNDING, self._sounding),
                            (C_RX_STAGE, self._rx_stage), (C_MISSED, self.missed),
-                           (C_CYCLE_OFFS, self._cycle_offs), (C_RESEND, self._resend),
-                           (C_CYCLE_TIMES, self._cycle_times)):
+                           (C_OFFQ, self._offq)):
             ctl[index] = arr.ctypes.data
         ctl[C_DROP_LATE_NS] = drop_late_ns
         self.drop_late_ns = drop_late_ns
         self.follows_transport = False
+        self.repeat_offs_ms = 0
         ctl[C_RX_HOLD] = -1  # no harmony to end at its cause's release
         ctl[C_HUSH_FROM] = -1  # no transport Stop heard
         ctl[C_RATE] = lib.jack_get_sample_rate(handle)
@@ -280,6 +275,13 @@ class JackMidiClient:
         for ch in range(16) if channel is None else (channel,):
             self._revoke_from[ch] = from_ns  # before ``upto``: the callback reads ``upto`` first (see module doc)
             self._revoke_upto[ch] = upto
+
+    def repeat_offs(self, ms: int) -> None:
+        """Send every note-off once more ``ms`` later (0: never), unless its pitch sounds again by then: a receiver
+        that lost a cycle's MIDI does not hold the note for good (``jack_native_callback``, "Repairs"). Owner's
+        thread; takes effect for the note-offs sent from the next cycle."""
+        self.repeat_offs_ms = ms
+        self.ctl[C_RESEND_FRAMES] = ms * self.sample_rate // 1000
 
     def follow_transport(self, on: bool = True) -> None:
         """Obey MIDI Stop / Start / Continue on the input at their frames (``jack_native_callback``, "Repairs"):
@@ -401,9 +403,9 @@ class JackMidiClient:
                 "emit_overflow": int(c[C_EMIT_OVERFLOW]),
                 "reflexes": int(c[C_REFLEXES]), "reflex_declined": int(c[C_RX_DECLINED]),
                 "reflex_released": int(c[C_RX_RELEASED]), "frame_jumps": int(c[C_FRAME_JUMPS]),
-                # repairs (jack_native_callback): late cycles and the note-offs of them sent again, output peers
-                # lost and the note-offs sent when one came, note-ons that ended a sounding pitch first
-                "late_cycles": int(c[C_LATE_CYCLES]), "resent_offs": int(c[C_RESENT_OFFS]),
+                # repairs (jack_native_callback): note-offs sent once more, output peers lost and the note-offs
+                # sent when one came, note-ons that ended a sounding pitch first, note-ons hushed by a Stop
+                "resent_offs": int(c[C_RESENT_OFFS]),
                 "peer_drops": int(c[C_PEER_DROPS]), "missed_offs": int(c[C_MISSED_OFFS]),
                 "restruck": int(c[C_RESTRUCK]), "hushed": int(c[C_HUSHED]),
                 # the frame clock: JACK frame ``frame0`` (modulo 2**32) is at ``base0_ns``; ``slip_ns``: how far the

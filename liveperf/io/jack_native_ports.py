@@ -22,6 +22,7 @@ import threading
 import time
 
 from liveperf.io.jack_native import JackMidiClient
+from liveperf.io.jack_native_callback import RESEND_MS
 from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, PortNotFound, _find_port
 from liveperf.modes.reflex import PortReflex
 from liveperf.music.notes import is_note_off, is_note_on, note_off
@@ -235,16 +236,18 @@ _sides_lock = threading.Lock()
 
 
 def open_ports(client_name: str, *, in_target: str | None = None, out_target: str | None = None,
-               inputs: bool = True, timing: bool = False,
-               drop_late_ns: int = 2_000_000, reflex: bool = True) -> tuple[NativeOutPort, NativeInPort | None]:
+               inputs: bool = True, timing: bool = False, drop_late_ns: int = 2_000_000, reflex: bool = True,
+               repeat_offs_ms: int = RESEND_MS) -> tuple[NativeOutPort, NativeInPort | None]:
     """One JACK client ``client_name`` with ports ``out`` (and ``in``), connected to the first port whose name
     contains ``out_target`` / ``in_target`` when given; a target not there yet is left in ``out.missing`` (the show's
     ``NativeWatch`` connects it when it appears). With an input and ``reflex``, the output port carries a
-    ``reflex`` (``liveperf.modes.reflex.PortReflex``) for harmonize. Raises ``JackUnavailable``, ``MidiUnavailable``
+    ``reflex`` (``liveperf.modes.reflex.PortReflex``) for harmonize. Every note-off goes out once more
+    ``repeat_offs_ms`` later (``JackMidiClient.repeat_offs``: what a receiver loses in a cycle). Raises ``JackUnavailable``, ``MidiUnavailable``
     (several ports match) or ``LookupError``."""
     from liveperf.io.midi_backends import JackWatchClient, IS_INPUT, IS_OUTPUT
     client = JackMidiClient.open(client_name, inputs=inputs, outputs=True, drop_late_ns=drop_late_ns)
     live = LiveClient(client)
+    client.repeat_offs(repeat_offs_ms)
     if inputs and timing:  # a show that follows MIDI clock: a Stop silences the port at its frame
         client.follow_transport(True)
     with _sides_lock:

@@ -142,6 +142,7 @@ class NativeWatch:
             watch.close()
             return
         new.follow_transport(old.follows_transport)
+        new.repeat_offs(old.repeat_offs_ms)
         new.seed_missed(sorted(self._missed))  # their note-offs go out when a synth is connected (the callback)
         self.stats.missed_offs_sent += len(self._missed)
         self._missed = set()
