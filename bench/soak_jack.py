@@ -123,9 +123,10 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         frames = JackMidiClient.open("lpsoak-frames", inputs=True, outputs=False)
         jack_connect(f"lpsoak{'-out' if play.backend == 'jack-rtmidi' else ''}:out", frames.in_name)
         heard: list[tuple[int, bytes]] = []
+        heard_all = threading.Event()  # set once liveperf has exited: its last note-offs are in
 
         def drain_frames() -> None:  # (stamp on the listener's frame clock, bytes)
-            while not stop.wait(0.05):
+            while not heard_all.wait(0.05):
                 heard.extend(frames.read())
             time.sleep(0.3)
             heard.extend(frames.read())
@@ -162,6 +163,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         code, out, report = play.finish(timeout_s=30)
         stop.set()
         sampler.join(2)
+        heard_all.set()
         drainer.join(2)
         frames.close()
     finally:

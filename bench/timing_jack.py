@@ -190,8 +190,13 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
             arr.append((t - start_ns, t - (start_ns + int(k * song_step_ns))))
     arr_frame = []
     clock = report.get("port", {})
+    sounding: set[tuple[int, int]] = set()
     for frame, t, msg in frame_arrivals:
         if len(msg) == 3 and msg[0] & 0xF0 in (0x80, 0x90):
+            key, on = (msg[0] & 0x0F, msg[1]), msg[0] & 0xF0 == 0x90 and msg[2] > 0
+            if not on and key not in sounding:
+                continue  # the port's repeat of a note-off (jack_native_callback, "Repairs"): not a grid note
+            (sounding.add if on else sounding.discard)(key)
             if "frame0" in clock:  # jack-native: the arrival's JACK frame on liveperf's own frame clock, exactly
                 t = clock["base0_ns"] + ((frame - clock["frame0"]) & 0xFFFFFFFF) * 1_000_000_000 // clock["sample_rate"]
             k = round((t - start_ns) / song_step_ns)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from liveperf.io.jack_native import JackMidiClient
 from liveperf.io.jack_native_callback import RESEND_MS
 from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, PortNotFound, _find_port
 from liveperf.modes.reflex import PortReflex
-from liveperf.music.notes import is_note_off, is_note_on, note_off
+from liveperf.io.port_watch import HeldKeys
+from liveperf.music.notes import note_off
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,7 @@ class NativeInPort(InputFilter):
                                           ([] if active_sense else [0xFE]))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._held_lock = threading.Lock()
-        self._held: dict[tuple[int, int], int] = {}  # performer keys down (reader thread; the watch takes them)
+        self._held = HeldKeys()  # performer keys down (reader thread; the watch takes them)
         self._on_message: OnMessage | None = None
         self.error: BaseException | None = None
 
@@ -191,22 +190,13 @@ class NativeInPort(InputFilter):
         return self._thread is not None and self._thread.is_alive()
 
     def _keep_held(self, ts_ns: int, data: bytes) -> None:
-        if len(data) == 3 and data[0] < 0xA0:
-            key = (data[0] & 0x0F, data[1])
-            with self._held_lock:
-                if is_note_on(data):
-                    self._held[key] = self._held.get(key, 0) + 1
-                elif is_note_off(data) and key in self._held:
-                    self._held[key] -= 1
-                    if not self._held[key]:
-                        del self._held[key]
+        self._held.note(data)
         self._on_message(ts_ns, data)
 
     def release_held(self) -> list[tuple[int, int]]:
         """The watch's thread, the controller's link broken: a note-off for every performer key still down, stamped
         now on the show's clock; returns them ((channel, pitch))."""
-        with self._held_lock:
-            keys, self._held = sorted(self._held), {}
+        keys = self._held.take()
         if self._on_message is not None:
             for ch, pitch in keys:
                 self._on_message(self.live.now_ns(), note_off(ch, pitch))

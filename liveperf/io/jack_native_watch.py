@@ -35,7 +35,7 @@ from liveperf.io.jack_native import JackMidiClient, JackUnavailable
 from liveperf.io.jack_native_ports import NativeInPort, NativeOutPort
 from liveperf.io.midi_backends import JackWatchClient
 from liveperf.io.midi_ports import MidiUnavailable
-from liveperf.io.port_watch import WatchStats, _Link
+from liveperf.io.port_watch import WatchStats, _Link, run_turns
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,7 @@ class NativeWatch:
 
     # ---- watcher thread ----
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self._turn()
-            except Exception as exc:  # noqa: BLE001 - the edge of one turn: count, say it, try again next turn
-                self.stats.errors += 1
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.exception("jack-native watch")
+        run_turns(self, "jack-native watch")
 
     def _turn(self) -> None:
         if self.live.closed:

@@ -62,6 +62,46 @@ class WatchStats:
     errors: int = 0  # watcher turns that raised (logged)
 
 
+class HeldKeys:
+    """The performer's keys down on one input, (channel, pitch) -> presses: ``note(data)`` from the input's reader
+    thread for every message it delivers, ``take()`` from any thread (the watcher, when the controller's link breaks)
+    empties it. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[int, int], int] = {}
+
+    def note(self, data: bytes) -> None:
+        if len(data) == 3 and data[0] < 0xA0:
+            key = (data[0] & 0x0F, data[1])
+            with self._lock:
+                if is_note_on(data):
+                    self._held[key] = self._held.get(key, 0) + 1
+                elif is_note_off(data) and key in self._held:
+                    self._held[key] -= 1
+                    if not self._held[key]:
+                        del self._held[key]
+
+    def take(self) -> list[tuple[int, int]]:
+        """The keys down, sorted, forgotten from now on."""
+        with self._lock:
+            keys, self._held = sorted(self._held), {}
+        return keys
+
+
+def run_turns(watch, what: str) -> None:
+    """A watch's thread (``PortWatch``, ``jack_native_watch.NativeWatch``): ``watch._turn()`` every
+    ``watch.interval_s`` until ``watch._stop`` is set; a turn that raises is counted (``watch.stats.errors``), kept
+    (``watch.error``) and logged, and the next turn comes as usual."""
+    while not watch._stop.wait(watch.interval_s):
+        try:
+            watch._turn()
+        except Exception as exc:  # noqa: BLE001 - the edge of one turn: count, say it, try again next turn
+            watch.stats.errors += 1
+            watch.error = f"{type(exc).__name__}: {exc}"
+            log.exception(what)
+
+
 class WatchedOutput:
     """The output as the scheduler sees it: ``send(data) -> bool`` from ONE thread (the scheduler); never raises
     and never blocks for more than ``lock_timeout_s`` (the watcher holds the lock only for swaps and a few sends).
@@ -153,8 +193,7 @@ class WatchedInput:
 
     def __init__(self, port: MidiInPort, watch: PortWatch) -> None:
         self.port, self._watch = port, watch
-        self._lock = threading.Lock()
-        self._held: dict[tuple[int, int], int] = {}  # performer keys down
+        self._held = HeldKeys()
         self._on_message: OnMessage | None = None
 
     def __getattr__(self, name: str):
@@ -165,21 +204,12 @@ class WatchedInput:
         self.port.start(self._deliver)
 
     def _deliver(self, ts_ns: int, data: bytes) -> None:
-        if len(data) == 3 and data[0] < 0xA0:
-            key = (data[0] & 0x0F, data[1])
-            with self._lock:
-                if is_note_on(data):
-                    self._held[key] = self._held.get(key, 0) + 1
-                elif is_note_off(data) and key in self._held:
-                    self._held[key] -= 1
-                    if not self._held[key]:
-                        del self._held[key]
+        self._held.note(data)
         self._on_message(ts_ns, data)
 
     def release_held(self) -> list[tuple[int, int]]:
         """Watcher: deliver a note-off for every performer key still down; returns them ((channel, pitch))."""
-        with self._lock:
-            keys, self._held = sorted(self._held), {}
+        keys = self._held.take()
         if self._on_message is not None:
             for ch, pitch in keys:
                 self._on_message(time.monotonic_ns(), note_off(ch, pitch))
@@ -295,13 +325,7 @@ class PortWatch:
         self.output.up = False
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self._turn()
-            except Exception as exc:  # noqa: BLE001 - the edge of one turn: count, say it, try again next turn
-                self.stats.errors += 1
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.exception("port watch")
+        run_turns(self, "port watch")
 
     def _turn(self) -> None:
         now = time.monotonic()

@@ -239,9 +239,18 @@ class Harmonize:
     def trigger(self) -> None:
         pass
 
+    def _onset_step(self, onset_ns: int) -> int:
+        """The last grid step at or before ``onset_ns``. The note-length cap counts from there: a harmony sounds from
+        its cause's note-on, between steps (the port's reflex, or a note-on past the nearest step's middle, which
+        the performer grid files under the next step), and counted from the next step it outlived the cap by up to
+        a step on the wire (1,410 ms against 1,333 in a JACK soak at 180 BPM)."""
+        s = self.clock.nearest_step(onset_ns)
+        return s - 1 if self.clock.ns_at_step(s) > onset_ns else s
+
     def on_step(self, step: int) -> None:
         due = self.clock.ns_at_step(step)
-        if self.voice.held is not None and step - self.voice.held[1] >= self.s.max_note_steps:
+        held = self.voice.held
+        if held is not None and step - min(held[1], self._onset_step(held[2])) >= self.s.max_note_steps:
             self._end(due, step)
         if step > self._first:
             self._advance(step)

@@ -280,15 +280,25 @@ def test_all_notes_off_from_the_controller_releases_the_performer():
 
 
 def test_a_harmony_never_strikes_a_pitch_whose_capped_note_off_is_still_pending():
-    # max 2 steps: held from step 1, the cap ends C4 at step 3 (due 3S, computed 8 ms ahead). The performer lets go
-    # and re-strikes E4 just before 3S; its harmony is C4 again and waits for the pending note-off:
+    # max 2 steps: sounding from 0.5S, the cap counts from step 0 (the last step at or before the onset: never longer
+    # than 2 steps) and ends C4 at step 2 (due 2S, computed 8 ms ahead). The performer lets go and re-strikes E4 just
+    # before 2S; its harmony is C4 again and waits for the pending note-off:
     # on, off, on -- never on, on, off (a double strike, and a stuck voice on synths that stack).
     stepper = ScriptedDuet(ranking=(-4,))
-    events = [(int(0.5 * S), note_on(0, 64, 100)), (3 * S - 5_000_000, note_off(0, 64)),
-              (3 * S - 4_000_000, note_on(0, 64, 100)), (int(3.5 * S), note_off(0, 64))]
+    events = [(int(0.5 * S), note_on(0, 64, 100)), (2 * S - 5_000_000, note_off(0, 64)),
+              (2 * S - 4_000_000, note_on(0, 64, 100)), (int(3.5 * S), note_off(0, 64))]
     wire, _, _ = run_engine(events, harmonize_engine(stepper, max_note_steps=2), InternalClock(120, 4, 0), steps=6)
-    assert wire == [(int(0.5 * S), ("on", 1, 60, 85)), (3 * S, ("off", 1, 60)), (3 * S, ("on", 1, 60, 85)),
+    assert wire == [(int(0.5 * S), ("on", 1, 60, 85)), (2 * S, ("off", 1, 60)), (2 * S, ("on", 1, 60, 85)),
                     (int(3.5 * S), ("off", 1, 60))]
+
+
+def test_the_cap_counts_from_the_last_step_before_a_harmony_sounded():
+    # a note-on past the middle of step 0 is filed under step 1 by the performer grid, but its harmony sounds at
+    # once: held from 0.6S, the 2-step cap ends it at 2S (1.4 steps), not at 3S (2.4 steps: over the cap)
+    stepper = ScriptedDuet(ranking=(-4,))
+    events = [(int(0.6 * S), note_on(0, 64, 100)), (int(4.5 * S), note_off(0, 64))]
+    wire, _, _ = run_engine(events, harmonize_engine(stepper, max_note_steps=2), InternalClock(120, 4, 0), steps=6)
+    assert wire == [(int(0.6 * S), ("on", 1, 60, 85)), (2 * S, ("off", 1, 60))]
 
 
 class _NoBatch:
