@@ -196,7 +196,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         # the port's own counters (jack-native): cycles JACK skipped or the port ran late in, and the repairs
         "port": {k: port.get(k) for k in ("cycles", "frame_jumps", "resent_offs", "peer_drops",
                                           "missed_offs", "restruck", "hushed", "late", "late_dropped")},
-        "repair_offs": int(port.get("resent_offs", 0)) + int(port.get("missed_offs", 0)),
+        "repair_offs": sum(int(port.get(k, 0)) for k in ("resent_offs", "missed_offs", "restruck")),
         "send_minus_due_us": report and report["timing_us"],
         "sent": report and report["sent"], "late_dropped": report and report["late_dropped"],
         "send_errors": report and report["send_errors"], "scheduling": report and report["scheduling"],

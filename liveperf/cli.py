@@ -166,6 +166,13 @@ def _play(args) -> int:
     if backend != "file":
         # Opening ports calls into libjack / ALSA, which can block for good (a wedged server): give up after
         # PORTS_LIMIT_S, saying so (faulthandler's C thread, as on shutdown), rather than hang before the show.
+        if backend == "jack-native":  # compiling the callback is CPU work, not a call that can hang: before the limit
+            from liveperf.io.jack_native import JackUnavailable, precompile
+            try:
+                precompile()
+            except JackUnavailable as exc:
+                print(f"liveperf: {exc}", file=sys.stderr)
+                return 2
         print(f"liveperf: opening {backend} ports (at most {PORTS_LIMIT_S:g} s)", flush=True)
         system = "jack" if backend == "jack-rtmidi" else backend  # the MIDI system, as python-rtmidi names it
         faulthandler.dump_traceback_later(PORTS_LIMIT_S, exit=True)

@@ -80,11 +80,12 @@ def check_stream(events: list[tuple[int, bytes]], grid: tuple[int, float] | None
 
 
 def repair_offs(report: dict | None) -> int:
-    """Note-offs the jack-native port sent on its own to repair what JACK may have dropped (a late cycle's note-offs
-    again, a reconnected peer's missed ones: ``jack_native_callback``, "Repairs"). Each may reach the monitor for a
-    note it has already seen end: an unmatched note-off the show's own bookkeeping did not cause. 0 on rtmidi."""
+    """Note-offs the jack-native port added on its own (``jack_native_callback``, "Repairs"): every note-off once
+    more, a reconnected peer's missed ones, and the note-off before a re-struck pitch (which ends the first note, so
+    the engine's own note-off for it then finds nothing sounding). Each may reach the monitor as an unmatched
+    note-off the show's own bookkeeping did not cause. 0 on rtmidi."""
     port = (report or {}).get("port") or {}
-    return int(port.get("resent_offs", 0)) + int(port.get("missed_offs", 0))
+    return sum(int(port.get(k, 0)) for k in ("resent_offs", "missed_offs", "restruck"))
 
 
 class WireMonitor:

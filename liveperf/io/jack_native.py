@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 
 from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported for tests and benches)
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
-    C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE, C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_OFFQ,
+    C_BASE0, C_FRAME0, C_FRAME_JUMPS, C_WALL_BASE, C_MISSED, C_PEERS, C_PEER_DROPS, C_MISSED_OFFS, C_OFFQ, C_OFFQ_R,
+    C_OFFQ_W,
     C_RESEND_FRAMES, C_RESENT_OFFS, C_RESTRUCK, OFFQ, C_FOLLOW_TRANSPORT, C_HUSH_FROM, C_HUSHED,
     C_IN_DATA, C_IN_META, C_IN_OVERFLOW, C_IN_PORT, C_IN_R, C_IN_TOO_LONG, C_IN_W, C_LATE, C_LATE_DROPPED,
     C_OUT_PORT, C_OUT_R, C_OUT_RING, C_OUT_W, C_RATE, C_REFLEX, C_REFLEXES, C_REVOKE_FROM, C_REVOKE_UPTO, C_REVOKED,
@@ -133,6 +134,12 @@ def _callback(lib: ctypes.CDLL, libc: ctypes.CDLL):
         if key not in _compiled:
             _compiled[key] = compile_process(_bind(lib, libc))
         return _compiled[key]
+
+
+def precompile() -> None:
+    """Compile the process callback now (1-3 s on an idle 2-core machine, more under load; once per process), so
+    that opening the ports later makes only libjack calls. Raises ``JackUnavailable`` without libjack."""
+    _callback(*_libs())
 
 
 class JackMidiClient:
@@ -297,8 +304,10 @@ class JackMidiClient:
             self.missed[(ch << 7) | pitch] = 1
 
     def pending(self) -> int:
-        """Messages handed over and not yet taken by the callback."""
-        return int(self.ctl[C_OUT_W] - self.ctl[C_OUT_R])
+        """Messages handed over and not yet taken by the callback, and note-offs it is still to send once more (its
+        repairs: a show that waits for 0 before it ends has every repeat on the wire and in its counters)."""
+        ctl = self.ctl
+        return int(ctl[C_OUT_W] - ctl[C_OUT_R]) + int(ctl[C_OFFQ_W] - ctl[C_OFFQ_R])
 
     def sounding(self) -> list[tuple[int, int]]:
         """(channel, pitch) of every note the callback sent and has not ended yet. Read it once the output ring is

@@ -379,6 +379,9 @@ def compile_process(fns: dict):
                     dropped_on[key] = 0
                     ctl[C_SWALLOWED] += 1
                     sent = np.int64(SENT_SWALLOWED)
+                elif is_off and sounding[key] == 0:  # nothing to end: the wire carries only note-offs that end
+                    ctl[C_SWALLOWED] += 1  # a note (a second one from the engine, e.g. a cap then a silence)
+                    sent = np.int64(SENT_SWALLOWED)
                 else:
                     offset = max(d, last)
                     if is_on and sounding[key] != 0:  # never a second note-on for a sounding pitch: end it first
