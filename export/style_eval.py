@@ -4,8 +4,9 @@ Both parts make phrases as phrase mode does on stage (``liveperf.modes.phrase.Va
 settings a setlist song gives, ``settings_for``: the song's key mask and range, temperature 0.9, top-p 0.95), with
 the shipped VAE and its directions. Attributes are ``liveperf.music.style.attributes``.
 
-Knobs: ``--phrases`` latent draws (``latent = "random"``, song in C major, range 48-84), each decoded with one knob at
--1, -0.5, 0, 0.5, 1 (the same draw and sampler stream at every position). Per knob: the commanded attribute's mean
+Knobs: ``--phrases`` latent draws (``latent = "random"``, song in C major, range 48-84; sampler seeds from
+``--knob-seeds-from``, 1000: the knobs' strengths were chosen on seeds 0..199), each decoded with one knob at -1, -0.5,
+0, 0.5, 1 (the same draw and sampler stream at every position). Per knob: the commanded attribute's mean
 per position; Spearman's rho between knob and attribute pooled over all phrases, the median over phrases of each
 phrase's own rho across the 5 positions, and rho of the 5 means; every attribute's move from -1 to +1 in standard
 deviations of real phrases (the held-out windows), and the largest other move over the commanded one; the in-key share
@@ -33,7 +34,7 @@ import numpy as np
 
 from export import clean_split, corpus as corpus_mod, melody_data, phrase_data
 from export.quality import live, pianoroll
-from liveperf.music import melody, sampler
+from liveperf.music import melody, sampler, style
 from liveperf.models.phrase_models import VaeModel
 from liveperf.modes.phrase import VaePhrases
 from liveperf.modes.settings import settings_for
@@ -95,14 +96,12 @@ def held_out(seed: int, n: int, rng: np.random.Generator, split: str = "test"):
 
 
 def contour_corr(a: np.ndarray, b: np.ndarray) -> float:
-    sa, sb = phrase_data.sounding_pitch(a), phrase_data.sounding_pitch(b)
-    both = (sa >= 0) & (sb >= 0)
-    if both.sum() < 3 or np.ptp(sa[both]) == 0 or np.ptp(sb[both]) == 0:
-        return 0.0  # no contour to follow counts as not following it
-    return float(np.corrcoef(sa[both], sb[both])[0, 1])
+    """Pearson's r of the sounding pitches where both sound (``liveperf.music.style.contour_corr``); no contour to
+    follow counts as not following it (0)."""
+    return float(style.contour_corr(a, np.asarray(b)[None])[0])
 
 
-def knob_figures(source: VaePhrases, n: int, real_sd: np.ndarray) -> dict:
+def knob_figures(source: VaePhrases, n: int, real_sd: np.ndarray, first_seed: int = 0) -> dict:
     song = live.make_song(key="C major", mode="phrase", phrase_model="vae", latent="random", pitch_range=[48, 84])
     base = settings_for(song, source.vae.steps_per_beat)
     open_ = settings_for(replace(song, key=live.make_song(key="C chromatic").key), source.vae.steps_per_beat)
@@ -112,8 +111,9 @@ def knob_figures(source: VaePhrases, n: int, real_sd: np.ndarray) -> dict:
         i = STYLE_KNOBS.index(knob)
         attrs, in_key = [], []
         for p in POSITIONS:
-            attrs.append(attributes_of(phrases(source, with_knob(base, knob, p), silent, list(range(n)))))
-            unmasked = phrases(source, with_knob(open_, knob, p), silent, list(range(n)))
+            seeds = list(range(first_seed, first_seed + n))
+            attrs.append(attributes_of(phrases(source, with_knob(base, knob, p), silent, seeds)))
+            unmasked = phrases(source, with_knob(open_, knob, p), silent, seeds)
             in_key.append(phrase_data.phrase_stats(unmasked)["in_scale_rate"])
         a = np.stack(attrs)  # [positions, n, attributes]
         means = np.nanmean(a, axis=1)
@@ -128,6 +128,15 @@ def knob_figures(source: VaePhrases, n: int, real_sd: np.ndarray) -> dict:
                      "largest_other_over_commanded": float(others.max() / max(abs(moves[i]), 1e-9)),
                      "in_key_before_mask_by_position": [round(float(x), 3) for x in in_key]}
     return out
+
+
+def generator_stats(source: VaePhrases, n: int = 1000, first_seed: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the attributes of the VAE's own phrases with every knob at 0 (``n`` draws, the
+    knobs' song): what ``liveperf.music.style.ATTRIBUTE_MEAN`` / ``ATTRIBUTE_SD`` hold (a knob's target scale)."""
+    song = live.make_song(key="C major", mode="phrase", phrase_model="vae", latent="random", pitch_range=[48, 84])
+    a = attributes_of(phrases(source, settings_for(song, source.vae.steps_per_beat),
+                              np.zeros(source.phrase_steps, dtype=np.int64), list(range(first_seed, first_seed + n))))
+    return np.nanmean(a, axis=0), np.nanstd(a, axis=0)
 
 
 def restyle_figures(source: VaePhrases, windows, figure: Path | None) -> dict:
@@ -209,6 +218,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.style_eval", description=__doc__.splitlines()[0])
     ap.add_argument("--phrases", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--knob-seeds-from", type=int, default=1000,
+                    help="the knobs' latent draws use sampler seeds from here (the selection's strengths were chosen "
+                         "on draws 0..199)")
     ap.add_argument("--split", choices=("test", "valid"), default="test",
                     help="held-out tunes for restyle (the steering strengths were chosen on valid)")
     ap.add_argument("--json", type=Path, default=ROOT / "export" / "results" / "style_eval.json")
@@ -225,13 +237,17 @@ def main(argv=None) -> int:
     res = {"phrases": args.phrases, "split": args.split, "held_out_tunes": tunes, "positions": list(POSITIONS),
            "real_mean": dict(zip(STYLE_KNOBS, np.round(real_mean, 3).tolist())),
            "real_sd": dict(zip(STYLE_KNOBS, np.round(real_sd, 3).tolist())),
-           "knobs": knob_figures(source, args.phrases, real_sd),
+           "generated_at_0": dict(zip(("mean", "sd"), (np.round(x, 4).tolist() for x in generator_stats(source)))),
+           "knob_seeds_from": args.knob_seeds_from,
+           "knobs": knob_figures(source, args.phrases, real_sd, args.knob_seeds_from),
            "restyle": restyle_figures(source, windows, args.figure)}
     if args.answer_tunes:
         res["answers"] = answer_figures(args.answer_tunes, args.seed, args.split, real_sd)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"Real held-out 2-bar phrases ({len(windows)}, from {tunes} tunes): " + ", ".join(
         f"{k} {res['real_mean'][k]:.2f} (sd {res['real_sd'][k]:.2f})" for k in STYLE_KNOBS))
+    print(f"The VAE's own phrases, every knob at 0 (liveperf.music.style.ATTRIBUTE_MEAN / _SD): mean "
+          f"{res['generated_at_0']['mean']}, sd {res['generated_at_0']['sd']}")
     print("| knob | mean at -1 .. +1 | rho pooled / per phrase (median) / of means | largest other move / own "
           "| in-key before mask |")
     for k, f in res["knobs"].items():

@@ -13,7 +13,9 @@ Policy:
   (the performer's last 2 bars encoded and decoded with no noise: with the style knobs turned, their phrase played
   back denser, higher, darker ...; the same fallback).
 - Style knobs (``settings.style``, ``liveperf.music.style``) apply to every VAE phrase: the latent ones move the code,
-  ``range`` and ``mood`` steer the decoder's logits in the song's key. All at 0: the phrase is decoded as before.
+  ``range`` and ``mood`` steer the decoder's logits in the song's key, and a turned knob draws several candidates
+  (from codes near the steered one) and keeps the one nearest what the knobs ask (``style.choose``; restyle: near
+  the performer's phrase moved, and their contour). All at 0: one phrase, decoded as before.
 - The performer's notes are reduced to grid tokens all along (for ``variation``); they do not interrupt a phrase.
 - The copy guard (``guard``, ``liveperf.music.copy_guard``; the show's ``max_copy_bars``): a phrase that, joined to what
   the partner just played, replays a training passage that long is drawn again (``MAX_REDRAWS``), then cut short of
@@ -161,7 +163,7 @@ class VaePhrases:
         z = self.latent(settings, history, rng_state)
         knobs = list(settings.style)
         if settings.latent != "restyle" or not any(melody.is_on(int(t)) for t in history):
-            return self.decode(z, style.controls(knobs, self.vae.mix), settings, rng_state)
+            return self.decode(z, style.controls(knobs, self.vae.mix), settings, rng_state, knobs=knobs)
         # Restyle: register and range reshape the performer's own line (moving the code along their directions
         # wrote a new line: contour correlation with the performer's 0.18 and 0.43 at +-1, export.style_eval);
         # the other knobs move the code, and the decoder is held near the performer's line.
@@ -169,21 +171,37 @@ class VaePhrases:
         steps = round(knobs[register] * style.RESTYLE_REGISTER_STEPS)
         factor = style.RESTYLE_RANGE_FACTOR ** knobs[spread]
         knobs[register] = knobs[spread] = 0.0
-        phrase = self.decode(z, style.controls(knobs, self.vae.mix), settings, rng_state, anchor=history)
+        reference = (style.attributes_rows(history[None], self.vae.steps_per_beat)[0] - style.ATTRIBUTE_MEAN) \
+            / style.ATTRIBUTE_SD
+        phrase = self.decode(z, style.controls(knobs, self.vae.mix), settings, rng_state, anchor=history,
+                             knobs=knobs, reference=reference, span_sd=style.RESTYLE_SPAN_SD)
         return style.reshape_line(phrase, steps, factor, settings.key_allowed, settings.allowed)
 
     def decode(self, z: np.ndarray, u: np.ndarray, settings: ModeSettings, rng_state: np.ndarray,
-               anchor: np.ndarray | None = None) -> np.ndarray:
+               anchor: np.ndarray | None = None, knobs=None, reference: np.ndarray | None = None,
+               span_sd: float | None = None) -> np.ndarray:
         """One phrase from code ``z`` with style controls ``u`` (``liveperf.music.style.controls``), sampled with the
         song's settings; ``anchor``: a line (tokens) the notes are held near (``liveperf.music.style.anchor``)."""
         offset = style.attribute_offset(self.vae.directions, u)
         if offset is not None:
             z = z + offset  # a new array: the walk's own position stays where it was
-        logits = style.steer(self.vae.decode_logits(z), u, settings.tonic_pcs)
+        n = style.candidates_for(knobs) if knobs is not None else 1
+        codes = z[None]
+        if n > 1:  # candidates from codes near this one (the first is the code itself), several drawn from each
+            near = min(n, style.SELECT_CODES if anchor is None else style.RESTYLE_CODES)
+            jitter = noise_generator(rng_state).standard_normal((near - 1, z.shape[-1])).astype(np.float32)
+            codes = np.concatenate([codes, z[None] + np.float32(style.CODE_JITTER) * jitter])
+        logits = style.steer(self.vae.decode_logits(codes), u, settings.tonic_pcs)
         if anchor is not None:
             logits = style.anchor(logits, anchor)
-        return sample_phrases(logits, settings.allowed, settings.temperature, settings.top_k, settings.top_p,
-                              rng_state)[0]
+        if n > 1:
+            logits = np.repeat(logits, -(-n // len(codes)), axis=0)
+        drawn = sample_phrases(logits, settings.allowed, settings.temperature, settings.top_k, settings.top_p,
+                               rng_state)
+        if n == 1:
+            return drawn[0]
+        span = style.TARGET_SPAN_SD if span_sd is None else span_sd
+        return drawn[style.choose(drawn, knobs, reference, span, self.vae.steps_per_beat, line=anchor)]
 
 
 class PhraseMode(ListensToPerformer):

@@ -28,10 +28,16 @@ through five means, one per attribute (``controls``):
 - Each means also moves the other attributes (more notes spread wider). The ``mix`` (5 x 5), measured through the
   live generator and inverted offline, gives the blend of means that moves a knob's own attribute and, to first
   order, no other. Directions and mix ship inside the decoder's metadata (``liveperf.attribute_directions``).
+- A turned knob also *chooses*: phrase mode draws ``candidates_for(knobs)`` phrases (1 at 0, ``SELECT_MAX`` from
+  +-0.5 on; from ``SELECT_CODES`` codes near the steered one) and keeps the one ``choose`` finds nearest what the
+  knobs ask (each turned knob's attribute at ``TARGET_SPAN_SD`` x knob standard deviations of the model's own
+  phrases, ``ATTRIBUTE_MEAN`` / ``ATTRIBUTE_SD``; the others near their mean; the notes in one scale). Steering
+  alone moved the means, but a phrase-to-phrase spread as wide as real music's hid the knob (docs/modes.md).
 - Restyle (phrase mode's ``latent = "restyle"``: the performer's last 2 bars encoded, no noise) reshapes the
   performer's own line for ``register`` (steps along the scale, ``reshape_line``) and ``range`` (distances from its
-  centre stretched), so its contour stays; the other knobs move the code as above, and the decoder is held near the
-  performer's line (``anchor``). The strengths were chosen on the content split's validation tunes.
+  centre stretched), so its contour stays; the other knobs move the code as above, the decoder is held near the
+  performer's line (``anchor``), and the choice asks for the performer's attributes moved ``RESTYLE_SPAN_SD`` and
+  for their contour (``contour_corr``). The strengths were chosen on the content split's validation tunes.
 - Call and response's planned answers are chosen among their candidates with the knobs too
   (``liveperf.modes.answer_plan.style_score``).
 Pure functions; no threads.
@@ -41,7 +47,9 @@ from __future__ import annotations
 
 import json
 
+import numba
 import numpy as np
+from numba import types
 
 from liveperf.music import melody
 
@@ -49,9 +57,9 @@ STYLE_KNOBS = ("density", "register", "range", "mood", "syncopation")
 LATENT_KNOBS = ("density", "register", "syncopation")  # moved in the code; the others steer the logits
 KNOB_PARAMS = tuple(f"style_{k}" for k in STYLE_KNOBS)
 KNOB_SPAN_SD = 3.0  # a latent knob at +-1 moves the code by 3 of its attribute's standard deviations
-RANGE_LOGIT = 3.0  # logit bias per 6 semitones from the phrase's centre, at range = +-1
+RANGE_LOGIT = 5.0  # logit bias per 6 semitones from the phrase's centre, at range = +-1
 SYNC_LOGIT = 1.5  # logit bias on onsets off the beat and on holding over the beat, at syncopation = +-1
-MOOD_LOGIT = 2.0  # logit bias per standard deviation of the major-minus-minor profile, at mood = +-1
+MOOD_LOGIT = 4.0  # logit bias per standard deviation of the major-minus-minor profile, at mood = +-1
 METADATA_KEY = "attribute_directions"
 
 # Krumhansl-Kessler key profiles (tonic first)
@@ -77,6 +85,7 @@ def _weight(step: int, spb: int) -> int:
     return 1 if spb % 2 == 0 and pos == spb // 2 else 0
 
 
+TIE = 1e-9  # fits this close are equal (a symmetric profile fits two scales equally, up to rounding)
 _DIATONIC = np.stack([np.isin(np.arange(12), (np.array([0, 2, 4, 5, 7, 9, 11]) + r) % 12) for r in range(12)])
 
 
@@ -88,7 +97,8 @@ def _mood(held: np.ndarray) -> float:
     major, minor = _MAJOR_ROWS @ prof, np.roll(_MINOR_ROWS @ prof, -9)  # minor[r]: the relative minor of r major
     inside = _DIATONIC.astype(np.float64) @ held
     best = np.flatnonzero(inside == inside.max())
-    r = int(best[np.argmax(np.maximum(major[best], minor[best]))])
+    fit = np.maximum(major[best], minor[best])
+    r = int(best[np.flatnonzero(fit >= fit.max() - TIE)[0]])  # the first of equal fits, whatever the rounding
     return float(major[r] - minor[r])
 
 
@@ -118,6 +128,106 @@ def attributes(tokens, steps_per_beat: int = melody.DEFAULT_STEPS_PER_BEAT) -> n
 def attributes_of(phrases, steps_per_beat: int = melody.DEFAULT_STEPS_PER_BEAT) -> np.ndarray:
     """``attributes`` of each phrase of ``phrases`` [N, T]: float64 [N, 5]."""
     return np.stack([attributes(p, steps_per_beat) for p in np.asarray(phrases)])
+
+
+def attributes_rows(phrases, steps_per_beat: int = melody.DEFAULT_STEPS_PER_BEAT) -> np.ndarray:
+    """``attributes`` of every row of ``phrases`` [K, T] at once, compiled (a knob's candidates are measured as they
+    are drawn, on the engine thread: ``attributes`` is the specification, ~0.2 ms a phrase): float64 [K, 5]."""
+    rows = np.ascontiguousarray(phrases, dtype=np.int64)
+    out = np.empty((rows.shape[0], len(STYLE_KNOBS)))
+    _attributes_rows(rows, int(steps_per_beat), _MAJOR_ROWS, _MINOR_ROWS, _DIATONIC_F, TIE, out)
+    return out
+
+
+_DIATONIC_F = np.ascontiguousarray(_DIATONIC, dtype=np.float64)
+_I64_2D, _F64_2D = types.int64[:, ::1], types.float64[:, ::1]
+
+
+@numba.njit(types.int64(types.int64, types.int64), cache=True, nogil=True)
+def _weight_nb(step, spb):  # pragma: no cover (compiled) -- ``_weight``
+    pos = step % spb
+    if pos == 0:
+        return 2
+    return 1 if spb % 2 == 0 and pos == spb // 2 else 0
+
+
+@numba.njit(types.void(_I64_2D, types.int64, _F64_2D, _F64_2D, _F64_2D, types.float64, _F64_2D), cache=True,
+            nogil=True)
+def _attributes_rows(rows, spb, major_rows, minor_rows, diatonic, tie, out):  # pragma: no cover (compiled)
+    k_rows, steps = rows.shape
+    held = np.empty(12)
+    prof = np.empty(12)
+    for k in range(k_rows):
+        t = rows[k]
+        n_on = 0
+        total = 0.0
+        for i in range(steps):
+            if t[i] >= 2:
+                n_on += 1
+                total += t[i] - 2
+        if n_on == 0:
+            out[k, :] = np.nan
+            continue
+        mean = total / n_on
+        var = 0.0
+        for i in range(steps):
+            if t[i] >= 2:
+                var += (t[i] - 2 - mean) ** 2
+        held[:] = 0.0
+        src = 1  # OFF: nothing sounds before the first token that is not HOLD
+        for i in range(steps):
+            if t[i] != 0:
+                src = t[i]
+            if src >= 2:
+                held[(src - 2) % 12] += 1.0
+        h_mean = held.mean()
+        norm = 0.0
+        for c in range(12):
+            prof[c] = held[c] - h_mean
+            norm += prof[c] * prof[c]
+        mood = 0.0
+        if norm > 0.0:
+            prof /= np.sqrt(norm)
+            top = -1.0
+            for r in range(12):
+                inside = 0.0
+                for c in range(12):
+                    inside += diatonic[r, c] * held[c]
+                top = max(top, inside)
+            best_fit = -np.inf
+            for sweep in range(2):  # the best fit, then the first scale within TIE of it
+                for r in range(12):
+                    inside = 0.0
+                    for c in range(12):
+                        inside += diatonic[r, c] * held[c]
+                    if inside != top:
+                        continue
+                    major = minor = 0.0
+                    for c in range(12):
+                        major += major_rows[r, c] * prof[c]
+                        minor += minor_rows[(r + 9) % 12, c] * prof[c]
+                    if sweep == 0:
+                        best_fit = max(best_fit, major, minor)
+                    elif max(major, minor) >= best_fit - tie:
+                        mood = major - minor
+                        break
+        syncopated = 0
+        for start in range(steps):
+            if t[start] < 2:
+                continue
+            end = start + 1
+            while end < steps and t[end] == 0:
+                end += 1
+            w = _weight_nb(start, spb)
+            for s in range(start + 1, end):
+                if _weight_nb(s, spb) > w:
+                    syncopated += 1
+                    break
+        out[k, 0] = n_on / (steps / spb)
+        out[k, 1] = mean
+        out[k, 2] = np.sqrt(var / n_on)
+        out[k, 3] = mood
+        out[k, 4] = syncopated / n_on
 
 
 def parse_directions(raw: str, latent_dim: int, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,20 +288,22 @@ def steer(logits: np.ndarray, u, tonic_pcs, steps_per_beat: int = melody.DEFAULT
     if rng_k == 0.0 and mood_k == 0.0 and sync_k == 0.0:
         return logits
     out = np.array(logits, dtype=np.float32)
+    # One bias over [B, T, pitches], added once (the three parts add up; each pass over the logits costs)
+    bias = np.zeros((1, out.shape[1], 1), dtype=np.float32)
     if sync_k:  # onsets off the beat, held over it (or, below 0, onsets on the beat)
-        pos = np.arange(out.shape[1]) % steps_per_beat
-        out[:, pos != 0, melody.PITCH_OFFSET:] += np.float32(sync_k * SYNC_LOGIT)
-        out[:, pos == 0, melody.HOLD] += np.float32(sync_k * SYNC_LOGIT)
+        on_beat = np.arange(out.shape[1]) % steps_per_beat == 0
+        bias[0, ~on_beat, 0] = np.float32(sync_k * SYNC_LOGIT)
+        out[:, on_beat, melody.HOLD] += np.float32(sync_k * SYNC_LOGIT)
     pitch = np.arange(melody.NUM_PITCHES, dtype=np.float32)
     if rng_k:
         pl = out[:, :, melody.PITCH_OFFSET:]
         p = np.exp(pl - pl.max(axis=2, keepdims=True))
-        p /= p.sum(axis=2, keepdims=True)
-        centre = (p @ pitch).mean(axis=1)  # [B]
-        out[:, :, melody.PITCH_OFFSET:] += (rng_k * RANGE_LOGIT / 6.0) * np.abs(pitch[None] - centre[:, None])[:, None]
+        centre = ((p @ pitch) / p.sum(axis=2)).mean(axis=1)  # [B]
+        bias = bias + (rng_k * RANGE_LOGIT / 6.0) * np.abs(pitch[None] - centre[:, None])[:, None]
     profile = mood_profile(tonic_pcs) if mood_k else None
     if profile is not None:
-        out[:, :, melody.PITCH_OFFSET:] += np.float32(mood_k * MOOD_LOGIT) * profile[np.arange(melody.NUM_PITCHES) % 12]
+        bias = bias + np.float32(mood_k * MOOD_LOGIT) * profile[np.arange(melody.NUM_PITCHES) % 12]
+    out[:, :, melody.PITCH_OFFSET:] += bias.astype(np.float32, copy=False)
     return out
 
 
@@ -242,6 +354,76 @@ def snap_table(key_allowed: np.ndarray | None, allowed: np.ndarray) -> np.ndarra
     and range). With no stretch every note moves on its own, so the table is that snap of all 128 pitches."""
     return reshape_line(np.arange(melody.NUM_PITCHES) + melody.PITCH_OFFSET, 0, 1.0, key_allowed,
                         allowed) - melody.PITCH_OFFSET
+
+
+#: The attributes' mean and standard deviation (``STYLE_KNOBS`` order) of the VAE's own phrases with every knob at
+#: 0 (1,000 draws through the live generator, C major, range 48-84; ``python -m export.style_eval`` prints them):
+#: the scale a knob's target is set on, so +-1 asks the same of every attribute relative to what the model plays.
+ATTRIBUTE_MEAN = np.array([1.5551, 69.5081, 4.1641, -0.0233, 0.0682])
+ATTRIBUTE_SD = np.array([0.6169, 4.8636, 1.4904, 0.3429, 0.0968])
+SELECT_MAX = 24  # candidates drawn from |knob| = 0.5 on (1 at 0: the phrase as the model draws it)
+SELECT_CODES = 6  # ... decoded from this many codes: the code itself and codes near it
+RESTYLE_CODES = 2  # restyle: ... from the performer's code and one near it (the line is held near theirs anyway)
+CODE_JITTER = 1.0  # how near: standard deviations of the prior added to each other code
+TARGET_SPAN_SD = 3.0  # phrase: a knob at +-1 asks for its attribute this many standard deviations from the mean
+RESTYLE_SPAN_SD = 1.5  # restyle: ... from the performer's own phrase
+OTHER_WEIGHT = 0.1  # cost per squared sd an attribute no knob commands strays from its reference
+KEY_WEIGHT = 10.0  # cost per share of onsets outside the phrase's best diatonic scale
+CONTOUR_WEIGHT = 2.0  # restyle: cost per unit of contour correlation with the performer's line lost
+
+
+def candidates_for(knobs) -> int:
+    """How many phrases to draw for these knob values: the further a knob is turned, the more candidates, so the
+    more firmly the chosen phrase holds the asked-for attribute (``choose``); 1 with every knob at 0."""
+    turned = max((abs(float(k)) for k in knobs), default=0.0)
+    return 1 + round(min(1.0, 2.0 * turned) * (SELECT_MAX - 1))
+
+
+def choose(phrases: np.ndarray, knobs, reference: np.ndarray | None = None, span_sd: float = TARGET_SPAN_SD,
+           steps_per_beat: int = melody.DEFAULT_STEPS_PER_BEAT, line: np.ndarray | None = None) -> int:
+    """The candidate (row of ``phrases`` [K, T]) nearest what the knobs ask: each turned knob's attribute, in
+    standard deviations (``ATTRIBUTE_SD``), near ``reference + knob * span_sd`` (``reference``: attributes in sd
+    from ``ATTRIBUTE_MEAN``, default 0: the mean phrase; restyle passes the performer's), the other attributes near
+    their reference (``OTHER_WEIGHT``), the notes in one diatonic scale (``KEY_WEIGHT``) and, given ``line`` (restyle:
+    the performer's tokens), its contour (``CONTOUR_WEIGHT`` x (1 - ``contour_corr``)). A phrase with no onset is
+    chosen only when all are empty."""
+    rows = np.asarray(phrases, dtype=np.int64)
+    z = (attributes_rows(rows, steps_per_beat) - ATTRIBUTE_MEAN) / ATTRIBUTE_SD
+    k = np.asarray(knobs, dtype=np.float64)
+    ref = np.zeros(len(STYLE_KNOBS)) if reference is None else np.nan_to_num(np.asarray(reference, np.float64))
+    turned = k != 0.0
+    miss = (z - (ref + k * span_sd)) ** 2
+    cost = miss[:, turned].sum(axis=1) + OTHER_WEIGHT * miss[:, ~turned].sum(axis=1)
+    onset = rows >= melody.PITCH_OFFSET
+    counts = np.zeros((rows.shape[0], 12), dtype=np.int64)
+    k_on, t_on = np.nonzero(onset)
+    np.add.at(counts, (k_on, (rows[k_on, t_on] - melody.PITCH_OFFSET) % 12), 1)
+    fit = (counts @ _DIATONIC.T.astype(np.int64)).max(axis=1)
+    cost = cost + KEY_WEIGHT * (1.0 - fit / np.maximum(onset.sum(axis=1), 1))
+    if line is not None:
+        cost = cost + CONTOUR_WEIGHT * (1.0 - contour_corr(line, rows))
+    cost = np.where(np.isfinite(cost), cost, np.inf)
+    return int(np.argmin(cost))
+
+
+
+def contour_corr(line: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """How well each row of ``rows`` [K, T] follows ``line``'s contour [T]: Pearson's r between the pitches sounding
+    at the steps where both sound, float64 [K]; 0 where fewer than 3 such steps or either is flat there."""
+    rows = np.asarray(rows, dtype=np.int64)
+    a = melody.sounding_pitch(line).astype(np.float64)[None]  # [1, T]
+    change = rows != melody.HOLD  # each row's sounding pitch (``melody.sounding_pitch``), all rows at once
+    last = np.maximum.accumulate(np.where(change, np.arange(rows.shape[1]), -1), axis=1)
+    src = np.where(last >= 0, np.take_along_axis(rows, np.maximum(last, 0), axis=1), melody.OFF)
+    b = np.where(src >= melody.PITCH_OFFSET, src - melody.PITCH_OFFSET, -1).astype(np.float64)
+    both = (a >= 0) & (b >= 0)
+    n = both.sum(axis=1)
+    safe = np.maximum(n, 1)
+    da = np.where(both, a - (np.where(both, a, 0).sum(axis=1) / safe)[:, None], 0.0)
+    db = np.where(both, b - (np.where(both, b, 0).sum(axis=1) / safe)[:, None], 0.0)
+    va, vb = (da * da).sum(axis=1), (db * db).sum(axis=1)
+    ok = (n >= 3) & (va > 1e-12) & (vb > 1e-12)
+    return np.where(ok, (da * db).sum(axis=1) / np.sqrt(np.where(ok, va * vb, 1.0)), 0.0)
 
 
 def anchor(logits: np.ndarray, performer: np.ndarray) -> np.ndarray:
