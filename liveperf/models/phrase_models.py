@@ -110,29 +110,39 @@ def _step_masks(allowed, steps: int) -> np.ndarray:
 
 @numba.njit(types.void(types.float32[:, :, ::1], types.boolean[:, ::1], types.float64, types.int64, types.float64,
                        types.uint64[::1], types.int64[:, ::1]), cache=True, nogil=True)
-def _sample_steps(logits, masks, temperature, top_k, top_p, rng_state, out):
-    """out[b, t] = sampler.sample(logits[b, t], masks[t], ...) in (b, t) order, then each row made canonical
-    (the loop of ``melody.canonical``: an OFF while silent becomes HOLD). Compiled: ~2 us per step."""
-    for b in range(logits.shape[0]):
+def _sample_steps(logits, masks, temperature, top_k, top_p, rng_state, out):  # pragma: no cover (compiled)
+    """out[b * r + k, t] = the k-th of r = ``out.shape[0] // B`` draws (``sampler.sample_repeated``) from
+    logits[b, t] with masks[t], in (b, t, k) order (r = 1: one ``sampler.sample`` per step in (b, t) order), then
+    each row made canonical (the loop of ``melody.canonical``: an OFF while silent becomes HOLD)."""
+    batch, steps = logits.shape[0], logits.shape[1]
+    r = out.shape[0] // batch
+    drawn = np.empty(r, dtype=np.int64)
+    for b in range(batch):
+        for t in range(steps):
+            sampler.sample_repeated(logits[b, t], masks[t], temperature, top_k, top_p, rng_state, melody.HOLD, drawn)
+            for k in range(r):
+                out[b * r + k, t] = drawn[k]
+    for row in range(out.shape[0]):
         sounding = False
-        for t in range(logits.shape[1]):
-            tok = sampler.sample(logits[b, t], masks[t], temperature, top_k, top_p, rng_state, melody.HOLD)
+        for t in range(steps):
+            tok = out[row, t]
             if tok >= melody.PITCH_OFFSET:
                 sounding = True
             elif tok == melody.OFF:
                 if not sounding:
-                    tok = melody.HOLD
+                    out[row, t] = melody.HOLD
                 sounding = False
-            out[b, t] = tok
 
 
 def sample_phrases(logits: np.ndarray, allowed, temperature: float, top_k: int, top_p: float,
-                   rng_state: np.ndarray) -> np.ndarray:
-    """Tokens [B, T] from per-step logits [B, T, 130]: one ``sampler.sample`` per step, then ``canonical``."""
+                   rng_state: np.ndarray, repeat: int = 1) -> np.ndarray:
+    """Tokens [B * repeat, T] from per-step logits [B, T, 130]: ``repeat`` draws per step of each row (rows
+    ``b * repeat .. b * repeat + repeat - 1`` share row b's logits; the distribution is computed once per step),
+    then ``canonical``. ``repeat`` 1: one ``sampler.sample`` per step."""
     if not np.isfinite(logits).all():
         raise StepError("phrase logits are not finite")
     batch, steps, _ = logits.shape
-    out = np.empty((batch, steps), dtype=np.int64)
+    out = np.empty((batch * max(1, int(repeat)), steps), dtype=np.int64)
     _sample_steps(np.ascontiguousarray(logits, dtype=np.float32), _step_masks(allowed, steps), float(temperature),
                   int(top_k), float(top_p), rng_state, out)
     return out

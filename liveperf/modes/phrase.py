@@ -194,10 +194,8 @@ class VaePhrases:
         logits = style.steer(self.vae.decode_logits(codes), u, settings.tonic_pcs)
         if anchor is not None:
             logits = style.anchor(logits, anchor)
-        if n > 1:
-            logits = np.repeat(logits, -(-n // len(codes)), axis=0)
         drawn = sample_phrases(logits, settings.allowed, settings.temperature, settings.top_k, settings.top_p,
-                               rng_state)
+                               rng_state, repeat=-(-n // len(codes)))
         if n == 1:
             return drawn[0]
         span = style.TARGET_SPAN_SD if span_sd is None else span_sd

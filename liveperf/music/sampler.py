@@ -55,6 +55,7 @@ from liveperf.music.melody import HOLD, NUM_CLASSES
 MAX_CLASSES = NUM_CLASSES
 #: A ``fallback`` no token equals: pass it to tell "no candidate" apart from a sampled token.
 NO_CANDIDATE = -1
+_SLOTS = MAX_CLASSES + 1  # the weights' scratch: a slot per class and the kept weights' sum
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -259,6 +260,58 @@ def _cut(cw, c, low, top_k, top_p, zsum):
     return cut, total
 
 
+@numba.njit([types.UniTuple(_I, 3)(types.float32[::1], mask, _F, _I, _F, _I64, _F64)
+             for mask in (types.boolean[::1], types.uint8[::1])], **_JIT)
+def _weights(logits, allowed, temperature, top_k, top_p, ci, cw):  # pragma: no cover (compiled)
+    """The distribution ``sample`` draws from, into the caller's slots: ``ci[:c]`` the candidate tokens in ascending
+    order, ``cw[:c]`` their weights w (0 <= w <= 1, the best 1), after top-k and top-p. Returns (c, best, cut):
+    c = 0 no candidate; ``best`` the most probable token (the answer at c == 1 or temperature 0, then ``cut`` is
+    -2); else ``cut`` the last kept slot in S order (-1: all), ``cw[c]`` holding the kept weights' sum."""
+    n = logits.shape[0]
+    c = 0
+    best = -1
+    m = -np.inf
+    for i in range(n):
+        x = np.float64(logits[i])
+        candidate = (allowed[i] != 0) & math.isfinite(x)
+        ci[c] = i
+        c += candidate
+        if candidate and x > m:
+            m = x
+            best = i
+    if c <= 1 or not temperature > 0.0:
+        return c, best, -2
+    zsum, wmin, low = 0.0, 2.0, 0  # low: the slot with the smallest w > 0
+    for j in range(c):
+        w = math.exp((np.float64(logits[ci[j]]) - m) / temperature)
+        cw[j] = w
+        zsum += w
+        if w > 0.0 and w < wmin:
+            wmin, low = w, j
+    cut, total = -1, zsum  # kept: the slots at or before slot `cut` in S order (-1: all)
+    if (top_k > 0 and top_k < c) or (top_p > 0.0 and top_p < 1.0):
+        cut, total = _cut(cw, c, low, top_k, top_p, zsum)
+    cw[c] = total
+    return c, best, cut
+
+
+@numba.njit(_I(_F, _I64, _F64, _I, _I), **_JIT)
+def _pick(u, ci, cw, c, cut):  # pragma: no cover (compiled)
+    """The token at uniform ``u`` of ``_weights``' distribution."""
+    wc = cw[cut] if cut >= 0 else -1.0
+    threshold = u * cw[c]
+    run = 0.0
+    last = 0
+    for j in range(c):
+        if _at_or_before(cw, j, wc, cut):
+            run += cw[j]
+            if cw[j] > 0.0:
+                last = j
+            if run > threshold:
+                return ci[j]
+    return ci[last]
+
+
 _SIGNATURES = [
     _I(types.float32[::1], mask, _F, _I, _F, types.uint64[::1], _I)
     for mask in (types.boolean[::1], types.uint8[::1])
@@ -280,44 +333,29 @@ def sample(logits, allowed, temperature, top_k, top_p, rng_state, fallback):
     u = next_uniform(rng_state)
     # Slots: the candidates in ascending token order; ci[j] is the token, cw[j] its weight w (0 <= w <= 1).
     ci = numba.carray(_stack_buffer(MAX_CLASSES, numba.int64), MAX_CLASSES)
-    cw = numba.carray(_stack_buffer(MAX_CLASSES, numba.float64), MAX_CLASSES)
-    c = 0
-    best = -1
-    m = -np.inf
-    for i in range(n):
-        x = np.float64(logits[i])
-        candidate = (allowed[i] != 0) & math.isfinite(x)
-        ci[c] = i
-        c += candidate
-        if candidate and x > m:
-            m = x
-            best = i
+    cw = numba.carray(_stack_buffer(_SLOTS, numba.float64), _SLOTS)
+    c, best, cut = _weights(logits, allowed, temperature, top_k, top_p, ci, cw)
     if c == 0:
         return fallback
-    if c == 1 or not temperature > 0.0:
+    if cut == -2:
         return best
-    zsum, wmin, low = 0.0, 2.0, 0  # low: the slot with the smallest w > 0
-    for j in range(c):
-        w = math.exp((np.float64(logits[ci[j]]) - m) / temperature)
-        cw[j] = w
-        zsum += w
-        if w > 0.0 and w < wmin:
-            wmin, low = w, j
-    cut, total = -1, zsum  # kept: the slots at or before slot `cut` in S order (-1: all)
-    if (top_k > 0 and top_k < c) or (top_p > 0.0 and top_p < 1.0):
-        cut, total = _cut(cw, c, low, top_k, top_p, zsum)
-    wc = cw[cut] if cut >= 0 else -1.0
-    threshold = u * total
-    run = 0.0
-    last = 0
-    for j in range(c):
-        if _at_or_before(cw, j, wc, cut):
-            run += cw[j]
-            if cw[j] > 0.0:
-                last = j
-            if run > threshold:
-                return ci[j]
-    return ci[last]
+    return _pick(u, ci, cw, c, cut)
+
+
+@numba.njit(types.void(types.float32[::1], types.boolean[::1], _F, _I, _F, types.uint64[::1], _I, _I64), **_JIT)
+def sample_repeated(logits, allowed, temperature, top_k, top_p, rng_state, fallback, out):
+    """``out.size`` draws from one step's logits, each exactly what ``sample`` returns when called that many times
+    in a row (one uniform each, in order), the distribution computed once: a phrase's candidates drawn from one
+    code share their logits. Engine thread; allocates nothing on the heap."""
+    n = logits.shape[0]
+    if allowed.shape[0] != n or n > MAX_CLASSES or rng_state.shape[0] < 1:
+        raise ValueError("sample_repeated: logits and allowed must have the same length <= 130")
+    ci = numba.carray(_stack_buffer(MAX_CLASSES, numba.int64), MAX_CLASSES)
+    cw = numba.carray(_stack_buffer(_SLOTS, numba.float64), _SLOTS)
+    c, best, cut = _weights(logits, allowed, temperature, top_k, top_p, ci, cw)
+    for k in range(out.size):
+        u = next_uniform(rng_state)
+        out[k] = fallback if c == 0 else best if cut == -2 else _pick(u, ci, cw, c, cut)
 
 
 def warm_up() -> None:

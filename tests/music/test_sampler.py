@@ -274,3 +274,17 @@ def test_warm_up_runs_every_path_without_touching_caller_state():
     state = new_rng_state(5)
     sampler.warm_up()
     assert int(state[0]) == 5
+
+
+@SETTINGS
+@given(arrays(np.float32, N, elements=_logit_values), _masks, _temperatures, _top_ks, _top_ps, _seeds,
+       st.integers(1, 6))
+def test_repeated_draws_are_the_calls_in_a_row(logits, mask, temperature, top_k, top_p, seed, r):
+    """``sample_repeated`` computes the distribution once and draws ``r`` tokens: each what ``sample`` gives when
+    called r times in a row from the same state, which ends where those calls leave it."""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    s_many, s_one = new_rng_state(seed), new_rng_state(seed)
+    out = np.empty(r, dtype=np.int64)
+    sampler.sample_repeated(logits, mask, temperature, top_k, top_p, s_many, NO_CANDIDATE, out)
+    assert out.tolist() == [sample(logits, mask, temperature, top_k, top_p, s_one, NO_CANDIDATE) for _ in range(r)]
+    assert int(s_many[0]) == int(s_one[0])
