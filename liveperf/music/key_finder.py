@@ -184,7 +184,24 @@ def key_of_candidate(index: int) -> Key:
 
 _CANDIDATES = tuple(Key(root, mode, ROOT_SPELLING[root]) for mode in MODES for root in range(12))
 _HARMONIC = tuple(Key(root, "harmonic_minor", ROOT_SPELLING[root]) for root in range(12))
-_PCS = {k: np.array(k.pitch_classes) for k in _CANDIDATES + _HARMONIC}
+#: Each candidate's (and harmonic minor's) scale as a 0/1 mask over the 12 pitch classes, by (root, scale).
+_MASKS = {(k.root, k.scale): np.isin(np.arange(12), k.pitch_classes).astype(np.float64)
+          for k in _CANDIDATES + _HARMONIC}
+
+
+@numba.njit(types.float64(types.float64[::1], types.float64[::1], types.int64), cache=True, nogil=True)
+def _in_scale(sounding, mask, min_classes):  # pragma: no cover (compiled) -- KeyFinder.in_scale
+    total = 0.0
+    for c in range(12):
+        total += sounding[c]
+    if total <= 1e-9:
+        return -1.0
+    classes = 0
+    inside = 0.0
+    for c in range(12):
+        classes += sounding[c] >= 0.05 * total
+        inside += sounding[c] * mask[c]
+    return inside / total if classes >= min_classes else -1.0
 
 
 class KeyFinder:
@@ -252,7 +269,7 @@ class KeyFinder:
 
     def probabilities(self) -> np.ndarray:
         """Probability of every candidate (``m * 12 + root``), float64 (len(MODES) * 12,)."""
-        return self.model.probabilities(self.heard, np.empty(len(MODES) * 12))
+        return self.model.probabilities(self.heard, np.empty(len(MODES) * 12))  # a new array: callers keep it
 
     def estimate(self) -> tuple[Key, float, np.ndarray]:
         """``(key, probability, probabilities)``: the best candidate (minor with the raised seventh heard more than
@@ -269,12 +286,11 @@ class KeyFinder:
     def in_scale(self, key: Key) -> float | None:
         """The share of what sounded lately (the short half-life) that lies in ``key``'s scale; None when too
         little was heard to say (fewer than ``MIN_PITCH_CLASSES`` pitch classes with 5 % of the weight each)."""
-        sounding = self.heard[0, 0]
-        total = float(sounding.sum())
-        if total <= 1e-9 or int((sounding >= 0.05 * total).sum()) < MIN_PITCH_CLASSES:
-            return None
-        pcs = _PCS.get(key)
-        return float(sounding[pcs if pcs is not None else list(key.pitch_classes)].sum()) / total
+        mask = _MASKS.get((key.root, key.scale))
+        if mask is None:
+            mask = np.isin(np.arange(12), key.pitch_classes).astype(np.float64)
+        share = _in_scale(self.heard[0, 0], mask, MIN_PITCH_CLASSES)  # compiled: asked at every beat
+        return None if share < 0.0 else share
 
     def fits(self, key: Key) -> bool:
         """Whether what sounded lately supports a move to ``key``: enough distinct pitch classes, mostly

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
-from liveperf.music.key_finder import (FOLLOW_AUTO, FOLLOW_MODULATIONS, MODES, NUM_INPUTS, KeyFinder, KeyFollower,
-                                 KeyModel, candidate_index, key_of_candidate, shipped_model)
+from liveperf.music.key_finder import (FOLLOW_AUTO, FOLLOW_MODULATIONS, MIN_PITCH_CLASSES, MODES, NUM_INPUTS,
+                                 KeyFinder, KeyFollower, KeyModel, candidate_index, key_of_candidate, shipped_model)
 from liveperf.music.melody import on
 from liveperf.modes.duet import Duet
 from liveperf.music.sampler import new_rng_state
@@ -281,3 +281,23 @@ def test_a_key_that_plainly_does_not_fit_is_left_at_the_next_beat_one_that_fits_
     # waits for the bar line, as when the follower is asked at bar lines only.
     _, engine = run("C major", (67, 71, 74, 78, 69, 72, 76, 79))
     assert engine.key_changes == [(16, "G major")]
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.just(0.0), st.floats(0.0, 50.0), st.floats(0.0, 1e-8)), min_size=12, max_size=12),
+       st.integers(0, 11), st.sampled_from(MODES + ("harmonic_minor",)))
+def test_in_scale_is_the_share_of_recent_sound_in_the_scale(sounding, root, scale):
+    """The compiled share (asked at every beat) against its specification: None with too little heard (no sound,
+    or fewer than MIN_PITCH_CLASSES pitch classes with 5 % of the weight each), else the scale's share."""
+    finder = KeyFinder(KeyModel.classic(), 16, 4)
+    finder.heard[0, 0] = sounding
+    s = np.array(sounding)
+    total = 0.0
+    for v in sounding:  # in order, as the compiled loop adds (a weight exactly at 5 % must count the same)
+        total += v
+    key = Key(root, scale)
+    got = finder.in_scale(key)
+    if total <= 1e-9 or (s >= 0.05 * total).sum() < MIN_PITCH_CLASSES:
+        assert got is None
+    else:
+        assert got == pytest.approx(s[list(key.pitch_classes)].sum() / total, abs=1e-12)
