@@ -88,11 +88,15 @@ def load_model(path: str | Path, provider: str = "cpu") -> LoadedModel:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: not a loadable ONNX model ({first})") from None
     try:
-        info = parse_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+        meta = session.get_modelmeta().custom_metadata_map
+        got_in = tuple(i.name for i in session.get_inputs())
+        got_out = tuple(o.name for o in session.get_outputs())
+    except UnicodeDecodeError as exc:  # a damaged file onnxruntime opens, whose strings are not UTF-8
+        raise ModelLoadError(f"{path}: not a loadable ONNX model (its metadata or names are not UTF-8: {exc})") from None
+    try:
+        info = parse_metadata(meta, str(path))
     except ModelMetadataError as exc:
         raise ModelLoadError(str(exc)) from None
-    got_in = tuple(i.name for i in session.get_inputs())
-    got_out = tuple(o.name for o in session.get_outputs())
     if got_in != info.inputs or got_out != info.outputs:
         raise ModelLoadError(
             f"{path}: graph inputs/outputs {got_in} -> {got_out} differ from its metadata {info.inputs} -> {info.outputs}"

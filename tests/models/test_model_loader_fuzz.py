@@ -68,3 +68,17 @@ def test_cut_or_flipped_model_files_load_or_are_refused_by_name(tmp_path, data):
             contract(model)
         except ModelLoadError:
             pass
+
+
+def test_a_metadata_value_that_is_not_utf8_is_refused_by_name(tmp_path):
+    """Found by the fuzz test above: one flipped byte inside a metadata string made onnxruntime's metadata map raise
+    UnicodeDecodeError, a traceback instead of the loader's message."""
+    raw = bytearray(SHIPPED.read_bytes())
+    key, value = next((k, v) for k, v in PROPS.items() if len(v.encode()) > 2)
+    at = raw.find(value.encode(), raw.find(key.encode()))
+    assert at > 0
+    raw[at] = 0xFB  # a lone UTF-8 continuation lead: not a valid start byte; the protobuf lengths are unchanged
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelLoadError, match="damaged.onnx"):
+        load_model(path)
