@@ -13,6 +13,9 @@ deviations of real phrases (the held-out windows), and the largest other move ov
 before the key mask (the same draws decoded in "C chromatic", each phrase's best major/minor scale, as
 ``export.phrase_data.phrase_stats`` measures it).
 
+GAN knobs: the same with the GAN (best of 12, as club_night's GAN song): the knobs choose among its candidates
+instead of the critic, and register moves the chosen line along the scale as far as the range lets it.
+
 Restyle: ``--phrases`` 2-bar windows of held-out tunes (the content-clean test split, or ``--split valid``, less any
 tune the VAE trained on), each a performer's last 2 bars in a song in the tune's own key; ``latent = "restyle"`` with each knob at -1
 and +1. Per knob and direction: the share of phrases whose attribute moved the commanded way, against the performer's
@@ -35,8 +38,8 @@ import numpy as np
 from export import clean_split, corpus as corpus_mod, melody_data, phrase_data
 from export.quality import live, pianoroll
 from liveperf.music import melody, sampler, style
-from liveperf.models.phrase_models import VaeModel
-from liveperf.modes.phrase import VaePhrases
+from liveperf.models.phrase_models import GanModel, VaeModel
+from liveperf.modes.phrase import GanPhrases, VaePhrases
 from liveperf.modes.settings import settings_for
 from liveperf.music.style import STYLE_KNOBS, attributes_of
 
@@ -101,10 +104,14 @@ def contour_corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(style.contour_corr(a, np.asarray(b)[None])[0])
 
 
-def knob_figures(source: VaePhrases, n: int, real_sd: np.ndarray, first_seed: int = 0) -> dict:
-    song = live.make_song(key="C major", mode="phrase", phrase_model="vae", latent="random", pitch_range=[48, 84])
-    base = settings_for(song, source.vae.steps_per_beat)
-    open_ = settings_for(replace(song, key=live.make_song(key="C chromatic").key), source.vae.steps_per_beat)
+def knob_figures(source, n: int, real_sd: np.ndarray, first_seed: int = 0, model: str = "vae") -> dict:
+    """The knobs through ``source`` (``VaePhrases``; or ``GanPhrases`` with ``model`` "gan": best of 12, as
+    club_night's GAN song)."""
+    extra = {"latent": "random"} if model == "vae" else {"candidates": 12}
+    song = live.make_song(key="C major", mode="phrase", phrase_model=model, pitch_range=[48, 84], **extra)
+    spb = (source.vae if model == "vae" else source.gan).steps_per_beat
+    base = settings_for(song, spb)
+    open_ = settings_for(replace(song, key=live.make_song(key="C chromatic").key), spb)
     silent = np.zeros(source.phrase_steps, dtype=np.int64)
     out = {}
     for knob in STYLE_KNOBS:
@@ -240,7 +247,8 @@ def main(argv=None) -> int:
            "generated_at_0": dict(zip(("mean", "sd"), (np.round(x, 4).tolist() for x in generator_stats(source)))),
            "knob_seeds_from": args.knob_seeds_from,
            "knobs": knob_figures(source, args.phrases, real_sd, args.knob_seeds_from),
-           "restyle": restyle_figures(source, windows, args.figure)}
+           "restyle": restyle_figures(source, windows, args.figure),
+           "gan_knobs": knob_figures(GanPhrases(GanModel.load()), args.phrases, real_sd, args.knob_seeds_from, "gan")}
     if args.answer_tunes:
         res["answers"] = answer_figures(args.answer_tunes, args.seed, args.split, real_sd)
     res["seconds"] = round(time.perf_counter() - t0, 1)
@@ -251,6 +259,12 @@ def main(argv=None) -> int:
     print("| knob | mean at -1 .. +1 | rho pooled / per phrase (median) / of means | largest other move / own "
           "| in-key before mask |")
     for k, f in res["knobs"].items():
+        print(f"| {k} | {' '.join(f'{m:.2f}' for m in f['mean_by_position'])} | {f['rho_pooled']:.2f} / "
+              f"{f['rho_per_phrase_median']:.2f} / {f['rho_of_means']:.2f} | {f['largest_other_over_commanded']:.2f} "
+              f"| {min(f['in_key_before_mask_by_position']):.3f}-{max(f['in_key_before_mask_by_position']):.3f} |")
+    print("| GAN knob (best of 12) | mean at -1 .. +1 | rho pooled / per phrase / of means | largest other / own "
+          "| in-key before mask |")
+    for k, f in res["gan_knobs"].items():
         print(f"| {k} | {' '.join(f'{m:.2f}' for m in f['mean_by_position'])} | {f['rho_pooled']:.2f} / "
               f"{f['rho_per_phrase_median']:.2f} / {f['rho_of_means']:.2f} | {f['largest_other_over_commanded']:.2f} "
               f"| {min(f['in_key_before_mask_by_position']):.3f}-{max(f['in_key_before_mask_by_position']):.3f} |")

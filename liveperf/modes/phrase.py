@@ -12,6 +12,8 @@ Policy:
   them with spread ``sigma``; falls back to ``walk`` when the performer played nothing, counted), ``restyle``
   (the performer's last 2 bars encoded and decoded with no noise: with the style knobs turned, their phrase played
   back denser, higher, darker ...; the same fallback).
+- Style knobs on the GAN: they choose among its candidates (the one nearest the critic's choice moved as they ask);
+  register moves the chosen line along the scale as far as the range lets it (``style.shift_within``).
 - Style knobs (``settings.style``, ``liveperf.music.style``) apply to every VAE phrase: the latent ones move the code,
   ``range`` and ``mood`` steer the decoder's logits in the song's key, and a turned knob draws several candidates
   (from codes near the steered one) and keeps the one nearest what the knobs ask (``style.choose``; restyle: near
@@ -70,8 +72,17 @@ class GanPhrases:
         drawn = self.gan.sample(settings.candidates, rng_state,
                                 settings.temperature if settings.temperature < 0.5 else 0.0)
         phrases = in_key_rows(drawn, settings)
-        scores = self.gan.score(phrases)
-        return phrases[int(np.argmax(scores))]
+        knobs = list(settings.style)
+        register = STYLE_KNOBS.index("register")
+        steps = round(knobs[register] * style.RESTYLE_REGISTER_STEPS)
+        knobs[register] = 0.0
+        best = phrases[int(np.argmax(self.gan.score(phrases)))]
+        if any(knobs):  # the style knobs choose among the candidates: away from the critic's choice, as they ask
+            spb = self.gan.steps_per_beat
+            reference = (style.attributes_rows(best[None], spb)[0] - style.ATTRIBUTE_MEAN) / style.ATTRIBUTE_SD
+            best = phrases[style.choose(phrases, knobs, reference, style.TARGET_SPAN_SD, spb)]
+        # register moves the chosen line along the key's scale, whole, as far as the range lets it
+        return style.shift_within(best, steps, settings.key_allowed, settings.allowed) if steps else best
 
 
 SHIFTS = np.array(sorted(range(-6, 6), key=abs))  # the smallest shift first: it wins a tie

@@ -349,6 +349,19 @@ def reshape_line(tokens: np.ndarray, steps: int, spread: float, key_allowed: np.
     return out
 
 
+def shift_within(tokens: np.ndarray, steps: int, key_allowed: np.ndarray | None, allowed: np.ndarray) -> np.ndarray:
+    """The line moved along the key's scale by as many of ``steps`` as keep every note in ``allowed`` (the range),
+    whole: a GAN phrase's register (``reshape_line`` folds a note back by octaves; this stops short of the edge)."""
+    out = np.asarray(tokens, dtype=np.int64)
+    is_note = out >= melody.PITCH_OFFSET
+    anywhere = np.ones_like(allowed)
+    for k in range(int(steps), 0, -1) if steps > 0 else range(int(steps), 0):
+        moved = reshape_line(out, k, 1.0, key_allowed, anywhere)
+        if allowed[moved[is_note]].all():
+            return moved
+    return out
+
+
 def snap_table(key_allowed: np.ndarray | None, allowed: np.ndarray) -> np.ndarray:
     """``reshape_line``'s pure snap as a table: int64 [128], the pitch each pitch becomes (itself when it is in key
     and range). With no stretch every note moves on its own, so the table is that snap of all 128 pitches."""
@@ -406,12 +419,10 @@ def choose(phrases: np.ndarray, knobs, reference: np.ndarray | None = None, span
     return int(np.argmin(cost))
 
 
-
 def contour_corr(line: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """How well each row of ``rows`` [K, T] follows ``line``'s contour [T]: Pearson's r between the pitches sounding
-    at the steps where both sound, float64 [K]; 0 where fewer than 3 such steps or either is flat there."""
-    rows = np.asarray(rows, dtype=np.int64)
-    a = melody.sounding_pitch(line).astype(np.float64)[None]  # [1, T]
+    """How each row of ``rows`` [K, T] follows ``line``'s contour [T]: Pearson's r of the pitches sounding where
+    both sound, float64 [K]; 0 with fewer than 3 such steps or either flat there."""
+    rows, a = np.asarray(rows, dtype=np.int64), melody.sounding_pitch(line).astype(np.float64)[None]  # a: [1, T]
     change = rows != melody.HOLD  # each row's sounding pitch (``melody.sounding_pitch``), all rows at once
     last = np.maximum.accumulate(np.where(change, np.arange(rows.shape[1]), -1), axis=1)
     src = np.where(last >= 0, np.take_along_axis(rows, np.maximum(last, 0), axis=1), melody.OFF)
