@@ -79,7 +79,7 @@ class GanPhrases:
         best = phrases[int(np.argmax(self.gan.score(phrases)))]
         if any(knobs):  # the style knobs choose among the candidates: away from the critic's choice, as they ask
             spb = self.gan.steps_per_beat
-            reference = (style.attributes_rows(best[None], spb)[0] - style.ATTRIBUTE_MEAN) / style.ATTRIBUTE_SD
+            reference = style.standardised(best[None], spb)[0]
             best = phrases[style.choose(phrases, knobs, reference, style.TARGET_SPAN_SD, spb)]
         # register moves the chosen line along the key's scale, whole, as far as the range lets it
         return style.shift_within(best, steps, settings.key_allowed, settings.allowed) if steps else best
@@ -182,8 +182,7 @@ class VaePhrases:
         steps = round(knobs[register] * style.RESTYLE_REGISTER_STEPS)
         factor = style.RESTYLE_RANGE_FACTOR ** knobs[spread]
         knobs[register] = knobs[spread] = 0.0
-        reference = (style.attributes_rows(history[None], self.vae.steps_per_beat)[0] - style.ATTRIBUTE_MEAN) \
-            / style.ATTRIBUTE_SD
+        reference = style.standardised(history[None], self.vae.steps_per_beat)[0]
         phrase = self.decode(z, style.controls(knobs, self.vae.mix), settings, rng_state, anchor=history,
                              knobs=knobs, reference=reference, span_sd=style.RESTYLE_SPAN_SD)
         return style.reshape_line(phrase, steps, factor, settings.key_allowed, settings.allowed)

@@ -77,7 +77,8 @@ _MAJOR_ROWS = _rotations(KK_MAJOR)
 _MINOR_ROWS = _rotations(KK_MINOR)
 
 
-def _weight(step: int, spb: int) -> int:
+@numba.njit(numba.int64(numba.int64, numba.int64), cache=True, nogil=True)
+def _weight(step, spb):  # pragma: no cover (compiled; the specification and the compiled rows both call it)
     """Metrical weight of a step within its beat: 2 on the beat, 1 on the half beat, 0 elsewhere."""
     pos = step % spb
     if pos == 0:
@@ -143,20 +144,11 @@ _DIATONIC_F = np.ascontiguousarray(_DIATONIC, dtype=np.float64)
 _I64_2D, _F64_2D = types.int64[:, ::1], types.float64[:, ::1]
 
 
-@numba.njit(types.int64(types.int64, types.int64), cache=True, nogil=True)
-def _weight_nb(step, spb):  # pragma: no cover (compiled) -- ``_weight``
-    pos = step % spb
-    if pos == 0:
-        return 2
-    return 1 if spb % 2 == 0 and pos == spb // 2 else 0
-
-
 @numba.njit(types.void(_I64_2D, types.int64, _F64_2D, _F64_2D, _F64_2D, types.float64, _F64_2D), cache=True,
             nogil=True)
 def _attributes_rows(rows, spb, major_rows, minor_rows, diatonic, tie, out):  # pragma: no cover (compiled)
     k_rows, steps = rows.shape
-    held = np.empty(12)
-    prof = np.empty(12)
+    held, prof, fit_r = np.empty(12), np.empty(12), np.empty(12)
     for k in range(k_rows):
         t = rows[k]
         n_on = 0
@@ -188,19 +180,15 @@ def _attributes_rows(rows, spb, major_rows, minor_rows, diatonic, tie, out):  # 
         mood = 0.0
         if norm > 0.0:
             prof /= np.sqrt(norm)
-            top = -1.0
-            for r in range(12):
-                inside = 0.0
+            for r in range(12):  # how much of the sounding time each major scale holds
+                fit_r[r] = 0.0
                 for c in range(12):
-                    inside += diatonic[r, c] * held[c]
-                top = max(top, inside)
+                    fit_r[r] += diatonic[r, c] * held[c]
+            top = fit_r.max()
             best_fit = -np.inf
             for sweep in range(2):  # the best fit, then the first scale within TIE of it
                 for r in range(12):
-                    inside = 0.0
-                    for c in range(12):
-                        inside += diatonic[r, c] * held[c]
-                    if inside != top:
+                    if fit_r[r] != top:
                         continue
                     major = minor = 0.0
                     for c in range(12):
@@ -218,9 +206,9 @@ def _attributes_rows(rows, spb, major_rows, minor_rows, diatonic, tie, out):  # 
             end = start + 1
             while end < steps and t[end] == 0:
                 end += 1
-            w = _weight_nb(start, spb)
+            w = _weight(start, spb)
             for s in range(start + 1, end):
-                if _weight_nb(s, spb) > w:
+                if _weight(s, spb) > w:
                     syncopated += 1
                     break
         out[k, 0] = n_on / (steps / spb)
@@ -392,6 +380,12 @@ def candidates_for(knobs) -> int:
     return 1 + round(min(1.0, 2.0 * turned) * (SELECT_MAX - 1))
 
 
+def standardised(phrases, steps_per_beat: int = melody.DEFAULT_STEPS_PER_BEAT) -> np.ndarray:
+    """``attributes_rows`` in standard deviations from the model's own phrases (``ATTRIBUTE_MEAN`` / ``_SD``):
+    the scale ``choose`` works on, and a reference (restyle's performer, the GAN critic's choice) is given in."""
+    return (attributes_rows(phrases, steps_per_beat) - ATTRIBUTE_MEAN) / ATTRIBUTE_SD
+
+
 def choose(phrases: np.ndarray, knobs, reference: np.ndarray | None = None, span_sd: float = TARGET_SPAN_SD,
            steps_per_beat: int = melody.DEFAULT_STEPS_PER_BEAT, line: np.ndarray | None = None) -> int:
     """The candidate (row of ``phrases`` [K, T]) nearest what the knobs ask: each turned knob's attribute, in
@@ -401,7 +395,7 @@ def choose(phrases: np.ndarray, knobs, reference: np.ndarray | None = None, span
     the performer's tokens), its contour (``CONTOUR_WEIGHT`` x (1 - ``contour_corr``)). A phrase with no onset is
     chosen only when all are empty."""
     rows = np.asarray(phrases, dtype=np.int64)
-    z = (attributes_rows(rows, steps_per_beat) - ATTRIBUTE_MEAN) / ATTRIBUTE_SD
+    z = standardised(rows, steps_per_beat)
     k = np.asarray(knobs, dtype=np.float64)
     ref = np.zeros(len(STYLE_KNOBS)) if reference is None else np.nan_to_num(np.asarray(reference, np.float64))
     turned = k != 0.0
