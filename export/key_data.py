@@ -11,6 +11,8 @@ computed before the notes that start on it arrive), the tune's first downbeat pl
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from liveperf.music import melody
@@ -46,6 +48,23 @@ def pitch_class_weight(tokens: np.ndarray) -> np.ndarray:
         if sounding is not None:
             weight[sounding] += 1.0
     return weight
+
+
+class Tune(NamedTuple):
+    """A labelled tune, bar-aligned (``bar_aligned``): ``tokens``, ``bar`` (steps per bar), ``key`` (a ``Key``, or a
+    candidate index for training) and ``downbeat_bar``, the bar line of its first downbeat (0 without a pickup,
+    1 with one: the pickup sits in bar 0 after silence). "After N bars" counts N full bars from that bar line."""
+
+    tokens: np.ndarray
+    bar: int
+    key: object
+    downbeat_bar: int
+
+
+def first_downbeat_bar(downbeat_step: int, steps_per_bar: int) -> int:
+    """The bar line a tune's first downbeat lands on once ``bar_aligned``: 0 without a pickup, else 1 (or more
+    for a pickup longer than a bar)."""
+    return -(-int(downbeat_step) // max(1, int(steps_per_bar)))
 
 
 def bar_aligned(tokens: np.ndarray, downbeat_step: int, steps_per_bar: int) -> np.ndarray:

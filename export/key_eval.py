@@ -8,12 +8,13 @@ The melody models' content split (``export.clean_split``, seed 0; the model was 
 its half-life chosen on the validation tunes), labelled by ``export.key_data.tune_key``. Printed:
 
 - **After N bars**: the share of tunes whose estimate (``KeyFinder.estimate``) names the key, root and mode (minor
-  and harmonic minor are one), after 1, 2, 4 and 8 bars from the first downbeat, for the shipped model and the
-  Krumhansl-Kessler and Temperley profiles (major/minor only); also the share with the right scale (the partner's
-  mask) whatever the tonic.
-- **Modulations**: every labelled tune (8 bars from its first downbeat) joined at a bar line to another held-out
-  tune of the same meter (8 bars), transposed up a tone, to the dominant, or (major tunes joined to a minor one) to
-  the relative minor. A ``KeyFollower`` starting with no key is asked at every bar line, as the engine asks: the
+  and harmonic minor are one), after 1, 2, 4 and 8 full bars from the first downbeat (a pickup is heard too), for
+  the shipped model and the Krumhansl-Kessler and Temperley profiles (major/minor only); also the share with the
+  right scale (the partner's mask) whatever the tonic.
+- **Modulations**: every labelled tune (its pickup and 8 bars from its first downbeat) joined at a bar line to
+  another held-out tune of the same meter (8 bars from its first downbeat; its pickup left out, so the new key
+  starts on the bar line with no silence before it), transposed up a tone, to the dominant, or (major tunes joined
+  to a minor one) to the relative minor. A ``KeyFollower`` starting with no key is asked at every bar line, as the engine asks: the
   share of joins whose new key it names within 2 bars of the join, and its spurious changes (to a key that is not
   the true key of that moment) per 32 bars.
 - The estimator's cost per step, p50 / p99 in microseconds: every step, steps between bar lines (fade and count),
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from export import clean_split, corpus as corpus_mod
-from export.key_data import bar_aligned, play, snapshots, tune_key
+from export.key_data import Tune, bar_aligned, first_downbeat_bar, play, snapshots, tune_key
 from liveperf.music import melody
 from liveperf.music.key_finder import FOLLOW_AUTO, KeyFinder, KeyFollower, KeyModel, candidate_index
 from liveperf.music.scales import Key
@@ -51,7 +52,8 @@ def labelled(corpus, indices):
         key = tune_key(meta, tokens, corpus.ids[i].split("/")[0])
         if key is not None:
             bar = meta.steps_per_bar(SPB)
-            out.append((bar_aligned(tokens, meta.downbeat_step, bar), bar, key))
+            out.append(Tune(bar_aligned(tokens, meta.downbeat_step, bar), bar, key,
+                            first_downbeat_bar(meta.downbeat_step, bar)))
     return out
 
 
@@ -59,12 +61,12 @@ def after_bars(model: KeyModel, tunes) -> dict:
     right = {b: [] for b in BARS}
     scale_right = {b: [] for b in BARS}
     finders: dict[int, KeyFinder] = {}
-    for tokens, bar, key in tunes:
+    for tokens, bar, key, downbeat in tunes:
         finder = finders.setdefault(bar, KeyFinder(model, bar, SPB))
-        snaps = snapshots(finder, tokens, max(BARS))
+        snaps = snapshots(finder, tokens, downbeat + max(BARS))
         for b in BARS:
-            if len(snaps) >= b:
-                finder.heard[:] = snaps[b - 1]
+            if len(snaps) >= downbeat + b:  # snaps[k]: at bar line k + 1
+                finder.heard[:] = snaps[downbeat + b - 1]
                 est, _, _ = finder.estimate()
                 right[b].append(candidate_index(est) == candidate_index(key))
                 scale_right[b].append(set(est.pitch_classes) == set(key.pitch_classes))
@@ -95,8 +97,8 @@ def joins(model: KeyModel, tunes, seed: int, follower_args: dict, every: str = "
     spurious = bars_played = 0
     for name, up in JOINS.items():
         named, named4 = [], []
-        for tokens, bar, key in tunes:
-            n = SEGMENT_BARS * bar
+        for tokens, bar, key, downbeat in tunes:
+            n = (downbeat + SEGMENT_BARS) * bar  # the first tune: its pickup, then 8 full bars
             if len(tokens) < n:
                 continue
             if name == "to the relative minor":
@@ -105,13 +107,15 @@ def joins(model: KeyModel, tunes, seed: int, follower_args: dict, every: str = "
                 target_scale = "minor"
             else:
                 target_scale = key.scale
-            pool = [t for t in tunes if t[1] == bar and t[2].scale == target_scale and len(t[0]) >= n
-                    and t[0] is not tokens]
+            pool = [t for t in tunes if t.bar == bar and t.key.scale == target_scale
+                    and len(t.tokens) >= (t.downbeat_bar + SEGMENT_BARS) * bar and t.tokens is not tokens]
             if not pool:
                 continue
-            b_tokens, _, b_key = pool[int(rng.integers(len(pool)))]
+            b_tokens, _, b_key, b_downbeat = pool[int(rng.integers(len(pool)))]
             new_root = (key.root + up) % 12
-            b_moved = transposed(b_tokens[:n], (new_root - b_key.root) % 12)
+            # The second tune from its first downbeat (its pickup left out): the modulation falls on the bar line.
+            b_moved = transposed(b_tokens[b_downbeat * bar:(b_downbeat + SEGMENT_BARS) * bar],
+                                 (new_root - b_key.root) % 12)
             if b_moved is None:
                 continue
             truth_b = candidate_index(Key(new_root, b_key.scale))
@@ -130,7 +134,7 @@ def joins(model: KeyModel, tunes, seed: int, follower_args: dict, every: str = "
                     hit4 = hit4 or change.step <= n + 2 * WITHIN_BARS * bar
             named.append(hit)
             named4.append(hit4)
-            bars_played += 2 * SEGMENT_BARS
+            bars_played += downbeat + 2 * SEGMENT_BARS
         out[name] = {"named_within_2_bars": round(float(np.mean(named)), 4) if named else None,
                      "named_within_4_bars": round(float(np.mean(named4)), 4) if named4 else None,
                      "joins": len(named)}
@@ -146,7 +150,7 @@ def cost(model: KeyModel, tunes) -> dict:
     """Wall time of each step's work (the bar line's question, or a beat's whether the key plainly does not fit;
     then the fade and count), the tunes played as the engine hears them (``key_data.play``)."""
     step_us, ask_us = [], []
-    for tokens, bar, _ in tunes[:200]:
+    for tokens, bar, _, _ in tunes[:200]:
         finder = KeyFinder(model, bar, SPB)
         follower = KeyFollower(finder, None, **FOLLOW_AUTO)
         fade = finder.on_step
@@ -243,14 +247,15 @@ def take_figure(take: Path, out: Path, tempo_steps_per_beat: int = SPB, bar: int
 def partner_in_key(tunes, limit: int, bars: int = 16, change_at: str = "bar") -> dict:
     """Through the live path (``export.quality.live``: the show's engine, modes and key follower in virtual time):
     each tune played by the performer in a duet song with ``key = "auto <wrong key>"``, the starting key a tritone
-    away from the tune's; the share of the partner's notes after the first 2 bars that lie in the tune's key."""
+    away from the tune's; the share of the partner's notes after the first 2 bars (2 full bars from the tune's
+    first downbeat) that lie in the tune's key."""
     from export.quality import live
     from liveperf.modes.build import SongModels
 
     inside = total = before = before_total = inside4 = total4 = 0
     played_tunes = 0
     cache: dict = {}
-    for tokens, bar, key in tunes:
+    for tokens, bar, key, downbeat in tunes:
         if played_tunes >= limit or len(tokens) < bars * bar or bar not in (8, 12, 16):
             continue
         wrong = Key((key.root + 6) % 12, key.scale)
@@ -262,13 +267,13 @@ def partner_in_key(tunes, limit: int, bars: int = 16, change_at: str = "bar") ->
         played = live.play(song, models, live.performer_events(tokens[:bars * bar], 0, step_ns), bars * bar)
         for ns, data in played.sent:
             if data[0] & 0xF0 == 0x90 and data[2] > 0 and data[0] & 0x0F == song.channel - 1:
-                after = ns >= 2 * bar * step_ns
+                after = ns >= (downbeat + 2) * bar * step_ns  # 2 full bars from the first downbeat
                 ok = key.contains(data[1])
                 inside += after and ok
                 total += after
                 before += (not after) and ok
                 before_total += not after
-                later = ns >= 4 * bar * step_ns
+                later = ns >= (downbeat + 4) * bar * step_ns
                 inside4 += later and ok
                 total4 += later
         played_tunes += 1
