@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export import clean_split, corpus as corpus_mod
-from export.key_data import bar_aligned, play, snapshots, tune_key
+from export.key_data import Tune, bar_aligned, first_downbeat_bar, play, snapshots, tune_key
 from liveperf.music import melody
 from liveperf.music.key_finder import DEFAULT_MODEL, MODES, KeyFinder, KeyModel, candidate_index
 
@@ -36,8 +36,9 @@ SPB = 4
 BATCH = 1024
 
 
-def labelled(corpus, indices) -> list[tuple[np.ndarray, int, int]]:
-    """(bar-aligned tokens, steps per bar, candidate index) of every labelled tune among ``indices``."""
+def labelled(corpus, indices) -> list[Tune]:
+    """Every labelled tune among ``indices``: bar-aligned tokens, steps per bar, its candidate index, the bar line of
+    its first downbeat."""
     out = []
     for i in indices:
         meta, tokens = corpus.meta[i], corpus.tokens[i]
@@ -45,47 +46,52 @@ def labelled(corpus, indices) -> list[tuple[np.ndarray, int, int]]:
         if key is None:
             continue
         bar = meta.steps_per_bar(SPB)
-        out.append((bar_aligned(tokens, meta.downbeat_step, bar), bar, candidate_index(key)))
+        out.append(Tune(bar_aligned(tokens, meta.downbeat_step, bar), bar, candidate_index(key),
+                        first_downbeat_bar(meta.downbeat_step, bar)))
     return out
 
 
 def dataset(tunes, half_lives: tuple[float, float], desc: str, rng: np.random.Generator | None = None):
-    """Heard profiles (N, 2, F, 12), candidate labels (N,) and the bar number of each snapshot (N,; 0 for joins).
-    With ``rng``: also every tune joined at bar ``JOIN_BARS`` to another tune of its meter moved to a random key,
-    with snapshots 1..``JOIN_SNAPSHOTS`` bars after the join labelled with the new key (modulations)."""
+    """Heard profiles (N, 2, F, 12), candidate labels (N,), full bars heard (N,: from the tune's first downbeat,
+    or from the join; 0 or less while only a pickup was heard) and whether each snapshot follows a join (N,).
+    Snapshots at bar lines 1..``SNAPSHOT_BARS``. With ``rng``: also every tune's pickup and ``JOIN_BARS`` bars joined
+    to another tune of its meter from that one's first downbeat (as ``export.key_eval`` joins them), moved to a
+    random key, with snapshots 1..``JOIN_SNAPSHOTS`` bars after the join labelled with the new key (modulations)."""
     model = KeyModel.classic(half_lives_bars=half_lives)  # only its half-lives matter here
-    heard, labels, bar_no = [], [], []
+    heard, labels, bar_no, joined = [], [], [], []
     finders: dict[int, KeyFinder] = {}
     by_bar: dict[int, list] = {}
     for t in tunes:
         by_bar.setdefault(t[1], []).append(t)
-    for tokens, bar, label in tqdm(tunes, desc=desc, unit="tune", mininterval=2.0, leave=False):
+    for tokens, bar, label, downbeat in tqdm(tunes, desc=desc, unit="tune", mininterval=2.0, leave=False):
         finder = finders.setdefault(bar, KeyFinder(model, bar, SPB))
         snaps = snapshots(finder, tokens, SNAPSHOT_BARS)
         heard.extend(snaps)
         labels.extend([label] * len(snaps))
-        bar_no.extend(range(1, len(snaps) + 1))
-        n = JOIN_BARS * bar
+        bar_no.extend(range(1 - downbeat, len(snaps) + 1 - downbeat))
+        joined.extend([False] * len(snaps))
+        n = (downbeat + JOIN_BARS) * bar
         if rng is None or len(tokens) < n:
             continue
         other, up = _modulation(tokens_label=label, tunes=by_bar[bar], rng=rng)
-        other_label = other[2]
-        other = other[0]
-        moved = melody.transpose_tokens(other[:JOIN_SNAPSHOTS * bar + 1], up)
+        start = other.downbeat_bar * bar
+        piece = other.tokens[start:start + JOIN_SNAPSHOTS * bar + 1]
+        moved = melody.transpose_tokens(piece, up)
         if moved is None:
             up -= 12
-            moved = melody.transpose_tokens(other[:JOIN_SNAPSHOTS * bar + 1], up)
+            moved = melody.transpose_tokens(piece, up)
         if moved is None:
             continue
         finder.clear()
-        joined = np.concatenate([tokens[:n], moved])
+        song = np.concatenate([tokens[:n], moved])
         after: list[np.ndarray] = []
-        play(finder, joined, ask=lambda step: after.append(finder.heard.copy()) if step > n else None)
-        m, root = divmod(other_label, 12)
+        play(finder, song, ask=lambda step: after.append(finder.heard.copy()) if step > n else None)
+        m, root = divmod(other.key, 12)
         heard.extend(after)
         labels.extend([m * 12 + (root + up) % 12] * len(after))
-        bar_no.extend([0] * len(after))
-    return np.array(heard), np.array(labels), np.array(bar_no)
+        bar_no.extend(range(1, len(after) + 1))
+        joined.extend([True] * len(after))
+    return np.array(heard), np.array(labels), np.array(bar_no), np.array(joined, dtype=bool)
 
 
 def _modulation(tokens_label: int, tunes: list, rng: np.random.Generator):
@@ -102,10 +108,10 @@ def _modulation(tokens_label: int, tunes: list, rng: np.random.Generator):
         if mode == minor:
             moves.append((3, major))
         step, new_mode = moves[int(rng.integers(len(moves)))]
-        pool = [t for t in tunes if t[2] // 12 == new_mode]
+        pool = [t for t in tunes if t.key // 12 == new_mode]
         if pool:
             other = pool[int(rng.integers(len(pool)))]
-            return other, ((root + step) - other[2] % 12) % 12
+            return other, ((root + step) - other.key % 12) % 12
     return tunes[int(rng.integers(len(tunes)))], int(rng.integers(1, 12))
 
 
@@ -173,14 +179,13 @@ def main(argv=None) -> int:
     results, best = [], None
     for pair in args.half_lives.split(","):
         hl = tuple(float(h) for h in pair.split(":"))
-        x, y, _ = dataset(train, hl, f"train, half-lives {pair}", np.random.default_rng(args.seed))
+        x, y, _, _ = dataset(train, hl, f"train, half-lives {pair}", np.random.default_rng(args.seed))
         prof = fit(x, y, hl, args.seed, args.hidden, args.epochs, f"fit, half-lives {pair}")
-        vx, vy, vbar = dataset(valid, hl, "valid", np.random.default_rng(args.seed + 1))
-        row = {"half_lives_bars": list(hl), "train_snapshots": int(len(y)),
-               "valid_after_2_bars": round(accuracy(prof, vx[vbar == 2], vy[vbar == 2]), 4),
-               "valid_after_4_bars": round(accuracy(prof, vx[vbar == 4], vy[vbar == 4]), 4),
-               "valid_2_bars_after_a_join": round(accuracy(prof, vx[vbar == 0][1::JOIN_SNAPSHOTS],
-                                                           vy[vbar == 0][1::JOIN_SNAPSHOTS]), 4)}
+        vx, vy, vbar, vjoin = dataset(valid, hl, "valid", np.random.default_rng(args.seed + 1))
+        row = {"half_lives_bars": list(hl), "train_snapshots": int(len(y))}
+        for name, pick in (("valid_after_2_bars", ~vjoin & (vbar == 2)), ("valid_after_4_bars", ~vjoin & (vbar == 4)),
+                           ("valid_2_bars_after_a_join", vjoin & (vbar == 2))):
+            row[name] = round(accuracy(prof, vx[pick], vy[pick]), 4)
         row["score"] = round(row["valid_after_2_bars"] + row["valid_2_bars_after_a_join"], 4)
         print(row)
         results.append(row)

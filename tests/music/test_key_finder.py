@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
-from liveperf.music.key_finder import (FOLLOW_AUTO, FOLLOW_MODULATIONS, MIN_PITCH_CLASSES, MODES, NUM_INPUTS,
+from liveperf.music.key_finder import (FEATURES, FOLLOW_AUTO, FOLLOW_MODULATIONS, MIN_PITCH_CLASSES, MODES, NUM_INPUTS,
                                  KeyFinder, KeyFollower, KeyModel, candidate_index, key_of_candidate, shipped_model)
 from liveperf.music.melody import on
 from liveperf.modes.duet import Duet
@@ -139,6 +139,27 @@ def test_the_estimate_moves_with_a_transposition(pitches, shift):
         heard.append(f.probabilities())
     moved = np.roll(heard[0].reshape(len(MODES), 12), shift % 12, axis=1).ravel()
     assert np.allclose(heard[1], moved, atol=1e-9)
+
+
+def test_how_each_note_was_reached_and_where_a_phrase_ended_are_heard():
+    # No grid steps in between: nothing fades, so every count is exact. C on the downbeat, a leap up to G, a
+    # semitone up to A flat held two beats, a rest of two beats, a semitone down to G.
+    f = KeyFinder(template_model(), 16, 4)
+    f.note_on(60, 0)
+    f.note_off(60, 2)
+    f.note_on(67, 2)
+    f.note_off(67, 4)
+    f.note_on(68, 4)
+    f.note_off(68, 12)
+    f.note_on(67, 20)
+    f.note_off(67, 21)
+    expected = np.zeros((len(FEATURES), 12))
+    for feature, pc, count in (("sounding", 0, 2), ("sounding", 7, 3), ("sounding", 8, 8), ("downbeat", 0, 1),
+                               ("offbeat", 7, 1), ("beat", 8, 1), ("beat", 7, 1), ("phrase_start", 0, 1),
+                               ("leap_in", 7, 1), ("semitone_up_in", 8, 1), ("semitone_down_in", 7, 1),
+                               ("long", 8, 1), ("phrase_end", 8, 1)):
+        expected[FEATURES.index(feature), pc] += count
+    assert np.array_equal(f.heard[0], expected) and np.array_equal(f.heard[1], expected)
 
 
 def test_candidates_and_names():
