@@ -1,16 +1,16 @@
 """Train the key finder's profiles (``liveperf.music.key_finder``) on the folk tunes' training split.
 
 ```
-python -m export.train_key [--seed 0] [--half-lives 2,3,4,6] [--out liveperf/data/key_profiles.json]
+python -m export.train_key [--seed 0] [--half-lives 1:4,0.5:4,1:6] [--out liveperf/data/key_model.json]
 ```
 
 The melody models' content split (``export.clean_split``, seed 0): training tunes only; the validation tunes pick
 the half-life; the test tunes are left for ``export.key_eval``. Each labelled tune (``export.key_data.tune_key``)
 is played through the live ``KeyFinder`` and its heard profiles are taken at bar lines 1..16. The network of
 ``KeyModel`` (one ReLU layer shared by the 12 roots, so every key is learned from every tune) is trained by
-minibatch Adam as a softmax over the 84 candidates (torch, seeded; ~2.5 min a half-life on 2 cores). Written: the
-model with the best validation accuracy after 2 bars, and ``export/results/key_train.json`` with every half-life's
-figures.
+minibatch Adam as a softmax over the 84 candidates (torch, seeded; about a minute a half-life pair, 2.6 min in
+all on 2 cores). Written: the model with the best validation score (accuracy 2 bars after the first downbeat plus
+2 bars after a join), and ``export/results/key_train.json`` with every half-life pair's figures.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def dataset(tunes, half_lives: tuple[float, float], desc: str, rng: np.random.Ge
     finders: dict[int, KeyFinder] = {}
     by_bar: dict[int, list] = {}
     for t in tunes:
-        by_bar.setdefault(t[1], []).append(t)
+        by_bar.setdefault(t.bar, []).append(t)
     for tokens, bar, label, downbeat in tqdm(tunes, desc=desc, unit="tune", mininterval=2.0, leave=False):
         finder = finders.setdefault(bar, KeyFinder(model, bar, SPB))
         snaps = snapshots(finder, tokens, SNAPSHOT_BARS)
