@@ -162,7 +162,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--half-lives", default="1:4,0.5:4,1:6",
                     help="(short:long) half-life pairs to try, in bars, comma separated")
-    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=48)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--json", type=Path, default=ROOT / "export" / "results" / "key_train.json")

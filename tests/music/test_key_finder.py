@@ -20,6 +20,9 @@ from tests.fakes import STEP_NS_120 as S
 from tests.fakes import ScriptedDuet, performer, run_engine, settings
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
+# Probabilities from the compiled (float32) first layer against float64: measured worst 2.6e-5 over 3,000 random
+# profiles of 0-200 in every input (a real tune's heard profiles: 5e-7; the estimate never changed).
+FLOAT32_ATOL = 1e-4
 
 
 def template_model() -> KeyModel:
@@ -138,7 +141,8 @@ def test_the_estimate_moves_with_a_transposition(pitches, shift):
             strike(f, step, [p + k])
         heard.append(f.probabilities())
     moved = np.roll(heard[0].reshape(len(MODES), 12), shift % 12, axis=1).ravel()
-    assert np.allclose(heard[1], moved, atol=1e-9)
+    # The compiled first layer is float32 (KeyModel): the moved notes add the same rows in another order.
+    assert np.allclose(heard[1], moved, rtol=0.0, atol=FLOAT32_ATOL)
 
 
 def test_how_each_note_was_reached_and_where_a_phrase_ended_are_heard():
@@ -186,7 +190,8 @@ def test_the_compiled_probabilities_are_the_softmax_of_the_numpy_scores(values):
     s = model.scores(heard)
     expected = np.exp(s - s.max())
     expected /= expected.sum()
-    assert np.allclose(model.probabilities(heard, np.empty(len(MODES) * 12)), expected, rtol=1e-9, atol=1e-12)
+    # The specification is float64; the compiled first layer float32 (KeyModel: ~30 % faster at the bar line).
+    assert np.allclose(model.probabilities(heard, np.empty(len(MODES) * 12)), expected, rtol=0.0, atol=FLOAT32_ATOL)
 
 
 def test_a_key_with_no_pitch_in_the_partners_range_is_not_applied():
