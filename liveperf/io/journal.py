@@ -345,6 +345,27 @@ def save_midi_atomic(mid: mido.MidiFile, path: Path, opener: Callable = open) ->
     fsync_dir(path.parent)
 
 
+def open_journal_atomic(song: SongRecord, path: Path, opener: Callable = open):
+    """Write ``song``'s whole journal to ``path.tmp``, fsync it, rename it over ``path``, and return the file still
+    open for appending (the caller owns it). Raises OSError (the temporary file is closed and removed)."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    f = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = opener(tmp, "wb")
+        f.write(journal_bytes(song))
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError:
+        if f is not None:
+            close_quietly(f)
+        unlink_quietly(tmp)
+        raise
+    return f
+
+
 def default_fallback_dirs() -> list[Path]:
     """Where a recording goes at close when its folder cannot take it (see ``liveperf.io.recorder``): only
     ``$LIVEPERF_FALLBACK_DIR`` when it is set, else the temporary folder, /dev/shm and home."""

@@ -364,23 +364,11 @@ class Recorder:
     def _open_journal(self, song: _Song) -> None:
         """(Re)write the song's whole journal from memory, atomically, and keep it open for appending."""
         path = self.folder / (song.stem + jr.JOURNAL_SUFFIX)
-        tmp = path.with_name(path.name + jr.TMP_SUFFIX)
-        f = None
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            f = self._opener(tmp, "wb")
-            f.write(jr.journal_bytes(song.record))
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(tmp, path)
-            jr.fsync_dir(self.folder)
+            song.journal = jr.open_journal_atomic(song.record, path, self._opener)
         except OSError as exc:
-            if f is not None:
-                jr.close_quietly(f)
-            jr.unlink_quietly(tmp)
             self._fail(f"journal {song.stem}", f"{path}: {exc}")
             return
-        song.journal = f
         self._problems.discard(f"journal {song.stem}")
 
     def _journal_write(self, song: _Song, line: bytes) -> None:
