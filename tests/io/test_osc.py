@@ -19,25 +19,7 @@ from pythonosc.tcp_client import SimpleTCPClient
 from pythonosc.udp_client import SimpleUDPClient
 
 from liveperf.io.osc import Command, OscInputError, OscServer, command_for, decode_message, split_packet
-from tests.osc_helpers import TIMEOUT_S, Collector, UdpPeer, need_tools, osc_bundle, osc_message, wait_until
-
-
-@pytest.fixture
-def collector():
-    return Collector()
-
-
-@pytest.fixture
-def server(collector):
-    with OscServer(collector, udp_port=0, tcp_port=0) as s:
-        yield s
-
-
-@pytest.fixture
-def peer(server):
-    p = UdpPeer(server.udp_port)
-    yield p
-    p.close()
+from tests.osc_helpers import TIMEOUT_S, UdpPeer, need_tools, osc_bundle, osc_message, wait_until
 
 
 # -- Commands in -------------------------------------------------------------------------------------------------

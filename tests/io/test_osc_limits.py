@@ -17,25 +17,7 @@ from pythonosc.tcp_client import SimpleTCPClient
 from liveperf.io import osc
 from liveperf.io.osc import (Command, OscInputError, OscServer, _SourcePolicy, command_for,
                              decode_message, split_packet)
-from tests.osc_helpers import TIMEOUT_S, Collector, UdpPeer, bind_or_skip, osc_bundle, osc_message, wait_until
-
-
-@pytest.fixture
-def collector():
-    return Collector()
-
-
-@pytest.fixture
-def server(collector):
-    with OscServer(collector, udp_port=0, tcp_port=0) as s:
-        yield s
-
-
-@pytest.fixture
-def peer(server):
-    p = UdpPeer(server.udp_port)
-    yield p
-    p.close()
+from tests.osc_helpers import TIMEOUT_S, UdpPeer, bind_or_skip, osc_bundle, osc_message, wait_until
 
 
 # -- Rate limit and allow-list -----------------------------------------------------------------------------------
