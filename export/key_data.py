@@ -61,6 +61,20 @@ class Tune(NamedTuple):
     downbeat_bar: int
 
 
+def labelled(corpus, indices, steps_per_beat: int = 4) -> list[Tune]:
+    """Every tune among ``indices`` of ``corpus`` (``export.corpus``) that ``tune_key`` can name: bar-aligned, with
+    its ``Key`` and the bar line of its first downbeat."""
+    out = []
+    for i in indices:
+        meta, tokens = corpus.meta[i], corpus.tokens[i]
+        key = tune_key(meta, tokens, corpus.ids[i].split("/")[0])
+        if key is not None:
+            bar = meta.steps_per_bar(steps_per_beat)
+            out.append(Tune(bar_aligned(tokens, meta.downbeat_step, bar), bar, key,
+                            first_downbeat_bar(meta.downbeat_step, bar)))
+    return out
+
+
 def first_downbeat_bar(downbeat_step: int, steps_per_bar: int) -> int:
     """The bar line a tune's first downbeat lands on once ``bar_aligned``: 0 without a pickup, else 1 (or more
     for a pickup longer than a bar)."""

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from export import clean_split, corpus as corpus_mod
-from export.key_data import Tune, bar_aligned, first_downbeat_bar, play, snapshots, tune_key
+from export.key_data import labelled, play, snapshots
 from liveperf.music import melody
 from liveperf.music.key_finder import FOLLOW_AUTO, KeyFinder, KeyFollower, KeyModel, candidate_index
 from liveperf.music.scales import Key
@@ -43,18 +43,6 @@ SEGMENT_BARS = 8
 WITHIN_BARS = 2
 DEMO_TAKE = ROOT / "liveperf" / "data" / "takes" / "demo_hornpipe_g_to_a.mid"
 JOINS = {"up a tone": 2, "to the dominant": 7, "to the relative minor": 9}
-
-
-def labelled(corpus, indices):
-    out = []
-    for i in indices:
-        meta, tokens = corpus.meta[i], corpus.tokens[i]
-        key = tune_key(meta, tokens, corpus.ids[i].split("/")[0])
-        if key is not None:
-            bar = meta.steps_per_bar(SPB)
-            out.append(Tune(bar_aligned(tokens, meta.downbeat_step, bar), bar, key,
-                            first_downbeat_bar(meta.downbeat_step, bar)))
-    return out
 
 
 def after_bars(model: KeyModel, tunes) -> dict:

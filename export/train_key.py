@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from export import clean_split, corpus as corpus_mod
-from export.key_data import Tune, bar_aligned, first_downbeat_bar, play, snapshots, tune_key
+from export import clean_split, corpus as corpus_mod, key_data
+from export.key_data import Tune, play, snapshots
 from liveperf.music import melody
 from liveperf.music.key_finder import DEFAULT_MODEL, MODES, KeyFinder, KeyModel, candidate_index
 
@@ -37,18 +37,8 @@ BATCH = 1024
 
 
 def labelled(corpus, indices) -> list[Tune]:
-    """Every labelled tune among ``indices``: bar-aligned tokens, steps per bar, its candidate index, the bar line of
-    its first downbeat."""
-    out = []
-    for i in indices:
-        meta, tokens = corpus.meta[i], corpus.tokens[i]
-        key = tune_key(meta, tokens, corpus.ids[i].split("/")[0])
-        if key is None:
-            continue
-        bar = meta.steps_per_bar(SPB)
-        out.append(Tune(bar_aligned(tokens, meta.downbeat_step, bar), bar, candidate_index(key),
-                        first_downbeat_bar(meta.downbeat_step, bar)))
-    return out
+    """``key_data.labelled``, each key as its candidate index (the training label)."""
+    return [t._replace(key=candidate_index(t.key)) for t in key_data.labelled(corpus, indices, SPB)]
 
 
 def dataset(tunes, half_lives: tuple[float, float], desc: str, rng: np.random.Generator | None = None):
