@@ -1,12 +1,16 @@
 """Three partners at once (a bass duet, a comp, a call-and-response lead) at 180 BPM: the engine thread's work per
 grid step, against each partner alone, measured in one process.
 
-    python -m bench.band_step [--steps 960] [--pace] [--json bench/results/band_step.json]
+    python -m bench.band_step [--steps 960] [--pace] [--planner thread|inline] [--json bench/results/band_step.json]
 
 The song is built as ``liveperf play`` builds it (``build_song`` with the shipped models, the real ``Engine`` and
 ``run_loop``) and runs in virtual time (``ScriptedInput`` + ``VirtualScheduler``) against a performer who plays an
-eighth-note melody for a bar and rests for a bar (the lead answers in the rests; it plans its whole answer in one
-step of the silence, ``answer_candidates`` = 16, so the same band with the lead drawing step by step is timed too). Every engine call is timed
+eighth-note melody for a bar and rests for a bar (the lead answers in the rests; it plans its whole answer in the
+silence, ``answer_candidates`` = 16, so the same band with the lead drawing step by step is timed too). Where the
+plan runs (``liveperf.modes.planner``): ``--planner thread`` on the planner's thread, as ``liveperf play`` does (the
+default with ``--pace``; back to back, steps outrun the thread and most plans would come too late), ``inline``
+inside the engine's step (the default back to back; before 2026-12-07 every show planned that way). The plans
+made, those too late, and the plan's own wall time are printed. Every engine call is timed
 (``on_step``, each performer note, each listening window's end) and summed per step: that sum is "the per-step
 cost of all partners together". ``--pace`` sleeps out each step's real duration (83 ms at 180 BPM), so caches cool
 between steps as they do on stage (on this VM a model call after 100 ms idle costs 3-6x a back-to-back one);
@@ -27,6 +31,7 @@ from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
 from liveperf.modes.build import SongModels, build_song
+from liveperf.modes.planner import INLINE, ThreadPlanner
 from liveperf.music.notes import note_off, note_on
 from liveperf.setlist.schema import parse_setlist
 from liveperf.timing.virtual_scheduler import VirtualScheduler
@@ -52,7 +57,7 @@ def performer(steps: int, step_ns: int) -> list[tuple[int, bytes]]:
     return events
 
 
-def run(first: dict, partners: list[dict], steps: int, pace: bool) -> np.ndarray:
+def run(first: dict, partners: list[dict], steps: int, pace: bool, planner) -> tuple[np.ndarray, dict]:
     table = {"title": "bench", "tempo_bpm": TEMPO, "key": "E minor", "seed": 3, **{k: v for k, v in first.items()
                                                                                     if k != "name"}}
     if partners:
@@ -62,7 +67,7 @@ def run(first: dict, partners: list[dict], steps: int, pace: bool) -> np.ndarray
     clock = InternalClock(song.tempo_bpm, models.steps_per_beat, 0)
     source = ScriptedInput(performer(steps, int(clock.step_ns)))
     sched = VirtualScheduler(now_fn=source.now_ns)
-    modes, initial = build_song(song, models, clock, sched, song.seed, now_fn=source.now_ns)
+    modes, initial = build_song(song, models, clock, sched, song.seed, now_fn=source.now_ns, planner=planner)
     engine = Engine(modes, clock=clock, sink=sched, initial=initial,
                     steps_per_bar=song.steps_per_bar(models.steps_per_beat))
     per_step = np.zeros(steps + 1, dtype=np.int64)
@@ -92,7 +97,17 @@ def run(first: dict, partners: list[dict], steps: int, pace: bool) -> np.ndarray
     engine.on_wake = timed(engine.on_wake)
     run_loop(engine, clock, source, lookahead_ns=8_000_000, stop_at_step=steps, stop_when_done=False)
     engine.stop(clock.ns_at_step(steps))
-    return per_step[steps // 10:steps]  # after a warm-up
+    leads = [m for m in all_modes(engine) if hasattr(m, "plan_ns")]
+    plans = {"plans": sum(m.stats.plans for m in leads), "late": sum(m.stats.plans_late for m in leads),
+             "plan_ns": [ns for m in leads for ns in m.plan_ns]}
+    return per_step[steps // 10:steps], plans  # after a warm-up
+
+
+def all_modes(engine: Engine) -> list:
+    out = []
+    for mode in engine.modes.values():
+        out += [m for part in mode.parts for m in part.modes.values()] if hasattr(mode, "parts") else [mode]
+    return out
 
 
 def stats_us(ns: np.ndarray) -> dict:
@@ -105,20 +120,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=960, help="steps per run (960 = 60 bars, 80 s paced at 180 BPM)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--pace", action="store_true", help="sleep out each step's real duration (caches cool)")
+    ap.add_argument("--planner", choices=("thread", "inline"), help="where answers are planned (see above)")
+    ap.add_argument("--only", nargs="+", choices=list(CONFIGS), metavar="CONFIG",
+                    help="run only these configurations (default: all)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    runs: dict[str, list] = {name: [] for name in CONFIGS}
-    for _ in range(args.rounds):
-        for name, (first, partners) in CONFIGS.items():
-            runs[name].append(run(first, partners, args.steps, args.pace))
-    out = {"tempo_bpm": TEMPO, "paced": args.pace, "steps": args.steps, "rounds": args.rounds}
+    configs = {name: CONFIGS[name] for name in (args.only or CONFIGS)}
+    where = args.planner or ("thread" if args.pace else "inline")
+    planner = ThreadPlanner() if where == "thread" else INLINE
+    runs: dict[str, list] = {name: [] for name in configs}
+    plans: dict[str, list] = {name: [] for name in configs}
+    try:
+        for _ in range(args.rounds):
+            for name, (first, partners) in configs.items():
+                per_step, made = run(first, partners, args.steps, args.pace, planner)
+                runs[name].append(per_step)
+                plans[name].append(made)
+    finally:
+        planner.close()
+    out = {"tempo_bpm": TEMPO, "paced": args.pace, "planner": where, "steps": args.steps, "rounds": args.rounds}
     for name, parts in runs.items():
         out[name] = stats_us(np.concatenate(parts))
+        made = sum(p["plans"] for p in plans[name])
+        late = sum(p["late"] for p in plans[name])
+        plan_ns = np.array([ns for p in plans[name] for ns in p["plan_ns"]])
+        out[name]["plans"], out[name]["plans_late"] = made, late
+        if plan_ns.size:
+            out[name]["plan_ms"] = {"p50": float(np.percentile(plan_ns, 50) / 1e6),
+                                    "p99": float(np.percentile(plan_ns, 99) / 1e6), "max": float(plan_ns.max() / 1e6)}
         print(f"{name:<20} per step, all engine work: p50 {out[name]['p50']:7.1f} µs  p99 {out[name]['p99']:7.1f} µs  "
-              f"max {out[name]['max']:7.1f} µs", flush=True)
-    alone = sum(out[n]["p99"] for n in ("duet alone", "comp alone", "call_response alone"))
-    out["p99_three_over_sum_alone"] = out["three partners"]["p99"] / alone
-    print(f"three partners p99 / (sum of the three alone p99): {out['p99_three_over_sum_alone']:.2f}")
+              f"max {out[name]['max']:7.1f} µs" + (f"  plans {made}, late {late}, plan p50 "
+                                                 f"{out[name]['plan_ms']['p50']:.1f} ms" if plan_ns.size else ""),
+              flush=True)
+    if all(n in out for n in ("three partners", "duet alone", "comp alone", "call_response alone")):
+        alone = sum(out[n]["p99"] for n in ("duet alone", "comp alone", "call_response alone"))
+        out["p99_three_over_sum_alone"] = out["three partners"]["p99"] / alone
+        print(f"three partners p99 / (sum of the three alone p99): {out['p99_three_over_sum_alone']:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))

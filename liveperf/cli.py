@@ -309,6 +309,9 @@ def _print_report(report) -> None:
               f"{s.phrases:>8} {s.harmonies:>9} {s.partner_tokens:>12} {s.model_errors + (1 if s.error else 0):>7}"
               + (f"  mode switches {s.switches}" if s.switches else "")
               + (f"  comp: {s.comp_chords} chords" if s.comp_chords else "")
+              + (f"  {s.plans_late} answer(s) drawn step by step: their plan was late" if s.plans_late else "")
+              + (f"  {s.phrases_late} phrase(s) made late, played from where they came in" if s.phrases_late
+                 else "")
               + (f"  copy guard: {s.copies_redrawn} redrawn, {s.copies_cut} cut" if s.copies_redrawn or s.copies_cut
                  else "")
               + (f"  key followed: {s.key_changes} change(s), ended in {s.last_key}" if s.last_key else ""))

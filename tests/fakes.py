@@ -89,12 +89,14 @@ def performer(notes: list[tuple[float, float, int, int]], step_ns: int = STEP_NS
 
 
 def run_virtual(events, stepper, tempo_bpm: float = 120.0, steps: int = 64, lookahead_ns: int = 8_000_000,
-                trigger_cc: int | None = None, seed: int = 0, guard=None, **over):
-    """Play ``events`` through a call-and-response engine in virtual time; return (wire, mode, scheduler)."""
+                trigger_cc: int | None = None, seed: int = 0, guard=None, planner=None, **over):
+    """Play ``events`` through a call-and-response engine in virtual time; return (wire, mode, scheduler).
+    ``planner``: None (plans at once), or a callable given the virtual clock (``now_ns``) that returns one."""
     clock = InternalClock(tempo_bpm, 4, 0)
     source = ScriptedInput(events)
     sched = VirtualScheduler(now_fn=source.now_ns)
-    mode = CallAndResponse(settings(**over), stepper, clock, sched, new_rng_state(seed), guard=guard)
+    extra = {} if planner is None else {"planner": planner(source.now_ns)}
+    mode = CallAndResponse(settings(**over), stepper, clock, sched, new_rng_state(seed), guard=guard, **extra)
     engine = Engine(mode, trigger_cc=trigger_cc)
     last = run_loop(engine, clock, source, lookahead_ns=lookahead_ns, stop_at_step=steps, stop_when_done=False)
     engine.stop(clock.ns_at_step(last))

@@ -26,6 +26,7 @@ from liveperf.models.step_model import OnnxStepper
 from liveperf.modes.anticipation import Anticipation
 from liveperf.modes.band import Band, Part
 from liveperf.modes.call_response import CallAndResponse
+from liveperf.modes.planner import INLINE
 from liveperf.modes.comp import Comp
 from liveperf.modes.duet import Duet
 from liveperf.modes.harmonize import Harmonize
@@ -110,8 +111,10 @@ def duet_anticipation(models: SongModels, song: Song, s) -> Anticipation | None:
 
 def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
                 now_fn: Callable[[], int] | None = None, reflex=None, copies: CopyIndex | None = None,
-                max_copy_bars: int = 0) -> dict:
+                max_copy_bars: int = 0, planner=INLINE) -> dict:
     """The song's modes, keyed by name; each mode owns its RNG stream (seed + a fixed offset per mode).
+    ``planner`` (``liveperf.modes.planner``): where call and response plans its answers and phrase mode makes its
+    phrases (the show's thread; at once in virtual time).
     ``reflex`` (``liveperf.modes.reflex``, the jack-native port's): harmonize draws its answers ahead for it. ``copies``
     (the shipped ``CopyIndex``) and ``max_copy_bars``: the copy guard of phrase mode and call and response (none
     when either is missing)."""
@@ -122,29 +125,32 @@ def build_modes(song: Song, models: SongModels, clock, sink, seed: int,
     feel = Feel(clock, models.steps_per_beat, s.swing, s.humanize_ms, seed + 7)
     return {
         "call_response": CallAndResponse(s, OnnxStepper(models.melody, song.meter), clock, sink, new_rng_state(seed),
-                                         feel=feel, guard=guard),
+                                         feel=feel, guard=guard, planner=planner),
         "duet": Duet(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 1),
                      anticipation=duet_anticipation(models, song, s), now_fn=now_fn, feel=feel),
         "harmonize": Harmonize(s, DuetStepper(models.duet, meter=song.meter), clock, sink, new_rng_state(seed + 2),
                                now_fn, reflex),
-        "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3), feel=feel, guard=guard),
+        "phrase": PhraseMode(s, source, clock, sink, new_rng_state(seed + 3), feel=feel, guard=guard,
+                             planner=planner),
         "comp": Comp(s, CompStepper(models.comp, meter=song.meter), clock, sink, new_rng_state(seed + 4), now_fn,
                      feel=feel),
     }
 
 
 def build_song(song: Song, models: SongModels, clock, sink, seed: int, now_fn: Callable[[], int] | None = None,
-               reflex=None, copies: CopyIndex | None = None, max_copy_bars: int = 0) -> tuple[dict, str]:
+               reflex=None, copies: CopyIndex | None = None, max_copy_bars: int = 0,
+               planner=INLINE) -> tuple[dict, str]:
     """(modes, the mode the song starts in) for the engine: the song's modes, or with ``[[song.partner]]`` tables
     one ``Band`` of every partner's modes (``liveperf.modes.band``; the port's reflex answers a lone partner only).
     Partner k's RNG streams start from its own seed (``song.seed`` for the first: ``seed`` overrides it). ``copies``,
-    ``max_copy_bars``: the copy guard (``build_modes``), for every partner."""
+    ``max_copy_bars``: the copy guard (``build_modes``), for every partner; ``planner`` too."""
     if not song.partners:
-        return build_modes(song, models, clock, sink, seed, now_fn, reflex, copies, max_copy_bars), song.mode
+        return build_modes(song, models, clock, sink, seed, now_fn, reflex, copies, max_copy_bars,
+                           planner), song.mode
     parts = []
     for k, (partner, pm) in enumerate(zip((song,) + song.partners, [models] + models.partners), start=1):
         modes = build_modes(partner, pm, clock, sink, seed if k == 1 else partner.seed + seed - song.seed, now_fn,
-                            copies=copies, max_copy_bars=max_copy_bars)
+                            copies=copies, max_copy_bars=max_copy_bars, planner=planner)
         parts.append(Part(partner.partner_name or partner.mode, modes, partner.mode, partner.pitch_range))
     return {"band": Band(parts, song.steps_per_bar(models.steps_per_beat), clock)}, "band"
 

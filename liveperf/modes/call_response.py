@@ -11,13 +11,17 @@ Policy, per song (``ModeSettings``):
   where the model expects one, and always at the answer's first step (``liveperf.modes.note_choice``).
 - A performer note-on during the answer stops it at once: pending partner notes are cancelled and the sounding
   one gets its note-off at the time of the performer's note.
-- Planning (``answer_candidates`` > 0, ``liveperf.modes.answer_plan``): one step after the phrase's last note
-  ended, while the answer is still ``silence_steps`` away, the whole answer is planned from the model's state
+- Planning (``answer_candidates`` > 0, ``liveperf.modes.answer_plan``): half the silence after the phrase's last
+  note ended (``plan_wait_steps``), while the answer is still the other half away, the whole answer is planned from the model's state
   (several candidates in one batched model call per step, scored by likelihood, reuse of the call's beats,
   cadence and no drone) on the assumption that the silence holds; the answer then plays the plan. A performer
   note during the silence drops the plan (the phrase goes on). Where there is no time to plan (an explicit
-  trigger, ``silence_steps`` 1, a model error) the answer is drawn step by step as before. Planning runs on the
-  engine thread inside one step's computation: a few ms, in the silence, never on the step that plays the plan
+  trigger, ``silence_steps`` 1, a model error) the answer is drawn step by step as before. The plan is a job for
+  the song's planner (``liveperf.modes.planner``): in a show it runs on the planner's thread while the engine goes
+  on stepping (17-29 ms of work must not hold up every partner's next notes), and is collected at a later step;
+  one not done when the answer starts is dropped and the answer drawn step by step (counted: ``plans_late``). In
+  virtual time it runs at once. The job owns copies (the forked model state, the settings as they are, its own
+  RNG stream, seeded by one draw from the mode's), so it plays the same answer wherever it runs
   (``liveperf check`` times it per song).
 - The copy guard (``guard``, ``liveperf.music.copy_guard``): a planned candidate that replays a training passage of
   ``max_copy_bars`` is passed over (all of them: the best is cut short of its copy); step by step, a token that
@@ -28,7 +32,9 @@ Owned by the engine thread; it sees time only as steps and the clock's ``ns_at_s
 
 from __future__ import annotations
 
+import copy
 import time
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -40,9 +46,11 @@ from liveperf.music.feel import Feel
 from liveperf.models.step_model import StepError, StepModel
 from liveperf.modes.answer_plan import Plan, plan_answer
 from liveperf.modes.note_choice import NoteChoice
+from liveperf.modes.planner import INLINE
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats, settings_for  # noqa: F401  (re-exported)
 from liveperf.music.performer_grid import PerformerGrid
+from liveperf.music.sampler import new_rng_state, next_uniform
 from liveperf.timing.scheduler import OutputSink
 
 
@@ -50,12 +58,21 @@ MAX_CALL_STEPS = 256  # the call a plan looks back at: its last 16 bars of 4/4 a
 MAX_STEP_REDRAWS = 3  # step by step, a token that completes a copy is drawn again this often (then a rest)
 
 
+def plan_wait_steps(silence_steps: int) -> int:
+    """Steps of silence after which the answer is planned: half the silence that ends a phrase (at least 1). A
+    shorter gap is most often a rest inside the phrase: planning at every detached note's gap made 8 plans per
+    answer with an eighth-note call (``bench.band_step``), each 12 ms of work dropped at the next note. The plan has
+    the other half of the silence to be made in (``liveperf check``'s budget is half of that)."""
+    return max(1, silence_steps // 2)
+
+
 class CallAndResponse:
     name = "call_response"
 
     def __init__(self, settings: ModeSettings, stepper: StepModel, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray, feel=None, guard: CopyGuard | None = None) -> None:
+                 rng_state: np.ndarray, feel=None, guard: CopyGuard | None = None, planner=INLINE) -> None:
         self.s = settings
+        self.planner = planner  # where whole answers are planned (``liveperf.modes.planner``)
         self.guard = guard if guard is not None and guard.window_steps else None
         self.stepper = stepper
         self.clock = clock
@@ -85,6 +102,7 @@ class CallAndResponse:
         self._call: list[int] = []  # the performer's tokens of the open phrase (its last MAX_CALL_STEPS) ...
         self._call_start = step  # ... from this step
         self._plan: Plan | None = None
+        self._planning: Future | None = None  # a plan submitted to the planner, not yet collected
         self.last_plan: Plan | None = None  # the latest plan made (reports, tests)
         self.plan_ns: list[int] = []  # wall time of each plan (for ``liveperf check``; not read on the hot path)
 
@@ -106,7 +124,7 @@ class CallAndResponse:
         self.feel.heard(ts_ns)
         step = self.grid.note_on(self.feel.nearest_step(ts_ns), pitch, velocity)
         self.dynamics.heard(step, velocity)
-        self._plan = None  # planned for a silence that did not hold: the phrase goes on
+        self._drop_plan()  # planned for a silence that did not hold: the phrase goes on
         if self._phrase_start is None:
             self._phrase_start = step
             self._fed_through = step - 1
@@ -130,6 +148,8 @@ class CallAndResponse:
     # ---- the grid (engine thread, once per step, a little before the step is due) ------------------------------
     def on_step(self, step: int) -> None:
         self._feed_until(step - 1)
+        if self._planning is not None and self._planning.done():
+            self._collect_plan()
         if self.answering and step >= self._answer_end:
             self._stop_answer(self.clock.ns_at_step(step), cancel=False)
         if not self.answering and self._phrase_start is not None and step > self._phrase_start:
@@ -139,40 +159,58 @@ class CallAndResponse:
                 self._start_answer(step)
         if self.answering:
             self._play(step)
-        elif self.s.answer_candidates > 0 and self._plan is None and self._phrase_start is not None:
+        elif (self.s.answer_candidates > 0 and self._plan is None and self._planning is None
+              and self._phrase_start is not None):
             self._plan_ahead(step)
 
     def _plan_ahead(self, step: int) -> None:
-        """Plan the answer now if the phrase has gone silent and the answer is still ahead (module docstring)."""
+        """Submit the answer's plan if the phrase has gone silent and the answer is still ahead (module docstring)."""
         if self.grid.sounding or self.grid.last_note_end_step < self._begin_step or self._logits is None:
             return
-        if step - self.grid.last_note_end_step < 1:
-            return  # a gap between detached notes, not yet a silence: a plan for every gap would be wasted work
+        if step - self.grid.last_note_end_step < plan_wait_steps(self.s.silence_steps):
+            return  # a gap between notes, not yet a silence: a plan for every gap would be wasted work
         start = self.grid.last_note_end_step + self.s.silence_steps
         call = self._call[:self.grid.last_note_end_step - self._call_start + 1]  # without the silence after it
         if start <= step or self._fed_through != step - 1 or not call:
             return
-        t0 = time.perf_counter_ns()
         try:
             batch = self.stepper.fork(self.s.answer_candidates)
-            self._plan = plan_answer(
-                batch, self._logits, [(melody.HOLD, t) for t in range(step, start)], start, self.s.response_steps,
-                np.asarray(call, dtype=np.int64), self._call_start, self.s.allowed, self._choose, self.spb,
-                self.s.steps_per_bar, self.s.tonic_pcs, self.guard, self.s.style if any(self.s.style) else None)
         except StepError as exc:
-            self.stats.model_errors += 1
-            self.stats.last_error = str(exc)
-            self._plan = None
+            self._plan_failed(exc)
             return
-        self.plan_ns.append(time.perf_counter_ns() - t0)
-        self.stats.plans += 1
-        self.stats.copies_redrawn += self._plan.copied
-        self.stats.copies_cut += self._plan.cut
-        self.last_plan = self._plan
+        seed = int(next_uniform(self.rng) * (1 << 53))  # the plan's own stream: one draw of the mode's
+        self._planning = self.planner.submit(
+            plan_job, batch, self._logits.copy(), [(melody.HOLD, t) for t in range(step, start)], start,
+            copy.copy(self.s), np.asarray(call, dtype=np.int64), self._call_start, self.spb, self.guard, seed)
+        if self._planning.done():
+            self._collect_plan()  # planned at once (virtual time)
 
-    def _choose(self, logits: np.ndarray, need_note: bool) -> int:
-        token = self.choice.choose(logits, self.s.allowed, self.s, self.rng, melody.HOLD, need_note=need_note)
-        return token if self.s.allowed[token] else melody.HOLD
+    def _collect_plan(self) -> None:
+        """Take the finished plan job's answer (engine thread; the job is done)."""
+        job, self._planning = self._planning, None
+        try:
+            plan, ns = job.result()
+        except StepError as exc:
+            self._plan_failed(exc)
+            return
+        self._plan = plan
+        self.plan_ns.append(ns)
+        self.stats.plans += 1
+        self.stats.copies_redrawn += plan.copied
+        self.stats.copies_cut += plan.cut
+        self.last_plan = plan
+
+    def _plan_failed(self, exc: Exception) -> None:
+        self.stats.model_errors += 1
+        self.stats.last_error = str(exc)
+        self._plan = None
+
+    def _drop_plan(self) -> None:
+        """Forget the plan and any plan still being made (its result is never read)."""
+        self._plan = None
+        if self._planning is not None:
+            self._planning.cancel()
+            self._planning = None
 
     def _feed_until(self, last: int) -> None:
         """Finalise the performer's grid through ``last`` and feed the model every step of an open phrase."""
@@ -205,6 +243,9 @@ class CallAndResponse:
             vel = int(round(sum(heard) / len(heard)))
         self._velocity = min(127, max(1, vel))
         self.stats.responses += 1
+        if self._planning is not None:  # not done in time (it was collected above if it was): draw step by step
+            self.stats.plans_late += 1
+            self._drop_plan()
         if self._plan is not None and self._plan.start != step:
             self._plan = None  # planned for another start (a trigger came first): draw step by step
 
@@ -258,7 +299,7 @@ class CallAndResponse:
         self.voice.silence(at_ns, cancel)
         self._answer_start = None
         self._answer_tokens = {}
-        self._plan = None
+        self._drop_plan()
         self._phrase_start = None
         self._logits = None
 
@@ -274,4 +315,23 @@ class CallAndResponse:
         """Silence the partner now (song end, mode switch, transport stop, panic, shutdown)."""
         if self.answering:
             self._stop_answer(now_ns, cancel=True)
+        self._drop_plan()
         self._phrase_start = None
+
+
+def plan_job(batch, logits: np.ndarray, lead: list[tuple[int, int]], start: int, settings: ModeSettings,
+             call: np.ndarray, call_start: int, spb: int, guard: CopyGuard | None, seed: int) -> tuple[Plan, int]:
+    """One whole answer planned (``answer_plan.plan_answer``) with the mode's sampling rules (``NoteChoice``), on
+    whichever thread the planner runs it; owns every argument (copies made by the engine thread). Returns the plan
+    and its wall time in ns."""
+    t0 = time.perf_counter_ns()
+    choice, rng, allowed = NoteChoice(), new_rng_state(seed), settings.allowed
+
+    def choose(row: np.ndarray, need_note: bool) -> int:
+        token = choice.choose(row, allowed, settings, rng, melody.HOLD, need_note=need_note)
+        return token if allowed[token] else melody.HOLD
+
+    plan = plan_answer(batch, logits, lead, start, settings.response_steps, call, call_start, allowed, choose, spb,
+                       settings.steps_per_bar, settings.tonic_pcs, guard,
+                       settings.style if any(settings.style) else None)
+    return plan, time.perf_counter_ns() - t0

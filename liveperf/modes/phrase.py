@@ -4,8 +4,15 @@ Policy:
 - Phrases start on bar lines: the first at the first bar line at or after the mode begins, then every
   ``phrase_every_steps`` steps (whole bars). A phrase is ``phrase_steps`` tokens long (32 = 2 bars of 4/4 16ths);
   it ends with the note-off of its last note at the phrase's end (or earlier by the note-length cap).
-- The phrase is generated one step before its first step is due (so its first note is never late), after that
-  step's own note is scheduled (so the generation never delays a note due now), from a ``PhraseSource``: ``GanPhrases`` (K candidates, the critic's best) or ``VaePhrases`` with a latent source:
+- The phrase is generated one step before its first step is due, from a ``PhraseSource`` (below), as a job for
+  the song's planner (``liveperf.modes.planner``): in a show on the planner's thread, so the generation (GAN
+  best-of-12, a VAE phrase with the knobs turned: 1-2 ms, up to 11 ms with a core busy) never delays a note of
+  this or another partner; the engine collects it at a later step. One not done when its first step is computed
+  plays from the step it comes in (counted: ``phrases_late``). A phrase due at the very step the mode began
+  (on a bar line) is made at once. The job owns what it touches: the performer's history and the partner's
+  recent line copied, the settings as they are; the source (its walk, its interpolation) and the mode's RNG
+  stream belong to the job while it runs (the engine draws from neither meanwhile; an interpolation position set
+  by OSC meanwhile applies to this phrase or the next). Sources: ``GanPhrases`` (K candidates, the critic's best) or ``VaePhrases`` with a latent source:
   ``random`` (z ~ N(0, I)), ``walk`` (z <- sqrt(1 - a^2) z + a n, an AR(1) walk that stays N(0, I), a =
   ``walk_step``), ``interpolate`` (between the two anchor latents named by seeds in the setlist; t moves by
   ``walk_step`` per phrase and turns at the ends), ``variation`` (encode the performer's last 2 bars, decode near
@@ -28,8 +35,11 @@ Engine thread only.
 
 from __future__ import annotations
 
+import copy
 import functools
+import time
 from collections import deque
+from concurrent.futures import Future
 from typing import Protocol
 
 import numpy as np
@@ -41,6 +51,7 @@ from liveperf.music.copy_guard import CopyGuard
 from liveperf.models.phrase_models import GanModel, VaeModel, noise_generator, sample_phrases
 from liveperf.models.step_model import StepError
 from liveperf.modes.listening import ListensToPerformer
+from liveperf.modes.planner import INLINE
 from liveperf.modes.partner_voice import PartnerVoice
 from liveperf.modes.settings import ModeSettings, ModeStats
 from liveperf.timing.scheduler import OutputSink
@@ -216,8 +227,9 @@ class PhraseMode(ListensToPerformer):
     name = "phrase"
 
     def __init__(self, settings: ModeSettings, source: PhraseSource, clock: InternalClock, sink: OutputSink,
-                 rng_state: np.ndarray, feel=None, guard: CopyGuard | None = None) -> None:
+                 rng_state: np.ndarray, feel=None, guard: CopyGuard | None = None, planner=INLINE) -> None:
         self.s = settings
+        self.planner = planner  # where phrases are made (``liveperf.modes.planner``)
         self.guard = guard
         self.source = source
         self.clock = clock
@@ -230,7 +242,7 @@ class PhraseMode(ListensToPerformer):
 
     @property
     def idle(self) -> bool:
-        return self.voice.held is None and self._tokens is None and self._pending is None
+        return self.voice.held is None and self._tokens is None and self._pending is None and self._making is None
 
     def begin(self, step: int) -> None:
         self._listen_from(step)
@@ -241,27 +253,51 @@ class PhraseMode(ListensToPerformer):
         self._next_start = -(-step // bar) * bar  # the first bar line at or after ``step``
         self._tokens: np.ndarray | None = None  # the phrase playing, from step ``_start``
         self._start = 0
+        self._fresh = False  # the next token played is the phrase's first: a HOLD there does not tie over
         self._pending: tuple[int, np.ndarray] | None = None  # the next phrase (start step, tokens), made ahead
+        self._making: tuple[int, Future] | None = None  # (start step, job) of the next phrase being made
         self._played: deque[int] = deque(maxlen=MAX_GUARD_PAST)  # what the partner played, a token per step
 
     def on_step(self, step: int) -> None:
         if step > self._first:
             self._history.append(self.grid.finalize(step - 1))
-        if self._pending is None and step >= self._next_start:  # a phrase that starts at this very step (the
-            self._make_next()  # mode began on a bar line): made first, its first note is due now
+        if self._making is not None and self._making[1].done():
+            self._collect(step)
+        if self._pending is None and self._making is None and step >= self._next_start:
+            # a phrase that starts at this very step (the mode began on a bar line): made at once, first
+            self._make_next(INLINE)
+            self._collect(step)
         if self._pending is not None and step >= self._pending[0]:
             self._start, self._tokens = self._pending
-            self._pending = None
+            self._pending, self._fresh = None, True
         self._played.append(self._play(step))
-        if self._pending is None and step >= self._next_start - 1:
-            # Made after this step's own note is scheduled: the generation (GAN best-of-8: 1.8 ms p99 quiet, up to
-            # 11 ms with a busy core) never delays a note due within the lookahead; the phrase's first note is
-            # a whole step away.
-            self._make_next()
+        if self._pending is None and self._making is None and step >= self._next_start - 1:
+            self._make_next(self.planner)  # after this step's own note is scheduled; a whole step ahead
 
-    def _make_next(self) -> None:
-        self._generate(self._next_start)
+    def _make_next(self, planner) -> None:
+        history = np.asarray(self._history, dtype=np.int64)
+        past = (np.asarray(self._played, dtype=np.int64)[len(self._played) - self.guard.window_steps + 1:]
+                if self.guard is not None and self.guard.window_steps else None)
+        job = planner.submit(phrase_job, self.source, copy.copy(self.s), history, self.rng, self.guard, past)
+        self._making = (self._next_start, job)
         self._next_start += self.s.phrase_every_steps
+
+    def _collect(self, step: int) -> None:
+        """Take the finished phrase job's phrase (engine thread; the job is done)."""
+        (start, job), self._making = self._making, None
+        try:
+            tokens, redrawn, cut, _ = job.result()
+        except (StepError, ValueError) as exc:
+            self.stats.model_errors += 1
+            self.stats.last_error = str(exc)
+            return
+        self.stats.copies_redrawn += redrawn
+        self.stats.copies_cut += cut
+        self.stats.phrases += 1
+        self.stats.tokens += len(tokens)
+        self.stats.fallbacks = getattr(self.source, "fallbacks", 0)
+        self.stats.phrases_late += start < step
+        self._pending = (start, tokens)
 
     def _play(self, step: int) -> int:
         """Play this step of the phrase; returns the token played (HOLD between phrases)."""
@@ -273,42 +309,39 @@ class PhraseMode(ListensToPerformer):
             self._tokens = None
             return self.voice.play(step, due, melody.OFF, 0)
         token = int(self._tokens[i])
-        if i == 0 and token == melody.HOLD:
+        if self._fresh and token == melody.HOLD:
             token = melody.OFF  # a new phrase does not continue the last phrase's note
+        self._fresh = False
         return self.voice.play(step, due, token, self._velocity(step))
-
-    def _generate(self, start: int) -> None:
-        try:
-            tokens = self._guarded(lambda: self.source.next_phrase(self.s, np.asarray(self._history, dtype=np.int64),
-                                                                   self.rng))
-        except (StepError, ValueError) as exc:
-            self.stats.model_errors += 1
-            self.stats.last_error = str(exc)
-            return
-        self._pending = (start, np.asarray(tokens, dtype=np.int64))
-        self.stats.phrases += 1
-        self.stats.tokens += len(tokens)
-        self.stats.fallbacks = getattr(self.source, "fallbacks", 0)
-
-
-    def _guarded(self, draw) -> np.ndarray:
-        """A phrase from ``draw()`` that does not replay a training passage of ``max_copy_bars`` (the copy guard,
-        also across the join with what the partner just played): drawn again up to ``MAX_REDRAWS`` times, then cut
-        where the copy would complete (``CopyGuard.cut``). Every redraw and cut is counted."""
-        tokens = np.asarray(draw(), dtype=np.int64)
-        if self.guard is None or not self.guard.window_steps:
-            return tokens
-        past = np.asarray(self._played, dtype=np.int64)[len(self._played) - self.guard.window_steps + 1:]
-        for _ in range(MAX_REDRAWS):
-            if self.guard.first_copy(np.concatenate([past, tokens]), past.size) is None:
-                return tokens
-            self.stats.copies_redrawn += 1
-            tokens = np.asarray(draw(), dtype=np.int64)
-        line, cuts = self.guard.cut(np.concatenate([past, tokens]), past.size)
-        self.stats.copies_cut += cuts > 0
-        return line[past.size:]
 
     def stop(self, now_ns: int) -> None:
         self.voice.silence(now_ns, cancel=True)
         self._tokens = None
         self._pending = None
+        if self._making is not None:
+            self._making[1].cancel()  # a job already running ends by itself; its phrase is never read
+            self._making = None
+
+
+def phrase_job(source: PhraseSource, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray,
+               guard: CopyGuard | None, past: np.ndarray | None) -> tuple[np.ndarray, int, int, int]:
+    """The next phrase from ``source`` (``next_phrase``), through the copy guard: (tokens, redraws, cut (0/1), wall
+    time in ns), on whichever thread the planner runs it. ``past``: the partner's last ``window_steps - 1`` tokens,
+    so a copy across the join is caught too. A phrase that copies a training passage is drawn again up to
+    ``MAX_REDRAWS`` times, then cut where the copy would complete (``CopyGuard.cut``)."""
+    t0 = time.perf_counter_ns()
+
+    def draw() -> np.ndarray:
+        return np.asarray(source.next_phrase(settings, history, rng_state), dtype=np.int64)
+
+    tokens, redrawn, cut = draw(), 0, 0
+    if past is not None:
+        for _ in range(MAX_REDRAWS):
+            if guard.first_copy(np.concatenate([past, tokens]), past.size) is None:
+                break
+            redrawn += 1
+            tokens = draw()
+        else:
+            line, cuts = guard.cut(np.concatenate([past, tokens]), past.size)
+            tokens, cut = line[past.size:], int(cuts > 0)
+    return tokens, redrawn, cut, time.perf_counter_ns() - t0

@@ -142,9 +142,11 @@ class ModeStats:
 
     responses: int = 0  # call-and-response answers started
     plans: int = 0  # call-and-response answers planned whole (``answer_plan``)
+    plans_late: int = 0  # ... whose plan was not done when the answer started: drawn step by step instead
     interrupted: int = 0  # answers cut short by the performer
     tokens: int = 0  # partner tokens sampled
     phrases: int = 0  # phrase mode: phrases generated
+    phrases_late: int = 0  # ... that came in from the planner after their first step was computed (played from there)
     harmonies: int = 0  # harmonize: partner notes started
     no_candidate: int = 0  # a sample found no allowed token (masks too tight): nothing played
     fallbacks: int = 0  # phrase mode: a latent source fell back (e.g. variation with a silent performer)

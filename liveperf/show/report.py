@@ -19,9 +19,11 @@ class SongReport:
     steps_per_beat: int = 4
     performer_notes: int = 0
     responses: int = 0
+    plans_late: int = 0  # call and response: answers whose plan was not ready in time, drawn step by step instead
     interrupted: int = 0
     partner_tokens: int = 0
     phrases: int = 0
+    phrases_late: int = 0  # phrase mode: phrases made too late for their first step, played from where they came in
     harmonies: int = 0
     reflex_answers: int = 0  # harmonies the jack-native port sent in the note-on's own cycle (liveperf.modes.reflex)
     comp_chords: int = 0  # chords the comp chose (``liveperf.modes.comp``)
@@ -134,9 +136,11 @@ def add_engine_figures(rep: SongReport, engine, end_step: int) -> None:
         rep.switches += [(step, f"p{k} {name}") for step, name in part.switches]
     for mode in engine.modes.values():
         rep.responses += mode.stats.responses
+        rep.plans_late += mode.stats.plans_late
         rep.interrupted += mode.stats.interrupted
         rep.partner_tokens += mode.stats.tokens
         rep.phrases += mode.stats.phrases
+        rep.phrases_late += mode.stats.phrases_late
         rep.harmonies += mode.stats.harmonies
         rep.reflex_answers += getattr(mode, "reflex_answers", 0)
         rep.comp_chords += getattr(mode, "chords", 0)

@@ -35,6 +35,7 @@ from liveperf.io.timed_worker import TimedWorker
 from liveperf.loop import QueueInput, run_loop
 from liveperf.timing.midi_clock import MidiClockFollower
 from liveperf.modes.build import SongModels, build_song, key_follower, key_text, partners_text
+from liveperf.modes.planner import INLINE, ThreadPlanner
 from liveperf.music.notes import is_note_off, is_note_on
 from liveperf.timing.scheduler import Scheduler
 from liveperf.setlist.schema import Setlist, SetlistError
@@ -105,6 +106,7 @@ class Show:
         self.clock_out: ClockOut | None = None  # the MIDI clock we send (``[show] send_clock``), for the whole show
         self.stopped_by = ""  # "stop command" when OSC or the stage view asked; a signal leaves it empty
         self.now_ns: Callable[[], int] = time.monotonic_ns  # the show's clock (``run`` sets it for its port)
+        self.planner = INLINE  # ``run`` starts the show's planner thread
 
     def run(self, indices: list[int], backend: str, out_port, in_port=None) -> ShowReport:
         """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode).
@@ -136,6 +138,7 @@ class Show:
                 self.log(f"recovered an interrupted recording: {p}")
         recorder = Recorder(folder=opts.record_dir, on_error=lambda m: self.log(f"recorder: {m}"))
         worker = TimedWorker(log=self.log).start()
+        self.planner = ThreadPlanner()  # answers planned off the engine thread's steps (``liveperf.modes.planner``)
         feedback = OscFeedback(setlist.osc.feedback, setlist.osc.feedback_protocol) if setlist.osc.enabled else None
         scheduler = Scheduler(out_port, late_tolerance_ns=int(setlist.late_tolerance_ms * 1e6), clock_ns=self.now_ns,
                               on_sent=lambda ts, data: self._on_sent(ts, data, recorder, worker, feedback),
@@ -213,6 +216,7 @@ class Show:
                 self.osc.close()
             ctl.on_transport("stopped", self.now_ns())  # unless the band's Stop said so already
             worker.close()
+            self.planner.close()
             if feedback is not None:
                 feedback.close()
             recorder.close()  # after the scheduler: its last note-offs belong in the last song
@@ -347,7 +351,7 @@ class Show:
         reflex = getattr(out_port, "reflex", None)  # the jack-native port answers harmonize's note-ons itself
         reflex = None if song.partners else reflex
         modes, initial = build_song(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex,
-                                    copies=self.copies, max_copy_bars=setlist.max_copy_bars)
+                                    copies=self.copies, max_copy_bars=setlist.max_copy_bars, planner=self.planner)
         bar = song.steps_per_bar(spb)
         engine = Engine(modes, clock=clock, sink=sink, initial=initial, trigger_cc=song.trigger_cc,
                         tap_cc=song.tap_cc, mode_cc=song.mode_cc, echo_guard=sink,

@@ -15,17 +15,17 @@ C_TRIAD = tonic_triad(0, SCALES["major"])
 
 def test_a_certain_model_plans_the_answer_it_would_have_drawn():
     """The model is sure of every token (the fake's script): the free candidates are its answer, the echoes pay
-    for every forced note, so the plan is the step-by-step answer, note for note; it was made at step 9, the first
-    silent step, three steps before the answer."""
+    for every forced note, so the plan is the step-by-step answer, note for note; it was made at step 10, half the
+    silence (4 steps) in, two steps before the answer."""
     stepper = ScriptedStepper(ANSWER)
     wire, mode, _ = run_virtual(performer(PHRASE), stepper, answer_candidates=4, tonic_pcs=C_TRIAD)
     drawn, _, _ = run_virtual(performer(PHRASE), ScriptedStepper(ANSWER))
     assert wire == drawn
     assert stepper.forks == [4] and mode.stats.plans == 1 and mode.last_plan.start == 12
-    # The batch was fed the assumed silence (steps 9-11) and then each answer step but the last, one row per
-    # candidate: the model is not called on the step that plays the plan.
+    # The batch was fed the rest of the assumed silence (steps 10-11) and then each answer step but the last, one
+    # row per candidate: the model is not called on the step that plays the plan.
     batch = stepper.batches[0]
-    assert [step for _, step in batch.fed] == [9, 10, 11] + list(range(12, 27))
+    assert [step for _, step in batch.fed] == [10, 11] + list(range(12, 27))
     assert batch.fed[0][0] == [HOLD] * 4
 
 
@@ -49,12 +49,12 @@ def test_an_unsure_model_answers_with_the_calls_own_bar():
 
 
 def test_a_performer_note_in_the_silence_drops_the_plan():
-    """The plan made at step 9 assumed the silence would hold; the performer plays again at step 10, so the phrase
-    goes on and the answer is planned once more after the new silence: at step 13, for step 16."""
+    """The plan made at step 10 assumed the silence would hold; the performer plays again at step 10, so the
+    phrase goes on and the answer is planned once more half the new silence in: at step 14, for step 16."""
     events = performer(PHRASE + [(10.0, 11.9, 67, 100)])
     stepper = ScriptedStepper(ANSWER)
     wire, mode, _ = run_virtual(events, stepper, answer_candidates=4, tonic_pcs=C_TRIAD, steps=48)
-    assert [b.fed[0][1] for b in stepper.batches] == [9, 13]
+    assert [b.fed[0][1] for b in stepper.batches] == [10, 14]
     assert mode.stats.plans == 2 and mode.last_plan.start == 16  # last note ends at 12, + 4 silent steps
     assert all(t >= 16 * S for t, d in wire if d[0] == "on")
 
