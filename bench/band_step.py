@@ -1,7 +1,8 @@
 """Three partners at once (a bass duet, a comp, a call-and-response lead) at 180 BPM: the engine thread's work per
 grid step, against each partner alone, measured in one process.
 
-    python -m bench.band_step [--steps 960] [--pace] [--planner thread|inline] [--json bench/results/band_step.json]
+    python -m bench.band_step [--steps 960] [--pace] [--planner thread|inline] [--busy] [--only CONFIG ...]
+                              [--json bench/results/band_step.json]
 
 The song is built as ``liveperf play`` builds it (``build_song`` with the shipped models, the real ``Engine`` and
 ``run_loop``) and runs in virtual time (``ScriptedInput`` + ``VirtualScheduler``) against a performer who plays an
@@ -10,7 +11,9 @@ silence, ``answer_candidates`` = 16, so the same band with the lead drawing step
 plan runs (``liveperf.modes.planner``): ``--planner thread`` on the planner's thread, as ``liveperf play`` does (the
 default with ``--pace``; back to back, steps outrun the thread and most plans would come too late), ``inline``
 inside the engine's step (the default back to back; before 2026-12-07 every show planned that way). The plans
-made, those too late, and the plan's own wall time are printed. Every engine call is timed
+made, those too late, and the plan's own wall time are printed; so are phrase mode's phrases and those made too
+late for their first step (``--only "phrase, GAN best of 12" "phrase, VAE knobs turned"``: phrase mode alone, a
+phrase every 2 bars). ``--busy`` keeps one core busy with a second process. Every engine call is timed
 (``on_step``, each performer note, each listening window's end) and summed per step: that sum is "the per-step
 cost of all partners together". ``--pace`` sleeps out each step's real duration (83 ms at 180 BPM), so caches cool
 between steps as they do on stage (on this VM a model call after 100 ms idle costs 3-6x a back-to-back one);
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +47,13 @@ LEAD = {"name": "lead", "mode": "call_response", "channel": 4, "pitch_range": [6
 CONFIGS = {"three partners": (BASS, [COMP, LEAD]), "duet alone": (BASS, []), "comp alone": (COMP, []),
            "call_response alone": (LEAD, []),
            # the lead drawing its answers step by step: no whole-answer plan in one step
-           "three, lead unplanned": (BASS, [COMP, LEAD | {"answer_candidates": 0}])}
+           "three, lead unplanned": (BASS, [COMP, LEAD | {"answer_candidates": 0}]),
+           # phrase mode alone (``--only``): a phrase every 2 bars, made on the planner as a show makes it
+           "phrase, GAN best of 12": ({"mode": "phrase", "phrase_model": "gan", "candidates": 12,
+                                       "phrase_every_bars": 2, "channel": 2}, []),
+           "phrase, VAE knobs turned": ({"mode": "phrase", "phrase_model": "vae", "style_mood": 0.6,
+                                         "style_syncopation": 0.4, "phrase_every_bars": 2, "channel": 2}, [])}
+DEFAULT = [name for name in CONFIGS if not name.startswith("phrase")]
 
 
 def performer(steps: int, step_ns: int) -> list[tuple[int, bytes]]:
@@ -97,9 +107,11 @@ def run(first: dict, partners: list[dict], steps: int, pace: bool, planner) -> t
     engine.on_wake = timed(engine.on_wake)
     run_loop(engine, clock, source, lookahead_ns=8_000_000, stop_at_step=steps, stop_when_done=False)
     engine.stop(clock.ns_at_step(steps))
-    leads = [m for m in all_modes(engine) if hasattr(m, "plan_ns")]
-    plans = {"plans": sum(m.stats.plans for m in leads), "late": sum(m.stats.plans_late for m in leads),
-             "plan_ns": [ns for m in leads for ns in m.plan_ns]}
+    modes = all_modes(engine)
+    plans = {"plans": sum(m.stats.plans for m in modes), "late": sum(m.stats.plans_late for m in modes),
+             "plan_ns": [ns for m in modes for ns in getattr(m, "plan_ns", ())],
+             "phrase_ns": [ns for m in modes for ns in getattr(m, "phrase_ns", ())],
+             "phrases": sum(m.stats.phrases for m in modes), "phrases_late": sum(m.stats.phrases_late for m in modes)}
     return per_step[steps // 10:steps], plans  # after a warm-up
 
 
@@ -121,15 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--pace", action="store_true", help="sleep out each step's real duration (caches cool)")
     ap.add_argument("--planner", choices=("thread", "inline"), help="where answers are planned (see above)")
+    ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
     ap.add_argument("--only", nargs="+", choices=list(CONFIGS), metavar="CONFIG",
                     help="run only these configurations (default: all)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    configs = {name: CONFIGS[name] for name in (args.only or CONFIGS)}
+    configs = {name: CONFIGS[name] for name in (args.only or DEFAULT)}
     where = args.planner or ("thread" if args.pace else "inline")
     planner = ThreadPlanner() if where == "thread" else INLINE
     runs: dict[str, list] = {name: [] for name in configs}
     plans: dict[str, list] = {name: [] for name in configs}
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
         for _ in range(args.rounds):
             for name, (first, partners) in configs.items():
@@ -138,19 +152,32 @@ def main(argv: list[str] | None = None) -> int:
                 plans[name].append(made)
     finally:
         planner.close()
-    out = {"tempo_bpm": TEMPO, "paced": args.pace, "planner": where, "steps": args.steps, "rounds": args.rounds}
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    out = {"tempo_bpm": TEMPO, "paced": args.pace, "planner": where, "busy_core": args.busy, "steps": args.steps,
+           "rounds": args.rounds}
     for name, parts in runs.items():
         out[name] = stats_us(np.concatenate(parts))
         made = sum(p["plans"] for p in plans[name])
         late = sum(p["late"] for p in plans[name])
         plan_ns = np.array([ns for p in plans[name] for ns in p["plan_ns"]])
         out[name]["plans"], out[name]["plans_late"] = made, late
+        phrases = sum(p["phrases"] for p in plans[name])
+        out[name]["phrases"], out[name]["phrases_late"] = phrases, sum(p["phrases_late"] for p in plans[name])
+        phrase_ns = np.array([ns for p in plans[name] for ns in p["phrase_ns"]])
+        if phrase_ns.size:
+            out[name]["phrase_ms"] = {"p50": float(np.percentile(phrase_ns, 50) / 1e6),
+                                      "p99": float(np.percentile(phrase_ns, 99) / 1e6),
+                                      "max": float(phrase_ns.max() / 1e6)}
         if plan_ns.size:
             out[name]["plan_ms"] = {"p50": float(np.percentile(plan_ns, 50) / 1e6),
                                     "p99": float(np.percentile(plan_ns, 99) / 1e6), "max": float(plan_ns.max() / 1e6)}
         print(f"{name:<20} per step, all engine work: p50 {out[name]['p50']:7.1f} µs  p99 {out[name]['p99']:7.1f} µs  "
               f"max {out[name]['max']:7.1f} µs" + (f"  plans {made}, late {late}, plan p50 "
-                                                 f"{out[name]['plan_ms']['p50']:.1f} ms" if plan_ns.size else ""),
+                                                 f"{out[name]['plan_ms']['p50']:.1f} ms" if plan_ns.size else "")
+              + (f"  phrases {phrases}, late {out[name]['phrases_late']}, made in p50 "
+                 f"{out[name]['phrase_ms']['p50']:.1f} / p99 {out[name]['phrase_ms']['p99']:.1f} ms" if phrases else ""),
               flush=True)
     if all(n in out for n in ("three partners", "duet alone", "comp alone", "call_response alone")):
         alone = sum(out[n]["p99"] for n in ("duet alone", "comp alone", "call_response alone"))

@@ -118,12 +118,17 @@ class Duet(ListensToPerformer):
         self._partner_before = self._partner_prev
         if listen:
             # Nothing at the step's time: wait for the performer's note (module docstring). ``token`` is the
-            # answer to no new note; HOLD until then.
+            # answer to no new note; HOLD until then. A held note whose cap falls on this step ends at the step's
+            # time, not at the window's end (nor, as before, a step later: a HOLD fallback needs no wake).
             self.listened += 1
-            self._partner_prev = melody.HOLD
+            capped = held is not None and step - self.voice.held[1] >= self.voice.max_note_steps
+            if capped:
+                self.voice.end(due)
+                held = None
+            self._partner_prev = melody.OFF if capped else melody.HOLD
             window = min(LISTEN_NS, max(0, self.feel.due_ns(step + 1) - due) // 3)
             self._listening = {"step": step, "due_ns": due, "deadline_ns": due + window, "fallback": token,
-                               "partner_prev": self._partner_before, "held": held}
+                               "partner_prev": self._partner_before, "held": held, "capped": capped}
             return
         self._partner_prev = self.voice.play(step, due, token, self._velocity(step))
 
@@ -151,7 +156,8 @@ class Duet(ListensToPerformer):
     def _end_listening(self, at_ns: int) -> None:
         lis, self._listening = self._listening, None
         self.fallbacks += 1
-        self._partner_prev = self.voice.play(lis["step"], at_ns, lis["fallback"], self._velocity(lis["step"]))
+        played = self.voice.play(lis["step"], at_ns, lis["fallback"], self._velocity(lis["step"]))
+        self._partner_prev = melody.OFF if lis["capped"] and played == melody.HOLD else played
 
     def _now(self, default_ns: int) -> int:
         return self.now_fn() if self.now_fn is not None else default_ns

@@ -238,6 +238,7 @@ class PhraseMode(ListensToPerformer):
         self.rng = rng_state
         self.stats = ModeStats()
         self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
+        self.phrase_ns: list[int] = []  # wall time of each phrase made (benches; not read on the hot path)
         self.begin(0)
 
     @property
@@ -286,7 +287,7 @@ class PhraseMode(ListensToPerformer):
         """Take the finished phrase job's phrase (engine thread; the job is done)."""
         (start, job), self._making = self._making, None
         try:
-            tokens, redrawn, cut, _ = job.result()
+            tokens, redrawn, cut, ns = job.result()
         except (StepError, ValueError) as exc:
             self.stats.model_errors += 1
             self.stats.last_error = str(exc)
@@ -297,6 +298,7 @@ class PhraseMode(ListensToPerformer):
         self.stats.tokens += len(tokens)
         self.stats.fallbacks = getattr(self.source, "fallbacks", 0)
         self.stats.phrases_late += start < step
+        self.phrase_ns.append(ns)
         self._pending = (start, tokens)
 
     def _play(self, step: int) -> int:

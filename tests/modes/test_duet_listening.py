@@ -71,12 +71,12 @@ class FakeDuetModel:
         self.state = state.copy()
 
 
-def play(events, strikes, still=None, steps=8):
+def play(events, strikes, still=None, steps=8, **over):
     duet = FakeDuetModel(still)
 
     def factory(clock, sink, now_fn):
         ant = Anticipation(duet, FakePredictor(strikes), voice=0)
-        mode = Duet(settings(channel=1), FakeDuetModel(), clock, sink, new_rng_state(0), anticipation=ant,
+        mode = Duet(settings(channel=1, **over), FakeDuetModel(), clock, sink, new_rng_state(0), anticipation=ant,
                     now_fn=now_fn)
         return Engine({"duet": mode}, clock=clock, sink=sink)
 
@@ -131,3 +131,12 @@ def test_where_no_note_is_expected_the_partner_plays_on_time_and_the_peeked_stat
     assert mode.listened == 0
     # The performer's tokens the predictor expected were peeked: the duet model ran again only for the surprise.
     assert duet.fed == [(on(E5), 4)] and mode.anticipation.state_reused == 6
+
+
+def test_a_note_capped_on_a_listening_step_ends_at_the_steps_time():
+    """The partner's note from step 2 reaches its 4-step cap at step 6, where the duet listens for a performer
+    note that never comes. Before, the HOLD answer needed no wake, so the cap's note-off went out when step 7 was
+    computed (7 steps - 8 ms: 1,409 ms notes against a 1,333 ms cap in the band soak); now it ends at step 6."""
+    wire, mode, _ = play([], {6: on(E5)}, still={2: on(60)}, steps=10, max_note_steps=4)
+    assert wire == [(2 * STEP, ("on", 1, 60, 90)), (6 * STEP, ("off", 1, 60))]
+    assert mode.listened == 1 and mode.fallbacks == 1
