@@ -6,7 +6,7 @@ Policy:
   it ends with the note-off of its last note at the phrase's end (or earlier by the note-length cap).
 - The phrase is generated one step before its first step is due, from a ``PhraseSource`` (below), as a job for
   the song's planner (``liveperf.modes.planner``): in a show on the planner's thread, so the generation (GAN
-  best-of-12, a VAE phrase with the knobs turned: 1-2 ms, up to 11 ms with a core busy) never delays a note of
+  best-of-12, a VAE phrase with the knobs turned: 2-3 ms p50, p99 18 ms with a core busy) never delays a note of
   this or another partner; the engine collects it at a later step. One not done when its first step is computed
   plays from the step it comes in (counted: ``phrases_late``). A phrase due at the very step the mode began
   (on a bar line) is made at once. The job owns what it touches: the performer's history and the partner's
