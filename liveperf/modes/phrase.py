@@ -239,6 +239,8 @@ class PhraseMode(ListensToPerformer):
         self.stats = ModeStats()
         self.voice = PartnerVoice(settings.channel, sink, settings.max_note_steps, settings.density)
         self.phrase_ns: list[int] = []  # wall time of each phrase made (benches; not read on the hot path)
+        self._stopped_job: Future | None = None  # a job that was running when the mode stopped (it still owns
+        # the source and the RNG until it is done)
         self.begin(0)
 
     @property
@@ -265,9 +267,12 @@ class PhraseMode(ListensToPerformer):
         if self._making is not None and self._making[1].done():
             self._collect(step)
         if self._pending is None and self._making is None and step >= self._next_start:
-            # a phrase that starts at this very step (the mode began on a bar line): made at once, first
-            self._make_next(INLINE)
-            self._collect(step)
+            # A phrase that starts at this very step (the mode began on a bar line): made at once, first; but
+            # not while a job stopped earlier still runs with the source and RNG (then it queues behind it).
+            running = self._stopped_job is not None and not self._stopped_job.done()
+            self._make_next(self.planner if running else INLINE)
+            if self._making[1].done():
+                self._collect(step)
         if self._pending is not None and step >= self._pending[0]:
             self._start, self._tokens = self._pending
             self._pending, self._fresh = None, True
@@ -321,8 +326,9 @@ class PhraseMode(ListensToPerformer):
         self._tokens = None
         self._pending = None
         if self._making is not None:
-            self._making[1].cancel()  # a job already running ends by itself; its phrase is never read
-            self._making = None
+            job, self._making = self._making[1], None
+            if not job.cancel():  # already running: it ends by itself, its phrase is never read
+                self._stopped_job = job
 
 
 def phrase_job(source: PhraseSource, settings: ModeSettings, history: np.ndarray, rng_state: np.ndarray,

@@ -2,6 +2,7 @@
 virtual time (exact event lists), and the real planner thread with the shipped melody model."""
 
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -16,7 +17,9 @@ from liveperf.modes.planner import INLINE, ThreadPlanner
 from liveperf.music.melody import HOLD, OFF, on
 from liveperf.music.sampler import new_rng_state
 from liveperf.music.scales import SCALES
+from liveperf.music.notes import describe
 from liveperf.timing.clock import InternalClock
+from liveperf.timing.virtual_scheduler import VirtualScheduler
 from tests.fakes import STEP_NS_120 as S
 from tests.fakes import FixedPhrases, ScriptedStepper, performer, run_engine, run_virtual, settings
 from tests.modes.test_call_response import ANSWER, PHRASE
@@ -155,6 +158,49 @@ def test_a_late_phrase_plays_from_the_step_it_comes_in():
 def test_stop_cancels_a_phrase_being_made():
     wire, mode, made = phrase_run(100, steps=33)
     assert [j.cancelled for j in made[0].jobs] == [True] and mode.stats.phrases == 1 and mode.idle
+
+
+class ManualPlanner:
+    """Jobs start running when submitted (``cancel`` then fails, as on a busy thread) and finish when the test
+    calls ``finish``."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Future, tuple]] = []
+
+    def submit(self, fn, *args):
+        fut = Future()
+        fut.set_running_or_notify_cancel()
+        self.jobs.append((fut, (fn, args)))
+        return fut
+
+    def finish(self) -> None:
+        for fut, (fn, args) in self.jobs:
+            if not fut.done():
+                fut.set_result(fn(*args))
+
+
+def test_a_phrase_due_when_the_mode_begins_again_waits_for_a_job_still_running():
+    """The transport stops while the phrase for step 32 is being made (the job owns the source and the RNG until
+    it is done) and starts again at step 32: the phrase due there is not made at once on the engine thread beside
+    that job, but queued behind it; it comes in at step 33 and plays from there, counted late."""
+    planner, sched, clock = ManualPlanner(), VirtualScheduler(), InternalClock(120, 4, 0)
+    mode = PhraseMode(settings(channel=1, velocity=70, phrase_every_steps=32, max_note_steps=64),
+                      FixedPhrases([FIRST, SECOND, SECOND]), clock, sched, new_rng_state(0), planner=planner)
+    for step in range(32):
+        mode.on_step(step)
+    assert len(planner.jobs) == 1  # the first phrase was made at once, the one for step 32 is running
+    mode.stop(clock.ns_at_step(32) - 1_000_000)
+    mode.begin(32)
+    mode.on_step(32)
+    assert len(planner.jobs) == 2 and mode.stats.phrases == 1
+    planner.finish()
+    mode.on_step(33)
+    mode.on_step(34)
+    assert mode.stats.phrases == 2 and mode.stats.phrases_late == 1
+    sched.flush()
+    # step 33 of the phrase is a HOLD: no tie-over, nothing sounds; its next note is at step 34
+    assert [(t, describe(d)) for t, d in sched.sent] == [(0, ("on", 1, 60, 70)), (32 * S - 1_000_000, ("off", 1, 60)),
+                                                        (34 * S, ("on", 1, 64, 70))]
 
 
 # ---- the real planner thread -----------------------------------------------------------------------------------
