@@ -121,9 +121,9 @@ class Duet(ListensToPerformer):
             # answer to no new note; HOLD until then. A held note whose cap falls on this step ends at the step's
             # time, not at the window's end (nor, as before, a step later: a HOLD fallback needs no wake).
             self.listened += 1
-            capped = held is not None and step - self.voice.held[1] >= self.voice.max_note_steps
+            self.voice.cap(step, due)
+            capped = held is not None and self.voice.held is None
             if capped:
-                self.voice.end(due)
                 held = None
             self._partner_prev = melody.OFF if capped else melody.HOLD
             window = min(LISTEN_NS, max(0, self.feel.due_ns(step + 1) - due) // 3)
