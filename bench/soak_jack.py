@@ -21,7 +21,10 @@ notes longer than the note-length cap (``max_note_beats``, 4 beats = 1.33 s, plu
 the port's counters of late cycles and repairs. Two outside clients listen: the wire monitor (python-rtmidi, as a
 synth would; stamped when its Python thread reads, so a busy core delays its stamps by up to hundreds of ms) and
 a frame listener (a compiled jack-native client: every message stamped at the JACK frame it arrived on), whose
-stamps give the note lengths; messages sent and dropped as late and send time
+stamps give the note lengths. The two streams are compared (``wire_monitor.compare_witnesses``): on JACK's
+asynchronous server a listener late in its cycle loses that cycle's MIDI, so a note-off one listener lost shows
+there as a duplicate note-on the other, which heard the note-off, explains; only duplicates neither explains fail
+the run (a note-on sent twice is heard twice). Messages sent and dropped as late and send time
 minus due time (p50/p99/max, liveperf's own report), RSS growth. Exit 1 if a note stuck, liveperf crashed, or RSS grew
 more than 5 %.
 """
@@ -45,7 +48,7 @@ from bench.proc import rss_kib  # noqa: E402
 from jack_server import start_jack_server, use_server  # noqa: E402
 from jack_server import jack_connect  # noqa: E402
 from liveperf.io.jack_native import JackMidiClient  # noqa: E402
-from wire_monitor import LivePlay, check_stream  # noqa: E402
+from wire_monitor import LivePlay, check_stream, compare_witnesses  # noqa: E402
 
 TEMPO = 180
 CAP_NS = 4 * 60_000_000_000 // TEMPO  # max_note_beats (default 4) at the tempo
@@ -107,7 +110,7 @@ def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
 
 
 def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, busy: bool = False,
-        sync: bool = True) -> dict:
+        sync: bool = True, streams: Path | None = None) -> dict:
     # Synchronous (the default): no client misses a cycle (and its MIDI) on a busy machine (tests/conftest.py
     # jack_server_sync); ``sync=False``: JACK's default, where a late client's cycle is lost and the port repairs it.
     server_done = use_server(start_jack_server(period=64, sync=sync))
@@ -122,14 +125,14 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         pid = play.proc.pid
         frames = JackMidiClient.open("lpsoak-frames", inputs=True, outputs=False)
         jack_connect(f"lpsoak{'-out' if play.backend == 'jack-rtmidi' else ''}:out", frames.in_name)
-        heard: list[tuple[int, bytes]] = []
+        heard_frames: list[tuple[int, int, bytes]] = []  # (JACK frame, stamp ns, bytes)
         heard_all = threading.Event()  # set once liveperf has exited: its last note-offs are in
 
         def drain_frames() -> None:  # (stamp on the listener's frame clock, bytes)
             while not heard_all.wait(0.05):
-                heard.extend(frames.read())
+                heard_frames.extend(frames.read_frames())
             time.sleep(0.3)
-            heard.extend(frames.read())
+            heard_frames.extend(frames.read_frames())
 
         drainer = threading.Thread(target=drain_frames, daemon=True)
         drainer.start()
@@ -175,7 +178,12 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
             hog.wait()
         server_done()
     summary = play.monitor.check()
+    heard = [(ts, data) for _, ts, data in heard_frames]
     exact = check_stream(heard)
+    witnesses = compare_witnesses(play.monitor.snapshot(), heard)
+    if streams is not None:  # both listeners' streams, for a closer look at what each heard
+        streams.write_text(json.dumps({"monitor": [(ts, d.hex()) for ts, d in play.monitor.snapshot()],
+                                       "frames": [(f, ts, d.hex()) for f, ts, d in heard_frames]}))
     port = (report or {}).get("port") or {}
     after = [k for t, k in rss if t >= warmup_s] or [k for _, k in rss]
     n = max(1, len(after) // 10)
@@ -192,6 +200,13 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         "frames": {"note_ons": exact.note_ons, "note_offs": exact.note_offs, "stuck": exact.stuck,
                    "duplicate_ons": exact.duplicate_ons, "longest_note_ms": exact.longest_note_ns / 1e6,
                    "over_cap": sum(1 for n in exact.note_lengths_ns if n > CAP_NS + CAP_SLACK_MS * 1e6)},
+        # The two listeners side by side: note messages only one of them heard (a listener late in a cycle of
+        # JACK's asynchronous server loses that cycle's MIDI) and how many of each one's duplicates the other
+        # explains (it heard the note-off between them that this one lost).
+        "witnesses": {"only_monitor": witnesses.only_first, "only_frames": witnesses.only_second,
+                      "monitor_duplicates_explained": witnesses.first_explained,
+                      "frames_duplicates_explained": witnesses.second_explained,
+                      "unexplained_duplicates": witnesses.unexplained},
         "backend": report and report["backend"],
         # the port's own counters (jack-native): cycles JACK skipped or the port ran late in, and the repairs
         "port": {k: port.get(k) for k in ("cycles", "frame_jumps", "resent_offs", "peer_drops",
@@ -211,7 +226,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
 def ok(r: dict) -> bool:
     w, f = r["wire"], r["frames"]
     return (not r["crashed"] and r["exit_code"] == 130 and w["stuck"] == [] == f["stuck"]
-            and w["unmatched_offs"] <= r["repair_offs"] and w["duplicate_ons"] == 0 == f["duplicate_ons"]
+            and w["unmatched_offs"] <= r["repair_offs"] and r["witnesses"]["unexplained_duplicates"] == 0
             and f["over_cap"] == 0 and r["rss_mib"]["growth_pct"] <= 5.0)
 
 
@@ -229,6 +244,10 @@ def format_result(r: dict) -> str:
         f"frame listener (stamps at JACK frames): {r['frames']['note_ons']} note-ons, {len(r['frames']['stuck'])} stuck, "
         f"{r['frames']['duplicate_ons']} duplicate note-ons, longest note {r['frames']['longest_note_ms']:.0f} ms, "
         f"{r['frames']['over_cap']} longer than the cap",
+        "the two listeners compared: {only_monitor} note messages heard by the monitor only, {only_frames} by the "
+        "frame listener only; duplicates explained by a note-off the other heard: monitor {monitor_duplicates_explained}"
+        " of {md}, frame listener {frames_duplicates_explained} of {fd}; unexplained {unexplained_duplicates}".format(
+            **r["witnesses"], md=w["duplicate_ons"], fd=r["frames"]["duplicate_ons"]),
         f"port: {', '.join(f'{k} {v}' for k, v in r['port'].items() if v is not None)}",
         f"liveperf: {r['sent']} sent, {r['late_dropped']} dropped as late, {r['send_errors']} send errors; "
         f"scheduling: {r['scheduling']}",
@@ -245,12 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--warmup-s", type=float, default=30.0, help="RSS growth is measured after this (default 30)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ap.add_argument("--streams", type=Path, help="write both listeners' streams here (JSON: monitor [ns, hex], "
+                    "frames [JACK frame, ns, hex])")
     ap.add_argument("--band", action="store_true", help="three partners: the song's own, a comp and a lead")
     ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
     ap.add_argument("--async", dest="sync", action="store_false",
                     help="JACK's default asynchronous server (a late client loses its cycle's MIDI)")
     args = ap.parse_args(argv)
-    r = run(args.minutes, args.warmup_s, band=args.band, busy=args.busy, sync=args.sync)
+    r = run(args.minutes, args.warmup_s, band=args.band, busy=args.busy, sync=args.sync,
+            streams=args.streams)
     print(format_result(r))
     if args.json:
         args.json.write_text(json.dumps(r, indent=2, default=str))

@@ -79,6 +79,80 @@ def check_stream(events: list[tuple[int, bytes]], grid: tuple[int, float] | None
     return s
 
 
+@dataclass
+class Witnesses:
+    """Two listeners' streams of the same output compared (``compare_witnesses``): messages only one of them heard,
+    and each one's duplicate note-ons split into those the other listener explains (it heard a note-off for that
+    channel and pitch, between the two note-ons, that this listener missed: this listener lost a message, the
+    wire had none) and those it does not (a duplicate on the wire, or lost by both)."""
+
+    only_first: int = 0
+    only_second: int = 0
+    first_duplicates: int = 0
+    first_explained: int = 0
+    second_duplicates: int = 0
+    second_explained: int = 0
+
+    @property
+    def unexplained(self) -> int:
+        return self.first_duplicates - self.first_explained + self.second_duplicates - self.second_explained
+
+
+def _note_messages(events: list[tuple[int, bytes]]) -> list[bytes]:
+    return [d for _, d in events if len(d) == 3 and d[0] < 0xF0 and d[0] & 0xF0 in (0x80, 0x90)]
+
+
+def _duplicates(notes: list[bytes]) -> list[tuple[int, int]]:
+    """(index of the note-on that began the sounding note, index of the duplicate note-on), as ``check_stream``."""
+    sounding: dict[tuple[int, int], int] = {}
+    out = []
+    for i, d in enumerate(notes):
+        key = (d[0] & 0x0F, d[1])
+        if d[0] & 0xF0 == 0x90 and d[2] > 0:
+            if key in sounding:
+                out.append((sounding[key], i))
+            else:
+                sounding[key] = i
+        else:
+            sounding.pop(key, None)
+    return out
+
+
+def compare_witnesses(first: list[tuple[int, bytes]], second: list[tuple[int, bytes]]) -> Witnesses:
+    """Align two listeners' note messages by content (both hear each JACK cycle's events in the same order; a
+    listener late in its cycle on JACK's asynchronous server loses that cycle's MIDI) and explain each duplicate
+    note-on (``Witnesses``). Stamps are ignored: the two clocks differ."""
+    import difflib
+
+    a, b = _note_messages(first), _note_messages(second)
+    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    only_a, only_b = [], []  # indices heard by one listener only
+    pos_a, pos_b = [0] * (len(a) + 1), [0] * (len(b) + 1)  # each index's place in the other stream
+    for tag, i1, i2, j1, j2 in ops:
+        for i in range(i1, i2):
+            pos_a[i] = j1 + (i - i1) if tag == "equal" else j1
+        for j in range(j1, j2):
+            pos_b[j] = i1 + (j - j1) if tag == "equal" else i1
+        if tag != "equal":
+            only_a.extend(range(i1, i2))
+            only_b.extend(range(j1, j2))
+
+    def explained(mine: list[bytes], other: list[bytes], other_only: list[int], pos: list[int]) -> tuple[int, int]:
+        dups = _duplicates(mine)
+        hits = 0
+        for began, dup in dups:
+            key = (mine[dup][0] & 0x0F, mine[dup][1])
+            lo, hi = pos[began], pos[dup]
+            hits += any(lo <= j <= hi and (other[j][0] & 0x0F, other[j][1]) == key
+                        and not (other[j][0] & 0xF0 == 0x90 and other[j][2] > 0) for j in other_only)
+        return len(dups), hits
+
+    w = Witnesses(only_first=len(only_a), only_second=len(only_b))
+    w.first_duplicates, w.first_explained = explained(a, b, only_b, pos_a)
+    w.second_duplicates, w.second_explained = explained(b, a, only_a, pos_b)
+    return w
+
+
 def repair_offs(report: dict | None) -> int:
     """Note-offs the jack-native port added on its own (``jack_native_callback``, "Repairs"): every note-off once
     more, a reconnected peer's missed ones, and the note-off before a re-struck pitch (which ends the first note, so

@@ -8,7 +8,7 @@ import pytest
 import rtmidi
 
 import jack_server as jack
-from wire_monitor import WireMonitor, check_stream, wait_for
+from wire_monitor import WireMonitor, check_stream, compare_witnesses, wait_for
 
 
 def test_check_stream_finds_stuck_notes_and_unmatched_offs():
@@ -23,6 +23,41 @@ def test_check_stream_finds_stuck_notes_and_unmatched_offs():
 def test_check_stream_grid_errors():
     s = check_stream([(1_000 + 3, b"\x90\x3c\x40"), (1_000 + 2 * 100 - 4, b"\x80\x3c\x00")], grid=(1_000, 100.0))
     assert s.grid_errors_ns == [3, -4]
+
+
+def _stamped(*messages: bytes) -> list[tuple[int, bytes]]:
+    return [(i, m) for i, m in enumerate(messages)]
+
+
+ON60, OFF60, ON62, OFF62, CLOCK = b"\x90\x3c\x40", b"\x80\x3c\x00", b"\x90\x3e\x40", b"\x80\x3e\x00", b"\xf8"
+
+
+def test_a_duplicate_from_a_note_off_one_listener_lost_is_explained_by_the_other():
+    wire = _stamped(ON60, ON62, OFF60, CLOCK, ON60, OFF62, OFF60)
+    lossy = _stamped(ON60, ON62, ON60, OFF62, OFF60)  # lost a cycle: OFF60 (and the clock, not a note message)
+    w = compare_witnesses(lossy, wire)
+    assert (w.only_first, w.only_second) == (0, 1)
+    assert (w.first_duplicates, w.first_explained, w.second_duplicates, w.second_explained) == (1, 1, 0, 0)
+    assert w.unexplained == 0
+    w = compare_witnesses(wire, lossy)  # either order
+    assert (w.only_first, w.only_second, w.second_duplicates, w.second_explained, w.unexplained) == (1, 0, 1, 1, 0)
+
+
+def test_a_duplicate_both_listeners_heard_is_not_explained():
+    both = _stamped(ON60, ON62, ON60, OFF62, OFF60)
+    w = compare_witnesses(both, list(both))
+    assert (w.only_first, w.only_second, w.first_duplicates, w.second_duplicates, w.unexplained) == (0, 0, 1, 1, 2)
+
+
+def test_a_lost_note_off_of_another_pitch_does_not_explain_a_duplicate():
+    lossy = _stamped(ON60, ON62, ON60, OFF60)  # the duplicate ON60 is on the wire too; the loss was OFF62
+    wire = _stamped(ON60, ON62, OFF62, ON60, OFF60)
+    w = compare_witnesses(lossy, wire)
+    assert (w.only_second, w.first_duplicates, w.first_explained, w.second_duplicates) == (1, 1, 0, 1)
+    assert w.unexplained == 2
+    # A note-off the other heard after the duplicate explains nothing either.
+    w = compare_witnesses(_stamped(ON60, ON60, OFF60), _stamped(ON60, ON60, OFF60, OFF60))
+    assert (w.first_duplicates, w.first_explained, w.unexplained) == (1, 0, 2)
 
 
 @pytest.mark.jack
