@@ -120,6 +120,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
     rss: list[tuple[float, int]] = []
     stop = threading.Event()
     play = None
+    listener: dict[str, int] = {}  # the frame listener's own counters, read before it closes
     try:
         play = LivePlay(tmp, SETLIST + (BAND if band else ""), "lpsoak", duration_s=seconds + 60)
         pid = play.proc.pid
@@ -168,6 +169,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         sampler.join(2)
         heard_all.set()
         drainer.join(2)
+        listener = frames.counters()  # the frame listener's own cycles: did it miss any (then it lost their MIDI)?
         frames.close()
     finally:
         stop.set()
@@ -199,7 +201,8 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
                  "cap_ms": CAP_NS / 1e6},
         "frames": {"note_ons": exact.note_ons, "note_offs": exact.note_offs, "stuck": exact.stuck,
                    "duplicate_ons": exact.duplicate_ons, "longest_note_ms": exact.longest_note_ns / 1e6,
-                   "over_cap": sum(1 for n in exact.note_lengths_ns if n > CAP_NS + CAP_SLACK_MS * 1e6)},
+                   "over_cap": sum(1 for n in exact.note_lengths_ns if n > CAP_NS + CAP_SLACK_MS * 1e6),
+                   "own_cycles": listener.get("cycles"), "own_frame_jumps": listener.get("frame_jumps")},
         # The two listeners side by side: note messages only one of them heard (a listener late in a cycle of
         # JACK's asynchronous server loses that cycle's MIDI) and how many of each one's duplicates the other
         # explains (it heard the note-off between them that this one lost).
@@ -243,7 +246,8 @@ def format_result(r: dict) -> str:
         f"than the cap ({w['cap_ms']:.0f} ms + {CAP_SLACK_MS:g}; the monitor's Python stamps)",
         f"frame listener (stamps at JACK frames): {r['frames']['note_ons']} note-ons, {len(r['frames']['stuck'])} stuck, "
         f"{r['frames']['duplicate_ons']} duplicate note-ons, longest note {r['frames']['longest_note_ms']:.0f} ms, "
-        f"{r['frames']['over_cap']} longer than the cap",
+        f"{r['frames']['over_cap']} longer than the cap; its own client: {r['frames'].get('own_frame_jumps')} frame "
+        f"jumps in {r['frames'].get('own_cycles')} cycles (cycles it was not run on time: their MIDI it may have lost)",
         "the two listeners compared: {only_monitor} note messages heard by the monitor only, {only_frames} by the "
         "frame listener only; duplicates explained by a note-off the other heard: monitor {monitor_duplicates_explained}"
         " of {md}, frame listener {frames_duplicates_explained} of {fd}; unexplained {unexplained_duplicates}".format(
