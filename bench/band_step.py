@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.proc import busy_core, stop_busy
 from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
 from liveperf.loop import ScriptedInput, run_loop
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     planner = ThreadPlanner() if where == "thread" else INLINE
     runs: dict[str, list] = {name: [] for name in configs}
     plans: dict[str, list] = {name: [] for name in configs}
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    hog = busy_core(args.busy)
     try:
         for _ in range(args.rounds):
             for name, (first, partners) in configs.items():
@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 plans[name].append(made)
     finally:
         planner.close()
-        if hog is not None:
-            hog.kill()
-            hog.wait()
+        stop_busy(hog)
     out = {"tempo_bpm": TEMPO, "paced": args.pace, "planner": where, "busy_core": args.busy, "steps": args.steps,
            "rounds": args.rounds}
     for name, parts in runs.items():

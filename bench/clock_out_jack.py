@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bench.proc import busy_core, stop_busy  # noqa: E402
 from frame_listener import FrameListener  # noqa: E402
 from jack_server import jack_connect, start_jack_server, use_server  # noqa: E402
 from wire_monitor import LivePlay  # noqa: E402
@@ -61,7 +61,7 @@ def run(minutes: float, change_s: float = 20.0, busy: bool = False, backend: str
     server_done = use_server(start_jack_server(period=256, sync=True))
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-clockout-"))
     seconds = minutes * 60
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    burner = busy_core(busy)
     play = listener = None
     changes = 0
     try:
@@ -80,8 +80,7 @@ def run(minutes: float, change_s: float = 20.0, busy: bool = False, backend: str
         play.proc.send_signal(signal.SIGTERM)
         code, out, report = play.finish(timeout_s=30)
     finally:
-        if burner is not None:
-            burner.kill()
+        stop_busy(burner)
         if listener is not None:
             listener.close()
         if play is not None:

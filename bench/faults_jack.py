@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bench.proc import busy_core, stop_busy  # noqa: E402
 from jack_server import jack_connect, jack_ports, start_jack_server, use_server  # noqa: E402
 from wire_monitor import LivePlay, WireMonitor, check_stream, wait_for  # noqa: E402
 
@@ -81,7 +82,7 @@ def run(cycles: int = 20, restarts: int = 5, backend: str = "jack", busy: bool =
     first = start_jack_server(period=256)
     server_done = use_server(first)
     servers = [first]
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    hog = busy_core(busy)
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-faults-"))
     clicks, restart_rows, play, old_events = [], [], None, []
     try:
@@ -131,9 +132,7 @@ def run(cycles: int = 20, restarts: int = 5, backend: str = "jack", busy: bool =
     finally:
         if play is not None:
             play.kill()
-        if hog is not None:
-            hog.kill()
-            hog.wait()
+        stop_busy(hog)
         for server in servers[1:]:
             server.stop()
         server_done()

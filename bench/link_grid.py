@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.proc import busy_core, stop_busy  # noqa: E402
+
 GOAL_MS = 1.0
 
 
@@ -143,12 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ["unshare", "--user", "--map-root-user", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
                sys.executable, "-m", "bench.link_grid", *(argv if argv is not None else sys.argv[1:])]
         return subprocess.call(cmd, cwd=REPO)
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    busy = busy_core(args.busy)
     try:
         r = run(args.minutes)
     finally:
-        if busy is not None:
-            busy.kill()
+        stop_busy(busy)
     print(f"Link grid, {args.minutes:g} min{' with one core busy' if args.busy else ''}: the peer at 120 BPM, "
           f"then 132 BPM halfway; the show heard {r['clock_stats'].get('tempo_changes')} tempo changes, "
           f"{r['clock_stats'].get('locates')} jumps; played tempo (median) {r['tempo_bpm']} BPM")

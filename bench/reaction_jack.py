@@ -64,6 +64,7 @@ import rtmidi
 
 from bench import let_children_import_bench
 from bench.frame_taps import FrameTaps, frame_reaction
+from bench.proc import busy_core, stop_busy
 from liveperf.io.midi_ports import DEFAULT_POLL_INTERVAL_NS
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
 
@@ -255,7 +256,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
     server = start_jack_server(period=period)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    hog = busy_core(busy)
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-reaction-"))
     (tmp / "set.toml").write_text(SETLIST)
     seconds = minutes * 60 + warmup_s
@@ -314,8 +315,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
                 echo.kill()
         if proc.poll() is None:
             proc.kill()
-        if hog is not None:
-            hog.kill()
+        stop_busy(hog)
         server.stop()
         gc.unfreeze()
     report = json.loads((tmp / "report.json").read_text())

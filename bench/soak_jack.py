@@ -35,7 +35,6 @@ import argparse
 import json
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench.proc import rss_kib  # noqa: E402
+from bench.proc import busy_core, rss_kib, stop_busy  # noqa: E402
 from jack_server import start_jack_server, use_server  # noqa: E402
 from jack_server import jack_connect  # noqa: E402
 from liveperf.io.jack_native import JackMidiClient  # noqa: E402
@@ -114,7 +113,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
     # Synchronous (the default): no client misses a cycle (and its MIDI) on a busy machine (tests/conftest.py
     # jack_server_sync); ``sync=False``: JACK's default, where a late client's cycle is lost and the port repairs it.
     server_done = use_server(start_jack_server(period=64, sync=sync))
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    hog = busy_core(busy)
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-soak-"))
     seconds = minutes * 60
     rss: list[tuple[float, int]] = []
@@ -175,9 +174,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         stop.set()
         if play is not None:
             play.kill()
-        if hog is not None:
-            hog.kill()
-            hog.wait()
+        stop_busy(hog)
         server_done()
     summary = play.monitor.check()
     heard = [(ts, data) for _, ts, data in heard_frames]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import rtmidi
 
-from bench.proc import rss_kib
+from bench.proc import busy_core, rss_kib, stop_busy
 from liveperf.io.jack_native import JackMidiClient
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
 
@@ -87,10 +87,6 @@ def performer_events(seconds: float, step_ns: int) -> list[tuple[int, list[int]]
     return out
 
 
-def _busy() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
 def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack: bool = False,
         backend: str = "jack", period: int = 64) -> dict:
     backend = "jack-native" if backend == "jack" else backend  # the default on JACK, by its name in reports
@@ -98,7 +94,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
     server = start_jack_server(period=period, realtime=rt_jack)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"
-    hog = _busy() if busy else None
+    hog = busy_core(busy)
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-bench-"))
     (tmp / "set.toml").write_text(setlist)
     seconds = minutes * 60
@@ -175,8 +171,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         stop.set()
         if proc.poll() is None:
             proc.kill()
-        if hog:
-            hog.kill()
+        stop_busy(hog)
         server.stop()
     report = json.loads((tmp / "report.json").read_text())
     song = report["songs"][0]
