@@ -128,7 +128,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         heard_frames: list[tuple[int, int, bytes]] = []  # (JACK frame, stamp ns, bytes)
         heard_all = threading.Event()  # set once liveperf has exited: its last note-offs are in
 
-        def drain_frames() -> None:  # (stamp on the listener's frame clock, bytes)
+        def drain_frames() -> None:  # (JACK frame, stamp on the listener's frame clock, bytes)
             while not heard_all.wait(0.05):
                 heard_frames.extend(frames.read_frames())
             time.sleep(0.3)
