@@ -221,6 +221,28 @@ def wait_for(cond, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class Output:
+    """A subprocess's output, read by a thread as it comes (the pipe never fills, and the test can see the show
+    start)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def started(self) -> bool:
+        """The first song has started: its models are loaded and the engine runs (the show prints "[1. ...")."""
+        return any(line.startswith("[1. ") for line in list(self.lines))
+
+    def text(self) -> str:
+        self._thread.join(5)
+        return "".join(self.lines)
+
+
 class LivePlay:
     """``liveperf play SETLIST --backend jack`` in a subprocess on the JACK server named by ``JACK_DEFAULT_SERVER``,
     its output connected to a ``WireMonitor`` and its input fed by ``self.performer`` (an rtmidi JACK output).
@@ -242,9 +264,7 @@ class LivePlay:
              "--record-dir", str(self.record_dir), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=os.environ.copy(),
             preexec_fn=preexec_fn)
-        self.lines: list[str] = []  # its output so far, read by a thread (the pipe never fills)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.output = Output(self.proc)  # its output so far, read by a thread (the pipe never fills)
         self.monitor: WireMonitor | None = None
         self.performer = None
         # rtmidi opens a client per port; jack-native one client with both ports
@@ -258,8 +278,7 @@ class LivePlay:
             # stalled a synchronous server's graph past jack_connect's 10 s once.
             self.wait_started()
             if self.proc.poll() is not None:
-                self._reader.join(5)
-                raise AssertionError(f"liveperf exited early:\n{''.join(self.lines)}")
+                raise AssertionError(f"liveperf exited early:\n{self.output.text()}")
             self.monitor = WireMonitor(f"{name}-mon")
             self.performer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{name}-perf")
             self.performer.open_virtual_port("out")
@@ -278,23 +297,22 @@ class LivePlay:
             raise AssertionError(f"liveperf exited (status {self.proc.returncode}) while the test still played")
         self.performer.send_message(list(data))
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
+    @property
+    def lines(self) -> list[str]:
+        """Its output so far, a line each."""
+        return self.output.lines
 
     def wait_started(self, timeout_s: float = 30.0) -> None:
         """Until the first song has started (its models loaded: the show prints "[1. <title>] ...")."""
-        wait_for(lambda: self.proc.poll() is not None or any(line.startswith("[1. ") for line in list(self.lines)),
-                 timeout_s, "the first song to start")
+        wait_for(lambda: self.proc.poll() is not None or self.output.started(), timeout_s, "the first song to start")
 
     def finish(self, timeout_s: float = 30.0) -> tuple[int, str, dict | None]:
         try:
             self.proc.wait(timeout=timeout_s)
-            self._reader.join(5)
         finally:
             self.kill()
         report = json.loads(self.report_path.read_text()) if self.report_path.exists() else None
-        return self.proc.returncode, "".join(self.lines), report
+        return self.proc.returncode, self.output.text(), report
 
     def kill(self) -> None:
         """Close our JACK clients; kill the process if it is still running (the test failed)."""

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import mido
@@ -25,7 +24,7 @@ from jack_server import jack_connect, jack_ports, start_jack_server
 from liveperf.io.midi_ports import MidiOutPort
 from liveperf.io.port_watch import PortWatch
 from liveperf.models.onnx_model import shipped_models_dir
-from wire_monitor import REPO, LivePlay, WireMonitor, wait_for
+from wire_monitor import REPO, LivePlay, Output, WireMonitor, wait_for
 
 pytestmark = pytest.mark.jack
 needs_model = pytest.mark.skipif(not (shipped_models_dir() / "duet_dnn.onnx").exists(), reason="no shipped model")
@@ -72,28 +71,6 @@ class Performer:
             self.midi.close_port()
             self.midi.delete()
             self.midi = None
-
-
-class Output:
-    """A subprocess's output, read by a thread as it comes (the pipe never fills, and the test can see the show
-    start)."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            self.lines.append(line)
-
-    def started(self) -> bool:
-        """The first song has started: its models are loaded and the engine runs (the show prints "[1. ...")."""
-        return any(line.startswith("[1. ") for line in list(self.lines))
-
-    def text(self) -> str:
-        self._thread.join(5)
-        return "".join(self.lines)
 
 
 def _finish(proc: subprocess.Popen, output: Output, report_path, timeout_s: float = 30) -> tuple[int, str, dict]:

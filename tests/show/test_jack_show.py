@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -33,6 +32,7 @@ import jack_server as jack
 from liveperf.models.onnx_model import shipped_models_dir
 from liveperf.music.scales import parse_key
 from frame_listener import FrameListener
+from wire_monitor import Output, wait_for
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not (shipped_models_dir() / "melody_dnn.onnx").exists(), reason="no shipped model")]
@@ -54,15 +54,6 @@ channel = 3
 PHRASE = [62, 64, 65, 67, 69, 67, 65, 64]  # D dorian
 
 
-def wait_for(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("backend", ["jack", "jack-rtmidi"])
 def test_partner_answers_through_jack(jack_server_sync, tmp_path, backend):
     (tmp_path / "set.toml").write_text(SETLIST)
@@ -72,15 +63,13 @@ def test_partner_answers_through_jack(jack_server_sync, tmp_path, backend):
         [sys.executable, "-m", "liveperf.cli", "play", str(tmp_path / "set.toml"), "--backend", backend,
          "--client-name", "lpt", "--duration", "60", "--record", str(rec)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
+    output = Output(proc)
     listener = performer = None
     try:
         wait_for(lambda: {ins, outs} <= set(jack.jack_ports()), 20, "liveperf's JACK ports")
         # The ports open before the models load: a phrase played before the song starts is heard by nobody (a
         # loaded CI machine took over 10 s here once). The song's first line says it has started.
-        wait_for(lambda: any(line.startswith("[1. ") for line in lines), 60, "the song to start")
+        wait_for(output.started, 60, "the song to start")
         listener = FrameListener()
         performer = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="test-performer")
         performer.open_virtual_port("out")
@@ -108,8 +97,7 @@ def test_partner_answers_through_jack(jack_server_sync, tmp_path, backend):
             time.sleep(3.6)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
-        reader.join(5)
-        out = "".join(lines)
+        out = output.text()
         time.sleep(0.3)
     finally:
         if proc.poll() is None:

@@ -44,7 +44,7 @@ import pytest
 import jack_server as jack
 from liveperf.models.onnx_model import shipped_models_dir
 from frame_listener import FrameListener  # noqa: F401  (test_jack_show imports it from here too)
-from tests.show.test_jack_show import wait_for
+from wire_monitor import wait_for
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(not (shipped_models_dir() / "melody_gan_generator.onnx").exists(),
