@@ -12,6 +12,14 @@ frame each message arrived on (``liveperf.io.jack_native``), so the listener's o
 JACK frame of its clock's origin), so the figure is exact whatever the dummy server's frames did against the wall clock. Resident memory of the liveperf process is sampled every second.
 Optionally a second process keeps one core busy (``busy=True``).
 
+Grid error is measured on the messages due on a step of the grid (``grid_*``): liveperf's report gives each
+message's due time. The rest are reactions, due when the engine computed them (the duet's correction when the
+performer's note of the step arrives, at the end of its listening window): for them send minus due is how long
+they took to go out (a JACK period or so), not a grid error, and they are printed apart (``reaction_*``). The
+frame listener's arrivals are split the same way: an arrival on the frame a grid message was sent on is that
+grid message's, and its error is taken against the nearest step. (Before 2026-12-07 the bench pooled the two, so
+the duet's corrections, 14 % of its messages, made its "grid" p99 a JACK period.)
+
 ``mode`` picks the song's mode: ``call_response`` (the main figure), ``duet`` (a bass voice every step beside the
 performer) or ``phrase`` (GAN phrases, best of 8, one every 2 bars). All three play on the grid, so *due* is the
 nearest grid step. ``harmonize`` is not measured here: it answers each note-on at once, off the grid, so "minus the
@@ -33,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import rtmidi
 
+from bench.grid import on_grid
 from bench.proc import busy_core, rss_kib, stop_busy
 from liveperf.io.jack_native import JackMidiClient
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
@@ -62,15 +71,15 @@ MODE_FIELDS = {  # replaces the song's mode-specific lines of SETLIST
 }
 
 
-def setlist_for(mode: str) -> str:
-    """The bench setlist with ``mode``'s fields (the song's range follows the voice)."""
+def setlist_for(mode: str, lookahead_ms: float = 8.0) -> str:
+    """The bench setlist with ``mode``'s fields (the song's range follows the voice) and ``[show] lookahead_ms``."""
     if mode not in GRID_MODES:
         raise ValueError(f"grid timing is measured for {', '.join(GRID_MODES)}; harmonize answers off the grid "
                          f"(see bench.reaction_jack)")
     text = SETLIST.replace('title = "Timing bench"', f'title = "Timing bench ({mode})"\n' + MODE_FIELDS[mode])
     if mode == "duet":
         text = text.replace("pitch_range = [52, 84]\n", "", 1)
-    return text
+    return text.replace("lookahead_ms = 8\n", f"lookahead_ms = {lookahead_ms:g}\n", 1)
 
 
 def performer_events(seconds: float, step_ns: int) -> list[tuple[int, list[int]]]:
@@ -88,9 +97,9 @@ def performer_events(seconds: float, step_ns: int) -> list[tuple[int, list[int]]
 
 
 def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack: bool = False,
-        backend: str = "jack", period: int = 64) -> dict:
+        backend: str = "jack", period: int = 64, lookahead_ms: float = 8.0) -> dict:
     backend = "jack-native" if backend == "jack" else backend  # the default on JACK, by its name in reports
-    setlist = setlist_for(mode)
+    setlist = setlist_for(mode, lookahead_ms)
     server = start_jack_server(period=period, realtime=rt_jack)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"
@@ -183,7 +192,15 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         if msg[0] & 0xF0 in (0x80, 0x90):
             k = round((t - start_ns) / song_step_ns)
             arr.append((t - start_ns, t - (start_ns + int(k * song_step_ns))))
-    arr_frame = []
+    send = np.asarray(report["errors_ns"], dtype=np.int64)
+    # A message due on a step of the grid, or a reaction (due when the engine computed it: the duet's correction at
+    # the end of its listening window, a harmony): for a reaction "send - due" is how long it took to go out, not a
+    # grid error. liveperf's report gives each message's due time.
+    due = np.asarray(report["due_ns"], dtype=np.int64)
+    grid = on_grid(due, start_ns, song_step_ns)
+    late_on_grid = int(on_grid(report["late_due_ns"], start_ns, song_step_ns).sum())
+    arr_frame, arr_frame_grid = [], []
+    grid_sent = np.sort(due[grid] + send[grid])  # when the grid's messages went out, on the frame clock
     clock = report.get("port", {})
     sounding: set[tuple[int, int]] = set()
     for frame, t, msg in frame_arrivals:
@@ -196,7 +213,10 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
                 t = clock["base0_ns"] + ((frame - clock["frame0"]) & 0xFFFFFFFF) * 1_000_000_000 // clock["sample_rate"]
             k = round((t - start_ns) / song_step_ns)
             arr_frame.append(t - (start_ns + int(k * song_step_ns)))
-    send = np.asarray(report["errors_ns"], dtype=np.int64)
+            # a grid message's arrival (liveperf sent a grid message on this frame): its error against the grid
+            i = np.searchsorted(grid_sent, t)
+            if any(abs(int(grid_sent[j]) - t) <= FRAME_MATCH_NS for j in (i - 1, i) if 0 <= j < grid_sent.size):
+                arr_frame_grid.append(arr_frame[-1])
     arrive = np.asarray([e for _, e in arr], dtype=np.int64)
     pct = lambda a: {"n": int(a.size), "p50_us": float(np.median(a) / 1e3) if a.size else None,  # noqa: E731
                      "p99_us": float(np.percentile(a, 99) / 1e3) if a.size else None,
@@ -204,28 +224,36 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
     rss_all = [k for _, k in rss]
     settle = [k for t, k in rss if t >= 10] or rss_all
     return {
-        "minutes": minutes, "mode": mode, "tempo_bpm": TEMPO, "busy_core": busy, "scheduling": report.get("scheduling"),
+        "minutes": minutes, "mode": mode, "tempo_bpm": TEMPO, "busy_core": busy, "lookahead_ms": lookahead_ms, "scheduling": report.get("scheduling"),
         "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": period,
         "backend": backend, "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
+        "grid_send_minus_due": pct(send[grid]), "reaction_send_minus_due": pct(send[~grid]),
+        "late_dropped_on_grid": late_on_grid,
         "arrival_frame_minus_due": pct(np.asarray(arr_frame, dtype=np.int64)),
+        "grid_arrival_frame_minus_due": pct(np.asarray(arr_frame_grid, dtype=np.int64)),
         # cycles the frame listener ran so late that it read a later cycle's frame (JACK's asynchronous mode after a
         # stall): each shifts what it heard in that cycle by whole periods, on the listener's side only
         "listener_frame_jumps": tap_jumps,
         "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_all[-1] / 1024 if rss_all else None,
                     "growth_pct": (100 * (settle[-1] - settle[0]) / settle[0]) if len(settle) > 1 else None},
-        "samples": {"send_ns": send.tolist(), "arrival": arr, "rss": rss},
+        "samples": {"send_ns": send.tolist(), "due_ns": due.tolist(), "arrival": arr, "rss": rss},
         "liveperf_output_tail": out[-1500:],
     }
 
 
+FRAME_MATCH_NS = 21_000  # one frame at 48 kHz: an arrival on the frame a message was sent on is that message
+
+
 def print_result(tj: dict) -> None:
-    for k in ("send_minus_due", "arrival_minus_due", "arrival_frame_minus_due"):
-        s = tj[k]
+    for k in ("grid_send_minus_due", "grid_arrival_frame_minus_due", "reaction_send_minus_due", "send_minus_due",
+              "arrival_minus_due", "arrival_frame_minus_due"):
+        s = tj.get(k) or {"n": 0}
         if s["n"]:
-            print(f"  {k:<22} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs"
+            print(f"  {k:<29} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs"
                   f"  (n={s['n']})")
     print(f"  frame listener's cycles read late (their arrivals shift by whole periods): {tj['listener_frame_jumps']}")
-    print(f"  scheduling: {tj['scheduling']}; dropped as late: {tj['late_dropped']} of {tj['sent'] + tj['late_dropped']}")
+    print(f"  scheduling: {tj['scheduling']}; dropped as late: {tj['late_dropped']} of {tj['sent'] + tj['late_dropped']}"
+          f" ({tj['late_dropped_on_grid']} due on the grid, the rest reactions)")
     print(f"  resident memory: {tj['rss_mib']}")
 
 
@@ -243,11 +271,17 @@ def main() -> None:
                     help="liveperf's MIDI backend: jack (= jack-native, the default: frame-exact, compiled JACK callback) "
                          "or jack-rtmidi (the python-rtmidi fallback)")
     ap.add_argument("--period", type=int, default=64, help="JACK period in frames at 48 kHz (default 64)")
+    ap.add_argument("--lookahead-ms", type=float, default=8.0,
+                    help="the setlist's [show] lookahead_ms: how early each step is computed (default 8)")
+    ap.add_argument("--json", type=Path, help="write the result (samples included) here")
     args = ap.parse_args()
     print(f"grid timing through JACK ({args.backend}, {args.period}-frame period), mode {args.mode}, "
-          f"{args.minutes:g} min at {TEMPO} BPM"
+          f"{args.minutes:g} min at {TEMPO} BPM, lookahead {args.lookahead_ms:g} ms"
           + (" with one core busy" if args.busy else "") + (", real-time JACK server" if args.rt_jack else ""))
-    print_result(run(args.minutes, args.busy, args.mode, args.rt_jack, args.backend, args.period))
+    result = run(args.minutes, args.busy, args.mode, args.rt_jack, args.backend, args.period, args.lookahead_ms)
+    print_result(result)
+    if args.json:
+        args.json.write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -36,3 +36,15 @@ def test_children_started_elsewhere_import_bench_and_tests(tmp_path, monkeypatch
 
 def test_startup_checks_the_demo_setlist_of_the_repo_not_of_the_current_directory():
     assert startup.DEMO_SETLIST.is_absolute() and startup.DEMO_SETLIST.is_file()
+
+
+def test_the_timing_benches_tell_grid_notes_from_reactions():
+    """A due time on a step (the report's step_ns is rounded, so within 1 µs) is the grid's; the duet's correction at
+    the end of its listening window, due when computed, is a reaction."""
+    from bench.grid import on_grid
+
+    start, step = 5_000_000_123, 60e9 / (180 * 4)  # 180 BPM sixteenths: 83,333,333.3 ns
+    steps = [start + round(k * step) for k in (0, 1, 7, 10_000)]
+    dues = steps + [steps[1] + 27_777_778, steps[2] - 2_000, steps[3] + 999]
+    assert on_grid(dues, start, step).tolist() == [True] * 4 + [False, False, True]
+    assert on_grid([], start, step).tolist() == []

@@ -66,6 +66,8 @@ class ShowReport:
     stopped: str = "end"
     scheduling: str = ""
     errors_ns: list[int] = field(default_factory=list)  # send time minus due time of every message sent
+    due_ns: list[int] = field(default_factory=list)  # the due time of each of those messages, in the same order
+    late_due_ns: list[int] = field(default_factory=list)  # the due time of each message dropped as late
     control: dict = field(default_factory=dict)  # show control counters (ShowController.stats)
     osc_ports: dict = field(default_factory=dict)  # bound OSC ports
     osc_in: dict = field(default_factory=dict)  # OSC input counters (OscServer.stats)

@@ -299,6 +299,8 @@ class Show:
         report.send_errors = scheduler.stats.send_errors
         report.scheduling = scheduler.scheduling
         report.errors_ns = list(scheduler.stats.errors_ns)
+        report.due_ns = list(scheduler.stats.dues_ns)
+        report.late_due_ns = list(scheduler.stats.late_dues_ns)
         errs = np.array(report.errors_ns, dtype=np.int64)
         if errs.size:
             report.timing_us = {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),

@@ -106,6 +106,10 @@ class TimingStats:
     clock_ticks: int = 0  # MIDI clock ticks (0xF8) sent
     # 8 bytes per message sent (a 3-hour show at 20 messages/s: 1.7 MB), not a Python int object each
     errors_ns: array = field(default_factory=lambda: array("q"))
+    # the due time of each of those messages (same order): tells a note due on the grid from a reaction due when it
+    # was computed (bench.timing_jack measures the two apart)
+    dues_ns: array = field(default_factory=lambda: array("q"))
+    late_dues_ns: array = field(default_factory=lambda: array("q"))  # the due time of each message dropped as late
 
 
 @dataclass(order=True)
@@ -319,6 +323,8 @@ class Scheduler:
         for due_ns, sent_ns in self._port.emitted():
             if sent_ns == -1:
                 self.stats.late_dropped += 1
+                if self._keep_errors:
+                    self.stats.late_dues_ns.append(due_ns)
             elif sent_ns == -2:
                 self.stats.cancelled += 1
             elif sent_ns < 0:
@@ -327,6 +333,7 @@ class Scheduler:
                 self.stats.sent += 1
                 if self._keep_errors:
                     self.stats.errors_ns.append(sent_ns - due_ns)
+                    self.stats.dues_ns.append(due_ns)
 
     def _send_due(self) -> None:
         plan = self._plan
@@ -360,6 +367,8 @@ class Scheduler:
             self.stats.late_note_offs += 1
             return False
         self.stats.late_dropped += 1
+        if self._keep_errors:
+            self.stats.late_dues_ns.append(item.due_ns)
         return True
 
     def _hand_over(self, now: int) -> None:
@@ -389,6 +398,7 @@ class Scheduler:
             self.stats.clock_ticks += 1
         if self._keep_errors and not self._lead_ns:
             self.stats.errors_ns.append(sent_ns - due_ns)
+            self.stats.dues_ns.append(due_ns)
         if self._on_sent is not None:
             self._on_sent(sent_ns, data)
 

@@ -68,6 +68,8 @@ def test_true_send_times_come_from_the_port_and_its_late_drops_are_counted():
     port.reports = [(10 * MS, 10 * MS + 21_000), (20 * MS, -1), (30 * MS, 30 * MS), (31 * MS, -2), (32 * MS, -3)]
     s.pump(0)
     assert list(s.stats.errors_ns) == [21_000, 0]
+    assert list(s.stats.dues_ns) == [10 * MS, 30 * MS]  # each sent message's due time, in the same order
+    assert list(s.stats.late_dues_ns) == [20 * MS]  # and each dropped one's
     assert s.stats.late_dropped == 1 and s.stats.cancelled == 1  # -2 revoked; -3 a swallowed note-off: neither
     assert s.stats.sent == 2  # only what the port says went out: the report's "sent" and its timing agree
 
@@ -114,6 +116,7 @@ def test_a_late_program_change_still_goes_out_a_late_note_on_does_not():
     s.pump(0)
     assert [h[2] for h in port.handed] == [bytes((0xB1, 0, 1)), bytes((0xC1, 4))]
     assert s.stats.late_dropped == 1 and s.stats.late_note_offs == 2
+    assert list(s.stats.late_dues_ns) == [10 * MS]  # dropped at hand-over: its due time is kept too
 
 
 def test_panic_and_close_revoke_everything_handed_over():
