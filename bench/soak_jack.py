@@ -41,9 +41,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench.proc import busy_core, rss_kib, stop_busy  # noqa: E402
+from bench.grid import on_grid  # noqa: E402
 from jack_server import start_jack_server, use_server  # noqa: E402
 from jack_server import jack_connect  # noqa: E402
 from liveperf.io.jack_native import JackMidiClient  # noqa: E402
@@ -184,6 +187,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
         streams.write_text(json.dumps({"monitor": [(ts, d.hex()) for ts, d in play.monitor.snapshot()],
                                        "frames": [(f, ts, d.hex()) for f, ts, d in heard_frames]}))
     port = (report or {}).get("port") or {}
+    grid = grid_and_reactions(report) if report else None
     after = [k for t, k in rss if t >= warmup_s] or [k for _, k in rss]
     n = max(1, len(after) // 10)
     first, last = (sum(after[:n]) / n, sum(after[-n:]) / n) if after else (float("nan"), float("nan"))
@@ -213,6 +217,9 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
                                           "missed_offs", "restruck", "hushed", "late", "late_dropped")},
         "repair_offs": sum(int(port.get(k, 0)) for k in ("resent_offs", "missed_offs", "restruck")),
         "send_minus_due_us": report and report["timing_us"],
+        # the same, the notes due on the grid apart from the reactions (due when computed: a duet's correction, a
+        # harmony), and which of them were dropped as late
+        "grid_and_reactions": grid,
         "sent": report and report["sent"], "late_dropped": report and report["late_dropped"],
         "send_errors": report and report["send_errors"], "scheduling": report and report["scheduling"],
         "switches": report and len(report["songs"][0]["switches"]),
@@ -221,6 +228,24 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
                     "samples": len(after), "warmup_s": warmup_s},
         "output_tail": out[-1200:],
     }
+
+
+def grid_and_reactions(report: dict) -> dict:
+    """Send minus due (µs) and the messages dropped as late, for the notes due on the song's grid and for the
+    reactions apart (``bench.timing_jack.on_grid``)."""
+    song = report["songs"][0]
+    due = np.asarray(report.get("due_ns", []), dtype=np.int64)
+    err = np.asarray(report["errors_ns"], dtype=np.int64)
+    grid = on_grid(due, song["start_ns"], song["step_ns"])
+    late = on_grid(report.get("late_due_ns", []), song["start_ns"], song["step_ns"])
+    out = {}
+    for name, sel, dropped in (("grid", grid, int(late.sum())), ("reactions", ~grid, int((~late).sum()))):
+        e = err[sel] / 1e3
+        out[name] = {"sent": int(e.size), "late_dropped": dropped,
+                     "p50_us": float(np.median(e)) if e.size else None,
+                     "p99_us": float(np.percentile(e, 99)) if e.size else None,
+                     "max_us": float(e.max()) if e.size else None}
+    return out
 
 
 def ok(r: dict) -> bool:
@@ -254,6 +279,12 @@ def format_result(r: dict) -> str:
         f"scheduling: {r['scheduling']}",
         f"send minus due (liveperf's report): p50 {g['p50']:.0f} µs, p99 {g['p99']:.0f} µs, max {g['max']:.0f} µs "
         f"(n={g['n']}; later than the tolerance is dropped, never sent)" if g else "send minus due: nothing sent",
+        *([("send minus due, notes due on the grid: {grid[sent]} sent, {grid[late_dropped]} dropped as late, p50 "
+            "{grid[p50_us]:.0f} µs, p99 {grid[p99_us]:.0f} µs, max {grid[max_us]:.0f} µs; reactions (due when computed): "
+            "{reactions[sent]} sent, {reactions[late_dropped]} dropped as late, p50 {reactions[p50_us]:.0f} µs, "
+            "p99 {reactions[p99_us]:.0f} µs").format(**r["grid_and_reactions"])]
+          if r.get("grid_and_reactions") and r["grid_and_reactions"]["grid"]["sent"]
+          and r["grid_and_reactions"]["reactions"]["sent"] else []),
         f"RSS after {m['warmup_s']:g} s warm-up: first {m['first']:.1f} MiB, last {m['last']:.1f} MiB, max "
         f"{m['max']:.1f} MiB, growth {m['growth_pct']:+.2f} % ({m['samples']} samples)",
         "RESULT: " + ("PASS" if ok(r) else "FAIL"),
