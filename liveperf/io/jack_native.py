@@ -71,7 +71,7 @@ from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported f
     C_SOUNDING, C_STAGE,
     C_SWALLOWED, C_TIMESPEC, C_WRITE_FAILED, IN_BYTES, N_CTL, REFLEX_WORDS, RING, RX_ANSWERS, RX_END, RX_INPUT_CH,
     RX_MID, RX_PARTNER, RX_PER_CYCLE, RX_T0, RX_VELOCITY, SENT_DROPPED, SENT_REVOKED, SENT_SWALLOWED,
-    compile_process)
+    LATE_OK_MAX_US, LATE_OK_SHIFT, compile_process)
 
 _U64, _U32, _I32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
 
@@ -256,9 +256,10 @@ class JackMidiClient:
         return self.lib.jack_port_name(handle).decode()
 
     # ---- the writer thread ----
-    def write(self, due_ns: int, data: bytes) -> bool:
-        """Hand ``data`` (1-3 bytes, one message) over to go out at ``due_ns``. False (not queued) when the ring
-        is full, the message is longer than 3 bytes, the client is closed or its server is lost."""
+    def write(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> bool:
+        """Hand ``data`` (1-3 bytes, one message) over to go out at ``due_ns``; a note-on that cannot go out by
+        ``drop_late_ns`` (or ``late_ok_ns``, up to ~16 s) plus a period after it is dropped. False (not queued)
+        when the ring is full, the message is longer than 3 bytes, the client is closed or its server is lost."""
         n = len(data)
         if self._closed or not 0 < n <= 3 or self.lost.is_set():
             return False
@@ -269,6 +270,8 @@ class JackMidiClient:
         packed = n
         for k, b in enumerate(data):
             packed |= (b & 0xFF) << (8 * (k + 1))
+        if late_ok_ns is not None:  # its own late drop, in µs above the bytes (0: the port's drop_late_ns)
+            packed |= min(max(1, late_ok_ns // 1000), LATE_OK_MAX_US) << LATE_OK_SHIFT
         slot = w & (RING - 1)
         self.out_ring[slot, 0] = due_ns
         self.out_ring[slot, 1] = packed

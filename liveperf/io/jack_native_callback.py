@@ -81,6 +81,9 @@ from numba.extending import intrinsic
 RING = 4096  # slots per ring (a power of two): ~2 s of a 2,000 messages/s flood
 OFFQ = 1024  # note-offs waiting to be sent again (a power of two; full: a note-off is not repeated)
 RESEND_MS = 25  # the show's ports repeat each note-off this much later (a receiver descheduled for a few cycles)
+# A ring message's own late drop (a reaction: ``scheduler.REACTION_LATE_NS``), in µs, above its bytes in the packed
+# word (bits 32..55; 0: the port's ``drop_late_ns``).
+LATE_OK_SHIFT, LATE_OK_MAX_US = 32, (1 << 24) - 1
 IN_BYTES = 64  # longest input event kept (sysex longer than this is counted in ``too_long``, not delivered)
 CLOCK_MONOTONIC = 1
 BUCKETS_PER_S = 4  # the frame clock's base: the lowest of the last 2 buckets (see the callback)
@@ -372,7 +375,8 @@ def compile_process(fns: dict):
                     ctl[C_HUSHED] += 1  # due after a transport Stop the engine had not heard yet
                     sent = np.int64(SENT_REVOKED)
                     dropped_on[key] = DROPPED
-                elif d < 0 and is_on and cycle_ns - due_ns > ctl[C_DROP_LATE_NS] + period_ns:
+                elif d < 0 and is_on and cycle_ns - due_ns > period_ns + (
+                        ctl[C_DROP_LATE_NS] if (packed >> LATE_OK_SHIFT) == 0 else (packed >> LATE_OK_SHIFT) * 1000):
                     ctl[C_LATE_DROPPED] += 1
                     dropped_on[key] = DROPPED
                 elif is_off and dropped_on[key] != 0:

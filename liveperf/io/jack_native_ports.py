@@ -111,10 +111,11 @@ class NativeOutPort:
         client, _ = self.live.current
         return client.write(client.now_ns(), bytes(data))
 
-    def send_at(self, due_ns: int, data: bytes) -> bool:
-        """Out at the frame of ``due_ns`` (or the next cycle if that has passed). False: not queued."""
+    def send_at(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> bool:
+        """Out at the frame of ``due_ns`` (or the next cycle if that has passed; a note-on later than the port's
+        ``drop_late_ns``, or ``late_ok_ns``, is dropped). False: not queued."""
         client, offset = self.live.current
-        return client.write(due_ns - offset, bytes(data))
+        return client.write(due_ns - offset, bytes(data), late_ok_ns)
 
     def revoke(self, channel: int | None, from_ns: int) -> None:
         client, offset = self.live.current

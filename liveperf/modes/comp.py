@@ -91,9 +91,11 @@ class ChordVoices:
         for part in self.parts:
             part.silence(at_ns, cancel)
 
-    def play(self, step: int, due_ns: int, tokens: np.ndarray, velocity: int, out: np.ndarray) -> None:
+    def play(self, step: int, due_ns: int, tokens: np.ndarray, velocity: int, out: np.ndarray,
+             reaction: bool = False) -> None:
         """Every voice's token at ``step``: first the notes that end, then the ones that start; ``out`` gets the
-        tokens as played (a note past the length cap ends: OFF; a density rest: OFF)."""
+        tokens as played (a note past the length cap ends: OFF; a density rest: OFF). ``reaction``: due the moment
+        it was computed (``PartnerVoice.start``)."""
         for v, part in enumerate(self.parts):
             tok = int(tokens[v])
             if part.held is not None and tok == melody.HOLD and step - part.held[1] >= part.max_note_steps:
@@ -102,7 +104,8 @@ class ChordVoices:
                 part.end(due_ns)
             out[v] = tok
         for v, part in enumerate(self.parts):
-            if melody.is_on(int(out[v])) and not part.start(melody.pitch_of(int(out[v])), velocity, step, due_ns):
+            if melody.is_on(int(out[v])) and not part.start(melody.pitch_of(int(out[v])), velocity, step, due_ns,
+                                                            reaction=reaction):
                 out[v] = melody.OFF
 
 
@@ -152,7 +155,7 @@ class Comp(ListensToPerformer):
     def on_step(self, step: int) -> None:
         if self._listening is not None:  # a window the engine did not wake us for: close it now
             self._decide(self._listening["step"], max(self._listening["deadline_ns"], self._now(
-                self.feel.due_ns(step))))
+                self.feel.due_ns(step))), reaction=True)
             self._listening = None
         if step > self._first and not self._settle(step - 1):
             return
@@ -172,7 +175,7 @@ class Comp(ListensToPerformer):
             return
         self._listening = None
         self.reactions += 1
-        self._decide(lis["step"], max(lis["due_ns"], self._now(ts_ns)))
+        self._decide(lis["step"], max(lis["due_ns"], self._now(ts_ns)), reaction=True)
 
     def on_wake(self, now_ns: int) -> None:
         """The engine's call at ``wake_ns``: no note came in the listening window."""
@@ -180,7 +183,7 @@ class Comp(ListensToPerformer):
         if lis is not None and now_ns >= lis["deadline_ns"]:
             self._listening = None
             self.fallbacks += 1
-            self._decide(lis["step"], now_ns)
+            self._decide(lis["step"], now_ns, reaction=True)
 
     def stop(self, now_ns: int) -> None:
         self._listening = None
@@ -224,8 +227,9 @@ class Comp(ListensToPerformer):
             return melody.pitch_of(token)
         return -1 if token == melody.OFF else before
 
-    def _decide(self, step: int, at_ns: int) -> None:
-        """Feed the model ``step`` with the melody as heard now, choose the chord, play it at ``at_ns``."""
+    def _decide(self, step: int, at_ns: int, reaction: bool = False) -> None:
+        """Feed the model ``step`` with the melody as heard now, choose the chord, play it at ``at_ns``
+        (``reaction``: the end of a listening window, due when computed)."""
         token = self.grid.peek(step)
         self._melody_before = self._melody_pitch
         melody_now = self._melody_after(token, self._melody_pitch)
@@ -254,7 +258,7 @@ class Comp(ListensToPerformer):
             else:
                 self.stats.no_candidate += 1
                 tokens[:] = melody.HOLD
-        self.voice.play(step, at_ns, tokens, self._comp_velocity(step), self._played)
+        self.voice.play(step, at_ns, tokens, self._comp_velocity(step), self._played, reaction)
         self._voices_prev[:] = self._played
 
     def _masked_logp(self, logits: np.ndarray, strike: bool) -> np.ndarray:

@@ -146,7 +146,7 @@ class Duet(ListensToPerformer):
             return
         self.reactions += 1
         self._partner_prev = self.voice.play(lis["step"], max(lis["due_ns"], now), self._choose(logits),
-                                             self._velocity(lis["step"]))
+                                             self._velocity(lis["step"]), reaction=True)
 
     def on_wake(self, now_ns: int) -> None:
         """The engine's call at ``wake_ns``: no note came in the listening window."""
@@ -156,7 +156,7 @@ class Duet(ListensToPerformer):
     def _end_listening(self, at_ns: int) -> None:
         lis, self._listening = self._listening, None
         self.fallbacks += 1
-        played = self.voice.play(lis["step"], at_ns, lis["fallback"], self._velocity(lis["step"]))
+        played = self.voice.play(lis["step"], at_ns, lis["fallback"], self._velocity(lis["step"]), reaction=True)
         self._partner_prev = melody.OFF if lis["capped"] and played == melody.HOLD else played
 
     def _now(self, default_ns: int) -> int:

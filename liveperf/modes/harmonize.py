@@ -171,7 +171,8 @@ class Harmonize:
             self._cause = None
             self._chord = (ts_ns, pitch)
         else:
-            self.voice.start(melody.pitch_of(drawn), self._velocity_of(velocity), step, at_ns, roll=False)
+            self.voice.start(melody.pitch_of(drawn), self._velocity_of(velocity), step, at_ns, roll=False,
+                             reaction=True)
             self.reflex.hold(pitch, self.voice.channel, melody.pitch_of(drawn))
             self._cause = pitch
             self._chord = (ts_ns, pitch)
@@ -204,7 +205,7 @@ class Harmonize:
             self._end(at_ns, step)
             return
         self._chord = (ts_ns, pitch)
-        if not self.voice.start(melody.pitch_of(token), self._velocity_of(velocity), step, at_ns):
+        if not self.voice.start(melody.pitch_of(token), self._velocity_of(velocity), step, at_ns, reaction=True):
             self._cause = None  # density made this one a rest
             return
         if self.reflex is not None:

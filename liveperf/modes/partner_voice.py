@@ -23,7 +23,7 @@ import numpy as np
 
 from liveperf.music import melody
 from liveperf.music.notes import note_off, note_on
-from liveperf.timing.scheduler import OutputSink
+from liveperf.timing.scheduler import REACTION_LATE_NS, OutputSink
 
 
 class PartnerVoice:
@@ -48,25 +48,34 @@ class PartnerVoice:
         self._off(max(at_ns, onset_ns + self.min_note_ns), pitch)
         self.held = None
 
-    def play(self, step: int, due_ns: int, token: int, velocity: int) -> int:
-        """Play ``token`` at grid ``step`` (due at ``due_ns``); returns the token actually played."""
+    def play(self, step: int, due_ns: int, token: int, velocity: int, reaction: bool = False) -> int:
+        """Play ``token`` at grid ``step`` (due at ``due_ns``); returns the token actually played. ``reaction``: due
+        the moment it was computed (``start``)."""
         if self.held is not None and token == melody.HOLD and step - self.held[1] >= self.max_note_steps:
             token = melody.OFF
         if token != melody.HOLD and self.held is not None:
             self._end_held(due_ns)
-        if melody.is_on(token) and not self.start(melody.pitch_of(token), velocity, step, due_ns):
+        if melody.is_on(token) and not self.start(melody.pitch_of(token), velocity, step, due_ns,
+                                                  reaction=reaction):
             return melody.OFF
         return token
 
-    def start(self, pitch: int, velocity: int, step: int, due_ns: int, roll: bool = True) -> bool:
+    def start(self, pitch: int, velocity: int, step: int, due_ns: int, roll: bool = True,
+              reaction: bool = False) -> bool:
         """A note-on at ``due_ns`` (ending the sounding note there first); False when ``density`` made it a rest.
-        ``roll=False``: the density was rolled already (``rests``, for answers drawn ahead)."""
+        ``roll=False``: the density was rolled already (``rests``, for answers drawn ahead). ``reaction``: due the
+        moment it was computed, off the grid (an answer to a note heard now): it may go out up to
+        ``scheduler.REACTION_LATE_NS`` late before it is dropped, where a grid note has the show's tolerance."""
         if self.held is not None:
             self._end_held(due_ns)
         if roll and self.rests():
             return False
         due_ns = max(due_ns, self._off_due.get(pitch, due_ns))
-        self.sink.schedule(due_ns, note_on(self.channel, pitch, max(1, min(127, velocity))))
+        data = note_on(self.channel, pitch, max(1, min(127, velocity)))
+        if reaction:
+            self.sink.schedule(due_ns, data, REACTION_LATE_NS)
+        else:
+            self.sink.schedule(due_ns, data)
         self.held = (pitch, step, due_ns)
         return True
 

@@ -25,9 +25,9 @@ class EchoGuardSink:
         self._recent: deque[tuple[int, bytes]] = deque()
         self.echoes = 0
 
-    def schedule(self, due_ns: int, data: bytes) -> None:
+    def schedule(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> None:
         self._remember(due_ns, data)
-        self.sink.schedule(due_ns, data)
+        self.sink.schedule(due_ns, data, late_ok_ns)
 
     def _remember(self, due_ns: int, data: bytes) -> None:
         if self.window_ns > 0 and len(data) == 3 and 0x80 <= data[0] < 0xA0:

@@ -5,7 +5,8 @@ The engine hands over ``(due_ns, data)`` a little ahead of time. Two implementat
 - ``Scheduler``: a real-time thread that owns the output port. It sleeps against absolute deadlines on
   ``time.monotonic_ns`` (to ``spin_ns`` before the deadline, then yields in a short spin), sends, and records.
   A message that would go out more than ``late_tolerance_ns`` after its due time is dropped and counted (note-offs
-  are never dropped: they go out at once, also counted). On ``close`` it sends note-offs for every note still held.
+  are never dropped: they go out at once, also counted); a reaction (``late_ok_ns``, ``REACTION_LATE_NS``) waits
+  longer. On ``close`` it sends note-offs for every note still held.
   With a *timed* port (``TimedOutputPort``: the ``jack-native`` backend) the thread does not time anything: it
   hands each message over ``lead_ns`` before it is due and JACK's thread sends it at its frame. "Sent" then means
   handed over; a cancel also revokes the handed-over note-ons due from its cut on, and the send - due errors are
@@ -41,6 +42,15 @@ from typing import Callable, Protocol
 from liveperf.music.notes import HeldNotes, goes_out_late, is_note_off, is_note_on, note_off
 
 
+# How late a *reaction* may still go out: a note due the moment the engine computed it (the duet's answer to the
+# note it listened for, or its note at the end of the window; a harmony; the comp's chord for a melody note it
+# waited for). The show's late tolerance (2 ms) keeps the grid: a grid note later than that would sound off the beat,
+# so it is dropped. A reaction is off the grid by design, and its lateness is only the hand-over between the engine
+# and JACK's thread: on a busy machine that passed 2 ms for 2 % of the reactions (a 2-minute band soak with a core
+# busy, 27 of 1,272), and each one dropped was a partner note not played. Later than this it is dropped still.
+REACTION_LATE_NS = 20_000_000
+
+
 class OutputPort(Protocol):
     def send(self, data: bytes) -> None: ...
 
@@ -51,7 +61,7 @@ class TimedOutputPort(OutputPort, Protocol):
 
     lead_ns: int
 
-    def send_at(self, due_ns: int, data: bytes) -> bool: ...
+    def send_at(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> bool: ...
 
     def revoke(self, channel: int | None, from_ns: int) -> None: ...
 
@@ -63,8 +73,9 @@ class TimedOutputPort(OutputPort, Protocol):
 class OutputSink(Protocol):
     """What the engine sees of the scheduler."""
 
-    def schedule(self, due_ns: int, data: bytes) -> None:
-        """Send ``data`` at ``due_ns`` (monotonic ns)."""
+    def schedule(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> None:
+        """Send ``data`` at ``due_ns`` (monotonic ns). ``late_ok_ns``: how late it may still go out (None: the
+        show's late tolerance); a reaction, due the moment it was computed, gets ``REACTION_LATE_NS``."""
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
         """Silence ``channel`` from ``now_ns`` (or from the moment the scheduler sees this, if later): drop
@@ -78,7 +89,7 @@ class OutputSink(Protocol):
 class DiscardSink:
     """An ``OutputSink`` that keeps nothing (``liveperf check`` times a mode's work playing to it)."""
 
-    def schedule(self, due_ns: int, data: bytes) -> None:
+    def schedule(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> None:
         pass
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
@@ -118,6 +129,7 @@ class _Item:
     seq: int
     data: bytes = field(compare=False)
     cut: int | None = field(default=None, compare=False)  # a cut: end every sounding note of this channel
+    late_ok_ns: int | None = field(default=None, compare=False)  # how late it may go (None: the tolerance)
 
 
 class _Plan:
@@ -131,14 +143,14 @@ class _Plan:
         self._seq = itertools.count()
         self._last_on_due: dict[tuple[int, int], int] = {}  # latest note-on due time per (channel, pitch)
 
-    def push(self, due_ns: int, data: bytes) -> None:
+    def push(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> None:
         if len(data) == 3 and (is_note_on(data) or is_note_off(data)):
             key = (data[0] & 0x0F, data[1])
             if is_note_on(data):
                 self._last_on_due[key] = max(due_ns, self._last_on_due.get(key, due_ns))
             else:  # never before a note-on scheduled ahead of it: it would leave that note sounding
                 due_ns = max(due_ns, self._last_on_due.get(key, due_ns))
-        heapq.heappush(self.heap, _Item(due_ns, next(self._seq), data))
+        heapq.heappush(self.heap, _Item(due_ns, next(self._seq), data, late_ok_ns=late_ok_ns))
 
     def cancel(self, channel: int | None, at_ns: int, now_ns: int) -> None:
         """Cut ``channel`` (None: every channel) at ``max(at_ns, now_ns)``: drop what is due from ``at_ns`` on,
@@ -224,8 +236,8 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
-    def schedule(self, due_ns: int, data: bytes) -> None:
-        self._inbox.put((due_ns, data))
+    def schedule(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> None:
+        self._inbox.put((due_ns, data) if late_ok_ns is None else (due_ns, (data, late_ok_ns)))
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
         self._inbox.put((_CANCEL, (channel, now_ns)))
@@ -305,6 +317,8 @@ class Scheduler:
                 self._revoke(None, now)
                 self._plan.cancel(None, 0, now)
                 self.silence_all()
+            elif isinstance(arg, tuple):  # (data, late_ok_ns): a reaction
+                self._plan.push(head, arg[0], arg[1])
             else:
                 self._plan.push(head, arg)
             try:
@@ -361,7 +375,8 @@ class Scheduler:
     def _dropped_as_late(self, item: _Item, data: bytes, now: int) -> bool:
         """Past the tolerance at ``now``: a note-on (or other message) is dropped (True); a note-off or a synth-state
         message (``notes.goes_out_late``) still goes, counted. A cut's note-offs always go."""
-        if now - item.due_ns <= self.late_tolerance_ns or item.cut is not None:
+        tolerance = self.late_tolerance_ns if item.late_ok_ns is None else item.late_ok_ns
+        if now - item.due_ns <= tolerance or item.cut is not None:
             return False
         if goes_out_late(data):
             self.stats.late_note_offs += 1
@@ -377,11 +392,17 @@ class Scheduler:
         while (item := plan.pop_due(now + self._lead_ns)) is not None:
             for data in plan.to_send(item):
                 if not self._dropped_as_late(item, data, now):
-                    self._send(data, max(item.due_ns, now) if item.cut is not None else item.due_ns)
+                    self._send(data, max(item.due_ns, now) if item.cut is not None else item.due_ns,
+                               item.late_ok_ns)
 
-    def _send(self, data: bytes, due_ns: int) -> None:
+    def _send(self, data: bytes, due_ns: int, late_ok_ns: int | None = None) -> None:
         try:
-            accepted = self._port.send_at(due_ns, data) if self._lead_ns else self._port.send(data)
+            if not self._lead_ns:
+                accepted = self._port.send(data)
+            elif late_ok_ns is None:
+                accepted = self._port.send_at(due_ns, data)
+            else:  # the port's own late drop waits as long (a reaction)
+                accepted = self._port.send_at(due_ns, data, late_ok_ns)
         except Exception as exc:  # the port vanished mid-show: count it, keep the clock going
             self.stats.send_errors += 1
             self.last_send_error = f"{type(exc).__name__}: {exc}"

@@ -95,6 +95,23 @@ def test_a_late_note_on_is_dropped_with_its_note_off_and_a_late_note_off_still_g
     assert [sent for _, sent in sender.emitted()][:2] == [-1, -3]  # dropped late, swallowed
 
 
+def test_a_reaction_may_go_out_later_than_the_ports_tolerance_up_to_its_own(pair):
+    """A reaction (``late_ok_ns``: due when computed, scheduler.REACTION_LATE_NS) 5 ms late still sounds, where a
+    grid note would be dropped (2 ms); later than its own tolerance it is dropped too."""
+    sender, listener = pair
+    dropped_before = sender.counters()["late_dropped"]
+    now = sender.now_ns()
+    sender.write(now - 100_000_000, bytes([0x94, 64, 100]), late_ok_ns=40_000_000)  # 100 ms late: beyond 40 ms
+    sender.write(now - 5_000_000, bytes([0x94, 65, 100]), late_ok_ns=40_000_000)  # 5 ms late: goes out
+    sender.write(now + 20_000_000, bytes([0x84, 65, 0]))
+    heard = _hear(listener, 2)
+    time.sleep(0.05)
+    heard += listener.read()
+    assert [d for _, d in heard] == [bytes([0x94, 65, 100]), bytes([0x84, 65, 0])]
+    assert sender.counters()["late_dropped"] - dropped_before == 1
+    assert [sent >= 0 for _, sent in sender.emitted()] == [False, True, True]
+
+
 def test_revoked_note_ons_never_sound_and_their_note_offs_are_swallowed(pair):
     sender, listener = pair
     now = sender.now_ns()

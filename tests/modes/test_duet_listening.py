@@ -12,6 +12,7 @@ from liveperf.engine import Engine
 from liveperf.music.melody import HOLD, OFF, on
 from liveperf.modes.anticipation import Anticipation
 from liveperf.modes.duet import LISTEN_NS, Duet
+from liveperf.timing.scheduler import REACTION_LATE_NS
 from liveperf.music.sampler import new_rng_state
 from tests.fakes import STEP_NS_120 as STEP, performer, run_engine, settings
 
@@ -71,10 +72,26 @@ class FakeDuetModel:
         self.state = state.copy()
 
 
-def play(events, strikes, still=None, steps=8, **over):
+class Tolerances:
+    """Passes everything to the scheduler and keeps each partner note-on's own late tolerance (``late_ok_ns``)."""
+
+    def __init__(self, sink):
+        self.sink, self.note_ons = sink, []
+
+    def schedule(self, due_ns, data, late_ok_ns=None):
+        if data[0] & 0xF0 == 0x90 and data[0] & 0x0F == 1:
+            self.note_ons.append((due_ns, late_ok_ns))
+        self.sink.schedule(due_ns, data, late_ok_ns)
+
+    def __getattr__(self, name):
+        return getattr(self.sink, name)
+
+
+def play(events, strikes, still=None, steps=8, tolerances=None, **over):
     duet = FakeDuetModel(still)
 
     def factory(clock, sink, now_fn):
+        sink = Tolerances(sink) if tolerances is None else tolerances(sink)
         ant = Anticipation(duet, FakePredictor(strikes), voice=0)
         mode = Duet(settings(channel=1, **over), FakeDuetModel(), clock, sink, new_rng_state(0), anticipation=ant,
                     now_fn=now_fn)
@@ -140,3 +157,21 @@ def test_a_note_capped_on_a_listening_step_ends_at_the_steps_time():
     wire, mode, _ = play([], {6: on(E5)}, still={2: on(60)}, steps=10, max_note_steps=4)
     assert wire == [(2 * STEP, ("on", 1, 60, 90)), (6 * STEP, ("off", 1, 60))]
     assert mode.listened == 1 and mode.fallbacks == 1
+
+
+def test_answers_to_what_it_listened_for_are_reactions_grid_notes_are_not():
+    """The answer to a note heard in the window, and the note at the window's end, are due when computed: they may
+    go out up to REACTION_LATE_NS late (a busy machine's hand-over) before they are dropped; a grid note keeps the
+    show's tolerance (``late_ok_ns`` None)."""
+    kept = []
+
+    def tolerances(sink):
+        kept.append(Tolerances(sink))
+        return kept[-1]
+
+    late = 4 * STEP + 12_000_000
+    play([(late, bytes((0x90, E5, 80))), (8 * STEP, bytes((0x80, E5, 0)))], {4: on(E5)}, still={2: on(60)},
+         tolerances=tolerances)
+    play([], {4: on(E5)}, still={4: on(60)}, tolerances=tolerances)
+    assert kept[0].note_ons == [(2 * STEP, None), (late, REACTION_LATE_NS)]
+    assert kept[1].note_ons == [(4 * STEP + LISTEN_NS, REACTION_LATE_NS)]

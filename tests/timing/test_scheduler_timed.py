@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from liveperf.music.notes import note_off, note_on
-from liveperf.timing.scheduler import Scheduler
+from liveperf.timing.scheduler import REACTION_LATE_NS, Scheduler
 
 MS = 1_000_000
 
@@ -16,13 +16,15 @@ class TimedPort:
         self.handed: list[tuple[int, int, bytes]] = []  # (clock at hand-over, due, data)
         self.revoked: list[tuple[int | None, int]] = []
         self.reports: list[tuple[int, int]] = []
+        self.late_ok: list[int | None] = []  # each hand-over's own late tolerance (None: the port's)
         self.now = 0
 
     def send(self, data: bytes) -> bool:
         raise AssertionError("a timed port gets send_at")
 
-    def send_at(self, due_ns: int, data: bytes) -> bool:
+    def send_at(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> bool:
         self.handed.append((self.now, due_ns, bytes(data)))
+        self.late_ok.append(late_ok_ns)
         return True
 
     def revoke(self, channel, from_ns: int) -> None:
@@ -129,3 +131,21 @@ def test_panic_and_close_revoke_everything_handed_over():
     s.pump(0)
     assert port.revoked == [(None, 6 * MS), (None, 6 * MS)]  # the panic's cut, then its silence
     assert port.handed[-1][1:] == (6 * MS, note_off(2, 70))
+
+
+def test_a_reaction_handed_over_late_still_goes_a_grid_note_as_late_is_dropped():
+    """A reaction (due when computed: ``late_ok_ns`` = REACTION_LATE_NS) handed over 6 ms after its due time is
+    sent, and the port gets its tolerance; a grid note 6 ms late is dropped; a reaction later than its own
+    tolerance too."""
+    port = TimedPort()
+    s = _scheduler(port)
+    port.now = 0
+    s.pump(0)
+    s.schedule(10 * MS, note_on(1, 60, 90))  # a grid note
+    s.schedule(10 * MS, note_on(2, 62, 90), REACTION_LATE_NS)  # the duet's answer to a note it heard
+    s.schedule(10 * MS - REACTION_LATE_NS - MS, note_on(3, 64, 90), REACTION_LATE_NS)
+    port.now = 16 * MS  # the scheduler thread ran 6 ms late (a busy core)
+    s.pump(0)
+    assert [h[1:] for h in port.handed] == [(10 * MS, note_on(2, 62, 90))]
+    assert port.late_ok == [REACTION_LATE_NS]
+    assert s.stats.late_dropped == 2 and list(s.stats.late_dues_ns) == [10 * MS - REACTION_LATE_NS - MS, 10 * MS]
