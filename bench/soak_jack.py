@@ -1,7 +1,8 @@
 """Real-time soak through JACK: `liveperf play` for minutes at 180 BPM with dense input, watched on the wire.
 
     flock /tmp/liveperf-quiet.lock python -m bench.soak_jack --minutes 10     # the long form
-    python -m bench.soak_jack --minutes 10 --busy --async --band               # as on stage, under load (issue 14)
+    python -m bench.soak_jack --minutes 10 --busy --async --band               # JACK's default mode, under load
+    python -m bench.soak_jack --minutes 10 --busy --async --rt-jack --band     # the same, real-time: as on stage
     python -m bench.soak_jack --minutes 0.25                                  # what tests/show/test_soak_jack.py runs
 
 With ``--band`` the song has two more partners beside its own (a comp on channel 3, a call-and-response lead on
@@ -112,10 +113,10 @@ def performer_events(seconds: float, seed: int = 1) -> list[tuple[int, bytes]]:
 
 
 def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, busy: bool = False,
-        sync: bool = True, streams: Path | None = None) -> dict:
+        sync: bool = True, streams: Path | None = None, rt_jack: bool = False) -> dict:
     # Synchronous (the default): no client misses a cycle (and its MIDI) on a busy machine (tests/conftest.py
     # jack_server_sync); ``sync=False``: JACK's default, where a late client's cycle is lost and the port repairs it.
-    server_done = use_server(start_jack_server(period=64, sync=sync))
+    server_done = use_server(start_jack_server(period=64, sync=sync, realtime=rt_jack))
     hog = busy_core(busy)
     tmp = Path(tempfile.mkdtemp(prefix="liveperf-soak-"))
     seconds = minutes * 60
@@ -194,6 +195,7 @@ def run(minutes: float, warmup_s: float = 30.0, log=print, band: bool = False, b
     growth = 100.0 * (last - first) / first
     return {
         "minutes": minutes, "tempo_bpm": TEMPO, "band": band, "busy_core": busy, "sync_server": sync,
+        "realtime_server": rt_jack,
         "exit_code": code, "crashed": crashed,
         "wire": {"messages": summary.messages, "note_ons": summary.note_ons, "note_offs": summary.note_offs,
                  "stuck": summary.stuck, "unmatched_offs": summary.unmatched_offs,
@@ -259,7 +261,8 @@ def format_result(r: dict) -> str:
     w, g, m = r["wire"], r["send_minus_due_us"] or {}, r["rss_mib"]
     return "\n".join([
         f"JACK soak{' (three partners)' if r.get('band') else ''}: {r['minutes']:g} min at {r['tempo_bpm']} BPM on "
-        f"{r['backend']}, {'synchronous' if r['sync_server'] else 'asynchronous'} server, one core busy: "
+        f"{r['backend']}, {'synchronous' if r['sync_server'] else 'asynchronous'}"
+        f"{' real-time' if r.get('realtime_server') else ''} server, one core busy: "
         f"{r['busy_core']}; exit code {r['exit_code']} (130 = SIGTERM at the end), crashed: {r['crashed']}; "
         f"{r['switches']} mode switches",
         f"wire: {w['messages']} messages, {w['note_ons']} note-ons, {w['note_offs']} note-offs, {len(w['stuck'])} stuck, "
@@ -302,9 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--busy", action="store_true", help="keep one core busy with a second process")
     ap.add_argument("--async", dest="sync", action="store_false",
                     help="JACK's default asynchronous server (a late client loses its cycle's MIDI)")
+    ap.add_argument("--rt-jack", action="store_true",
+                    help="run the JACK server real-time (jackd -R -P 70, as on stage; needs rtprio or root): its "
+                         "clients' process threads get SCHED_FIFO, so a busy core does not hold them up")
     args = ap.parse_args(argv)
     r = run(args.minutes, args.warmup_s, band=args.band, busy=args.busy, sync=args.sync,
-            streams=args.streams)
+            streams=args.streams, rt_jack=args.rt_jack)
     print(format_result(r))
     if args.json:
         args.json.write_text(json.dumps(r, indent=2, default=str))

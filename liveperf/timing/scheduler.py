@@ -75,7 +75,8 @@ class OutputSink(Protocol):
 
     def schedule(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> None:
         """Send ``data`` at ``due_ns`` (monotonic ns). ``late_ok_ns``: how late it may still go out (None: the
-        show's late tolerance); a reaction, due the moment it was computed, gets ``REACTION_LATE_NS``."""
+        show's late tolerance; never less than it); a reaction, due the moment it was computed, gets
+        ``REACTION_LATE_NS``."""
 
     def cancel_pending(self, channel: int, now_ns: int) -> None:
         """Silence ``channel`` from ``now_ns`` (or from the moment the scheduler sees this, if later): drop
@@ -375,7 +376,7 @@ class Scheduler:
     def _dropped_as_late(self, item: _Item, data: bytes, now: int) -> bool:
         """Past the tolerance at ``now``: a note-on (or other message) is dropped (True); a note-off or a synth-state
         message (``notes.goes_out_late``) still goes, counted. A cut's note-offs always go."""
-        tolerance = self.late_tolerance_ns if item.late_ok_ns is None else item.late_ok_ns
+        tolerance = max(self.late_tolerance_ns, item.late_ok_ns or 0)
         if now - item.due_ns <= tolerance or item.cut is not None:
             return False
         if goes_out_late(data):
@@ -401,8 +402,8 @@ class Scheduler:
                 accepted = self._port.send(data)
             elif late_ok_ns is None:
                 accepted = self._port.send_at(due_ns, data)
-            else:  # the port's own late drop waits as long (a reaction)
-                accepted = self._port.send_at(due_ns, data, late_ok_ns)
+            else:  # the port's own late drop waits as long (a reaction; never less than the show's tolerance)
+                accepted = self._port.send_at(due_ns, data, max(late_ok_ns, self.late_tolerance_ns))
         except Exception as exc:  # the port vanished mid-show: count it, keep the clock going
             self.stats.send_errors += 1
             self.last_send_error = f"{type(exc).__name__}: {exc}"

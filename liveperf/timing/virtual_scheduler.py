@@ -37,7 +37,7 @@ class VirtualScheduler:
     def schedule(self, due_ns: int, data: bytes, late_ok_ns: int | None = None) -> None:
         now = self._now_fn() if self._now_fn else due_ns
         self._advance(now)
-        if due_ns < now - (self.late_tolerance_ns if late_ok_ns is None else late_ok_ns):
+        if due_ns < now - max(self.late_tolerance_ns, late_ok_ns or 0):
             if not goes_out_late(data):
                 self.stats.late_dropped += 1
                 return

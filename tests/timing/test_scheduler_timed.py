@@ -149,3 +149,12 @@ def test_a_reaction_handed_over_late_still_goes_a_grid_note_as_late_is_dropped()
     assert [h[1:] for h in port.handed] == [(10 * MS, note_on(2, 62, 90))]
     assert port.late_ok == [REACTION_LATE_NS]
     assert s.stats.late_dropped == 2 and list(s.stats.late_dues_ns) == [10 * MS - REACTION_LATE_NS - MS, 10 * MS]
+
+
+def test_a_reaction_is_never_held_to_less_than_the_shows_tolerance():
+    port = TimedPort()
+    s = Scheduler(port, realtime_priority=None, clock_ns=lambda: port.now, late_tolerance_ns=30 * MS)
+    s.schedule(10 * MS, note_on(2, 62, 90), REACTION_LATE_NS)  # 20 ms, under the show's 30
+    port.now = 35 * MS  # 25 ms late
+    s.pump(0)
+    assert [h[1:] for h in port.handed] == [(10 * MS, note_on(2, 62, 90))] and port.late_ok == [30 * MS]
