@@ -248,12 +248,12 @@ def in_process(report: dict, arrivals: list) -> dict | None:
 
 
 def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 0, warmup_s: float = 3.0,
-        probe: bool = False, backend: str = "jack", reflex: bool = True) -> dict:
+        probe: bool = False, backend: str = "jack", reflex: bool = True, rt_jack: bool = False) -> dict:
     """Play the three paths for ``minutes`` and return the figures (and the raw samples under ``samples``).
     ``probe``: run liveperf under ``bench.reaction_probe`` and add the per-stage split under ``stages_us``."""
     backend = "jack-native" if backend == "jack" else backend  # the default on JACK, by its name in reports
     let_children_import_bench()  # the echo client and the probe run as ``-m bench...``, from any directory
-    server = start_jack_server(period=period)
+    server = start_jack_server(period=period, realtime=rt_jack)
     os.environ["JACK_DEFAULT_SERVER"] = server.name
     os.environ["JACK_NO_START_SERVER"] = "1"
     hog = busy_core(busy)
@@ -322,7 +322,7 @@ def run(minutes: float = 2.0, period: int = 64, busy: bool = False, seed: int = 
     song = report["songs"][0]
     m = match(sends, listener.arrivals, int(warmup_s * 1e9), t0)
     res = {"minutes": minutes, "warmup_s": warmup_s, "jack_period_frames": period, "jack_period_us": period / 48e3 * 1e6,
-           "busy_core": busy, "seed": seed, "scheduling": report.get("scheduling"), "backend": backend,
+           "busy_core": busy, "realtime_server": rt_jack, "seed": seed, "scheduling": report.get("scheduling"), "backend": backend,
            "reflex": reflex and backend == "jack-native",
            "liveperf_poll_interval_us": DEFAULT_POLL_INTERVAL_NS / 1e3, "listen_sleep_us": LISTEN_SLEEP_S * 1e6}
     for path in PATHS:
@@ -358,7 +358,7 @@ def print_result(r: dict) -> None:
     print(f"reaction through JACK: {r['minutes']:g} min, period {r['jack_period_frames']} frames "
           f"({r['jack_period_us']:.0f} µs), liveperf backend {r['backend']}"
           + (" with the reflex" if r["reflex"] else "") + f", scheduler: {r['scheduling']}"
-          + (", one core busy" if r["busy_core"] else ""))
+          + (", one core busy" if r["busy_core"] else "") + (", real-time JACK server" if r.get("realtime_server") else ""))
     names = {"liveperf": "harmonize reaction (liveperf)", "loopback": "bare JACK loopback (baseline)",
              "echo": "bare echo client, 0.5 ms poll"}
     for p in PATHS:
@@ -413,6 +413,8 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="time each stage inside liveperf (bench.reaction_probe)")
     ap.add_argument("--backend", choices=("jack", "jack-native", "jack-rtmidi"), default="jack", help="liveperf's MIDI backend")
     ap.add_argument("--no-reflex", action="store_true", help="jack-native: the engine answers, not the port")
+    ap.add_argument("--rt-jack", action="store_true",
+                    help="run the JACK server real-time (jackd -R -P 70, as on stage; needs rtprio or root)")
     ap.add_argument("--out", type=Path, help="write reaction.json and reaction_cdf.png into this folder")
     ap.add_argument("--echo-client", help=argparse.SUPPRESS)  # internal: run as the bare echo process
     args = ap.parse_args()
@@ -420,7 +422,7 @@ def main() -> None:
         echo_main(args.echo_client, DEFAULT_POLL_INTERVAL_NS)
         return
     r = run(args.minutes, args.period, args.busy, args.seed, probe=args.probe, backend=args.backend,
-            reflex=not args.no_reflex)
+            reflex=not args.no_reflex, rt_jack=args.rt_jack)
     print_result(r)
     if args.out:
         from bench import plots
