@@ -18,7 +18,7 @@ performer's note of the step arrives, at the end of its listening window): for t
 they took to go out (a JACK period or so), not a grid error, and they are printed apart (``reaction_*``). The
 frame listener's arrivals are split the same way: an arrival on the frame a grid message was sent on is that
 grid message's, and its error is taken against the nearest step. (Before 2026-12-07 the bench pooled the two, so
-the duet's corrections, 14 % of its messages, made its "grid" p99 a JACK period.)
+the duet's corrections, 14-42 % of its messages, made its "grid" p99 a JACK period.)
 
 ``mode`` picks the song's mode: ``call_response`` (the main figure), ``duet`` (a bass voice every step beside the
 performer) or ``phrase`` (GAN phrases, best of 8, one every 2 bars). All three play on the grid, so *due* is the
@@ -47,6 +47,7 @@ from liveperf.io.jack_native import JackMidiClient
 from tests.jack_server import jack_connect, jack_ports, start_jack_server
 
 TEMPO = 180
+FRAME_MATCH_NS = 21_000  # one frame at 48 kHz: an arrival on the frame a message was sent on is that message
 SETLIST = f"""
 [show]
 lookahead_ms = 8
@@ -239,9 +240,6 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         "samples": {"send_ns": send.tolist(), "due_ns": due.tolist(), "arrival": arr, "rss": rss},
         "liveperf_output_tail": out[-1500:],
     }
-
-
-FRAME_MATCH_NS = 21_000  # one frame at 48 kHz: an arrival on the frame a message was sent on is that message
 
 
 def print_result(tj: dict) -> None:
