@@ -75,7 +75,7 @@ class ShowReport:
     osc_error: str = ""
     warnings: list[str] = field(default_factory=list)  # songs whose settings can never sound (setlist_warnings)
     input: dict = field(default_factory=dict)  # performer input: port counters and what the engines ignored
-    unheld_offs: int = 0  # note-offs not sent: their note was not sounding (see scheduler.TimingStats)
+    unheld_offs: int = 0  # note-offs not sent: their note was not sounding (see timing.plan.TimingStats)
     cancelled: int = 0
     port_dropped: int = 0  # messages a port refused while JACK was down
     reflex_sent: int = 0  # notes the port sent itself (harmonize's reflex), adopted by the scheduler

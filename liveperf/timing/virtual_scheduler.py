@@ -1,4 +1,4 @@
-"""``VirtualScheduler``: the scheduler's rules (``liveperf.timing.scheduler._Plan``) in virtual time, for tests and the
+"""``VirtualScheduler``: the scheduler's rules (``liveperf.timing.plan.Plan``) in virtual time, for tests and the
 soak bench. "Sent" means appended to ``sent`` at the due time; nothing sleeps and no thread runs. One thread."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from liveperf.music.notes import goes_out_late
-from liveperf.timing.scheduler import TimingStats, _Plan
+from liveperf.timing.plan import Plan, TimingStats
 
 
 class VirtualScheduler:
@@ -14,7 +14,7 @@ class VirtualScheduler:
 
     def __init__(self, late_tolerance_ns: int = 0, now_fn: Callable[[], int] | None = None) -> None:
         self.stats = TimingStats()
-        self._plan = _Plan(self.stats)
+        self._plan = Plan(self.stats)
         self.sent: list[tuple[int, bytes]] = []
         self.held = self._plan.held
         self.late_tolerance_ns = late_tolerance_ns
