@@ -17,7 +17,8 @@ phrase every 2 bars). ``--busy`` keeps one core busy with a second process. Ever
 (``on_step``, each performer note, each listening window's end) and summed per step: that sum is "the per-step
 cost of all partners together". ``--pace`` sleeps out each step's real duration (83 ms at 180 BPM), so caches cool
 between steps as they do on stage (on this VM a model call after 100 ms idle costs 3-6x a back-to-back one);
-without it the steps run back to back. Each configuration runs twice, alternating; p50 / p99 / max in µs.
+without it the steps run back to back. Paced, it then times onnxruntime alone, paced the same (``bench.ort_floor``:
+a one-node graph, the three step models' bare calls): the floor under the band's step. Each configuration runs twice, alternating; p50 / p99 / max in µs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import ort_floor
 from bench.proc import busy_core, stop_busy
 from liveperf.timing.clock import InternalClock
 from liveperf.engine import Engine
@@ -115,6 +117,11 @@ def run(first: dict, partners: list[dict], steps: int, pace: bool, planner) -> t
     return per_step[steps // 10:steps], plans  # after a warm-up
 
 
+def clock_step_s() -> float:
+    """One 16th step at the bench's tempo, in s (what ``--pace`` sleeps)."""
+    return 60 / TEMPO / 4
+
+
 def all_modes(engine: Engine) -> list:
     out = []
     for mode in engine.modes.values():
@@ -181,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         alone = sum(out[n]["p99"] for n in ("duet alone", "comp alone", "call_response alone"))
         out["p99_three_over_sum_alone"] = out["three partners"]["p99"] / alone
         print(f"three partners p99 / (sum of the three alone p99): {out['p99_three_over_sum_alone']:.2f}")
+    if args.pace and not args.only:  # the floor: onnxruntime alone, paced the same, in the same minutes
+        out["ort_floor"] = ort_floor.measure(args.steps // 4, clock_step_s())
+        ort_floor.print_floor(out["ort_floor"], clock_step_s())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))

@@ -200,6 +200,11 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
     due = np.asarray(report["due_ns"], dtype=np.int64)
     grid = on_grid(due, start_ns, song_step_ns)
     late_on_grid = int(on_grid(report["late_due_ns"], start_ns, song_step_ns).sum())
+    # liveperf's own flag (the report's send line splits by it): a reaction was scheduled with a late tolerance.
+    # Every reaction is off the grid; off the grid but not a reaction: a note-off at a note's own length, a cut.
+    flags = np.asarray(report.get("reactions", []), dtype=bool)
+    flag_check = ({"reactions": int(flags.sum()), "reactions_on_grid": int((flags & grid).sum()),
+                   "off_grid_not_reactions": int((~flags & ~grid).sum())} if flags.size == grid.size else None)
     arr_frame, arr_frame_grid = [], []
     grid_sent = np.sort(due[grid] + send[grid])  # when the grid's messages went out, on the frame clock
     clock = report.get("port", {})
@@ -229,7 +234,7 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         "late_dropped": report["late_dropped"], "sent": report["sent"], "jack_period_frames": period,
         "backend": backend, "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
         "grid_send_minus_due": pct(send[grid]), "reaction_send_minus_due": pct(send[~grid]),
-        "late_dropped_on_grid": late_on_grid,
+        "late_dropped_on_grid": late_on_grid, "report_reaction_flags": flag_check,
         "arrival_frame_minus_due": pct(np.asarray(arr_frame, dtype=np.int64)),
         "grid_arrival_frame_minus_due": pct(np.asarray(arr_frame_grid, dtype=np.int64)),
         # cycles the frame listener ran so late that it read a later cycle's frame (JACK's asynchronous mode after a
@@ -252,6 +257,8 @@ def print_result(tj: dict) -> None:
     print(f"  frame listener's cycles read late (their arrivals shift by whole periods): {tj['listener_frame_jumps']}")
     print(f"  scheduling: {tj['scheduling']}; dropped as late: {tj['late_dropped']} of {tj['sent'] + tj['late_dropped']}"
           f" ({tj['late_dropped_on_grid']} due on the grid, the rest reactions)")
+    if tj.get("report_reaction_flags"):
+        print(f"  the report's own reaction flags: {tj['report_reaction_flags']}")
     print(f"  resident memory: {tj['rss_mib']}")
 
 

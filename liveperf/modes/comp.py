@@ -101,7 +101,7 @@ class ChordVoices:
             if part.held is not None and tok == melody.HOLD and step - part.held[1] >= part.max_note_steps:
                 tok = melody.OFF
             if tok != melody.HOLD:
-                part.end(due_ns)
+                part.end(due_ns, reaction)
             out[v] = tok
         for v, part in enumerate(self.parts):
             if melody.is_on(int(out[v])) and not part.start(melody.pitch_of(int(out[v])), velocity, step, due_ns,

@@ -167,7 +167,7 @@ class Harmonize:
             self.stats.no_candidate += 1
             self._end(at_ns, step)
         elif drawn == REST:
-            self.voice.end(at_ns)
+            self.voice.end(at_ns, reaction=True)
             self._cause = None
             self._chord = (ts_ns, pitch)
         else:
@@ -225,9 +225,10 @@ class Harmonize:
             self._end(at_ns, step)
         self._sync_reflex()
 
-    def _end(self, at_ns: int, step: int) -> None:
+    def _end(self, at_ns: int, step: int, reaction: bool = True) -> None:
+        """The harmony ends at ``at_ns``: due when computed (the note heard now, a reaction), or a step's (the cap)."""
         if self.voice.held is not None:
-            self.voice.end(at_ns)
+            self.voice.end(at_ns, reaction=reaction)
             self._partner_steps.setdefault(step, melody.OFF)
         self._cause = None
 
@@ -252,7 +253,7 @@ class Harmonize:
         due = self.clock.ns_at_step(step)
         held = self.voice.held
         if held is not None and step - min(held[1], self._onset_step(held[2])) >= self.s.max_note_steps:
-            self._end(due, step)
+            self._end(due, step, reaction=False)  # the cap, at the step's own time: the grid's
         if step > self._first:
             self._advance(step)
         self._build_table(step)

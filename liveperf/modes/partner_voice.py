@@ -38,14 +38,19 @@ class PartnerVoice:
         self._off_due: dict[int, int] = {}  # pitch -> due ns of the latest note-off scheduled for it
         self.held: tuple[int, int, int] | None = None  # (pitch, onset step, onset ns) of the sounding note
 
-    def _off(self, due_ns: int, pitch: int) -> None:
-        self.sink.schedule(due_ns, note_off(self.channel, pitch))
+    def _off(self, due_ns: int, pitch: int, reaction: bool = False) -> None:
+        if reaction:  # due the moment it was computed: flagged so the report times it with the reactions
+            self.sink.schedule(due_ns, note_off(self.channel, pitch), REACTION_LATE_NS)
+        else:
+            self.sink.schedule(due_ns, note_off(self.channel, pitch))
         self._off_due[pitch] = max(due_ns, self._off_due.get(pitch, due_ns))
 
-    def _end_held(self, at_ns: int) -> None:
-        """Note-off for the sounding note at ``at_ns``, or once it has sounded ``min_note_ns``, if later."""
+    def _end_held(self, at_ns: int, reaction: bool = False) -> None:
+        """Note-off for the sounding note at ``at_ns``, or once it has sounded ``min_note_ns``, if later
+        (``reaction``: ``at_ns`` is the moment it was computed; a note-off is never dropped as late either way)."""
         pitch, _step, onset_ns = self.held
-        self._off(max(at_ns, onset_ns + self.min_note_ns), pitch)
+        due_ns = max(at_ns, onset_ns + self.min_note_ns)
+        self._off(due_ns, pitch, reaction and due_ns == at_ns)
         self.held = None
 
     def play(self, step: int, due_ns: int, token: int, velocity: int, reaction: bool = False) -> int:
@@ -54,7 +59,7 @@ class PartnerVoice:
         if self.held is not None and token == melody.HOLD and step - self.held[1] >= self.max_note_steps:
             token = melody.OFF
         if token != melody.HOLD and self.held is not None:
-            self._end_held(due_ns)
+            self._end_held(due_ns, reaction)
         if melody.is_on(token) and not self.start(melody.pitch_of(token), velocity, step, due_ns,
                                                   reaction=reaction):
             return melody.OFF
@@ -67,7 +72,7 @@ class PartnerVoice:
         moment it was computed, off the grid (an answer to a note heard now): it may go out up to
         ``scheduler.REACTION_LATE_NS`` late before it is dropped, where a grid note has the show's tolerance."""
         if self.held is not None:
-            self._end_held(due_ns)
+            self._end_held(due_ns, reaction)
         if roll and self.rests():
             return False
         due_ns = max(due_ns, self._off_due.get(pitch, due_ns))
@@ -99,10 +104,10 @@ class PartnerVoice:
             self.silence(at_ns, cancel=True)
             self.channel = channel
 
-    def end(self, at_ns: int) -> None:
+    def end(self, at_ns: int, reaction: bool = False) -> None:
         """Note-off for the sounding note at ``at_ns`` (nothing if silent; never before ``min_note_ns``)."""
         if self.held is not None:
-            self._end_held(at_ns)
+            self._end_held(at_ns, reaction)
 
     def cap(self, step: int, due_ns: int) -> None:
         """End a note that has sounded for ``max_note_steps`` by ``step``."""

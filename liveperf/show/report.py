@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 
 @dataclass
 class SongReport:
@@ -58,6 +60,10 @@ class ShowReport:
     late_dropped: int = 0
     send_errors: int = 0
     timing_us: dict = field(default_factory=dict)  # p50/p99/max of send time minus due time
+    # the same, apart: messages scheduled ahead (grid notes, their note-offs, clock...) and reactions (due the moment
+    # they were computed: a partner's answer to a note it heard; they go out in a following cycle by design)
+    timing_ahead_us: dict = field(default_factory=dict)
+    timing_reactions_us: dict = field(default_factory=dict)
     record_path: Path | None = None
     record_files: list[Path] = field(default_factory=list)
     record_errors: int = 0
@@ -68,6 +74,7 @@ class ShowReport:
     errors_ns: list[int] = field(default_factory=list)  # send time minus due time of every message sent
     due_ns: list[int] = field(default_factory=list)  # the due time of each of those messages, in the same order
     late_due_ns: list[int] = field(default_factory=list)  # the due time of each message dropped as late
+    reactions: list[int] = field(default_factory=list)  # 1 where that message sent was a reaction (same order)
     control: dict = field(default_factory=dict)  # show control counters (ShowController.stats)
     osc_ports: dict = field(default_factory=dict)  # bound OSC ports
     osc_in: dict = field(default_factory=dict)  # OSC input counters (OscServer.stats)
@@ -88,6 +95,31 @@ class ShowReport:
     link: dict | None = field(default_factory=dict)
 
 
+def timing_figures(errors_ns) -> dict:
+    """p50 / p99 / max in µs and the count ``n`` of send - due errors (ns); {} for none."""
+    errs = np.asarray(errors_ns, dtype=np.int64)
+    if not errs.size:
+        return {}
+    return {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),
+            "max": float(errs.max() / 1e3), "n": int(errs.size)}
+
+
+def add_timing(report: ShowReport, errors_ns, dues_ns, reactions, late_dues_ns) -> None:
+    """The scheduler's timing records (``TimingStats``) into the report: pooled and split by kind."""
+    report.errors_ns, report.due_ns = list(errors_ns), list(dues_ns)
+    report.reactions, report.late_due_ns = [int(r) for r in reactions], list(late_dues_ns)
+    report.timing_us = timing_figures(report.errors_ns)
+    flags = np.asarray(report.reactions, dtype=bool)
+    errs = np.asarray(report.errors_ns, dtype=np.int64)
+    if flags.size == errs.size and flags.any():
+        report.timing_ahead_us = timing_figures(errs[~flags])
+        report.timing_reactions_us = timing_figures(errs[flags])
+
+
+def _figures(t: dict) -> str:
+    return f"p50 {t['p50']:.0f} µs, p99 {t['p99']:.0f} µs, max {t['max']:.0f} µs"
+
+
 def send_summary(report: ShowReport) -> str:
     """The report's line about sending, the same for every backend: how many messages went out, how many were
     dropped as late or failed, and the timing error (send time minus due time) of those whose send time is known.
@@ -96,7 +128,9 @@ def send_summary(report: ShowReport) -> str:
     JACK thread reported sent (its own late drops and revoked notes are not in it) plus the harmonies the port sent
     itself in the note-on's cycle (``reflex_sent``), which were never scheduled and so have no due time. The timing
     covers ``timing_us['n']`` messages: all of them on rtmidi, all but the reflex harmonies on jack-native (measured
-    on JACK's frame clock there)."""
+    on JACK's frame clock there). Where some were reactions, the line gives the two kinds apart too: a reaction is
+    due when it is computed, so it goes out a little after (up to ``scheduler.REACTION_LATE_NS``) by design, while
+    a note scheduled ahead should go out on its due time."""
     counts = f"{report.late_dropped} dropped as late, {report.send_errors} send errors"
     if report.sent == 0:
         return f"no messages sent, {counts}"
@@ -111,8 +145,12 @@ def send_summary(report: ShowReport) -> str:
     of = f"{n} messages" if n == report.sent else f"{n} of them"
     untimed = (f" (the other {report.sent - n} are reflex harmonies, with no due time)"
                if n < report.sent and report.reflex_sent == report.sent - n else "")
-    return (f"{head}; timing error (send - due{on}) p50 {t['p50']:.0f} µs, p99 {t['p99']:.0f} µs, "
-            f"max {t['max']:.0f} µs over {of}{untimed}")
+    line = f"{head}; timing error (send - due{on}) {_figures(t)} over {of}{untimed}"
+    ahead, react = report.timing_ahead_us, report.timing_reactions_us
+    if ahead and react:
+        line += (f"; of these, {ahead['n']} scheduled ahead: {_figures(ahead)}; {react['n']} reactions (due when "
+                 f"computed, so sent a little after): {_figures(react)}")
+    return line
 
 
 def add_engine_figures(rep: SongReport, engine, end_step: int) -> None:

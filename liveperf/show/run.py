@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from liveperf.timing.clock import InternalClock
 from liveperf.timing.clock_out import TICKS_PER_BEAT, ClockOut
 from liveperf.timing.echo_guard import EchoGuardSink
@@ -43,7 +41,7 @@ from liveperf.setlist.lint import setlist_warnings
 from liveperf.setlist.write import store_cc_mappings
 from liveperf.show.control import ShowController
 from liveperf.show.load import load_copies, load_song_models, probe_warnings, song_take
-from liveperf.show.report import ShowReport, SongReport, add_engine_figures
+from liveperf.show.report import ShowReport, SongReport, add_engine_figures, add_timing
 from liveperf.show.link import begin_song, start_link
 from liveperf.show.songs import drain_inbox, send_patch
 from liveperf.show.stage import StageFeed
@@ -298,13 +296,8 @@ class Show:
         report.late_dropped = scheduler.stats.late_dropped
         report.send_errors = scheduler.stats.send_errors
         report.scheduling = scheduler.scheduling
-        report.errors_ns = list(scheduler.stats.errors_ns)
-        report.due_ns = list(scheduler.stats.dues_ns)
-        report.late_due_ns = list(scheduler.stats.late_dues_ns)
-        errs = np.array(report.errors_ns, dtype=np.int64)
-        if errs.size:
-            report.timing_us = {"p50": float(np.percentile(errs, 50) / 1e3), "p99": float(np.percentile(errs, 99) / 1e3),
-                                "max": float(errs.max() / 1e3), "n": int(errs.size)}
+        st = scheduler.stats
+        add_timing(report, st.errors_ns, st.dues_ns, st.reactions, st.late_dues_ns)
         report.control = dataclasses.asdict(ctl.stats)
         report.unheld_offs = scheduler.stats.unheld_offs
         report.cancelled = scheduler.stats.cancelled

@@ -34,6 +34,9 @@ class TimingStats:
     # the due time of each of those messages (same order): tells a note due on the grid from a reaction due when it
     # was computed (bench.timing_jack measures the two apart)
     dues_ns: array = field(default_factory=lambda: array("q"))
+    # 1 where that message was a reaction (scheduled with ``late_ok_ns``: due the moment it was computed), else 0;
+    # the report gives the two kinds' timing apart (a reaction goes out in a following cycle by design)
+    reactions: array = field(default_factory=lambda: array("b"))
     late_dues_ns: array = field(default_factory=lambda: array("q"))  # the due time of each message dropped as late
 
 

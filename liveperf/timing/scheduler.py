@@ -138,6 +138,9 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="liveperf-scheduler", daemon=True)
         # A timed port sends at the due time itself: hand over ``lead_ns`` early, no spinning (module docstring).
         self._lead_ns = int(getattr(port, "lead_ns", 0) or 0)
+        # A timed port: the due times of reactions handed over and not yet reported back by ``emitted`` (a reaction
+        # is due when it was computed, in ns, so its due time tells it from the grid's), with how many each
+        self._reactions_out: dict[int, int] = {}
 
     # ---- any thread ----
     def start(self) -> None:
@@ -242,19 +245,36 @@ class Scheduler:
         """A timed port: the true send times of what it sent (``sent_ns`` -1: it dropped a late note-on; -2: it
         revoked one; -3: it swallowed a note-off whose note it never sounded or had ended itself)."""
         for due_ns, sent_ns in self._port.emitted():
-            if sent_ns == -1:
-                self.stats.late_dropped += 1
-                if self._keep_errors:
-                    self.stats.late_dues_ns.append(due_ns)
-            elif sent_ns == -2:
-                self.stats.cancelled += 1
-            elif sent_ns < 0:
-                pass  # a note-off the port swallowed: counted by the port (``swallowed_offs``)
+            if sent_ns < 0:
+                if sent_ns == -1:
+                    self.stats.late_dropped += 1
+                    if self._keep_errors:
+                        self.stats.late_dues_ns.append(due_ns)
+                elif sent_ns == -2:
+                    self.stats.cancelled += 1
+                # else: a note-off the port swallowed: counted by the port (``swallowed_offs``)
+                self._took_back(due_ns)
             else:
                 self.stats.sent += 1
+                reaction = self._took_back(due_ns)
                 if self._keep_errors:
                     self.stats.errors_ns.append(sent_ns - due_ns)
                     self.stats.dues_ns.append(due_ns)
+                    self.stats.reactions.append(reaction)
+        if len(self._reactions_out) > 1024:  # a server restart lost some reports: forget those over 10 s old
+            newest = max(self._reactions_out)
+            self._reactions_out = {d: n for d, n in self._reactions_out.items() if d > newest - 10_000_000_000}
+
+    def _took_back(self, due_ns: int) -> int:
+        """1 when a reaction due at ``due_ns`` was out with the timed port (now reported back), else 0."""
+        n = self._reactions_out.get(due_ns, 0)
+        if not n:
+            return 0
+        if n == 1:
+            del self._reactions_out[due_ns]
+        else:
+            self._reactions_out[due_ns] = n - 1
+        return 1
 
     def _send_due(self) -> None:
         plan = self._plan
@@ -276,7 +296,7 @@ class Scheduler:
         while (item := plan.pop_due(now)) is not None:
             for data in plan.to_send(item):
                 if not self._dropped_as_late(item, data, now):
-                    self._send(data, item.due_ns)
+                    self._send(data, item.due_ns, item.late_ok_ns)
             now = self._clock_ns()
 
     def _dropped_as_late(self, item: Item, data: bytes, now: int) -> bool:
@@ -319,6 +339,8 @@ class Scheduler:
             return
         # A timed port sends it at due_ns; its true send time comes back through ``emitted``.
         sent_ns = due_ns if self._lead_ns else self._clock_ns()
+        if self._lead_ns and late_ok_ns is not None:
+            self._reactions_out[due_ns] = self._reactions_out.get(due_ns, 0) + 1
         self._plan.held.update(data)
         if not self._lead_ns:  # a timed port's messages count as sent when it says so (``_collect_emitted``)
             self.stats.sent += 1
@@ -327,6 +349,7 @@ class Scheduler:
         if self._keep_errors and not self._lead_ns:
             self.stats.errors_ns.append(sent_ns - due_ns)
             self.stats.dues_ns.append(due_ns)
+            self.stats.reactions.append(late_ok_ns is not None)
         if self._on_sent is not None:
             self._on_sent(sent_ns, data)
 

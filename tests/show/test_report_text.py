@@ -12,7 +12,7 @@ import pytest
 from liveperf.cli import file_mode_notice, main
 from liveperf.io.midi_ports import ALSA_SEQ_DEVICE
 from liveperf.models.onnx_model import shipped_models_dir
-from liveperf.show.report import ShowReport, send_summary
+from liveperf.show.report import ShowReport, add_timing, send_summary
 
 TIMING = {"p50": 12.4, "p99": 80.6, "max": 140.2}
 
@@ -72,3 +72,19 @@ def test_play_without_a_midi_system_says_it_plays_the_takes_in_file_mode(monkeyp
     assert "--input FILE.mid for file mode" not in out  # the old hint read as if file mode needed --input
     assert lines[1] == file_mode_notice(None, tmp_path)
     assert any(tmp_path.glob("*.mid"))
+
+
+def test_the_send_line_gives_reactions_apart_from_notes_scheduled_ahead():
+    r = ShowReport("jack-native", sent=5)
+    add_timing(r, [4_000, 4_000, 6_000, 1_500_000, 2_500_000], [0] * 5, [0, 0, 0, 1, 1], [])
+    assert r.timing_us["n"] == 5 and r.reactions == [0, 0, 0, 1, 1]
+    assert send_summary(r) == (
+        "5 messages sent, 0 dropped as late, 0 send errors; timing error (send - due on JACK's frame clock) p50 6 "
+        "µs, p99 2460 µs, max 2500 µs over 5 messages; of these, 3 scheduled ahead: p50 4 µs, p99 6 µs, max 6 µs; "
+        "2 reactions (due when computed, so sent a little after): p50 2000 µs, p99 2490 µs, max 2500 µs")
+
+
+def test_without_reactions_the_send_line_is_not_split():
+    r = ShowReport("jack-native", sent=2)
+    add_timing(r, [4_000, 6_000], [0, 0], [0, 0], [])
+    assert r.timing_ahead_us == {} and "reactions" not in send_summary(r)

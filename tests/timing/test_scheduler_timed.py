@@ -158,3 +158,42 @@ def test_a_reaction_is_never_held_to_less_than_the_shows_tolerance():
     port.now = 35 * MS  # 25 ms late
     s.pump(0)
     assert [h[1:] for h in port.handed] == [(10 * MS, note_on(2, 62, 90))] and port.late_ok == [30 * MS]
+
+
+def test_the_port_reports_tell_a_reaction_from_a_note_scheduled_ahead():
+    """The stats flag each sent message that was a reaction (the report gives the two kinds' timing apart): a
+    timed port reports only (due, sent), so the scheduler keeps the reactions it handed over by due time; one
+    the port dropped is forgotten too."""
+    port = TimedPort()
+    s = _scheduler(port)
+    s.schedule(10 * MS, note_on(1, 60, 90))  # the grid's
+    s.schedule(10 * MS + 123, note_on(2, 62, 90), REACTION_LATE_NS)  # two reactions due the same ns: a chord
+    s.schedule(10 * MS + 123, note_on(2, 66, 90), REACTION_LATE_NS)
+    s.schedule(12 * MS + 7, note_on(3, 64, 90), REACTION_LATE_NS)
+    port.now = 9 * MS
+    s.pump(0)
+    assert len(port.handed) == 4
+    port.reports = [(10 * MS, 10 * MS + 5), (10 * MS + 123, 11 * MS), (10 * MS + 123, 11 * MS), (12 * MS + 7, -1)]
+    s.pump(0)
+    assert list(s.stats.errors_ns) == [5, MS - 123, MS - 123]
+    assert list(s.stats.reactions) == [0, 1, 1]
+    assert s._reactions_out == {}  # nothing left waiting: the dropped reaction's report took it back too
+
+
+def test_an_untimed_port_flags_reactions_as_it_sends():
+    class Port:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, data):
+            self.sent.append(bytes(data))
+
+    port, now = Port(), [0]
+    s = Scheduler(port, realtime_priority=None, clock_ns=lambda: now[0], spin_ns=0, late_tolerance_ns=10 * MS)
+    s.schedule(1 * MS, note_on(1, 60, 90))
+    s.schedule(2 * MS, note_on(2, 62, 90), REACTION_LATE_NS)
+    s.schedule(3 * MS, note_off(1, 60))
+    now[0] = 5 * MS
+    s.pump(0)
+    assert port.sent == [note_on(1, 60, 90), note_on(2, 62, 90), note_off(1, 60)]
+    assert list(s.stats.reactions) == [0, 1, 0] and list(s.stats.dues_ns) == [1 * MS, 2 * MS, 3 * MS]
