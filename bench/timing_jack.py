@@ -235,6 +235,10 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         "backend": backend, "send_minus_due": pct(send), "arrival_minus_due": pct(arrive),
         "grid_send_minus_due": pct(send[grid]), "reaction_send_minus_due": pct(send[~grid]),
         "late_dropped_on_grid": late_on_grid, "report_reaction_flags": flag_check,
+        # the grid's messages split by liveperf's own flag: scheduled ahead, and reactions due on a step (the duet's
+        # answer to a performer note heard just before the step it answers on)
+        "grid_ahead_send_minus_due": pct(send[grid & ~flags]) if flag_check else None,
+        "grid_reaction_send_minus_due": pct(send[grid & flags]) if flag_check else None,
         "arrival_frame_minus_due": pct(np.asarray(arr_frame, dtype=np.int64)),
         "grid_arrival_frame_minus_due": pct(np.asarray(arr_frame_grid, dtype=np.int64)),
         # cycles the frame listener ran so late that it read a later cycle's frame (JACK's asynchronous mode after a
@@ -242,14 +246,16 @@ def run(minutes: float, busy: bool = False, mode: str = "call_response", rt_jack
         "listener_frame_jumps": tap_jumps,
         "rss_mib": {"after_10s": settle[0] / 1024 if settle else None, "end": rss_all[-1] / 1024 if rss_all else None,
                     "growth_pct": (100 * (settle[-1] - settle[0]) / settle[0]) if len(settle) > 1 else None},
-        "samples": {"send_ns": send.tolist(), "due_ns": due.tolist(), "arrival": arr, "rss": rss},
+        "samples": {"send_ns": send.tolist(), "due_ns": due.tolist(), "reaction": flags.astype(int).tolist(),
+                    "start_ns": start_ns, "step_ns": song_step_ns, "arrival": arr, "rss": rss},
         "liveperf_output_tail": out[-1500:],
     }
 
 
 def print_result(tj: dict) -> None:
-    for k in ("grid_send_minus_due", "grid_arrival_frame_minus_due", "reaction_send_minus_due", "send_minus_due",
-              "arrival_minus_due", "arrival_frame_minus_due"):
+    for k in ("grid_send_minus_due", "grid_ahead_send_minus_due", "grid_reaction_send_minus_due",
+              "grid_arrival_frame_minus_due", "reaction_send_minus_due", "send_minus_due", "arrival_minus_due",
+              "arrival_frame_minus_due"):
         s = tj.get(k) or {"n": 0}
         if s["n"]:
             print(f"  {k:<29} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  max {s['max_us']:8.1f} µs"

@@ -35,7 +35,7 @@ from liveperf.timing.midi_clock import MidiClockFollower
 from liveperf.modes.build import SongModels, build_song, key_follower, key_text, partners_text
 from liveperf.modes.planner import INLINE, ThreadPlanner
 from liveperf.music.notes import is_note_off, is_note_on
-from liveperf.timing.scheduler import Scheduler
+from liveperf.timing.scheduler import Scheduler, engine_lookahead_ns
 from liveperf.setlist.schema import Setlist, SetlistError
 from liveperf.setlist.lint import setlist_warnings
 from liveperf.setlist.write import store_cc_mappings
@@ -105,6 +105,7 @@ class Show:
         self.stopped_by = ""  # "stop command" when OSC or the stage view asked; a signal leaves it empty
         self.now_ns: Callable[[], int] = time.monotonic_ns  # the show's clock (``run`` sets it for its port)
         self.planner = INLINE  # ``run`` starts the show's planner thread
+        self.lookahead_ns = int(setlist.lookahead_ms * 1e6)  # ``run`` sets it for its port (engine_lookahead_ns)
 
     def run(self, indices: list[int], backend: str, out_port, in_port=None) -> ShowReport:
         """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode).
@@ -116,6 +117,7 @@ class Show:
             self.log(f"warning: {w}")
         # The show's clock: the jack-native port's frame clock (its stamps and due times are on it), else monotonic.
         self.now_ns = getattr(out_port, "now_ns", time.monotonic_ns)
+        self.lookahead_ns = engine_lookahead_ns(int(setlist.lookahead_ms * 1e6), out_port)
         every = list(range(len(setlist.songs)))
         models = load_song_models(setlist, every, opts.provider)  # any song can be selected live
         self.copies, copy_warning = load_copies(setlist)
@@ -187,7 +189,7 @@ class Show:
                 report.songs.append(rep)
                 if ctl.pending_song is not None:  # a song change at this bar line
                     index, (bar_ns, first_step) = ctl.pending_song, end
-                    start_ns = max(bar_ns, self.now_ns() + int((setlist.lookahead_ms + 5) * 1e6))
+                    start_ns = max(bar_ns, self.now_ns() + self.lookahead_ns + 5_000_000)
                     if shared_clock is None:
                         first_step = 0
                 else:
@@ -391,7 +393,7 @@ class Show:
 
         def engine_thread() -> None:
             try:
-                end[1] = run_loop(engine, clock, source, lookahead_ns=int(self.setlist.lookahead_ms * 1e6),
+                end[1] = run_loop(engine, clock, source, lookahead_ns=self.lookahead_ns,
                                   first_step=first_step, should_stop=should_stop, on_input=on_input,
                                   stop_when_done=take is not None, stop_at_bar=lambda: ctl.pending_song is not None,
                                   on_control=ctl.on_command, on_step=on_step, on_transport=ctl.on_transport,
