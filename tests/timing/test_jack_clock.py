@@ -285,6 +285,7 @@ def check_follows(listener: FrameListener, out: str, exact: bool, *tempi_bpm: fl
     # which the median and p90 bounds absorb and the max bound (3 ticks) does not notice. A wrong grid in liveperf
     # still fails them. Until this session any jump failed the test.
     print(f"listener frame jumps: {listener.jumps}")
+    print(f"liveperf's output:\n{out}")  # in full: pytest cuts the assertion's copy (a failure on 2026-12-07 lost it)
     stretches = runs(clock, intervals, PERIOD)
     transport = [(f, m.hex()) for f, m in clock if m[0] != 0xF8]
     lost = re.search(r"'lost_ticks': (\d+)", out)
