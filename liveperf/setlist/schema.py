@@ -195,7 +195,8 @@ SONG_FIELDS: dict[str, tuple[Any, str]] = {
 }
 SHOW_FIELDS: dict[str, tuple[Any, str]] = {
     "name": ("", "a string"),
-    "lookahead_ms": (8.0, "a number from 1 to 100 (how early each step is computed)"),
+    "lookahead_ms": (8.0, "a number from 1 to 100 (how early each step is computed; on jack-native never less "
+                          "than the port's lead, a JACK period + 2 ms, plus 4 ms)"),
     "late_tolerance_ms": (2.0, "a number from 0 to 50 (later than this, a note is dropped, never played late)"),
     "clock": ("internal", f"one of {', '.join(CLOCKS)} (follow the setlist tempo, incoming MIDI clock, or an "
                           f"Ableton Link session: see [show.link])"),

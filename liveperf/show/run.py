@@ -35,7 +35,7 @@ from liveperf.timing.midi_clock import MidiClockFollower
 from liveperf.modes.build import SongModels, build_song, key_follower, key_text, partners_text
 from liveperf.modes.planner import INLINE, ThreadPlanner
 from liveperf.music.notes import is_note_off, is_note_on
-from liveperf.timing.scheduler import Scheduler
+from liveperf.timing.scheduler import Scheduler, engine_lookahead_ns
 from liveperf.setlist.schema import Setlist, SetlistError
 from liveperf.setlist.lint import setlist_warnings
 from liveperf.setlist.write import store_cc_mappings
@@ -105,7 +105,7 @@ class Show:
         self.stopped_by = ""  # "stop command" when OSC or the stage view asked; a signal leaves it empty
         self.now_ns: Callable[[], int] = time.monotonic_ns  # the show's clock (``run`` sets it for its port)
         self.planner = INLINE  # ``run`` starts the show's planner thread
-        self.lookahead_ns = int(setlist.lookahead_ms * 1e6)  # how early the engine computes each step
+        self.lookahead_ns = int(setlist.lookahead_ms * 1e6)  # ``run`` sets it for its port (engine_lookahead_ns)
 
     def run(self, indices: list[int], backend: str, out_port, in_port=None) -> ShowReport:
         """Play the songs ``indices`` on ``out_port`` (and ``in_port`` for live input, None in file mode).
@@ -117,6 +117,7 @@ class Show:
             self.log(f"warning: {w}")
         # The show's clock: the jack-native port's frame clock (its stamps and due times are on it), else monotonic.
         self.now_ns = getattr(out_port, "now_ns", time.monotonic_ns)
+        self.lookahead_ns = engine_lookahead_ns(int(setlist.lookahead_ms * 1e6), out_port)
         every = list(range(len(setlist.songs)))
         models = load_song_models(setlist, every, opts.provider)  # any song can be selected live
         self.copies, copy_warning = load_copies(setlist)

@@ -47,6 +47,20 @@ from liveperf.timing.plan import Item, Plan, TimingStats
 # busy, 27 of 1,272), and each one dropped was a partner note not played. Later than this it is dropped still.
 REACTION_LATE_NS = 20_000_000
 
+# A timed port must have a message before JACK processes the cycle of its due frame, up to a period before it; the
+# port asks for it ``lead_ns`` (a period + 2 ms) ahead. The engine computes each step this much before the lead:
+# time for the step itself and for a late engine thread. With the show's 8 ms lookahead at a 256-frame period
+# (lead 7.3 ms) that slack was 2.7 ms, and with a core busy 9 of 636 grid messages went out late (0.6-6 ms; the
+# engine's step reached the scheduler 3.4 ms to -5.5 ms before its due time, 6.8 ms at the median).
+ENGINE_SLACK_NS = 4_000_000
+
+
+def engine_lookahead_ns(lookahead_ns: int, port: object) -> int:
+    """How long before its due time the engine computes a step: the show's ``lookahead_ms``, and never less than a
+    timed port's lead plus ``ENGINE_SLACK_NS`` (a 256-frame JACK period: 11.3 ms; 64 frames: 8 ms, unchanged)."""
+    lead_ns = int(getattr(port, "lead_ns", 0) or 0)
+    return max(int(lookahead_ns), lead_ns + ENGINE_SLACK_NS) if lead_ns else int(lookahead_ns)
+
 
 class OutputPort(Protocol):
     def send(self, data: bytes) -> None: ...

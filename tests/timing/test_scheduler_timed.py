@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from liveperf.music.notes import note_off, note_on
-from liveperf.timing.scheduler import REACTION_LATE_NS, Scheduler
+from liveperf.timing.scheduler import ENGINE_SLACK_NS, REACTION_LATE_NS, Scheduler, engine_lookahead_ns
 
 MS = 1_000_000
 
@@ -198,3 +198,16 @@ def test_an_untimed_port_flags_reactions_as_it_sends():
     assert port.sent == [note_on(1, 60, 90), note_on(2, 62, 90), note_off(1, 60)]
     assert list(s.stats.reactions) == [0, 1, 0] and list(s.stats.dues_ns) == [1 * MS, 2 * MS, 3 * MS]
 
+
+def test_the_engine_computes_a_step_ahead_of_a_timed_ports_lead_with_slack():
+    """A 256-frame JACK period's lead (7.3 ms) plus the slack overrides the show's 8 ms; at 64 frames (lead 4 ms)
+    the show's 8 ms stands; a port that is not timed keeps the show's lookahead."""
+    class Lead:
+        def __init__(self, lead_ns):
+            self.lead_ns = lead_ns
+
+    lead_256 = 256 * 1_000_000_000 // 48_000 + 2 * MS
+    assert engine_lookahead_ns(8 * MS, Lead(lead_256)) == lead_256 + ENGINE_SLACK_NS == 11_333_333
+    assert engine_lookahead_ns(8 * MS, Lead(4 * MS)) == 8 * MS
+    assert engine_lookahead_ns(20 * MS, Lead(lead_256)) == 20 * MS
+    assert engine_lookahead_ns(8 * MS, object()) == 8 * MS
