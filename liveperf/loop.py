@@ -52,14 +52,17 @@ class ScriptedInput:
 
 
 class QueueInput:
-    """Real time: adapters (MIDI port poll thread, file player) put (ts_ns, data) on ``inbox``."""
+    """Real time: adapters (MIDI port poll thread, file player) put (ts_ns, data) on ``inbox``. ``heard_ns``: the
+    show's time up to which input has arrived (default ``now_ns``; the jack-native port: up to the frames JACK has
+    run, which on a server running slower than real time lag ``now_ns`` by up to a few hundred ms)."""
 
     def __init__(self, inbox: "queue.SimpleQueue[tuple[int, bytes]]", sources: int = 1,
-                 now_ns: Callable[[], int] = time.monotonic_ns) -> None:
+                 now_ns: Callable[[], int] = time.monotonic_ns, heard_ns: Callable[[], int] | None = None) -> None:
         self.inbox = inbox
         self._open_sources = sources
         self.exhausted = sources == 0
         self.now_ns = now_ns
+        self.heard_ns = heard_ns or now_ns
 
     def wait_until(self, deadline_ns: int) -> tuple[int, bytes] | None:
         while True:
@@ -113,6 +116,9 @@ def run_loop(
     step = first_step
     engine.begin(step)
     ended = False
+    # A clock dropout is "no tick for dropout_ns of input": judged on the time up to which input has arrived, not
+    # on now (a JACK server at half speed made every tick a dropout, 2026-12-07); ScriptedInput: now.
+    heard_ns = getattr(source, "heard_ns", source.now_ns)
     bar = engine.steps_per_bar
     while not should_stop():
         if source.exhausted and not ended:
@@ -130,8 +136,8 @@ def run_loop(
         else:
             deadline = source.now_ns() + IDLE_WAIT_NS
         dropout = clock.dropout_deadline_ns()
-        if dropout is not None:
-            deadline = min(deadline, dropout + 1)
+        if dropout is not None:  # when the input lags now by L, it reaches the deadline L later
+            deadline = min(deadline, dropout + 1 + max(0, source.now_ns() - heard_ns()))
         wake = engine.wake_ns() if clock.running else None
         if wake is not None:
             deadline = min(deadline, wake)
@@ -151,7 +157,8 @@ def run_loop(
             continue
         if wake is not None and source.now_ns() >= wake:
             engine.on_wake(source.now_ns())
-        step = _transport(engine, clock, clock.poll(source.now_ns()), step, on_transport)
+        polled_ns = heard_ns() if clock.dropout_deadline_ns() is not None else source.now_ns()
+        step = _transport(engine, clock, clock.poll(polled_ns), step, on_transport)
         if not clock.running or source.now_ns() < clock.ns_at_step(step) - lookahead_ns:
             continue  # woken for a dropout check or while stopped, not for this step
         if source.exhausted and engine.idle and stop_when_done:

@@ -21,7 +21,7 @@ import logging
 import threading
 
 from liveperf.io.jack_native import JackMidiClient
-from liveperf.io.jack_native_callback import RESEND_MS
+from liveperf.io.jack_native_callback import C_BASE0, C_CYCLES, C_EXT_FRAME, C_RATE, RESEND_MS
 from liveperf.io.midi_ports import NOT_USED, InputFilter, OnMessage, PortNotFound, _find_port
 from liveperf.modes.reflex import PortReflex
 from liveperf.io.port_watch import HeldKeys
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # How long before its due time a message is handed to JACK's thread: a cycle's messages must be there before the
 # cycle is processed (up to one period before its last frame), plus slack for a late scheduler thread.
 MIN_LEAD_NS = 4_000_000
+HEARD_STALL_NS = 1_000_000_000  # no JACK cycle for this long: judge input on now_ns (``heard_through_ns``)
 # Counters that add up over the clients of one show (the rest, the frame clock's, are the client of now's).
 _CLOCK_COUNTERS = ("frame0", "base0_ns", "sample_rate", "slip_ns")
 
@@ -60,6 +61,19 @@ class LiveClient:
         now = max(client.now_ns() + offset, self._last_ns)
         self._last_ns = now
         return now
+
+    def heard_through_ns(self) -> int:
+        """The show's time up to which the input has arrived: the first frame of the last cycle JACK ran for the
+        client (every earlier frame's input is in its ring), plus the offset; at most ``now_ns()``, which runs up to
+        a few hundred ms ahead of frames that fall behind (a server running slower than real time), and at least
+        ``now_ns() - HEARD_STALL_NS`` (no cycle for that long: the server stalled or went away, the show goes on)."""
+        client, offset = self.current
+        now = self.now_ns()
+        ctl = client.ctl
+        if ctl[C_CYCLES] <= 0:
+            return now
+        frames_ns = int(ctl[C_BASE0]) + int(ctl[C_EXT_FRAME]) * 1_000_000_000 // max(1, int(ctl[C_RATE]))
+        return min(now, max(frames_ns + offset, now - HEARD_STALL_NS))
 
     def swap(self, new: JackMidiClient) -> int:
         """Run on ``new`` from now on (the old client is closed by the caller); returns the new offset (ns). The
@@ -99,6 +113,7 @@ class NativeOutPort:
         self.missing: dict[str, str] = {}  # side -> a [show] target not there at start (the watch connects it)
         # The show's clock: every time this port takes or gives is on it (``LiveClient``).
         self.now_ns = live.now_ns
+        self.heard_through_ns = live.heard_through_ns
 
     @property
     def client(self) -> JackMidiClient:

@@ -344,7 +344,7 @@ class Show:
         clock_name = "internal" if not follow else "Link" if isinstance(clock, LinkClock) else "MIDI clock"
         sink = EchoGuardSink(scheduler, int(setlist.echo_guard_ms * 1e6))
         seed = song.seed if opts.seed is None else opts.seed
-        source = QueueInput(inbox, sources=1, now_ns=self.now_ns)
+        source = QueueInput(inbox, sources=1, now_ns=self.now_ns, heard_ns=getattr(out_port, "heard_through_ns", None))
         reflex = getattr(out_port, "reflex", None)  # the jack-native port answers harmonize's note-ons itself
         reflex = None if song.partners else reflex
         modes, initial = build_song(song, models, clock, sink, seed, now_fn=source.now_ns, reflex=reflex,

@@ -7,10 +7,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 from liveperf.engine import Engine
+from liveperf.loop import ScriptedInput, run_loop
 from liveperf.music.melody import HOLD, OFF, on
 from liveperf.timing.midi_clock import MidiClockFollower
 from liveperf.modes.phrase import PhraseMode
 from liveperf.music.sampler import new_rng_state
+from liveperf.timing.virtual_scheduler import VirtualScheduler
 from tests.fakes import FixedPhrases, run_engine, settings
 
 MS = 1_000_000
@@ -135,3 +137,46 @@ def test_dropout_freewheels_on_the_last_tempo_when_asked():
         (t0 + int(408 * tn), ("on", 1, 62, 70)), (t0 + int(414 * tn), ("off", 1, 62)),
     ])
     assert clock.stats.dropouts == 1 and clock.running
+
+
+class LateInput(ScriptedInput):
+    """Input that arrives ``lag_ns`` after its stamp, as from a JACK server running slower than real time: the
+    stamps are on its frames, and the frame clock's now runs ahead of them (up to ~250 ms at half speed, measured
+    2026-12-07). ``heard_ns``: the time up to which input has arrived, as ``LiveClient.heard_through_ns`` says."""
+
+    def __init__(self, events, lag_ns: int) -> None:
+        super().__init__(events)
+        self.lag_ns = lag_ns
+
+    def wait_until(self, deadline_ns):
+        if self._i < len(self._events) and self._events[self._i][0] + self.lag_ns <= deadline_ns:
+            ev = self._events[self._i]
+            self._i += 1
+            self._now = max(self._now, ev[0] + self.lag_ns)
+            self.exhausted = self._i >= len(self._events)
+            return ev
+        self._now = max(self._now, deadline_ns)
+        return None
+
+    def heard_ns(self) -> int:
+        return self._now - self.lag_ns
+
+
+def test_ticks_arriving_late_are_no_dropout_and_silence_still_is():
+    """Ticks that arrive 300 ms after their stamps (more than the 250 ms dropout) keep the transport running: a
+    dropout is judged on the input that has arrived, not on now (before, every tick of a JACK server at half speed
+    was a dropout and the show played nothing). When the ticks stop, the dropout still comes, 250 ms of input after
+    the last tick."""
+    bpm, t0, lag = 123.4, 60 * MS, 300 * MS
+    last = t0 + int(200 * tick_ns(bpm))
+    source = LateInput([(50 * MS, b"\xfa")] + ticks(t0, bpm, 0, 200), lag)
+    clock = MidiClockFollower(4, 120.0, on_dropout="stop")
+    sched = VirtualScheduler(now_fn=source.now_ns)
+    mode = PhraseMode(settings(channel=1, velocity=70, phrase_every_steps=32), FixedPhrases([PHRASE]), clock, sched,
+                      new_rng_state(0))
+    transport = []
+    run_loop(Engine(mode, clock=clock, sink=sched), clock, source, lookahead_ns=8 * MS, stop_at_step=200,
+             stop_when_done=True, on_transport=lambda state, ts: transport.append((state, ts)))
+    assert [state for state, _ in transport] == ["playing", "stopped"], transport
+    assert transport[0][1] == 50 * MS and abs(transport[1][1] - (last + 250 * MS)) <= 2_000, transport
+    assert clock.stats.dropouts == 1 and clock.stats.ticks == 201
