@@ -279,11 +279,10 @@ def roll(listener: FrameListener, ticks: int, timeout_s: float = 60.0) -> None:
     wall clock's. A synchronous server runs a cycle only when its clients have run the last one, so on a loaded VM
     its frames fall behind the wall clock (5 s of wall time were 246 ticks in a quiet run, 174 in a fresh-clone run,
     and on 2026-12-07 124,416 frames, 2.6 s: no partner note in that first stretch). The transport's commands still
-    come at wall-clock moments. Known limit, reproduced by stopping jackd 10 ms in every 20 (SIGSTOP/SIGCONT): with
-    frames at half the wall clock's speed liveperf's frame clock (``JackNativePort.now_ns``, which follows frames
-    that fall behind within 0.25-0.5 s) runs up to ~250 ms ahead of them, its MIDI clock follower counts every tick
-    a dropout, and the show plays nothing: the test fails then, as it should (at 75 % speed it passes). A sound card
-    does not run that slow."""
+    come at wall-clock moments. Reproduced by stopping jackd 10 ms in every 20 (SIGSTOP/SIGCONT, frames at half the
+    wall clock's speed): liveperf's frame clock (``now_ns``, which follows frames that fall behind within 0.25-0.5 s)
+    then ran up to ~250 ms ahead of them and its MIDI clock follower counted every tick a dropout; it now judges a
+    dropout on the input that has arrived (``LiveClient.heard_through_ns``), and both tests pass at half speed."""
     start = clock_ticks(listener)
     wait_for(lambda: clock_ticks(listener) >= start + ticks, timeout_s, f"{ticks} clock ticks from jack_midi_clock")
 
