@@ -72,6 +72,7 @@ from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported f
     C_SWALLOWED, C_TIMESPEC, C_WRITE_FAILED, IN_BYTES, N_CTL, REFLEX_WORDS, RING, RX_ANSWERS, RX_END, RX_INPUT_CH,
     RX_MID, RX_PARTNER, RX_PER_CYCLE, RX_T0, RX_VELOCITY, SENT_DROPPED, SENT_REVOKED, SENT_SWALLOWED,
     LATE_OK_MAX_US, LATE_OK_SHIFT, compile_process)
+from liveperf.io.jack_c_callbacks import SHUTDOWN_FN as _SHUTDOWN, watch_shutdown  # noqa: E402
 
 _U64, _U32, _I32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
 
@@ -102,7 +103,6 @@ class JackUnavailable(RuntimeError):
 
 
 _PROCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
-_SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # jack_info_shutdown_callback
 _compiled: dict = {}  # one compiled callback per process (compiling takes ~1 s), keyed by the libjack handle
 _compile_lock = threading.Lock()
 
@@ -147,9 +147,9 @@ class JackMidiClient:
 
     ``open`` registers the ports and activates the client; ``read``/``wait``/``emitted`` belong to ONE reader
     thread, ``write`` to ONE writer thread, ``close`` to the owner. Counters (``counters()``) may be read from any
-    thread (plain int64 loads). ``lost`` (a ``threading.Event``) is set when the server goes away, and ``on_lost()``
-    (set it before the server can go: right after ``open``) is called then, from libjack's thread; the client is
-    dead for good (``write`` returns False), only ``close`` is left to call.
+    thread (plain int64 loads). ``lost`` (a ``jack_c_callbacks.LostFlag``: ``is_set()``) is set when the server goes
+    away, by a compiled callback in libjack's thread (no Python there: ``jack_c_callbacks`` says why); the owner
+    polls it. The client is dead for good then (``write`` returns False), only ``close`` is left to call.
     """
 
     def __init__(self, lib, libc, handle: int, name: str, inputs: bool, outputs: bool, drop_late_ns: int) -> None:
@@ -200,12 +200,9 @@ class JackMidiClient:
         self._last_now = 0
         self._cb = _callback(lib, libc)  # compiled by ``open`` already: ports appear only when about to go live
         self._cb_ptr = _PROCESS(self._cb.address)  # kept alive with the client
-        # The server going away (killed, crashed, stopped by the user): libjack calls this from its own thread, once.
-        # Nothing here reconnects; writes are refused from then on and ``on_lost`` tells the owner.
-        self.lost = threading.Event()
-        self.on_lost = lambda: None
-        self._shutdown_ptr = _SHUTDOWN(self._server_lost)  # kept alive with the client
-        lib.jack_on_info_shutdown(handle, self._shutdown_ptr, None)
+        # The server going away (killed, crashed, stopped by the user): libjack's thread sets ``lost``, once.
+        # Nothing here reconnects; writes are refused from then on and the owner's watch sees it.
+        self.lost = watch_shutdown(lib, handle)
         if lib.jack_set_process_callback(handle, self._cb_ptr, ctypes.c_void_p(ctl.ctypes.data)) != 0:
             self._close_client()
             raise JackUnavailable(f"JACK refused the process callback of {name}")
@@ -236,14 +233,6 @@ class JackMidiClient:
             raise JackUnavailable(f"no JACK server answered client {name!r} within {timeout_s:.0f} s "
                                   f"(or the name is taken)")
         return cls(lib, libc, got[0], name, inputs, outputs, drop_late_ns)
-
-    def _server_lost(self, code: int, reason: bytes | None, arg) -> None:
-        """libjack's thread: the server is gone (the client is a zombie from now on)."""
-        self.lost.set()
-        try:
-            self.on_lost()
-        except Exception:  # noqa: BLE001 - an exception must not unwind into libjack's C thread
-            log.exception("JACK client %s: on_lost failed", self.name)
 
     def _register(self, port: bytes, flags: int, index: int) -> str:
         handle = self.lib.jack_port_register(self.handle, port, b"8 bit raw midi", flags, 0)

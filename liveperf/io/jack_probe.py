@@ -10,15 +10,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import os
 import threading
 from typing import Iterator
 
 import rtmidi
-
-log = logging.getLogger("liveperf.io.midi_ports")
-
 
 
 
@@ -26,10 +22,10 @@ class _LibJack:
     """The libjack that rtmidi loaded (the wheel bundles its own copy), for probing and for quieting its stderr.
 
     libjack prints every client-open failure ("Cannot connect to server socket ...") to stderr through a global
-    error callback; we swap in a collector while we open clients and forward what it caught to ``log.debug``.
+    error callback; while we open, probe and close clients we swap in a compiled handler that drops the message
+    (``liveperf.io.jack_c_callbacks``). It must not be Python: libjack calls it on its own threads, and one it
+    cancels while the handler waits for the GIL leaves the whole process hung (that module says how).
     """
-
-    _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         self.lib = lib
@@ -38,26 +34,24 @@ class _LibJack:
         lib.jack_client_close.argtypes = [ctypes.c_void_p]
         # The handlers are plain global function pointers: jack2 exports them (missing -> ValueError, no quieting).
         self._slots = [ctypes.c_void_p.in_dll(lib, n) for n in ("jack_error_callback", "jack_info_callback")]
-        self.messages: list[str] = []
-        # Module lifetime: a probe stuck in a hung server may call it long after we restored the default.
-        self._collector = self._CALLBACK(lambda msg: self.messages.append(msg.decode(errors="replace")))
+        # The compiled handlers, made now rather than on first use: a first open must not wait for numba.
+        from liveperf.io.jack_c_callbacks import drop_message, shutdown_marker
+        self._sink = drop_message()
+        shutdown_marker()
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:
-        """Collect libjack's error/info output instead of printing it; restore the previous handlers after."""
+        """Drop libjack's error/info output instead of printing it; restore the previous handlers after."""
         with self._lock:
             saved = [slot.value for slot in self._slots]
-            self.lib.jack_set_error_function(self._collector)
-            self.lib.jack_set_info_function(self._collector)
+            self.lib.jack_set_error_function(self._sink)
+            self.lib.jack_set_info_function(self._sink)
             try:
                 yield
             finally:
                 for slot, value in zip(self._slots, saved):
                     slot.value = value
-                for msg in self.messages:
-                    log.debug("libjack: %s", msg)
-                self.messages.clear()
 
     def server_running(self, timeout_s: float) -> str | None:
         """None if a client opens on the server named by JACK_DEFAULT_SERVER (or 'default'), else why not.

@@ -13,7 +13,6 @@ import ctypes
 import os
 import sys
 import threading
-from typing import Callable
 
 import rtmidi
 
@@ -127,8 +126,7 @@ def _port_names(backend: str, side: str) -> list[str]:
 
 MIDI_TYPE = b"8 bit raw midi"
 IS_INPUT, IS_OUTPUT = 0x1, 0x2  # JackPortIsInput, JackPortIsOutput
-_SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-_KEEP: list = []  # shutdown callbacks live as long as the process: a zombie client may still call one
+_SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # jack_info_shutdown_callback
 
 
 def _setup(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -144,17 +142,15 @@ def _setup(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 class JackWatchClient:
     """A port-less JACK client (libjack through ctypes, the copy rtmidi loaded) that watches the server for
-    ``liveperf.io.port_watch``: ``lost`` is set (and ``on_lost()`` called) from libjack's thread the moment the
-    server goes away; the rest reads JACK's port graph and makes connections. One thread uses it (the watcher).
-    After ``lost`` it is a zombie: ``close()`` it before any new JACK client opens in the process."""
+    ``liveperf.io.port_watch``: ``lost`` (a ``jack_c_callbacks.LostFlag``) is set by a compiled callback in libjack's
+    thread the moment the server goes away (no Python runs there: ``jack_c_callbacks`` says why); the rest reads
+    JACK's port graph and makes connections. One thread uses it (the watcher), which polls ``lost``. After ``lost``
+    it is a zombie: ``close()`` it before any new JACK client opens in the process."""
 
     def __init__(self, handle: int, lib: ctypes.CDLL) -> None:
+        from liveperf.io.jack_c_callbacks import watch_shutdown
         self.handle, self.lib = handle, lib
-        self.lost = threading.Event()
-        self.on_lost: Callable[[], None] = lambda: None
-        cb = _SHUTDOWN(lambda code, reason, arg: (self.lost.set(), self.on_lost()))
-        _KEEP.append(cb)
-        lib.jack_on_info_shutdown(handle, cb, None)
+        self.lost = watch_shutdown(lib, handle)
 
     @classmethod
     def open(cls, name: str, timeout_s: float) -> JackWatchClient | None:

@@ -297,7 +297,6 @@ class PortWatch:
         self._client = JackWatchClient.open(f"{self.output.port.names[0]}-watch", 2.0)
         if self._client is None:
             raise MidiUnavailable("JACK server did not answer the port watch")
-        self._client.on_lost = self._lost_now
         self._thread = threading.Thread(target=self._run, name="port-watch", daemon=True)
         self._thread.start()
         return self
@@ -320,10 +319,6 @@ class PortWatch:
             self._client = None
 
     # ---- watcher thread ----
-    def _lost_now(self) -> None:
-        """libjack's thread, the moment the server is gone: stop sending into a ring buffer nobody empties."""
-        self.output.up = False
-
     def _run(self) -> None:
         run_turns(self, "port watch")
 
@@ -376,7 +371,6 @@ class PortWatch:
                 midi.delete()
             client.close()
             return
-        client.on_lost = self._lost_now
         self._client = client
         with self.output.lock:
             self.output.port.swap_midi(*opened[0])
