@@ -19,51 +19,40 @@ waits for a compiler.
 from __future__ import annotations
 
 import ctypes
-import threading
+import functools
 
 import numba
 import numpy as np
 from numba import types
 
-_compiled: dict[str, int] = {}
-_lock = threading.Lock()
+MESSAGE_FN = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+SHUTDOWN_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # jack_info_shutdown_callback
 
 
 def _drop(msg):  # pragma: no cover (compiled) -- void(const char *)
     return
 
 
-def message_sink() -> int:
-    """The address of the compiled ``drop_message`` handler (``void (*)(const char *)``; compiled once per process,
-    cached on disk by numba)."""
-    with _lock:
-        if "drop" not in _compiled:
-            _compiled["drop"] = numba.cfunc(types.void(types.voidptr), cache=True)(_drop).address
-        return _compiled["drop"]
-
-
-MESSAGE_FN = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
-
-
-def drop_message() -> ctypes._CFuncPtr:
-    """``message_sink`` as a ctypes function pointer (for ``jack_set_error_function``)."""
-    return MESSAGE_FN(message_sink())
-
-
 def _mark(code, reason, arg):  # pragma: no cover (compiled) -- void(int, const char *, void *flag)
     numba.carray(arg, 1, dtype=np.int64)[0] = 1
 
 
-SHUTDOWN_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # jack_info_shutdown_callback
+# Each made once per process (cached, the pointer kept alive for good: libjack may call it at any time).
+@functools.cache
+def drop_message() -> ctypes._CFuncPtr:
+    """The compiled handler that drops libjack's message (for ``jack_set_error_function``)."""
+    return MESSAGE_FN(numba.cfunc(types.void(types.voidptr), cache=True)(_drop).address)
 
 
+@functools.cache
 def shutdown_marker() -> ctypes._CFuncPtr:
     """The compiled server-gone callback: stores 1 in the int64 its ``arg`` points at."""
-    with _lock:
-        if "mark" not in _compiled:
-            _compiled["mark"] = numba.cfunc(types.void(types.int32, types.voidptr, types.voidptr), cache=True)(
-                _mark).address
-        return SHUTDOWN_FN(_compiled["mark"])
+    return SHUTDOWN_FN(numba.cfunc(types.void(types.int32, types.voidptr, types.voidptr), cache=True)(_mark).address)
+
+
+def message_sink() -> int:
+    """The address of ``drop_message``'s compiled code."""
+    return ctypes.cast(drop_message(), ctypes.c_void_p).value
 
 
 class LostFlag:
@@ -89,13 +78,9 @@ class LostFlag:
         self._cell[0] = 1
 
 
-_callbacks: list = []  # the ctypes pointers handed to libjack, kept alive with the process
-
-
 def watch_shutdown(lib: ctypes.CDLL, handle: int) -> LostFlag:
     """Register the compiled server-gone callback on client ``handle`` (``lib.jack_on_info_shutdown``, with its
     argtypes set by the caller) and return the flag it sets."""
-    flag, callback = LostFlag(), shutdown_marker()
-    _callbacks.append(callback)
-    lib.jack_on_info_shutdown(handle, callback, ctypes.c_void_p(flag.address))
+    flag = LostFlag()
+    lib.jack_on_info_shutdown(handle, shutdown_marker(), ctypes.c_void_p(flag.address))
     return flag

@@ -52,13 +52,10 @@ the same server (its DLL), so it is not used. At 64-frame periods this VM's dumm
 from __future__ import annotations
 
 import ctypes
-import logging
 import threading
 import time
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported for tests and benches)
     C_CLIENT, C_DROP_LATE_NS, C_DROPPED_ON, C_EMIT_OVERFLOW, C_EMIT_R, C_EMIT_RING, C_EMIT_W, C_EVENT, C_CYCLES,
@@ -72,7 +69,7 @@ from liveperf.io.jack_native_callback import (  # noqa: F401  (C_* re-exported f
     C_SWALLOWED, C_TIMESPEC, C_WRITE_FAILED, IN_BYTES, N_CTL, REFLEX_WORDS, RING, RX_ANSWERS, RX_END, RX_INPUT_CH,
     RX_MID, RX_PARTNER, RX_PER_CYCLE, RX_T0, RX_VELOCITY, SENT_DROPPED, SENT_REVOKED, SENT_SWALLOWED,
     LATE_OK_MAX_US, LATE_OK_SHIFT, compile_process)
-from liveperf.io.jack_c_callbacks import SHUTDOWN_FN as _SHUTDOWN, watch_shutdown  # noqa: E402
+from liveperf.io.jack_c_callbacks import SHUTDOWN_FN as _SHUTDOWN, watch_shutdown
 
 _U64, _U32, _I32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
 

@@ -16,6 +16,7 @@ import threading
 
 import rtmidi
 
+from liveperf.io.jack_c_callbacks import SHUTDOWN_FN, watch_shutdown
 from liveperf.io.jack_probe import _libjack, _quiet
 
 BACKENDS = ("jack", "alsa", "coremidi")
@@ -126,12 +127,11 @@ def _port_names(backend: str, side: str) -> list[str]:
 
 MIDI_TYPE = b"8 bit raw midi"
 IS_INPUT, IS_OUTPUT = 0x1, 0x2  # JackPortIsInput, JackPortIsOutput
-_SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # jack_info_shutdown_callback
 
 
 def _setup(lib: ctypes.CDLL) -> ctypes.CDLL:
     vp, cp = ctypes.c_void_p, ctypes.c_char_p
-    for name, res, args in (("jack_on_info_shutdown", None, [vp, _SHUTDOWN, vp]),
+    for name, res, args in (("jack_on_info_shutdown", None, [vp, SHUTDOWN_FN, vp]),
                             ("jack_last_frame_time", ctypes.c_uint32, [vp]), ("jack_port_by_name", vp, [vp, cp]),
                             ("jack_port_get_all_connections", vp, [vp, vp]), ("jack_get_ports", vp, [vp, cp, cp, ctypes.c_ulong]),
                             ("jack_free", None, [vp]), ("jack_connect", ctypes.c_int, [vp, cp, cp])):
@@ -148,7 +148,6 @@ class JackWatchClient:
     it is a zombie: ``close()`` it before any new JACK client opens in the process."""
 
     def __init__(self, handle: int, lib: ctypes.CDLL) -> None:
-        from liveperf.io.jack_c_callbacks import watch_shutdown
         self.handle, self.lib = handle, lib
         self.lost = watch_shutdown(lib, handle)
 
